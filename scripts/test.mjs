@@ -1,0 +1,47 @@
+#!/usr/bin/env node
+// Runs the whole suite on the compiled output: unit tests beside the code, integration tests in
+// test/, then the conformance comparison. Test files are listed explicitly because `node --test
+// <dir>` would also run every .js file under a folder named `test` (fixtures included).
+import { spawnSync } from 'node:child_process';
+import { readdirSync, statSync } from 'node:fs';
+import path from 'node:path';
+
+const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
+const only = process.argv.slice(2);
+
+function collect(dir, out = []) {
+  let entries;
+  try {
+    entries = readdirSync(dir);
+  } catch {
+    return out;
+  }
+  for (const name of entries) {
+    const p = path.join(dir, name);
+    if (statSync(p).isDirectory()) collect(p, out);
+    else if (name.endsWith('.test.js')) out.push(p);
+  }
+  return out;
+}
+
+let files = [...collect(path.join(root, 'dist/src')), ...collect(path.join(root, 'dist/test'))].sort();
+if (only.length > 0) files = files.filter((f) => only.some((o) => f.includes(o)));
+if (files.length === 0) {
+  console.error('no test files found: run `npm run build` first');
+  process.exit(1);
+}
+
+const run = spawnSync(process.execPath, ['--test', '--test-concurrency=2', '--test-timeout=120000', ...files], {
+  cwd: root,
+  stdio: 'inherit',
+  env: { ...process.env, POLICYLAYER_LOG_LEVEL: process.env.POLICYLAYER_LOG_LEVEL ?? 'silent' },
+});
+if (run.status !== 0) process.exit(run.status ?? 1);
+
+if (only.length === 0 && process.env.SKIP_CONFORMANCE !== '1') {
+  const conf = spawnSync(process.execPath, [path.join(root, 'dist/test/conformance/compare.js')], { cwd: root, stdio: 'inherit' });
+  if (conf.status !== 0) {
+    console.error('conformance comparison failed');
+    process.exit(conf.status ?? 1);
+  }
+}

@@ -1,0 +1,13 @@
+export { interpolate, loadGatewayConfig, parseGatewayConfig } from './load.js';
+export type { Env, GatewayConfig, ServerConfig } from './load.js';
+export {
+  DEFAULT_ALLOWED_HOSTS,
+  DEFAULT_ALLOWED_ORIGINS,
+  DEFAULT_LISTEN,
+  DEFAULT_MAX_BODY_BYTES,
+  DEFAULT_STORE,
+  GatewayConfigSchema,
+  parseHostPort,
+} from './schema.js';
+export type { GatewayConfigDocument, HostPort } from './schema.js';
+export { parseDuration } from '../util/duration.js';

@@ -1,0 +1,220 @@
+// gateway.yaml's schema. Unlike the policy schema it normalises as it validates (durations to
+// milliseconds, host:port to parts), because nothing generates JSON Schema from it yet.
+import * as z from 'zod';
+import { strictObject } from '../policy/diagnostics.js';
+import { parseDuration } from '../util/duration.js';
+
+export const DEFAULT_LISTEN = '127.0.0.1:4100';
+export const DEFAULT_STORE = 'sqlite:./data/policylayer.db';
+export const DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024;
+// Bare host names: the origin check allows any port on them, which local clients need because
+// they pick ports freely, while a page on any other site is still refused.
+export const DEFAULT_ALLOWED_HOSTS: readonly string[] = ['localhost', '127.0.0.1', '[::1]'];
+export const DEFAULT_ALLOWED_ORIGINS: readonly string[] = ['localhost', '127.0.0.1', '[::1]'];
+
+export const SERVER_NAME_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9_-]*$/;
+// RFC 9110 section 5.6.2 `token`.
+const HEADER_NAME_PATTERN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+const HOST_NAME_PATTERN = /^(?:\[[0-9A-Fa-f:.]+\]|[^\s:/[\]@]+)$/;
+
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+/** `host:port`, `[v6]:port`, or a bare port (on 127.0.0.1); brackets are removed from the host. */
+export function parseHostPort(v: string | number): HostPort | undefined {
+  const text = typeof v === 'number' ? String(v) : v.trim();
+  let host = '127.0.0.1';
+  let portText = text;
+  const v6 = /^\[([0-9A-Fa-f:.]+)\]:(\d+)$/.exec(text);
+  if (v6 !== null) {
+    host = v6[1] as string;
+    portText = v6[2] as string;
+  } else if (text.includes(':')) {
+    const at = text.lastIndexOf(':');
+    host = text.slice(0, at);
+    portText = text.slice(at + 1);
+    if (!/^[^\s:/[\]@]+$/.test(host)) return undefined;
+  }
+  if (!/^\d{1,5}$/.test(portText)) return undefined;
+  const port = Number(portText);
+  return port <= 65535 ? { host, port } : undefined;
+}
+
+const HOST_PORT_MSG = 'expected host:port, e.g. "127.0.0.1:4100" (port 0 picks a free port)';
+const hostPort = z.union([z.string({ error: HOST_PORT_MSG }), z.number({ error: HOST_PORT_MSG })], { error: HOST_PORT_MSG }).transform(
+  (v, ctx) => {
+    const hp = parseHostPort(v);
+    if (hp === undefined) {
+      ctx.issues.push({ code: 'custom', message: HOST_PORT_MSG, input: v });
+      return z.NEVER;
+    }
+    return hp;
+  },
+);
+
+const DURATION_MSG = 'expected a duration like "30s", "5m", "1h" or a number of seconds';
+const duration = z.union([z.string({ error: DURATION_MSG }), z.number({ error: DURATION_MSG })], { error: DURATION_MSG }).transform(
+  (v, ctx) => {
+    try {
+      return parseDuration(v);
+    } catch {
+      ctx.issues.push({ code: 'custom', message: DURATION_MSG, input: v });
+      return z.NEVER;
+    }
+  },
+);
+
+const scalarString = (msg: string) =>
+  z.union([z.string({ error: msg }), z.number({ error: msg }), z.boolean({ error: msg })], { error: msg }).transform(String);
+
+const COMMAND_MSG = 'expected a non-empty array of strings';
+const command = z
+  .union([z.string({ error: COMMAND_MSG }), z.array(z.string({ error: COMMAND_MSG }).min(1, { error: COMMAND_MSG }), { error: COMMAND_MSG })], {
+    error: COMMAND_MSG,
+  })
+  .transform((v, ctx) => {
+    // A string is split on whitespace, without shell quoting: anything needing quotes belongs in an array.
+    const parts = typeof v === 'string' ? v.split(/\s+/).filter((s) => s !== '') : v;
+    if (parts.length === 0) {
+      ctx.issues.push({ code: 'custom', message: COMMAND_MSG, input: v });
+      return z.NEVER;
+    }
+    return parts;
+  });
+
+const URL_MSG = 'expected an http:// or https:// URL';
+const httpUrl = z.string({ error: URL_MSG }).refine(
+  (s) => {
+    try {
+      const u = new URL(s);
+      return u.protocol === 'http:' || u.protocol === 'https:';
+    } catch {
+      return false;
+    }
+  },
+  { error: URL_MSG },
+);
+
+const ServerSchema = strictObject(
+  {
+    command: command.optional(),
+    args: z.array(z.string({ error: 'expected an array of strings' }), { error: 'expected an array of strings' }).optional(),
+    env: z
+      .record(
+        z.string().regex(/^[^=\0]+$/, { error: 'expected an environment variable name' }),
+        scalarString('expected a string value'),
+        { error: 'expected a map of environment variables to strings' },
+      )
+      .optional(),
+    cwd: z.string({ error: 'expected a directory path' }).min(1, { error: 'expected a directory path' }).optional(),
+    url: httpUrl.optional(),
+    transport: z.enum(['streamable-http', 'sse'], { error: 'expected streamable-http|sse' }).optional(),
+    headers: z
+      .record(
+        z.string().regex(HEADER_NAME_PATTERN, { error: 'expected an HTTP header name' }),
+        scalarString('expected a string value'),
+        { error: 'expected a map of HTTP header names to values' },
+      )
+      .optional(),
+    // Validated by the policy loader, so its errors carry the policy's own locations.
+    policy: z.union([z.string().min(1), z.record(z.string(), z.unknown())], {
+      error: 'expected a policy file path or an inline policy object',
+    }),
+    timeout: duration.optional(),
+  },
+  'a server object with command (a local stdio server) or url (a remote server)',
+).superRefine((s, ctx) => {
+  if (s.command === undefined && s.url === undefined) {
+    ctx.addIssue({ code: 'custom', message: 'expected command (a local stdio server) or url (a remote server)', path: [] });
+  }
+  if (s.command !== undefined && s.url !== undefined) {
+    ctx.addIssue({ code: 'custom', message: 'use command or url, not both', path: ['url'] });
+  }
+  if (s.command !== undefined) {
+    for (const key of ['transport', 'headers'] as const) {
+      if (s[key] !== undefined) ctx.addIssue({ code: 'custom', message: 'applies only to url servers', path: [key] });
+    }
+  }
+  if (s.url !== undefined) {
+    for (const key of ['args', 'env', 'cwd'] as const) {
+      if (s[key] !== undefined) ctx.addIssue({ code: 'custom', message: 'applies only to command servers', path: [key] });
+    }
+  }
+});
+
+const STORE_MSG = 'expected sqlite:<path> or postgres://…';
+const COUNTERS_MSG = 'expected memory or redis://host:port';
+const ORIGIN_MSG = 'expected an origin like "https://app.example.com" or a host name (any scheme and port)';
+
+
+// Browsers send an origin without path and without a default port, so entries are normalised to
+// that form and a bare host name is kept as is (it allows every scheme and port of that host).
+const origin = z.string({ error: ORIGIN_MSG }).transform((s, ctx) => {
+  const text = s.trim().toLowerCase();
+  if (HOST_NAME_PATTERN.test(text)) return text;
+  try {
+    const u = new URL(text);
+    if ((u.protocol === 'http:' || u.protocol === 'https:') && u.username === '' && u.password === '' && u.pathname === '/' && u.search === '' && u.hash === '') {
+      return u.origin;
+    }
+  } catch {
+    // fall through to the issue below
+  }
+  ctx.issues.push({ code: 'custom', message: ORIGIN_MSG, input: s });
+  return z.NEVER;
+});
+
+export const GatewayConfigSchema = strictObject(
+  {
+    listen: hostPort.prefault(DEFAULT_LISTEN),
+    admin: hostPort.optional(),
+    store: z
+      .string({ error: STORE_MSG })
+      .regex(/^(?:sqlite:.+|postgres(?:ql)?:\/\/.+)$/, { error: STORE_MSG })
+      .prefault(DEFAULT_STORE),
+    counters: z
+      .string({ error: COUNTERS_MSG })
+      .regex(/^(?:memory|rediss?:\/\/.+)$/, { error: COUNTERS_MSG })
+      .prefault('memory'),
+    auth: strictObject(
+      { required: z.boolean({ error: 'expected true or false' }).prefault(false) },
+      'an object with required',
+    ).prefault({}),
+    limits: strictObject(
+      {
+        max_body_bytes: z
+          .number({ error: 'expected a positive integer' })
+          .int({ error: 'expected a positive integer' })
+          .positive({ error: 'expected a positive integer' })
+          .prefault(DEFAULT_MAX_BODY_BYTES),
+      },
+      'an object with max_body_bytes',
+    ).prefault({}),
+    allowed_hosts: z
+      .array(
+        z
+          .string({ error: 'expected a host name without a port' })
+          .regex(HOST_NAME_PATTERN, { error: 'expected a host name without a port (every port of it is allowed)' }),
+        { error: 'expected an array of host names' },
+      )
+      .prefault([...DEFAULT_ALLOWED_HOSTS]),
+    allowed_origins: z.array(origin, { error: 'expected an array of origins' }).prefault([...DEFAULT_ALLOWED_ORIGINS]),
+    session_idle_timeout: duration.prefault('30m'),
+    shutdown_grace: duration.prefault('10s'),
+    servers: z
+      .record(
+        z.string().regex(SERVER_NAME_PATTERN, {
+          error: 'expected a server name of letters, digits, _ and -, starting with a letter or digit',
+        }),
+        ServerSchema,
+        { error: 'expected a map of server names to servers' },
+      )
+      .refine((r) => Object.keys(r).length > 0, { error: 'expected at least one server' }),
+  },
+  'a gateway config object with servers',
+);
+
+export type GatewayConfigDocument = z.output<typeof GatewayConfigSchema>;
+export type ServerDocument = z.output<typeof ServerSchema>;

@@ -1,0 +1,249 @@
+/**
+ * The pipeline every client message passes through, independent of the transport it came on.
+ * Transports adapt bytes to calls of `initialize`, `call`, `send` and `listen`; they never decide.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Logger } from '../telemetry/logger.js';
+import { ErrorCodes, JsonRpcErrors, PolicyLayerError } from '../errors.js';
+import { evaluate, visibleTools, type CompiledPolicy, type Decision } from '../policy/index.js';
+import {
+  errorResponse,
+  resultResponse,
+  type JsonRpcNotification,
+  type JsonRpcRequest,
+  type JsonRpcResponse,
+} from '../util/jsonrpc.js';
+import type { CallHandlers, CallOptions, ServerMessage, Upstream, UpstreamSession } from '../transport/upstream/types.js';
+import { negotiateSessionVersion } from './protocol.js';
+
+export interface ServerRuntime {
+  readonly name: string;
+  readonly upstream: Upstream;
+  policy: CompiledPolicy;
+}
+
+export class Session {
+  readonly id: string;
+  readonly server: ServerRuntime;
+  readonly upstream: UpstreamSession;
+  readonly protocolVersion: string;
+  lastSeen: number;
+  /** Calls of this session in flight: shutdown waits for them, idle expiry skips sessions that have any. */
+  inflight = 0;
+  /** The client's stream for server messages outside calls (HTTP GET), if it opened one. */
+  listener: { close(): void } | undefined;
+  closed = false;
+
+  constructor(id: string, server: ServerRuntime, upstream: UpstreamSession, protocolVersion: string, now: number) {
+    this.id = id;
+    this.server = server;
+    this.upstream = upstream;
+    this.protocolVersion = protocolVersion;
+    this.lastSeen = now;
+  }
+}
+
+export interface GatewayOptions {
+  logger: Logger;
+  sessionIdleTimeoutMs: number;
+  /** Injected for exact expiry tests. */
+  now?: () => number;
+}
+
+/** The text an agent reads when a policy refuses its call. */
+export function denialText(tool: string, d: Decision): string {
+  return `Blocked by PolicyLayer policy: the call to '${tool}' was refused. Reason: ${d.reason} (rule ${d.rule}, policy ${d.policyVersion}).`;
+}
+
+export class Gateway {
+  readonly servers = new Map<string, ServerRuntime>();
+  readonly sessions = new Map<string, Session>();
+  private readonly log: Logger;
+  private readonly opts: GatewayOptions;
+  private readonly now: () => number;
+  private sweepTimer: NodeJS.Timeout | undefined;
+  private draining = false;
+  private inflightTotal = 0;
+  private drainWaiters: Array<() => void> = [];
+
+  constructor(opts: GatewayOptions) {
+    this.opts = opts;
+    this.log = opts.logger;
+    this.now = opts.now ?? Date.now;
+  }
+
+  addServer(server: ServerRuntime): void {
+    this.servers.set(server.name, server);
+  }
+
+  /** Starts the upstreams that run before any client (stdio processes) and the idle-session sweep. */
+  async start(): Promise<void> {
+    const results = await Promise.allSettled([...this.servers.values()].map((s) => s.upstream.start()));
+    results.forEach((r, i) => {
+      if (r.status === 'rejected') {
+        const name = [...this.servers.keys()][i];
+        this.log.warn({ server: name, err: (r.reason as Error).message }, 'upstream not ready at start; will keep trying');
+      }
+    });
+    const every = Math.max(1000, Math.min(60_000, Math.floor(this.opts.sessionIdleTimeoutMs / 4)));
+    this.sweepTimer = setInterval(() => this.sweep(), every);
+    this.sweepTimer.unref();
+  }
+
+  get isDraining(): boolean {
+    return this.draining;
+  }
+
+  server(name: string): ServerRuntime {
+    const s = this.servers.get(name);
+    if (!s) throw new PolicyLayerError(ErrorCodes.UNKNOWN_SERVER, `no server named '${name}' is registered`);
+    return s;
+  }
+
+  session(id: string, server: ServerRuntime): Session {
+    const s = this.sessions.get(id);
+    // A session id is only valid on the endpoint that created it.
+    if (!s || s.closed || s.server !== server) {
+      throw new PolicyLayerError(ErrorCodes.UNKNOWN_SESSION, 'unknown or expired session: start a new one with initialize');
+    }
+    s.lastSeen = this.now();
+    return s;
+  }
+
+  /** Handles a client's initialize: opens the upstream side and returns the new session with its answer. */
+  async initialize(server: ServerRuntime, req: JsonRpcRequest): Promise<{ session: Session; response: JsonRpcResponse }> {
+    if (this.draining) throw new PolicyLayerError(ErrorCodes.SHUTTING_DOWN, 'the gateway is shutting down');
+    const version = negotiateSessionVersion(req.params?.protocolVersion);
+    let upstream: UpstreamSession;
+    try {
+      upstream = await server.upstream.open(req, version);
+    } catch (err) {
+      const rpc = (err as { rpc?: JsonRpcResponse }).rpc;
+      if (rpc) throw Object.assign(new PolicyLayerError(ErrorCodes.UPSTREAM_PROTOCOL, rpc.error?.message ?? 'initialize refused'), { rpc });
+      throw new PolicyLayerError(ErrorCodes.UPSTREAM_UNAVAILABLE, (err as Error).message, undefined, { cause: err });
+    }
+    const result = upstream.initializeResult;
+    const negotiated = typeof result.protocolVersion === 'string' ? result.protocolVersion : version;
+    const session = new Session(randomUUID(), server, upstream, negotiated, this.now());
+    this.sessions.set(session.id, session);
+    this.log.debug({ server: server.name, session: session.id }, 'session opened');
+    return { session, response: resultResponse(req.id, result) };
+  }
+
+  /**
+   * Governs and forwards one client request. The answer and anything related to the call reach
+   * `reply`; this never throws.
+   */
+  call(session: Session, req: JsonRpcRequest, raw: string | undefined, reply: CallHandlers, options?: CallOptions): void {
+    if (this.draining) {
+      reply.onResponse(errorResponse(req.id, JsonRpcErrors.UPSTREAM_ERROR, 'the gateway is shutting down'), undefined);
+      return;
+    }
+    const policy = session.server.policy;
+    let handlers = reply;
+    if (req.method === 'tools/call') {
+      const name = req.params?.name;
+      if (typeof name !== 'string') {
+        reply.onResponse(errorResponse(req.id, JsonRpcErrors.INVALID_PARAMS, 'tools/call needs a string "name"'), undefined);
+        return;
+      }
+      const decision = evaluate({ tool: name, args: req.params?.arguments ?? {} }, policy);
+      if (decision.effect === 'hidden') {
+        // Exactly what a server answers for a tool it does not have: the agent learns nothing more.
+        reply.onResponse(errorResponse(req.id, JsonRpcErrors.INVALID_PARAMS, `Unknown tool: ${name}`), undefined);
+        return;
+      }
+      if (decision.effect === 'deny') {
+        this.log.info({ server: session.server.name, tool: name, rule: decision.rule }, 'call denied by policy');
+        reply.onResponse(
+          resultResponse(req.id, { content: [{ type: 'text', text: denialText(name, decision) }], isError: true }),
+          undefined,
+        );
+        return;
+      }
+    } else if (req.method === 'tools/list') {
+      handlers = {
+        onRelated: reply.onRelated.bind(reply),
+        onRetryHint: reply.onRetryHint?.bind(reply),
+        onResponse: (msg, rawResponse) => {
+          const filtered = filterToolsList(msg, policy);
+          reply.onResponse(filtered, filtered === msg ? rawResponse : undefined);
+        },
+      };
+    }
+    this.track(session, req, raw, handlers, options);
+  }
+
+  private track(session: Session, req: JsonRpcRequest, raw: string | undefined, reply: CallHandlers, options?: CallOptions): void {
+    session.inflight++;
+    this.inflightTotal++;
+    let done = false;
+    session.upstream.call(req, raw, {
+      onRelated: (m) => reply.onRelated(m),
+      onRetryHint: reply.onRetryHint ? (ms) => reply.onRetryHint!(ms) : undefined,
+      onResponse: (msg, rawResponse) => {
+        if (done) return;
+        done = true;
+        session.inflight--;
+        this.inflightTotal--;
+        session.lastSeen = this.now();
+        reply.onResponse(msg, rawResponse);
+        if (this.inflightTotal === 0 && this.drainWaiters.length > 0) {
+          for (const w of this.drainWaiters.splice(0)) w();
+        }
+      },
+    }, options);
+  }
+
+  /** Client notifications and answers to server requests go through unchanged. */
+  send(session: Session, msg: JsonRpcNotification | JsonRpcResponse, raw: string | undefined): void {
+    session.upstream.send(msg, raw);
+  }
+
+  /** Opens the session's stream of server messages that belong to no call. */
+  async listen(session: Session, onMessage: (m: ServerMessage) => void, lastEventId?: string): Promise<boolean> {
+    const stream = await session.upstream.listen(onMessage, lastEventId);
+    if (!stream) return false;
+    session.listener = stream;
+    return true;
+  }
+
+  async closeSession(session: Session): Promise<void> {
+    if (session.closed) return;
+    session.closed = true;
+    this.sessions.delete(session.id);
+    session.listener?.close();
+    await session.upstream.close();
+    this.log.debug({ session: session.id }, 'session closed');
+  }
+
+  private sweep(): void {
+    const cutoff = this.now() - this.opts.sessionIdleTimeoutMs;
+    for (const s of this.sessions.values()) {
+      if (s.inflight === 0 && s.lastSeen < cutoff) void this.closeSession(s);
+    }
+  }
+
+  /** Stops taking calls, waits up to `graceMs` for those in flight, then closes sessions and upstreams. */
+  async shutdown(graceMs: number): Promise<void> {
+    this.draining = true;
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    if (this.inflightTotal > 0) {
+      await Promise.race([
+        new Promise<void>((r) => this.drainWaiters.push(r)),
+        new Promise<void>((r) => setTimeout(r, graceMs).unref()),
+      ]);
+    }
+    await Promise.allSettled([...this.sessions.values()].map((s) => this.closeSession(s)));
+    await Promise.allSettled([...this.servers.values()].map((s) => s.upstream.close()));
+  }
+}
+
+/** Removes hidden tools from a tools/list answer; returns the same object when nothing is hidden. */
+export function filterToolsList(msg: JsonRpcResponse, policy: CompiledPolicy): JsonRpcResponse {
+  const result = msg.result as { tools?: Array<{ name: string }> } | undefined;
+  if (!result || !Array.isArray(result.tools)) return msg;
+  const visible = visibleTools(policy, result.tools);
+  if (visible.length === result.tools.length) return msg;
+  return { ...msg, result: { ...result, tools: visible } };
+}

@@ -1,0 +1,322 @@
+/**
+ * The Streamable HTTP endpoint clients connect to: `/mcp/<server>` with POST, GET and DELETE.
+ * This file turns HTTP into gateway calls and gateway answers back into HTTP; it decides nothing.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Logger } from '../../telemetry/logger.js';
+import { ErrorCodes, PolicyLayerError, wireOf } from '../../errors.js';
+import type { Gateway, ServerRuntime, Session } from '../../gateway/gateway.js';
+import { isSessionVersion, META_VERSION, STATELESS_PROTOCOL_VERSION } from '../../gateway/protocol.js';
+import {
+  errorResponse,
+  idOf,
+  parseMessage,
+  type JsonRpcId,
+  type JsonRpcNotification,
+  type JsonRpcRequest,
+  type JsonRpcResponse,
+} from '../../util/jsonrpc.js';
+import { formatSse } from '../../util/sse.js';
+import type { CallHandlers, ServerMessage } from '../upstream/types.js';
+import { checkHostAndOrigin, type OriginPolicy } from './origin.js';
+import { StatelessHandler } from './stateless.js';
+
+export interface HttpListenerOptions {
+  host: string;
+  port: number;
+  maxBodyBytes: number;
+  origins: OriginPolicy;
+  logger: Logger;
+}
+
+const MCP_PREFIX = '/mcp/';
+
+export class HttpListener {
+  readonly gateway: Gateway;
+  readonly opts: HttpListenerOptions;
+  private readonly log: Logger;
+  private readonly server: Server;
+  private readonly stateless: StatelessHandler;
+  /** Open SSE responses, ended at shutdown so clients see a clean close rather than a reset. */
+  private readonly streams = new Set<ServerResponse>();
+
+  constructor(gateway: Gateway, opts: HttpListenerOptions) {
+    this.gateway = gateway;
+    this.opts = opts;
+    this.log = opts.logger;
+    this.stateless = new StatelessHandler(gateway, opts.logger);
+    this.server = createServer({ keepAliveTimeout: 65_000 }, (req, res) => {
+      this.handle(req, res).catch((err: unknown) => this.fail(res, err, null));
+    });
+  }
+
+  async listen(): Promise<AddressInfo> {
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(this.opts.port, this.opts.host, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+    return this.server.address() as AddressInfo;
+  }
+
+  get url(): string {
+    const a = this.server.address() as AddressInfo;
+    const host = a.family === 'IPv6' ? `[${a.address}]` : a.address;
+    return `http://${host}:${a.port}`;
+  }
+
+  /** Stops accepting connections; open streams are ended once the gateway has drained. */
+  async close(): Promise<void> {
+    await this.stateless.close();
+    for (const res of this.streams) res.end();
+    this.streams.clear();
+    await new Promise<void>((resolve) => {
+      this.server.close(() => resolve());
+      this.server.closeIdleConnections();
+    });
+  }
+
+  stopAccepting(): void {
+    this.server.close();
+    this.server.closeIdleConnections();
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    const path = q >= 0 ? url.slice(0, q) : url;
+    if (path === '/healthz') {
+      this.sendJson(res, this.gateway.isDraining ? 503 : 200, { status: this.gateway.isDraining ? 'draining' : 'ok' });
+      return;
+    }
+    if (!path.startsWith(MCP_PREFIX)) {
+      this.sendJson(res, 404, { error: 'not found: MCP endpoints are at /mcp/<server>' });
+      return;
+    }
+    checkHostAndOrigin(req, this.opts.origins);
+    const server = this.gateway.server(decodeURIComponent(path.slice(MCP_PREFIX.length)));
+    if (this.gateway.isDraining) throw new PolicyLayerError(ErrorCodes.SHUTTING_DOWN, 'the gateway is shutting down');
+    const version = header(req, 'mcp-protocol-version');
+    if (version !== undefined && version !== STATELESS_PROTOCOL_VERSION && !isSessionVersion(version)) {
+      throw new PolicyLayerError(ErrorCodes.UNSUPPORTED_PROTOCOL_VERSION, `unsupported MCP-Protocol-Version '${version}'`);
+    }
+    switch (req.method) {
+      case 'POST':
+        return this.post(req, res, server, version);
+      case 'GET':
+        return this.get(req, res, server, version);
+      case 'DELETE':
+        return this.delete(req, res, server);
+      default:
+        res.setHeader('allow', 'GET, POST, DELETE');
+        throw new PolicyLayerError(ErrorCodes.METHOD_NOT_ALLOWED, `method ${req.method} is not allowed here`);
+    }
+  }
+
+  private async post(req: IncomingMessage, res: ServerResponse, server: ServerRuntime, version: string | undefined): Promise<void> {
+    const ct = header(req, 'content-type') ?? '';
+    if (!ct.toLowerCase().startsWith('application/json')) {
+      throw new PolicyLayerError(ErrorCodes.UNSUPPORTED_MEDIA_TYPE, 'Content-Type must be application/json');
+    }
+    const accept = header(req, 'accept');
+    if (accept !== undefined && !/application\/json|text\/event-stream|\*\/\*/i.test(accept)) {
+      throw new PolicyLayerError(ErrorCodes.NOT_ACCEPTABLE, 'Accept must include application/json and text/event-stream');
+    }
+    const raw = await readBody(req, this.opts.maxBodyBytes);
+    let parsed;
+    try {
+      parsed = parseMessage(raw);
+    } catch (err) {
+      let id: JsonRpcId | null = null;
+      try {
+        id = idOf(JSON.parse(raw));
+      } catch {
+        // not JSON at all: the id is unknowable
+      }
+      throw Object.assign(err as Error, { rpcId: id });
+    }
+    const { message, kind } = parsed;
+    const sessionId = header(req, 'mcp-session-id');
+
+    if (version === STATELESS_PROTOCOL_VERSION || (kind === 'request' && isStatelessRequest(message as JsonRpcRequest))) {
+      return this.stateless.post(req, res, server, message, kind, raw, this.replyOver(res));
+    }
+    if (kind === 'request' && (message as JsonRpcRequest).method === 'initialize') {
+      if (sessionId !== undefined) {
+        throw Object.assign(new PolicyLayerError(ErrorCodes.INVALID_REQUEST, 'initialize must not carry an Mcp-Session-Id'), {
+          rpcId: (message as JsonRpcRequest).id,
+        });
+      }
+      const { session, response } = await this.gateway.initialize(server, message as JsonRpcRequest);
+      res.setHeader('mcp-session-id', session.id);
+      this.sendJson(res, 200, response);
+      return;
+    }
+    const session = this.requireSession(sessionId, server, message);
+    if (kind === 'request') {
+      this.gateway.call(session, message as JsonRpcRequest, raw, this.replyOver(res));
+      return;
+    }
+    this.gateway.send(session, message as JsonRpcNotification | JsonRpcResponse, raw);
+    res.writeHead(202).end();
+  }
+
+  private requireSession(sessionId: string | undefined, server: ServerRuntime, message: unknown): Session {
+    if (sessionId === undefined) {
+      throw Object.assign(
+        new PolicyLayerError(ErrorCodes.SESSION_REQUIRED, 'Mcp-Session-Id header is required: send initialize first'),
+        { rpcId: idOf(message) },
+      );
+    }
+    try {
+      return this.gateway.session(sessionId, server);
+    } catch (err) {
+      throw Object.assign(err as Error, { rpcId: idOf(message) });
+    }
+  }
+
+  /**
+   * Answers a call with plain JSON when the upstream sends nothing but the answer, and switches the
+   * response to an SSE stream as soon as a message related to the call arrives first.
+   */
+  replyOver(res: ServerResponse): CallHandlers {
+    let streaming = false;
+    const startStream = () => {
+      streaming = true;
+      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
+      this.streams.add(res);
+      res.on('close', () => this.streams.delete(res));
+    };
+    return {
+      onRelated: (m: ServerMessage) => {
+        if (res.writableEnded) return;
+        if (!streaming) startStream();
+        res.write(formatSse({ id: m.eventId, data: m.raw ?? JSON.stringify(m.message) }));
+      },
+      onRetryHint: (ms: number) => {
+        if (res.writableEnded) return;
+        if (!streaming) startStream();
+        res.write(`retry: ${ms}\n\n`);
+      },
+      onResponse: (msg, raw) => {
+        if (res.writableEnded) return;
+        const data = raw ?? JSON.stringify(msg);
+        if (streaming) {
+          res.end(formatSse({ data }));
+          this.streams.delete(res);
+        } else {
+          res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) });
+          res.end(data);
+        }
+      },
+    };
+  }
+
+  private async get(req: IncomingMessage, res: ServerResponse, server: ServerRuntime, version: string | undefined): Promise<void> {
+    if (version === STATELESS_PROTOCOL_VERSION) {
+      res.setHeader('allow', 'POST');
+      throw new PolicyLayerError(ErrorCodes.METHOD_NOT_ALLOWED, 'the stateless protocol has no GET stream');
+    }
+    const accept = header(req, 'accept') ?? '';
+    if (!/text\/event-stream/i.test(accept)) {
+      throw new PolicyLayerError(ErrorCodes.NOT_ACCEPTABLE, 'Accept must include text/event-stream');
+    }
+    const session = this.requireSession(header(req, 'mcp-session-id'), server, undefined);
+    if (session.listener) {
+      this.sendJson(res, 409, errorResponse(null, -32600, 'this session already has an open stream'));
+      return;
+    }
+    let opened = false;
+    const ok = await this.gateway.listen(
+      session,
+      (m) => {
+        if (!opened || res.writableEnded) return;
+        res.write(formatSse({ id: m.eventId, data: m.raw ?? JSON.stringify(m.message) }));
+      },
+      header(req, 'last-event-id'),
+    );
+    if (!ok) {
+      res.setHeader('allow', 'POST, DELETE');
+      throw new PolicyLayerError(ErrorCodes.METHOD_NOT_ALLOWED, 'the upstream server offers no stream for server messages');
+    }
+    opened = true;
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
+    res.flushHeaders();
+    this.streams.add(res);
+    res.on('close', () => {
+      this.streams.delete(res);
+      session.listener?.close();
+      session.listener = undefined;
+    });
+  }
+
+  private async delete(req: IncomingMessage, res: ServerResponse, server: ServerRuntime): Promise<void> {
+    const session = this.requireSession(header(req, 'mcp-session-id'), server, undefined);
+    await this.gateway.closeSession(session);
+    res.writeHead(200).end();
+  }
+
+  private sendJson(res: ServerResponse, status: number, body: unknown): void {
+    const text = JSON.stringify(body);
+    res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+    res.end(text);
+  }
+
+  /** The one place an error becomes an HTTP answer: status from the error table, body a JSON-RPC error. */
+  private fail(res: ServerResponse, err: unknown, id: JsonRpcId | null): void {
+    if (res.headersSent) {
+      res.end();
+      return;
+    }
+    const rpcId = (err as { rpcId?: JsonRpcId | null }).rpcId ?? id;
+    if (err instanceof PolicyLayerError) {
+      const wire = wireOf(err.code);
+      if (wire.status >= 500) this.log.warn({ code: err.code, err: err.message }, 'request failed');
+      const rpc = (err as { rpc?: JsonRpcResponse }).rpc;
+      this.sendJson(res, wire.status === 200 ? 400 : wire.status, rpc ? { ...rpc, id: rpcId } : errorResponse(rpcId, wire.rpcCode, err.message, { code: err.code }));
+      return;
+    }
+    this.log.error({ err: (err as Error).stack ?? String(err) }, 'unexpected error handling a request');
+    this.sendJson(res, 500, errorResponse(rpcId, -32603, 'internal gateway error'));
+  }
+}
+
+/** A request is of the stateless revision when it carries the revision's envelope or is its discovery call. */
+function isStatelessRequest(req: JsonRpcRequest): boolean {
+  if (req.method === 'server/discover') return true;
+  const meta = req.params?._meta;
+  return typeof meta === 'object' && meta !== null && META_VERSION in meta;
+}
+
+export function header(req: IncomingMessage, name: string): string | undefined {
+  const v = req.headers[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+/** Reads the body up to `limit` bytes; a larger body is refused before it is buffered (413). */
+export function readBody(req: IncomingMessage, limit: number): Promise<string> {
+  const declared = Number(req.headers['content-length']);
+  if (Number.isFinite(declared) && declared > limit) {
+    req.resume();
+    return Promise.reject(new PolicyLayerError(ErrorCodes.BODY_TOO_LARGE, `request body of ${declared} bytes exceeds the limit of ${limit} bytes`));
+  }
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > limit) {
+        req.removeAllListeners('data');
+        req.resume();
+        reject(new PolicyLayerError(ErrorCodes.BODY_TOO_LARGE, `request body exceeds the limit of ${limit} bytes`));
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on('end', () => resolve(chunks.length === 1 ? chunks[0]!.toString('utf8') : Buffer.concat(chunks).toString('utf8')));
+    req.on('error', reject);
+  });
+}

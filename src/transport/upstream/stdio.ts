@@ -1,0 +1,507 @@
+/**
+ * A local MCP server run as a child process and spoken to over stdio (newline-delimited JSON).
+ *
+ * One supervised process serves every client session of the server: request ids and progress
+ * tokens are rewritten so clients cannot collide, and each answer goes back to the client that
+ * asked. The process runs in its own process group so shutdown can reach everything it spawned.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import type { Logger } from '../../telemetry/logger.js';
+import { JsonRpcErrors } from '../../errors.js';
+import { GATEWAY_CLIENT_CAPABILITIES, GATEWAY_INFO, LATEST_SESSION_VERSION } from '../../gateway/protocol.js';
+import {
+  classify,
+  type JsonRpcId,
+  type JsonRpcMessage,
+  type JsonRpcNotification,
+  type JsonRpcRequest,
+  type JsonRpcResponse,
+} from '../../util/jsonrpc.js';
+import { upstreamError, type CallHandlers, type ServerMessage, type Upstream, type UpstreamSession } from './types.js';
+
+export interface StdioUpstreamOptions {
+  name: string;
+  command: readonly string[];
+  env?: Record<string, string> | undefined;
+  cwd?: string | undefined;
+  /** Per-call limit; also the limit for the process to come up and answer initialize. */
+  timeoutMs: number;
+  logger: Logger;
+  /** First restart delay; doubles per consecutive crash up to `maxBackoffMs`. */
+  initialBackoffMs?: number;
+  maxBackoffMs?: number;
+  /** How long shutdown waits after closing stdin, and again after SIGTERM, before escalating. */
+  killGraceMs?: number;
+}
+
+interface Pending {
+  downstreamId: JsonRpcId;
+  handlers: CallHandlers;
+  session: SharedSession | undefined;
+  progressToken?: string | number | undefined;
+  gatewayToken?: string | undefined;
+  timer: NodeJS.Timeout;
+}
+
+type State = 'stopped' | 'starting' | 'ready' | 'backoff' | 'closing' | 'closed';
+
+/** A process that stayed up this long is considered healthy again: the backoff starts over. */
+const HEALTHY_UPTIME_MS = 30_000;
+
+export class StdioUpstream implements Upstream {
+  readonly name: string;
+  private readonly opts: StdioUpstreamOptions;
+  private readonly log: Logger;
+  private child: ChildProcess | undefined;
+  private state: State = 'stopped';
+  private nextId = 1;
+  private readonly inflight = new Map<number, Pending>();
+  private readonly byToken = new Map<string, Pending>();
+  /** Server-to-client requests waiting for an answer, and the only session allowed to give it. */
+  private readonly serverRequests = new Map<JsonRpcId, SharedSession>();
+  readonly sessions = new Set<SharedSession>();
+  private readyWaiters: Array<{ resolve: () => void; reject: (e: Error) => void }> = [];
+  private initResult: Record<string, unknown> | undefined;
+  private crashes = 0;
+  private startedAt = 0;
+  private restartTimer: NodeJS.Timeout | undefined;
+  private exited: Promise<void> = Promise.resolve();
+
+  constructor(opts: StdioUpstreamOptions) {
+    this.name = opts.name;
+    this.opts = opts;
+    this.log = opts.logger.child({ server: opts.name });
+  }
+
+  /** The pid of the running process, for tests and `servers` listings. */
+  get pid(): number | undefined {
+    return this.state === 'ready' || this.state === 'starting' ? this.child?.pid : undefined;
+  }
+
+  get isReady(): boolean {
+    return this.state === 'ready';
+  }
+
+  async start(): Promise<void> {
+    if (this.state === 'stopped') this.spawnProcess();
+    await this.whenReady();
+  }
+
+  async open(_init: JsonRpcRequest, protocolVersion: string): Promise<UpstreamSession> {
+    if (this.state === 'stopped') this.spawnProcess();
+    await this.whenReady();
+    const session = new SharedSession(this, { ...this.initResult, protocolVersion });
+    this.sessions.add(session);
+    return session;
+  }
+
+  private whenReady(): Promise<void> {
+    if (this.state === 'ready') return Promise.resolve();
+    if (this.state === 'closing' || this.state === 'closed') {
+      return Promise.reject(new Error(`upstream server '${this.name}' is shutting down`));
+    }
+    return new Promise((resolve, reject) => {
+      const waiter = { resolve, reject };
+      this.readyWaiters.push(waiter);
+      const t = setTimeout(() => {
+        this.readyWaiters = this.readyWaiters.filter((w) => w !== waiter);
+        reject(new Error(`upstream server '${this.name}' did not become ready within ${this.opts.timeoutMs} ms`));
+      }, this.opts.timeoutMs);
+      t.unref();
+      const done = waiter.resolve;
+      waiter.resolve = () => {
+        clearTimeout(t);
+        done();
+      };
+    });
+  }
+
+  private spawnProcess(): void {
+    const [cmd, ...args] = this.opts.command;
+    if (cmd === undefined) throw new Error(`server '${this.name}' has an empty command`);
+    this.state = 'starting';
+    this.startedAt = Date.now();
+    this.log.info({ command: this.opts.command }, 'starting upstream process');
+    const child = spawn(cmd, args, {
+      cwd: this.opts.cwd,
+      env: { ...process.env, ...this.opts.env },
+      stdio: ['pipe', 'pipe', 'pipe'],
+      // Its own process group, so SIGTERM/SIGKILL at shutdown reach grandchildren too (npx, uvx, shells).
+      detached: true,
+    });
+    this.child = child;
+    let resolveExit!: () => void;
+    this.exited = new Promise((r) => (resolveExit = r));
+
+    let buf = '';
+    child.stdout!.setEncoding('utf8');
+    child.stdout!.on('data', (chunk: string) => {
+      buf += chunk;
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl).trim();
+        buf = buf.slice(nl + 1);
+        if (line.length > 0) this.onLine(line);
+      }
+    });
+    let errBuf = '';
+    child.stderr!.setEncoding('utf8');
+    child.stderr!.on('data', (chunk: string) => {
+      errBuf += chunk;
+      let nl: number;
+      while ((nl = errBuf.indexOf('\n')) >= 0) {
+        const line = errBuf.slice(0, nl);
+        errBuf = errBuf.slice(nl + 1);
+        if (line.trim().length > 0) this.log.info({ stream: 'stderr' }, line);
+      }
+    });
+    // A write to a process that just died raises EPIPE here; the exit handler deals with the calls.
+    child.stdin!.on('error', () => {});
+    child.on('error', (err) => {
+      this.log.error({ err: err.message }, 'upstream process could not be started');
+      this.onExit(child, null, null, err.message);
+      resolveExit();
+    });
+    child.on('exit', (code, signal) => {
+      this.onExit(child, code, signal);
+      resolveExit();
+    });
+    this.initialize(child);
+  }
+
+  private initialize(child: ChildProcess): void {
+    const id = this.nextId++;
+    const timer = setTimeout(() => {
+      this.inflight.delete(id);
+      this.log.error('upstream did not answer initialize in time; restarting it');
+      this.kill(child, 'SIGKILL');
+    }, this.opts.timeoutMs);
+    timer.unref();
+    this.inflight.set(id, {
+      downstreamId: id,
+      session: undefined,
+      timer,
+      handlers: {
+        onRelated: () => {},
+        onResponse: (msg) => {
+          if (msg.error || typeof msg.result !== 'object' || msg.result === null) {
+            this.log.error({ error: msg.error }, 'upstream refused initialize; restarting it');
+            this.kill(child, 'SIGKILL');
+            return;
+          }
+          this.initResult = msg.result as Record<string, unknown>;
+          this.write({ jsonrpc: '2.0', method: 'notifications/initialized' });
+          this.state = 'ready';
+          this.log.info({ pid: child.pid }, 'upstream ready');
+          const waiters = this.readyWaiters;
+          this.readyWaiters = [];
+          for (const w of waiters) w.resolve();
+        },
+      },
+    });
+    this.write({
+      jsonrpc: '2.0',
+      id,
+      method: 'initialize',
+      params: { protocolVersion: LATEST_SESSION_VERSION, capabilities: GATEWAY_CLIENT_CAPABILITIES, clientInfo: GATEWAY_INFO },
+    });
+  }
+
+  private onExit(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null, error?: string): void {
+    if (this.child !== child) return;
+    this.child = undefined;
+    const why = error ?? (signal ? `was killed by ${signal}` : `exited with code ${code}`);
+    const closing = this.state === 'closing' || this.state === 'closed';
+    if (!closing) this.log.warn({ code, signal }, `upstream process ${why}`);
+    // Calls in flight can never be answered now: fail them at once rather than at their timeout.
+    const message = closing
+      ? `the gateway is shutting down; upstream server '${this.name}' was stopped`
+      : `upstream server '${this.name}' ${why} while the call was in flight`;
+    for (const [id, p] of this.inflight) {
+      clearTimeout(p.timer);
+      this.inflight.delete(id);
+      p.handlers.onResponse(upstreamError(p.downstreamId, JsonRpcErrors.UPSTREAM_ERROR, message), undefined);
+    }
+    this.byToken.clear();
+    this.serverRequests.clear();
+    if (closing) {
+      this.state = 'closed';
+      return;
+    }
+    if (Date.now() - this.startedAt > HEALTHY_UPTIME_MS) this.crashes = 0;
+    const initial = this.opts.initialBackoffMs ?? 250;
+    const delay = Math.min(this.opts.maxBackoffMs ?? 30_000, initial * 2 ** this.crashes);
+    this.crashes++;
+    this.state = 'backoff';
+    this.log.info({ delayMs: delay }, 'restarting upstream process after backoff');
+    this.restartTimer = setTimeout(() => {
+      this.restartTimer = undefined;
+      if (this.state === 'backoff') this.spawnProcess();
+    }, delay);
+    this.restartTimer.unref();
+  }
+
+  private write(msg: JsonRpcMessage): boolean {
+    const stdin = this.child?.stdin;
+    if (!stdin || stdin.destroyed) return false;
+    stdin.write(JSON.stringify(msg) + '\n');
+    return true;
+  }
+
+  private onLine(line: string): void {
+    let msg: JsonRpcMessage;
+    let kind;
+    try {
+      msg = JSON.parse(line) as JsonRpcMessage;
+      kind = classify(msg);
+    } catch {
+      // Servers sometimes print banners on stdout; they are not MCP and must not break the session.
+      this.log.warn({ line: line.slice(0, 200) }, 'upstream wrote a line that is not JSON-RPC; ignored');
+      return;
+    }
+    if (kind === 'response') this.onResponse(msg as JsonRpcResponse, line);
+    else if (kind === 'notification') this.onNotification(msg as JsonRpcNotification, line);
+    else this.onServerRequest(msg as JsonRpcRequest, line);
+  }
+
+  private onResponse(msg: JsonRpcResponse, _raw: string): void {
+    const id = typeof msg.id === 'number' ? msg.id : Number(msg.id);
+    const p = this.inflight.get(id);
+    if (!p) return;
+    this.settle(id, p);
+    msg.id = p.downstreamId;
+    p.handlers.onResponse(msg, undefined);
+  }
+
+  private settle(id: number, p: Pending): void {
+    clearTimeout(p.timer);
+    this.inflight.delete(id);
+    if (p.gatewayToken !== undefined) this.byToken.delete(p.gatewayToken);
+    p.session?.inflight.delete(p.downstreamId);
+  }
+
+  private onNotification(msg: JsonRpcNotification, raw: string): void {
+    if (msg.method === 'notifications/progress') {
+      const token = msg.params?.progressToken;
+      const p = typeof token === 'string' ? this.byToken.get(token) : undefined;
+      if (!p) return;
+      p.timer.refresh();
+      p.handlers.onRelated({ message: { ...msg, params: { ...msg.params, progressToken: p.progressToken } } });
+      return;
+    }
+    if (msg.method === 'notifications/cancelled') {
+      // The server withdrew one of its own requests: only the session that received it needs to know.
+      const target = this.serverRequests.get(msg.params?.requestId as JsonRpcId);
+      if (target) {
+        this.serverRequests.delete(msg.params?.requestId as JsonRpcId);
+        target.deliver({ message: msg, raw });
+      }
+      return;
+    }
+    const owner = this.soleCall();
+    if (owner) {
+      owner.handlers.onRelated({ message: msg, raw });
+      return;
+    }
+    for (const s of this.sessions) s.deliver({ message: msg, raw });
+  }
+
+  /** The one call in flight, if exactly one is: then a message from the server can only be about it. */
+  private soleCall(): Pending | undefined {
+    if (this.inflight.size !== 1) return undefined;
+    const p = this.inflight.values().next().value as Pending;
+    return p.session ? p : undefined;
+  }
+
+  private onServerRequest(msg: JsonRpcRequest, raw: string): void {
+    const owner = this.soleCall();
+    let target: SharedSession | undefined = owner?.session;
+    if (!target) {
+      const withCalls = new Set<SharedSession>();
+      for (const p of this.inflight.values()) if (p.session) withCalls.add(p.session);
+      if (withCalls.size === 1) target = withCalls.values().next().value;
+      else if (withCalls.size === 0 && this.sessions.size === 1) target = this.sessions.values().next().value;
+    }
+    if (!target) {
+      // Asking the wrong client (and so possibly the wrong person) is worse than not asking.
+      const why =
+        this.sessions.size === 0
+          ? 'no client is connected to this server through PolicyLayer'
+          : 'PolicyLayer could not tell which client this request belongs to (several clients share this stdio server)';
+      this.write(upstreamError(msg.id, JsonRpcErrors.INTERNAL_ERROR, why));
+      return;
+    }
+    this.serverRequests.set(msg.id, target);
+    if (owner) owner.handlers.onRelated({ message: msg, raw });
+    else target.deliverRequest({ message: msg, raw });
+  }
+
+  /** Sends a call for a session; see UpstreamSession.call. */
+  dispatch(session: SharedSession, req: JsonRpcRequest, handlers: CallHandlers): void {
+    if (this.state !== 'ready') {
+      this.whenReady().then(
+        () => this.dispatch(session, req, handlers),
+        (err: Error) =>
+          handlers.onResponse(upstreamError(req.id, JsonRpcErrors.UPSTREAM_ERROR, err.message), undefined),
+      );
+      return;
+    }
+    const id = this.nextId++;
+    const timer = setTimeout(() => {
+      const p = this.inflight.get(id);
+      if (!p) return;
+      this.settle(id, p);
+      this.write({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: id, reason: 'timeout' } });
+      p.handlers.onResponse(
+        upstreamError(p.downstreamId, JsonRpcErrors.UPSTREAM_ERROR, `upstream server '${this.name}' did not answer within ${this.opts.timeoutMs} ms`),
+        undefined,
+      );
+    }, this.opts.timeoutMs);
+    timer.unref();
+    const pending: Pending = { downstreamId: req.id, handlers, session, timer };
+    let params = req.params;
+    const meta = params?._meta as Record<string, unknown> | undefined;
+    const token = meta?.progressToken;
+    if (typeof token === 'string' || typeof token === 'number') {
+      pending.progressToken = token;
+      pending.gatewayToken = `pl-${id}`;
+      this.byToken.set(pending.gatewayToken, pending);
+      params = { ...params, _meta: { ...meta, progressToken: pending.gatewayToken } };
+    }
+    this.inflight.set(id, pending);
+    session.inflight.set(req.id, id);
+    const out: JsonRpcRequest = { jsonrpc: '2.0', id, method: req.method };
+    if (params !== undefined) out.params = params;
+    this.write(out);
+  }
+
+  /** Forwards a client's notification or answer; see UpstreamSession.send. */
+  forward(session: SharedSession, msg: JsonRpcNotification | JsonRpcResponse): void {
+    if (!('method' in msg)) {
+      if (msg.id === null || this.serverRequests.get(msg.id) !== session) {
+        this.log.warn({ id: msg.id }, 'a client answered a request it was not sent; dropped');
+        return;
+      }
+      this.serverRequests.delete(msg.id);
+      this.write(msg);
+      return;
+    }
+    switch (msg.method) {
+      case 'notifications/initialized':
+        return; // the gateway completed the handshake with this process itself
+      case 'notifications/cancelled': {
+        const upstreamId = session.inflight.get(msg.params?.requestId as JsonRpcId);
+        if (upstreamId === undefined) return;
+        this.write({ ...msg, params: { ...msg.params, requestId: upstreamId } });
+        return;
+      }
+      default:
+        this.write(msg);
+    }
+  }
+
+  detach(session: SharedSession): void {
+    this.sessions.delete(session);
+    for (const [downstreamId, upstreamId] of session.inflight) {
+      const p = this.inflight.get(upstreamId);
+      if (!p) continue;
+      this.settle(upstreamId, p);
+      this.write({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: upstreamId, reason: 'session closed' } });
+      p.handlers.onResponse(upstreamError(downstreamId, JsonRpcErrors.UPSTREAM_ERROR, 'the session was closed'), undefined);
+    }
+    for (const [id, s] of this.serverRequests) if (s === session) this.serverRequests.delete(id);
+  }
+
+  private kill(child: ChildProcess, signal: NodeJS.Signals): void {
+    if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
+    try {
+      process.kill(-child.pid, signal);
+    } catch {
+      // The group is already gone.
+    }
+  }
+
+  /** Closes stdin, then SIGTERM, then SIGKILL to the whole process group. */
+  async close(): Promise<void> {
+    if (this.restartTimer) clearTimeout(this.restartTimer);
+    const child = this.child;
+    this.state = 'closing';
+    const waiters = this.readyWaiters;
+    this.readyWaiters = [];
+    for (const w of waiters) w.reject(new Error(`upstream server '${this.name}' is shutting down`));
+    if (!child) {
+      this.state = 'closed';
+      return;
+    }
+    const grace = this.opts.killGraceMs ?? 2000;
+    const exited = this.exited;
+    const waitExit = (ms: number) =>
+      Promise.race([exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), ms).unref())]);
+    child.stdin?.end();
+    if (!(await waitExit(grace))) {
+      this.kill(child, 'SIGTERM');
+      if (!(await waitExit(grace))) {
+        this.kill(child, 'SIGKILL');
+        await waitExit(grace);
+      }
+    }
+    // Whatever the server left behind in its group goes too.
+    this.kill(child, 'SIGKILL');
+    if (child.pid !== undefined) {
+      try {
+        process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        // no process left in the group
+      }
+    }
+    this.state = 'closed';
+  }
+}
+
+/** One client's view of the shared process. */
+export class SharedSession implements UpstreamSession {
+  readonly initializeResult: Record<string, unknown>;
+  /** This session's calls in flight: the client's id → the id used upstream. */
+  readonly inflight = new Map<JsonRpcId, number>();
+  private listener: ((msg: ServerMessage) => void) | undefined;
+  private readonly upstream: StdioUpstream;
+
+  constructor(upstream: StdioUpstream, initializeResult: Record<string, unknown>) {
+    this.upstream = upstream;
+    this.initializeResult = initializeResult;
+  }
+
+  call(req: JsonRpcRequest, _raw: string | undefined, handlers: CallHandlers): void {
+    this.upstream.dispatch(this, req, handlers);
+  }
+
+  send(msg: JsonRpcNotification | JsonRpcResponse): void {
+    this.upstream.forward(this, msg);
+  }
+
+  async listen(onMessage: (msg: ServerMessage) => void): Promise<{ close(): void }> {
+    this.listener = onMessage;
+    return {
+      close: () => {
+        if (this.listener === onMessage) this.listener = undefined;
+      },
+    };
+  }
+
+  /** A server notification for this session outside any call; dropped when no stream is open. */
+  deliver(msg: ServerMessage): void {
+    this.listener?.(msg);
+  }
+
+  /** A server request for this session outside any call: it needs an open stream to be answered. */
+  deliverRequest(msg: ServerMessage): void {
+    if (this.listener) this.listener(msg);
+    else
+      this.upstream.forward(this, upstreamError((msg.message as JsonRpcRequest).id, JsonRpcErrors.INTERNAL_ERROR, 'the client has no open stream for server requests'));
+  }
+
+  async close(): Promise<void> {
+    this.listener = undefined;
+    this.upstream.detach(this);
+  }
+}

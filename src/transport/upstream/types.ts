@@ -1,0 +1,65 @@
+/**
+ * The contract between the gateway and an upstream MCP server, whatever its transport.
+ * One `UpstreamSession` stands for one MCP session as the downstream client sees it.
+ */
+import type { JsonRpcMessage, JsonRpcNotification, JsonRpcRequest, JsonRpcResponse } from '../../util/jsonrpc.js';
+
+/** A server message on its way to the client, with what is needed to forward it unchanged. */
+export interface ServerMessage {
+  message: JsonRpcMessage;
+  /** The upstream's exact serialisation, when the message is forwarded as it came. */
+  raw?: string | undefined;
+  /** SSE event id from an HTTP upstream, kept so the client can resume with Last-Event-ID. */
+  eventId?: string | undefined;
+}
+
+export interface CallHandlers {
+  /** A message tied to the call that arrives before its response: progress, logging, sampling, elicitation, roots. */
+  onRelated(msg: ServerMessage): void;
+  /** The final response; called exactly once. */
+  onResponse(msg: JsonRpcResponse, raw: string | undefined): void;
+  /** The upstream sent an SSE `retry:` hint with the call's stream (resumable streams). */
+  onRetryHint?(ms: number): void;
+}
+
+export interface CallOptions {
+  /** Aborting it cancels the call upstream (a stateless client closed its stream). */
+  signal?: AbortSignal | undefined;
+  /** Extra HTTP headers for this call (the stateless revision's Mcp-Method, Mcp-Name, Mcp-Param-*). */
+  headers?: Record<string, string> | undefined;
+  /** The answer may take arbitrarily long (a subscription stream): no body timeout. */
+  longLived?: boolean | undefined;
+}
+
+export interface UpstreamSession {
+  /** The initialize result the client receives (server info, capabilities, instructions). */
+  readonly initializeResult: Record<string, unknown>;
+  /** Sends a request and delivers what comes back to `handlers`. Never throws: failures arrive as error responses. */
+  call(req: JsonRpcRequest, raw: string | undefined, handlers: CallHandlers, options?: CallOptions): void;
+  /** Client notifications (cancelled, progress, roots/list_changed...) and answers to server requests. */
+  send(msg: JsonRpcNotification | JsonRpcResponse, raw: string | undefined): void;
+  /**
+   * Opens the stream of server messages that belong to no call (the GET stream of Streamable HTTP).
+   * `lastEventId` resumes an HTTP upstream's stream where the client left it.
+   */
+  listen(onMessage: (msg: ServerMessage) => void, lastEventId?: string): Promise<{ close(): void } | undefined>;
+  /** Ends the session upstream (DELETE for HTTP). */
+  close(): Promise<void>;
+}
+
+export interface Upstream {
+  readonly name: string;
+  /** Starts what must run before the first session (a stdio process); idempotent. */
+  start(): Promise<void>;
+  /** Opens a session for a client whose `initialize` request is `init`; returns the session and the result to answer with. */
+  open(init: JsonRpcRequest, protocolVersion: string): Promise<UpstreamSession>;
+  /** Stops everything: sessions, streams, child processes. */
+  close(): Promise<void>;
+}
+
+/** The response sent when a call cannot reach the upstream or loses it. */
+export function upstreamError(id: JsonRpcResponse['id'], code: number, message: string, data?: unknown): JsonRpcResponse {
+  const error: NonNullable<JsonRpcResponse['error']> = { code, message };
+  if (data !== undefined) error.data = data;
+  return { jsonrpc: '2.0', id, error };
+}

@@ -1,0 +1,122 @@
+/**
+ * JSON-RPC 2.0 envelope handling. The gateway works at this level: it reads just enough of a
+ * message to route and govern it, and forwards the original bytes whenever it changes nothing.
+ */
+import { ErrorCodes, JsonRpcErrors, PolicyLayerError } from '../errors.js';
+
+export type JsonRpcId = string | number;
+
+export interface JsonRpcRequest {
+  jsonrpc: '2.0';
+  id: JsonRpcId;
+  method: string;
+  params?: Record<string, unknown>;
+}
+
+export interface JsonRpcNotification {
+  jsonrpc: '2.0';
+  method: string;
+  params?: Record<string, unknown>;
+}
+
+export interface JsonRpcErrorObject {
+  code: number;
+  message: string;
+  data?: unknown;
+}
+
+export interface JsonRpcResponse {
+  jsonrpc: '2.0';
+  id: JsonRpcId | null;
+  result?: unknown;
+  error?: JsonRpcErrorObject;
+}
+
+export type JsonRpcMessage = JsonRpcRequest | JsonRpcNotification | JsonRpcResponse;
+
+export type MessageKind = 'request' | 'notification' | 'response';
+
+export function isRequest(m: JsonRpcMessage): m is JsonRpcRequest {
+  return 'method' in m && 'id' in m && m.id !== undefined;
+}
+export function isNotification(m: JsonRpcMessage): m is JsonRpcNotification {
+  return 'method' in m && !('id' in m && m.id !== undefined);
+}
+export function isResponse(m: JsonRpcMessage): m is JsonRpcResponse {
+  return !('method' in m);
+}
+
+function isValidId(id: unknown): id is JsonRpcId {
+  return typeof id === 'string' || (typeof id === 'number' && Number.isFinite(id));
+}
+
+/**
+ * Checks a parsed value is one JSON-RPC 2.0 message and says what kind. Batches are refused:
+ * MCP removed JSON-RPC batching in 2025-06-18, and governing each element separately would only
+ * add a second path around the policy.
+ */
+export function classify(value: unknown): MessageKind {
+  if (Array.isArray(value)) {
+    throw new PolicyLayerError(ErrorCodes.INVALID_REQUEST, 'JSON-RPC batches are not supported: send one message per request');
+  }
+  if (typeof value !== 'object' || value === null) {
+    throw new PolicyLayerError(ErrorCodes.INVALID_REQUEST, 'expected a JSON-RPC 2.0 message object');
+  }
+  const m = value as Record<string, unknown>;
+  if (m.jsonrpc !== '2.0') {
+    throw new PolicyLayerError(ErrorCodes.INVALID_REQUEST, 'expected "jsonrpc": "2.0"');
+  }
+  if ('method' in m) {
+    if (typeof m.method !== 'string' || m.method.length === 0) {
+      throw new PolicyLayerError(ErrorCodes.INVALID_REQUEST, '"method" must be a non-empty string');
+    }
+    if (m.params !== undefined && (typeof m.params !== 'object' || m.params === null || Array.isArray(m.params))) {
+      throw new PolicyLayerError(ErrorCodes.INVALID_REQUEST, '"params" must be an object (MCP uses named parameters)');
+    }
+    if (!('id' in m) || m.id === undefined) return 'notification';
+    if (!isValidId(m.id)) {
+      throw new PolicyLayerError(ErrorCodes.INVALID_REQUEST, '"id" must be a string or a number');
+    }
+    return 'request';
+  }
+  if ('result' in m === 'error' in m) {
+    throw new PolicyLayerError(ErrorCodes.INVALID_REQUEST, 'a response must have exactly one of "result" or "error"');
+  }
+  if (!isValidId(m.id) && m.id !== null) {
+    throw new PolicyLayerError(ErrorCodes.INVALID_REQUEST, '"id" must be a string or a number');
+  }
+  return 'response';
+}
+
+/** Parses one message from text; throws a PolicyLayerError with PARSE_ERROR or INVALID_REQUEST. */
+export function parseMessage(text: string): { message: JsonRpcMessage; kind: MessageKind } {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw new PolicyLayerError(ErrorCodes.PARSE_ERROR, `the body is not valid JSON: ${(err as Error).message}`);
+  }
+  const kind = classify(value);
+  return { message: value as JsonRpcMessage, kind };
+}
+
+export function errorResponse(id: JsonRpcId | null, code: number, message: string, data?: unknown): JsonRpcResponse {
+  const error: JsonRpcErrorObject = { code, message };
+  if (data !== undefined) error.data = data;
+  return { jsonrpc: '2.0', id, error };
+}
+
+export function resultResponse(id: JsonRpcId | null, result: unknown): JsonRpcResponse {
+  return { jsonrpc: '2.0', id, result };
+}
+
+/** Best effort: the id of a body that failed validation, so the error can still be correlated. */
+export function idOf(value: unknown): JsonRpcId | null {
+  if (typeof value === 'object' && value !== null && !Array.isArray(value)) {
+    const id = (value as Record<string, unknown>).id;
+    if (isValidId(id)) return id;
+  }
+  return null;
+}
+
+export { JsonRpcErrors };
