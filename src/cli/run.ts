@@ -16,8 +16,8 @@ Speaks MCP on stdin/stdout to the client and runs <command> as the governed
 server. Logs go to stderr.
 
 Example (.mcp.json for Claude Code, or .cursor/mcp.json):
-  { "mcpServers": { "filesystem": { "command": "npx", "args": [
-      "policylayer", "run", "--policy", "policy.json", "--",
+  { "mcpServers": { "filesystem": { "command": "node", "args": [
+      "/path/to/policylayer/bin/policylayer.js", "run", "--policy", "policy.json", "--",
       "npx", "-y", "@modelcontextprotocol/server-filesystem", "/tmp/sandbox" ] } } }
 `,
   async run(argv) {

@@ -197,7 +197,7 @@ test('rejects reason with on_deny, and increment with increment_from', () => {
   assert.deepEqual(issuesOf(() => parsePolicy(both, 'p.json')), ['p.json: /tools/t/on_deny: use reason or on_deny, not both (line 1:82)']);
   const inc = policyWithLimit('{ "counter": "c", "window": "day", "max": 5, "scope": "grant", "increment": 1, "increment_from": "args.n" }');
   assert.deepEqual(issuesOf(() => parsePolicy(inc, 'p.json')), [
-    'p.json: /tools/t/limits/0/increment_from: use increment or increment_from, not both (line 1:154)',
+    'p.json: /tools/t/limits/0/increment_from: use increment or increment_from, not both (line 1:165)',
   ]);
 });
 
@@ -210,16 +210,16 @@ test('rejects non-positive integer windows, bad argument paths and empty hide en
     ),
   );
   assert.deepEqual(issuesOf(() => parsePolicy('{ "version": "1", "default": "deny", "tools": { "": {} } }', 'p.json')), [
-    'p.json: /tools/: expected a tool name or glob (a non-empty string) (line 1:50)',
+    'p.json: /tools/: expected a tool name or glob (a non-empty string) (line 1:49)',
   ]);
   assert.deepEqual(issuesOf(() => parsePolicy('{ "version": "1", "default": "deny", "hide": [""] }', 'p.json')), [
     'p.json: /hide/0: expected a tool name or glob (line 1:47)',
   ]);
   assert.deepEqual(issues, [
     'p.json: /hide/0: expected a tool name or glob (line 1:47)',
-    'p.json: /tools/t/limits/0/window: expected second|minute|hour|day or a duration like "90s" (line 2:59)',
-    'p.json: /tools/t/limits/0/scope: expected grant|session|server or args.<path> (line 2:82)',
-    'p.json: /tools/t/limits/0/increment_from: expected args.<path>, e.g. "args.amount" (line 2:109)',
+    'p.json: /tools/t/limits/0/window: expected second|minute|hour|day or a duration like "90s" (line 2:61)',
+    'p.json: /tools/t/limits/0/scope: expected grant|session|server or args.<path> (line 2:84)',
+    'p.json: /tools/t/limits/0/increment_from: expected args.<path>, e.g. "args.amount" (line 2:111)',
   ]);
 });
 
