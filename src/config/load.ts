@@ -73,24 +73,25 @@ export function parseGatewayConfig(text: string, source: string, env: Env = proc
 
   const interpolated = interpolateAll(read.value, env);
   const secrets = interpolated.secrets;
-  const fail = (issues: string[], code: ErrorCode = ErrorCodes.CONFIG_INVALID): never => {
-    throw new ConfigError(redact(issues, secrets), code);
-  };
+  const failure = (issues: string[], code: ErrorCode = ErrorCodes.CONFIG_INVALID) => new ConfigError(redact(issues, secrets), code);
   // A missing variable would surface again as a confusing schema error (an empty URL), so
   // missing variables are reported alone.
-  if (interpolated.missing.length > 0) fail(formatProblems(source, read.text, interpolated.missing), ErrorCodes.CONFIG_ENV_MISSING);
+  if (interpolated.missing.length > 0) {
+    throw failure(formatProblems(source, read.text, [...interpolated.missing, ...interpolated.invalid]), ErrorCodes.CONFIG_ENV_MISSING);
+  }
 
   const parsed = GatewayConfigSchema.safeParse(interpolated.value);
-  if (!parsed.success) {
+  if (!parsed.success || interpolated.invalid.length > 0) {
+    const problems = parsed.success ? [] : zodProblems(parsed.error, interpolated.value);
+    const issues = formatProblems(source, read.text, [...interpolated.invalid, ...problems]);
     // Policies are still checked so one run reports the problems of every file involved.
-    const issues = formatProblems(source, read.text, zodProblems(parsed.error, interpolated.value));
     for (const [name, policy] of rawPolicies(interpolated.value)) {
       const r = loadServerPolicy(name, policy, read.text, baseDir);
       if (!r.ok) issues.push(...r.issues);
     }
-    fail(issues);
+    throw failure(issues);
   }
-  const doc = parsed.data!;
+  const doc = parsed.data;
 
   const issues: string[] = [];
   let unreadableOnly = true;
@@ -104,7 +105,7 @@ export function parseGatewayConfig(text: string, source: string, env: Env = proc
     }
     servers.set(name, toServerConfig(name, server, policy.policy, baseDir));
   }
-  if (issues.length > 0) fail(issues, unreadableOnly ? ErrorCodes.CONFIG_UNREADABLE : ErrorCodes.CONFIG_INVALID);
+  if (issues.length > 0) throw failure(issues, unreadableOnly ? ErrorCodes.CONFIG_UNREADABLE : ErrorCodes.CONFIG_INVALID);
 
   for (const s of [doc.store, doc.counters]) addUrlCredentials(s, secrets);
   for (const server of servers.values()) {
@@ -190,6 +191,7 @@ function displayPath(file: string): string {
 interface Interpolated {
   value: unknown;
   missing: Problem[];
+  invalid: Problem[];
   secrets: Set<string>;
 }
 
@@ -200,13 +202,14 @@ interface Interpolated {
  */
 function interpolateAll(root: unknown, env: Env): Interpolated {
   const missing: Problem[] = [];
+  const invalid: Problem[] = [];
   const secrets = new Set<string>();
   const walk = (v: unknown, path: PathSegment[]): unknown => {
     if (typeof v === 'string') {
       const secret = isSecretPath(path) || isUrlPath(path);
       const r = interpolate(v, env);
       for (const name of r.missing) missing.push({ path, message: `environment variable ${name} is not set` });
-      for (const bad of r.invalid) missing.push({ path, message: bad });
+      for (const bad of r.invalid) invalid.push({ path, message: bad });
       if (secret) for (const s of r.substituted) secrets.add(s);
       if (isSecretPath(path)) secrets.add(r.value);
       return r.value;
@@ -221,7 +224,7 @@ function interpolateAll(root: unknown, env: Env): Interpolated {
     if (isSecretPath(path) && (typeof v === 'number' || typeof v === 'boolean')) secrets.add(String(v));
     return v;
   };
-  return { value: walk(root, []), missing, secrets };
+  return { value: walk(root, []), missing, invalid, secrets };
 }
 
 function isSecretPath(path: readonly PathSegment[]): boolean {

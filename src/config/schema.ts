@@ -15,7 +15,7 @@ export const DEFAULT_ALLOWED_ORIGINS: readonly string[] = ['localhost', '127.0.0
 export const SERVER_NAME_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9_-]*$/;
 // RFC 9110 section 5.6.2 `token`.
 const HEADER_NAME_PATTERN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
-const HOST_NAME_PATTERN = /^(?:\[[0-9A-Fa-f:.]+\]|[^\s:/[\]@]+)$/;
+const HOST_NAME_PATTERN = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?)$/;
 
 export interface HostPort {
   host: string;

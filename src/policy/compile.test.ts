@@ -21,6 +21,10 @@ test('gives the same version regardless of key order, whitespace or JSON versus 
   assert.equal(a.version, policyVersion({ tools: { b: { action: 'deny' }, a: {} }, default: 'deny', version: '1' }));
 });
 
+test('ignores the $schema editor hint when versioning', () => {
+  assert.equal(compilePolicy({ ...DOC, $schema: './policy.schema.json' }, 'a').version, compilePolicy(DOC, 'b').version);
+});
+
 test('gives a different version when any rule changes', () => {
   const a = compilePolicy(DOC, '<inline>');
   const b = compilePolicy({ ...DOC, default: 'allow' }, '<inline>');

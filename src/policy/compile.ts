@@ -25,7 +25,9 @@ export function compilePolicy(doc: PolicyDocument, source: string): CompiledPoli
 /** Compiles a document that has already passed PolicySchema. */
 export function compileValidated(doc: PolicyDocument, source: string): CompiledPolicy {
   const frozenDoc = deepFreeze(doc);
-  const version = policyVersion(frozenDoc);
+  // `$schema` only helps editors; pointing it elsewhere does not change what the policy does.
+  const { $schema: _editorHint, ...content } = frozenDoc;
+  const version = policyVersion(content);
   const allToolsLimits = compileLimits(frozenDoc.all_tools?.limits, ['all_tools']);
 
   const exact = new Map<string, CompiledRule>();
@@ -34,7 +36,8 @@ export function compileValidated(doc: PolicyDocument, source: string): CompiledP
     if (isGlob(pattern)) {
       const g = analyseGlob(pattern);
       const base = compileRule(pattern, rule, allToolsLimits, version, undefined);
-      globs.push(Object.freeze({ ...base, matcher: g.matcher, literals: g.literals, wildcards: g.wildcards, order: globs.length }));
+      const prefix = pattern.slice(0, pattern.search(/[*?]/));
+      globs.push(Object.freeze({ ...base, prefix, matcher: g.matcher, literals: g.literals, wildcards: g.wildcards, order: globs.length }));
     } else {
       exact.set(pattern, Object.freeze(compileRule(pattern, rule, allToolsLimits, version, pattern)));
     }

@@ -82,13 +82,13 @@ export function positionOf(st: SourceText, path: readonly PathSegment[], atKey =
     if (isMap(node)) {
       const pair = node.items.find((p) => isPair(p) && keyText(p.key) === String(seg));
       if (pair === undefined) break;
-      if (last && atKey && pair.key !== null) {
+      if (last && atKey) {
         found = pair.key;
         break;
       }
-      // `key:` with nothing after it has no value node worth pointing at; the key is clearer.
-      node = pair.value ?? pair.key;
-      found = pair.value !== null && hasRange(pair.value) && pair.value.range[0] < pair.value.range[1] ? pair.value : pair.key;
+      node = pair.value;
+      // `key:` with nothing after it has an empty value node; the key is the better place to point.
+      found = hasRange(pair.value) && pair.value.range[0] < pair.value.range[1] ? pair.value : pair.key;
     } else if (isSeq(node) && typeof seg === 'number') {
       const item = node.items[seg];
       if (item === undefined) break;

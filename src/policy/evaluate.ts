@@ -20,7 +20,7 @@ export function evaluate(call: { tool: string; args: unknown }, policy: Compiled
     const exact = policy.exact.get(tool);
     if (exact !== undefined) return exact.decision ?? ruleDenial(exact, tool, policy.version);
     for (const rule of policy.globs) {
-      if (rule.matcher.test(tool)) return rule.decision ?? ruleDenial(rule, tool, policy.version);
+      if (tool.startsWith(rule.prefix) && rule.matcher.test(tool)) return rule.decision ?? ruleDenial(rule, tool, policy.version);
     }
     if (policy.defaultAllow !== undefined) return policy.defaultAllow;
     return decision(

@@ -201,30 +201,21 @@ test('rejects reason with on_deny, and increment with increment_from', () => {
   ]);
 });
 
-test('rejects non-positive integer windows, bad argument paths and empty hide entries', () => {
-  const issues = issuesOf(() =>
-    parsePolicy(
-      `{ "version": "1", "default": "deny", "hide": [""],
-  "tools": { "t": { "limits": [ { "counter": "c", "window": -5, "max": 1, "scope": "args.", "increment_from": "amount" } ] } } }`,
-      'p.json',
-    ),
-  );
-  assert.deepEqual(issuesOf(() => parsePolicy('{ "version": "1", "default": "deny", "tools": { "": {} } }', 'p.json')), [
-    'p.json: /tools/: expected a tool name or glob (a non-empty string) (line 1:49)',
-  ]);
-  assert.deepEqual(issuesOf(() => parsePolicy('{ "version": "1", "default": "deny", "hide": [""] }', 'p.json')), [
-    'p.json: /hide/0: expected a tool name or glob (line 1:47)',
-  ]);
-  assert.deepEqual(issues, [
+test('rejects non-positive integer windows, bad argument paths, empty hide entries and empty tool names', () => {
+  const text = `{ "version": "1", "default": "deny", "hide": [""],
+  "tools": { "t": { "limits": [ { "counter": "c", "window": -5, "max": 1, "scope": "args.", "increment_from": "amount" } ] } } }`;
+  assert.deepEqual(issuesOf(() => parsePolicy(text, 'p.json')), [
     'p.json: /hide/0: expected a tool name or glob (line 1:47)',
     'p.json: /tools/t/limits/0/window: expected second|minute|hour|day or a duration like "90s" (line 2:61)',
     'p.json: /tools/t/limits/0/scope: expected grant|session|server or args.<path> (line 2:84)',
     'p.json: /tools/t/limits/0/increment_from: expected args.<path>, e.g. "args.amount" (line 2:111)',
   ]);
+  assert.deepEqual(issuesOf(() => parsePolicy('{ "version": "1", "default": "deny", "tools": { "": {} } }', 'p.json')), [
+    'p.json: /tools/: expected a tool name or glob (a non-empty string) (line 1:49)',
+  ]);
 });
 
 test('reports syntax errors with line and column, duplicate keys included', () => {
-  assert.deepEqual(issuesOf(() => parsePolicy('{ "version": "1",\n  "default": "deny" "tools": {} }', 'p.json')).length > 0, true);
   const [first] = issuesOf(() => parsePolicy('{ "version": "1",\n  "default": "deny",\n  "default": "allow" }', 'p.json'));
   assert.equal(first, 'p.json: syntax error: Map keys must be unique (line 3:3)');
   const [unclosed] = issuesOf(() => parsePolicy('{ "version": "1", ', 'p.json'));

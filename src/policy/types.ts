@@ -49,6 +49,8 @@ export interface CompiledRule {
 }
 
 export interface CompiledGlobRule extends CompiledRule {
+  /** The literal text before the first wildcard: a cheap test that rules most globs out. */
+  readonly prefix: string;
   readonly matcher: RegExp;
   readonly literals: number;
   readonly wildcards: number;

@@ -1,4 +1,5 @@
 /** Server-Sent Events: parsing is delegated to eventsource-parser; writing is one line per field. */
+import { StringDecoder } from 'node:string_decoder';
 import { createParser, type EventSourceMessage } from 'eventsource-parser';
 
 export interface SseEvent {
@@ -22,7 +23,10 @@ export function formatSse(ev: SseEvent): string {
   return out + '\n';
 }
 
-/** An incremental parser: feed it chunks, it calls back once per complete event. */
+/**
+ * An incremental parser: feed it chunks (bytes or text), it calls back once per complete event.
+ * Bytes are decoded here so a UTF-8 character split across two chunks survives.
+ */
 export function sseParser(onEvent: (ev: SseEvent) => void, onRetry?: (ms: number) => void) {
   const parser = createParser({
     onEvent(m: EventSourceMessage) {
@@ -32,12 +36,14 @@ export function sseParser(onEvent: (ev: SseEvent) => void, onRetry?: (ms: number
       onRetry?.(ms);
     },
   });
+  let decoder = new StringDecoder('utf8');
   return {
-    feed(chunk: string) {
-      parser.feed(chunk);
+    feed(chunk: string | Uint8Array) {
+      parser.feed(typeof chunk === 'string' ? chunk : decoder.write(chunk as Buffer));
     },
     reset() {
       parser.reset();
+      decoder = new StringDecoder('utf8');
     },
   };
 }

@@ -14,6 +14,7 @@ import {
   type JsonRpcResponse,
 } from '../../util/jsonrpc.js';
 import { sseParser, type SseEvent } from '../../util/sse.js';
+import { TranslatedSession } from './translated.js';
 import { GATEWAY_INFO, META_CAPABILITIES, META_CLIENT_INFO, META_VERSION, STATELESS_PROTOCOL_VERSION } from '../../gateway/protocol.js';
 import { upstreamError, type CallHandlers, type CallOptions, type ServerMessage, type Upstream, type UpstreamSession } from './types.js';
 
@@ -55,7 +56,11 @@ export class HttpUpstream implements Upstream {
     return h;
   }
 
-  async open(init: JsonRpcRequest, _protocolVersion: string): Promise<UpstreamSession> {
+  async open(init: JsonRpcRequest, protocolVersion: string): Promise<UpstreamSession> {
+    // A server of the stateless revision is spoken to in its own terms, so that what the session
+    // era has and it lacks (server-to-client requests, the GET stream) is translated, not lost.
+    const discovered = await this.discover();
+    if (discovered) return new TranslatedSession(this, init, protocolVersion, discovered);
     const body = JSON.stringify(init);
     let res: Dispatcher.ResponseData;
     try {
@@ -84,14 +89,14 @@ export class HttpUpstream implements Upstream {
     return session;
   }
 
-  private era: Promise<boolean> | undefined;
+  private discovered: Promise<Record<string, unknown> | undefined> | undefined;
 
   /**
-   * Whether the upstream speaks the stateless revision, asked once with `server/discover`: a
+   * The upstream's `server/discover` answer if it speaks the stateless revision, asked once: a
    * session-era server answers it with an error, which is the fallback signal the revision defines.
    */
-  speaksStateless(): Promise<boolean> {
-    return (this.era ??= (async () => {
+  discover(): Promise<Record<string, unknown> | undefined> {
+    return (this.discovered ??= (async () => {
       const body = JSON.stringify({
         jsonrpc: '2.0',
         id: 'policylayer-discover',
@@ -113,16 +118,21 @@ export class HttpUpstream implements Upstream {
         });
         if (res.statusCode !== 200) {
           await res.body.dump();
-          return false;
+          return undefined;
         }
         const m = await readSingleResponse(res, 'policylayer-discover');
-        const versions = (m.result as { supportedVersions?: unknown } | undefined)?.supportedVersions;
-        return Array.isArray(versions) && versions.includes(STATELESS_PROTOCOL_VERSION);
+        const result = m.result as { supportedVersions?: unknown } | undefined;
+        const versions = result?.supportedVersions;
+        return Array.isArray(versions) && versions.includes(STATELESS_PROTOCOL_VERSION) ? (result as Record<string, unknown>) : undefined;
       } catch {
-        this.era = undefined; // unreachable now: ask again next time
-        return false;
+        this.discovered = undefined; // unreachable now: ask again next time
+        return undefined;
       }
     })());
+  }
+
+  async speaksStateless(): Promise<boolean> {
+    return (await this.discover()) !== undefined;
   }
 
   /** A session-less channel for stateless requests, forwarded as they came. */
@@ -149,9 +159,8 @@ async function readSingleResponse(res: Dispatcher.ResponseData, id: JsonRpcReque
       const m = safeParse(ev.data);
       if (m && !('method' in m) && m.id === id) found = m;
     });
-    res.body.setEncoding('utf8');
     for await (const chunk of res.body) {
-      parser.feed(chunk as string);
+      parser.feed(chunk as Buffer);
       if (found) break;
     }
     if (!found) throw new Error('upstream closed the stream without answering initialize');
@@ -239,8 +248,7 @@ export class HttpSession implements UpstreamSession {
           retryMs = ms;
           handlers.onRetryHint?.(ms);
         });
-        res.body.setEncoding('utf8');
-        for await (const chunk of res.body) parser.feed(chunk as string);
+        for await (const chunk of res.body) parser.feed(chunk as Buffer);
         // The server may end a call's stream early and expect the client to resume it (SEP-1699).
         let attempts = 0;
         while (!answered && lastEventId !== undefined && !this.closed && attempts < 10) {
@@ -259,8 +267,7 @@ export class HttpSession implements UpstreamSession {
             break;
           }
           parser.reset();
-          resumed.body.setEncoding('utf8');
-          for await (const chunk of resumed.body) parser.feed(chunk as string);
+          for await (const chunk of resumed.body) parser.feed(chunk as Buffer);
         }
         if (!answered) fail(`upstream server '${this.up.name}' closed the stream without answering`);
         return;
@@ -330,8 +337,7 @@ export class HttpSession implements UpstreamSession {
       const m = safeParse(ev.data);
       if (m) onMessage({ message: m, raw: ev.data, eventId: ev.id });
     });
-    res.body.setEncoding('utf8');
-    res.body.on('data', (chunk: string) => parser.feed(chunk));
+    res.body.on('data', (chunk: Buffer) => parser.feed(chunk));
     res.body.on('error', () => {});
     res.body.on('end', () => this.aborts.delete(ac));
     return {

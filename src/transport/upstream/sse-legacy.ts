@@ -112,8 +112,7 @@ class LegacySession implements UpstreamSession {
       }
       this.onMessage(msg, ev.data);
     });
-    res.body.setEncoding('utf8');
-    res.body.on('data', (c: string) => parser.feed(c));
+    res.body.on('data', (c: Buffer) => parser.feed(c));
     res.body.on('error', () => {});
     res.body.on('end', () => this.onStreamEnd());
     const timeout = new Promise<never>((_, reject) =>
