@@ -13,7 +13,7 @@ import {
   type JsonRpcRequest,
   type JsonRpcResponse,
 } from '../util/jsonrpc.js';
-import type { CallHandlers, CallOptions, ServerMessage, Upstream, UpstreamSession } from '../transport/upstream/types.js';
+import type { CallHandlers, CallOptions, ListenHandle, ServerMessage, Upstream, UpstreamSession } from '../transport/upstream/types.js';
 import { negotiateSessionVersion } from './protocol.js';
 
 export interface ServerRuntime {
@@ -31,7 +31,7 @@ export class Session {
   /** Calls of this session in flight: shutdown waits for them, idle expiry skips sessions that have any. */
   inflight = 0;
   /** The client's stream for server messages outside calls (HTTP GET), if it opened one. */
-  listener: { close(): void } | undefined;
+  listener: ListenHandle | undefined;
   closed = false;
 
   constructor(id: string, server: ServerRuntime, upstream: UpstreamSession, protocolVersion: string, now: number) {
@@ -163,8 +163,7 @@ export class Gateway {
       }
     } else if (req.method === 'tools/list') {
       handlers = {
-        onRelated: reply.onRelated.bind(reply),
-        onRetryHint: reply.onRetryHint?.bind(reply),
+        ...reply,
         onResponse: (msg, rawResponse) => {
           const filtered = filterToolsList(msg, policy);
           reply.onResponse(filtered, filtered === msg ? rawResponse : undefined);
@@ -178,21 +177,36 @@ export class Gateway {
     session.inflight++;
     this.inflightTotal++;
     let done = false;
-    session.upstream.call(req, raw, {
-      onRelated: (m) => reply.onRelated(m),
-      onRetryHint: reply.onRetryHint ? (ms) => reply.onRetryHint!(ms) : undefined,
-      onResponse: (msg, rawResponse) => {
-        if (done) return;
-        done = true;
-        session.inflight--;
-        this.inflightTotal--;
-        session.lastSeen = this.now();
-        reply.onResponse(msg, rawResponse);
-        if (this.inflightTotal === 0 && this.drainWaiters.length > 0) {
-          for (const w of this.drainWaiters.splice(0)) w();
-        }
+    const finish = () => {
+      if (done) return false;
+      done = true;
+      session.inflight--;
+      this.inflightTotal--;
+      session.lastSeen = this.now();
+      if (this.inflightTotal === 0 && this.drainWaiters.length > 0) {
+        for (const w of this.drainWaiters.splice(0)) w();
+      }
+      return true;
+    };
+    session.upstream.call(
+      req,
+      raw,
+      {
+        ...reply,
+        onResponse: (msg, rawResponse) => {
+          if (finish()) reply.onResponse(msg, rawResponse);
+        },
+        onStreamEnd: reply.onStreamEnd
+          ? (lastEventId) => {
+              // The client resumes the stream itself: the call is no longer the gateway's to wait for.
+              const handedOver = reply.onStreamEnd!(lastEventId);
+              if (handedOver) finish();
+              return handedOver;
+            }
+          : undefined,
       },
-    }, options);
+      options,
+    );
   }
 
   /** Client notifications and answers to server requests go through unchanged. */
@@ -200,12 +214,12 @@ export class Gateway {
     session.upstream.send(msg, raw);
   }
 
-  /** Opens the session's stream of server messages that belong to no call. */
-  async listen(session: Session, onMessage: (m: ServerMessage) => void, lastEventId?: string): Promise<boolean> {
-    const stream = await session.upstream.listen(onMessage, lastEventId);
-    if (!stream) return false;
-    session.listener = stream;
-    return true;
+  /**
+   * Opens a stream of server messages for the session: the messages that belong to no call or,
+   * with `lastEventId`, the rest of an earlier stream the client is resuming.
+   */
+  listen(session: Session, onMessage: (m: ServerMessage) => void, lastEventId?: string): Promise<ListenHandle | undefined> {
+    return session.upstream.listen(onMessage, lastEventId);
   }
 
   async closeSession(session: Session): Promise<void> {

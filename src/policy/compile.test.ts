@@ -69,7 +69,7 @@ test('does not freeze or keep the caller’s own document object', () => {
 test('pre-builds the decision of every exact rule at compile time', () => {
   const p = compilePolicy({ ...DOC, tools: { ...DOC.tools, gone: { action: 'deny' } } }, '<inline>');
   for (const [name, rule] of p.exact) {
-    assert.ok(rule.decision !== undefined, name);
+    assert.ok(rule.decision !== undefined && Object.isFrozen(rule.decision), name);
     assert.equal(evaluate({ tool: name, args: {} }, p), rule.decision);
   }
 });

@@ -82,7 +82,7 @@ function byPrecedence(a: CompiledGlobRule, b: CompiledGlobRule): number {
   return b.literals - a.literals || a.wildcards - b.wildcards || a.order - b.order;
 }
 
-export function isGlob(pattern: string): boolean {
+function isGlob(pattern: string): boolean {
   return pattern.includes('*') || pattern.includes('?');
 }
 
@@ -136,15 +136,16 @@ function prebuiltDecision(
       return decision('deny', rule.pointer, APPROVAL_UNSUPPORTED_REASON, version, EMPTY);
     case 'deny':
       if (rule.reason !== undefined) return decision('deny', rule.pointer, rule.reason, version, EMPTY);
-      return exactName === undefined ? undefined : ruleDenial(rule, exactName, version);
+      return exactName === undefined ? undefined : Object.freeze(ruleDenial(rule, exactName, version));
   }
 }
 
 /** The denial of a `deny` rule without a reason, which names the tool. */
 export function ruleDenial(rule: Pick<CompiledRule, 'pointer'>, tool: string, version: string): Decision {
-  return decision('deny', rule.pointer, `'${tool}' is denied by the policy (rule ${rule.pointer})`, version, EMPTY);
+  return { effect: 'deny', rule: rule.pointer, reason: `'${tool}' is denied by the policy (rule ${rule.pointer})`, policyVersion: version, limits: EMPTY };
 }
 
+/** A decision shared between calls, hence frozen; per-call decisions skip the freeze. */
 export function decision(
   effect: Decision['effect'],
   rule: string,

@@ -15,7 +15,7 @@ export function evaluate(call: { tool: string; args: unknown }, policy: Compiled
       return decision('deny', '(default deny)', 'the call does not name a tool', policy.version, NO_LIMITS);
     }
     if (isHidden(policy, tool)) {
-      return decision('hidden', '(hidden)', `Unknown tool: ${tool}`, policy.version, NO_LIMITS);
+      return { effect: 'hidden', rule: '(hidden)', reason: `Unknown tool: ${tool}`, policyVersion: policy.version, limits: NO_LIMITS };
     }
     const exact = policy.exact.get(tool);
     if (exact !== undefined) return exact.decision ?? ruleDenial(exact, tool, policy.version);
@@ -23,13 +23,13 @@ export function evaluate(call: { tool: string; args: unknown }, policy: Compiled
       if (tool.startsWith(rule.prefix) && rule.matcher.test(tool)) return rule.decision ?? ruleDenial(rule, tool, policy.version);
     }
     if (policy.defaultAllow !== undefined) return policy.defaultAllow;
-    return decision(
-      'deny',
-      '(default deny)',
-      `'${tool}' is not allowed by the policy (default: deny)`,
-      policy.version,
-      NO_LIMITS,
-    );
+    return {
+      effect: 'deny',
+      rule: '(default deny)',
+      reason: `'${tool}' is not allowed by the policy (default: deny)`,
+      policyVersion: policy.version,
+      limits: NO_LIMITS,
+    };
   } catch {
     return decision('deny', '(default deny)', 'the policy could not be evaluated', safeVersion(policy), NO_LIMITS);
   }

@@ -20,8 +20,8 @@ export type Effect = 'allow' | 'deny' | 'hidden';
 export type Action = 'allow' | 'deny' | 'require_approval';
 
 /**
- * The outcome of evaluating one call. Decisions are frozen and often shared between calls,
- * so callers must not mutate them.
+ * The outcome of evaluating one call. Most decisions are built at compile time and shared
+ * between calls (those are frozen); treat every decision as read-only.
  */
 export interface Decision {
   readonly effect: Effect;

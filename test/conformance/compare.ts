@@ -401,6 +401,8 @@ interface Row {
   scenario: string;
   direct: ScenarioResult;
   gateway?: ScenarioResult;
+  /** Short labels for the table, one per problem. */
+  tags: string[];
   problems: string[];
   note?: string;
 }
@@ -417,17 +419,21 @@ function compareScenario(
   gateway: ScenarioResult | undefined,
   baseline: Set<string>,
 ): Row {
-  const row: Row = { scenario, direct, problems: [] };
+  const row: Row = { scenario, direct, tags: [], problems: [] };
+  const problem = (tag: string, text: string) => {
+    row.tags.push(tag);
+    row.problems.push(text);
+  };
   if (gateway) row.gateway = gateway;
   const inBaseline = baseline.has(scenario);
-  if (direct.verdict !== 'PASS' && !inBaseline) row.problems.push('fails directly and is not in the baseline');
-  if (direct.verdict === 'PASS' && inBaseline) row.problems.push('passes directly but is in the baseline (stale entry: remove it)');
+  if (direct.verdict !== 'PASS' && !inBaseline) problem('UNEXPECTED', 'fails directly and is not in the baseline');
+  if (direct.verdict === 'PASS' && inBaseline) problem('STALE', 'passes directly but is in the baseline: remove the entry');
   if (inBaseline && direct.verdict !== 'PASS') row.note = 'baseline';
   if (!gateway) return row;
 
   if (scenario === GATEWAY_PROPERTY_SCENARIO) {
     row.note = 'gateway property';
-    if (gateway.verdict !== 'PASS') row.problems.push('the gateway must pass this on its own');
+    if (gateway.verdict !== 'PASS') problem('GATEWAY FAILS', 'the gateway must pass this scenario on its own');
     return row;
   }
   const a = checkSummary(direct.checks);
@@ -439,7 +445,7 @@ function compareScenario(
     if (left !== right) differences.push(`${id}: direct ${left}, gateway ${right}`);
   }
   if (direct.verdict !== gateway.verdict || differences.length > 0) {
-    row.problems.push(`differs through the gateway${differences.length ? ` (${differences.join('; ')})` : ''}`);
+    problem('DIFFERS', `differs through the gateway${differences.length ? ` (${differences.join('; ')})` : ''}`);
   }
   return row;
 }
@@ -456,7 +462,7 @@ function printReport(rows: Row[], withGateway: boolean): void {
   const header = `${'scenario'.padEnd(width)}  ${'direct'.padEnd(10)}${withGateway ? `  ${'gateway'.padEnd(10)}` : ''}  result`;
   const lines = [header, '-'.repeat(header.length + 12)];
   for (const row of rows) {
-    const verdict = row.problems.length > 0 ? 'MISMATCH' : `ok${row.note ? ` (${row.note})` : ''}`;
+    const verdict = row.tags.length > 0 ? row.tags.join(', ') : `ok${row.note ? ` (${row.note})` : ''}`;
     lines.push(
       `${row.scenario.padEnd(width)}  ${cell(row.direct).padEnd(10)}${withGateway ? `  ${cell(row.gateway).padEnd(10)}` : ''}  ${verdict}`,
     );
@@ -592,7 +598,7 @@ async function main(): Promise<number> {
     ok = bad.length === 0;
     process.stdout.write(
       ok
-        ? `\nOK: ${rows.length} scenarios${gateway ? ', gateway results identical to direct' : ' (direct only)'}; baseline: ${baseline.size} entr${baseline.size === 1 ? 'y' : 'ies'}\n`
+        ? `\nOK: ${rows.length} scenarios${gateway ? ', gateway matches direct' : ' (direct only)'}; baseline: ${baseline.size} entr${baseline.size === 1 ? 'y' : 'ies'}\n`
         : `\nFAILED: ${bad.length} scenario(s): ${bad.map((r) => r.scenario).join(', ')}\nlogs and results: ${work}\n`,
     );
     return ok ? 0 : 1;

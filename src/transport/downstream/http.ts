@@ -182,23 +182,32 @@ export class HttpListener {
    * Answers a call with plain JSON when the upstream sends nothing but the answer, and switches the
    * response to an SSE stream as soon as a message related to the call arrives first.
    */
-  replyOver(res: ServerResponse): CallHandlers {
+  replyOver(res: ServerResponse, resumable = true): CallHandlers {
     let streaming = false;
     const startStream = () => {
+      if (streaming) return;
       streaming = true;
       res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
       this.streams.add(res);
       res.on('close', () => this.streams.delete(res));
     };
-    return {
+    const handlers: CallHandlers = {
       onRelated: (m: ServerMessage) => {
         if (res.writableEnded) return;
-        if (!streaming) startStream();
+        startStream();
         res.write(formatSse({ id: m.eventId, data: m.raw ?? JSON.stringify(m.message) }));
+      },
+      onStreamStart: () => {
+        if (!res.writableEnded) startStream();
+      },
+      onPriming: (eventId: string) => {
+        if (res.writableEnded) return;
+        startStream();
+        res.write(formatSse({ id: eventId, data: '' }));
       },
       onRetryHint: (ms: number) => {
         if (res.writableEnded) return;
-        if (!streaming) startStream();
+        startStream();
         res.write(`retry: ${ms}\n\n`);
       },
       onResponse: (msg, raw) => {
@@ -213,6 +222,16 @@ export class HttpListener {
         }
       },
     };
+    if (resumable) {
+      // Mirror an early close: the client resumes with GET + Last-Event-ID, which reaches the upstream.
+      handlers.onStreamEnd = () => {
+        if (!streaming || res.writableEnded) return false;
+        res.end();
+        this.streams.delete(res);
+        return true;
+      };
+    }
+    return handlers;
   }
 
   private async get(req: IncomingMessage, res: ServerResponse, server: ServerRuntime, version: string | undefined): Promise<void> {
@@ -225,31 +244,36 @@ export class HttpListener {
       throw new PolicyLayerError(ErrorCodes.NOT_ACCEPTABLE, 'Accept must include text/event-stream');
     }
     const session = this.requireSession(header(req, 'mcp-session-id'), server, undefined);
-    if (session.listener) {
+    const lastEventId = header(req, 'last-event-id');
+    // A GET with Last-Event-ID resumes one earlier stream; only the plain GET is the session's one stream.
+    const resuming = lastEventId !== undefined;
+    if (!resuming && session.listener) {
       this.sendJson(res, 409, errorResponse(null, -32600, 'this session already has an open stream'));
       return;
     }
     let opened = false;
-    const ok = await this.gateway.listen(
+    const stream = await this.gateway.listen(
       session,
       (m) => {
         if (!opened || res.writableEnded) return;
         res.write(formatSse({ id: m.eventId, data: m.raw ?? JSON.stringify(m.message) }));
       },
-      header(req, 'last-event-id'),
+      lastEventId,
     );
-    if (!ok) {
+    if (!stream) {
       res.setHeader('allow', 'POST, DELETE');
       throw new PolicyLayerError(ErrorCodes.METHOD_NOT_ALLOWED, 'the upstream server offers no stream for server messages');
     }
+    if (!resuming) session.listener = stream;
     opened = true;
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
     res.flushHeaders();
     this.streams.add(res);
+    stream.onEnd?.(() => res.end());
     res.on('close', () => {
       this.streams.delete(res);
-      session.listener?.close();
-      session.listener = undefined;
+      stream.close();
+      if (session.listener === stream) session.listener = undefined;
     });
   }
 

@@ -16,7 +16,7 @@ import {
 import { sseParser, type SseEvent } from '../../util/sse.js';
 import { TranslatedSession } from './translated.js';
 import { GATEWAY_INFO, META_CAPABILITIES, META_CLIENT_INFO, META_VERSION, STATELESS_PROTOCOL_VERSION } from '../../gateway/protocol.js';
-import { upstreamError, type CallHandlers, type CallOptions, type ServerMessage, type Upstream, type UpstreamSession } from './types.js';
+import { upstreamError, type CallHandlers, type CallOptions, type ListenHandle, type ServerMessage, type Upstream, type UpstreamSession } from './types.js';
 
 export interface HttpUpstreamOptions {
   name: string;
@@ -234,11 +234,15 @@ export class HttpSession implements UpstreamSession {
       });
       const ct = headerValue(res.headers['content-type']) ?? '';
       if (ct.includes('text/event-stream')) {
+        handlers.onStreamStart?.();
         let lastEventId: string | undefined;
         let retryMs: number | undefined;
         const onEvent = (ev: SseEvent) => {
           if (ev.id) lastEventId = ev.id;
-          if (ev.data.length === 0) return; // priming event: an id to resume from, no message
+          if (ev.data.length === 0) {
+            if (ev.id) handlers.onPriming?.(ev.id);
+            return;
+          }
           const m = safeParse(ev.data);
           if (!m) return;
           if (!('method' in m) && m.id === req.id) answer(m as JsonRpcResponse, ev.data);
@@ -249,7 +253,12 @@ export class HttpSession implements UpstreamSession {
           handlers.onRetryHint?.(ms);
         });
         for await (const chunk of res.body) parser.feed(chunk as Buffer);
-        // The server may end a call's stream early and expect the client to resume it (SEP-1699).
+        // The server may end a call's stream early and expect the client to resume it (SEP-1699):
+        // an HTTP client does so through us; for any other the gateway resumes it itself.
+        if (!answered && lastEventId !== undefined && handlers.onStreamEnd?.(lastEventId)) {
+          answered = true;
+          return;
+        }
         let attempts = 0;
         while (!answered && lastEventId !== undefined && !this.closed && attempts < 10) {
           attempts++;
@@ -309,7 +318,7 @@ export class HttpSession implements UpstreamSession {
       );
   }
 
-  async listen(onMessage: (msg: ServerMessage) => void, lastEventId?: string): Promise<{ close(): void } | undefined> {
+  async listen(onMessage: (msg: ServerMessage) => void, lastEventId?: string): Promise<ListenHandle | undefined> {
     const ac = new AbortController();
     const extra: Record<string, string> = { accept: 'text/event-stream' };
     if (lastEventId !== undefined) extra['last-event-id'] = lastEventId;
@@ -339,12 +348,17 @@ export class HttpSession implements UpstreamSession {
     });
     res.body.on('data', (chunk: Buffer) => parser.feed(chunk));
     res.body.on('error', () => {});
-    res.body.on('end', () => this.aborts.delete(ac));
+    const ended: Array<() => void> = [];
+    res.body.on('end', () => {
+      this.aborts.delete(ac);
+      for (const fn of ended) fn();
+    });
     return {
       close: () => {
         this.aborts.delete(ac);
         ac.abort();
       },
+      onEnd: (fn) => void ended.push(fn),
     };
   }
 

@@ -20,6 +20,16 @@ export interface CallHandlers {
   onResponse(msg: JsonRpcResponse, raw: string | undefined): void;
   /** The upstream sent an SSE `retry:` hint with the call's stream (resumable streams). */
   onRetryHint?(ms: number): void;
+  /** The upstream chose to answer as an event stream; a transport that can mirrors that choice. */
+  onStreamStart?(): void;
+  /** An event carrying only an id: a point the client may resume from (SEP-1699). */
+  onPriming?(eventId: string): void;
+  /**
+   * The upstream closed the call's stream before answering, expecting the client to resume it with
+   * Last-Event-ID. Returns true when the client's transport can do that itself (the call is then
+   * over for the gateway); otherwise the upstream side resumes it and the answer comes as usual.
+   */
+  onStreamEnd?(lastEventId: string): boolean;
 }
 
 export interface CallOptions {
@@ -29,6 +39,12 @@ export interface CallOptions {
   headers?: Record<string, string> | undefined;
   /** The answer may take arbitrarily long (a subscription stream): no body timeout. */
   longLived?: boolean | undefined;
+}
+
+export interface ListenHandle {
+  close(): void;
+  /** Called when the upstream ends the stream (a resumed stream ends after the call's answer). */
+  onEnd?(fn: () => void): void;
 }
 
 export interface UpstreamSession {
@@ -42,7 +58,7 @@ export interface UpstreamSession {
    * Opens the stream of server messages that belong to no call (the GET stream of Streamable HTTP).
    * `lastEventId` resumes an HTTP upstream's stream where the client left it.
    */
-  listen(onMessage: (msg: ServerMessage) => void, lastEventId?: string): Promise<{ close(): void } | undefined>;
+  listen(onMessage: (msg: ServerMessage) => void, lastEventId?: string): Promise<ListenHandle | undefined>;
   /** Ends the session upstream (DELETE for HTTP). */
   close(): Promise<void>;
 }
