@@ -14,7 +14,15 @@ import type { Upstream } from './transport/upstream/types.js';
 
 export function createUpstream(server: ServerConfig, logger: Logger): Upstream {
   if (server.kind === 'stdio') {
-    return new StdioUpstream({ name: server.name, command: server.command!, env: server.env, cwd: server.cwd, timeoutMs: server.timeoutMs, logger });
+    return new StdioUpstream({
+      name: server.name,
+      command: server.command!,
+      env: server.env,
+      cwd: server.cwd,
+      timeoutMs: server.timeoutMs,
+      isolation: server.isolation,
+      logger,
+    });
   }
   const opts = { name: server.name, url: server.url!, headers: server.headers, timeoutMs: server.timeoutMs, logger };
   return server.transport === 'sse' ? new LegacySseUpstream(opts) : new HttpUpstream(opts);

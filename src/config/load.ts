@@ -19,6 +19,8 @@ export interface ServerConfig {
   env?: Record<string, string>;
   /** stdio: absolute working directory; undefined means the gateway's own. */
   cwd?: string;
+  /** stdio: one process shared by all client sessions (default), or one process per session. */
+  isolation?: 'shared' | 'session';
   url?: string;
   transport?: 'streamable-http' | 'sse';
   /** http: extra request headers. Their values are secrets: see GatewayConfig.secretValues. */
@@ -138,6 +140,7 @@ function toServerConfig(name: string, s: ServerDocument, policy: CompiledPolicy,
     const out: ServerConfig = { name, kind: 'stdio', command: [...s.command, ...(s.args ?? [])], policy, timeoutMs };
     if (s.env !== undefined) out.env = { ...s.env };
     if (s.cwd !== undefined) out.cwd = resolve(baseDir, s.cwd);
+    if (s.isolation !== undefined) out.isolation = s.isolation;
     return out;
   }
   const out: ServerConfig = { name, kind: 'http', url: s.url as string, transport: s.transport ?? 'streamable-http', policy, timeoutMs };

@@ -109,6 +109,7 @@ const ServerSchema = strictObject(
       )
       .optional(),
     cwd: z.string({ error: 'expected a directory path' }).min(1, { error: 'expected a directory path' }).optional(),
+    isolation: z.enum(['shared', 'session'], { error: 'expected shared|session' }).optional(),
     url: httpUrl.optional(),
     transport: z.enum(['streamable-http', 'sse'], { error: 'expected streamable-http|sse' }).optional(),
     headers: z
@@ -138,7 +139,7 @@ const ServerSchema = strictObject(
     }
   }
   if (s.url !== undefined) {
-    for (const key of ['args', 'env', 'cwd'] as const) {
+    for (const key of ['args', 'env', 'cwd', 'isolation'] as const) {
       if (s[key] !== undefined) ctx.addIssue({ code: 'custom', message: 'applies only to command servers', path: [key] });
     }
   }

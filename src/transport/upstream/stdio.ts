@@ -32,6 +32,14 @@ export interface StdioUpstreamOptions {
   maxBackoffMs?: number;
   /** How long shutdown waits after closing stdin, and again after SIGTERM, before escalating. */
   killGraceMs?: number;
+  /**
+   * `shared` (default): one process serves every client session. `session`: each client session
+   * gets its own process, initialized with that client's own initialize (its capabilities, roots
+   * included), so sessions share no server state at all.
+   */
+  isolation?: 'shared' | 'session' | undefined;
+  /** The initialize params to start the process with; the gateway's own when absent. */
+  initParams?: Record<string, unknown> | undefined;
 }
 
 interface Pending {
@@ -82,17 +90,42 @@ export class StdioUpstream implements Upstream {
     return this.state === 'ready';
   }
 
+  /** Per-session processes (isolation: session). */
+  private readonly dedicated = new Set<StdioUpstream>();
+
   async start(): Promise<void> {
+    if (this.opts.isolation === 'session') return; // processes start with their sessions
     if (this.state === 'stopped') this.spawnProcess();
     await this.whenReady();
   }
 
-  async open(_init: JsonRpcRequest, protocolVersion: string): Promise<UpstreamSession> {
+  async open(init: JsonRpcRequest, protocolVersion: string): Promise<UpstreamSession> {
+    if (this.opts.isolation === 'session') return this.openDedicated(init);
     if (this.state === 'stopped') this.spawnProcess();
     await this.whenReady();
-    const session = new SharedSession(this, { ...this.initResult, protocolVersion });
+    // Without the client's own initialize the answer is the one the process gave the gateway.
+    const result = this.opts.initParams ? { ...this.initResult } : { ...this.initResult, protocolVersion };
+    const session = new SharedSession(this, result);
     this.sessions.add(session);
     return session;
+  }
+
+  private async openDedicated(init: JsonRpcRequest): Promise<UpstreamSession> {
+    if (this.state === 'closing' || this.state === 'closed') throw new Error(`upstream server '${this.name}' is shutting down`);
+    const child = new StdioUpstream({ ...this.opts, isolation: 'shared', initParams: init.params ?? {} });
+    this.dedicated.add(child);
+    try {
+      const session = (await child.open(init, '')) as SharedSession;
+      session.onClose = () => {
+        this.dedicated.delete(child);
+        return child.close();
+      };
+      return session;
+    } catch (err) {
+      this.dedicated.delete(child);
+      await child.close();
+      throw err;
+    }
   }
 
   private whenReady(): Promise<void> {
@@ -203,7 +236,7 @@ export class StdioUpstream implements Upstream {
       jsonrpc: '2.0',
       id,
       method: 'initialize',
-      params: { protocolVersion: LATEST_SESSION_VERSION, capabilities: GATEWAY_CLIENT_CAPABILITIES, clientInfo: GATEWAY_INFO },
+      params: this.opts.initParams ?? { protocolVersion: LATEST_SESSION_VERSION, capabilities: GATEWAY_CLIENT_CAPABILITIES, clientInfo: GATEWAY_INFO },
     });
   }
 
@@ -224,6 +257,14 @@ export class StdioUpstream implements Upstream {
     }
     this.byToken.clear();
     this.serverRequests.clear();
+    // Clients waiting for the process to come up (initialize, calls during backoff) learn why now,
+    // not at their timeout: a command that does not exist will not start on the next try either.
+    if (!closing && this.readyWaiters.length > 0) {
+      const reason = error !== undefined ? `could not be started: ${error}` : `${why} before it was ready`;
+      const waiters = this.readyWaiters;
+      this.readyWaiters = [];
+      for (const w of waiters) w.reject(new Error(`upstream server '${this.name}' ${reason}`));
+    }
     if (closing) {
       this.state = 'closed';
       return;
@@ -393,6 +434,14 @@ export class StdioUpstream implements Upstream {
         const upstreamId = session.inflight.get(msg.params?.requestId as JsonRpcId);
         if (upstreamId === undefined) return;
         this.write({ ...msg, params: { ...msg.params, requestId: upstreamId } });
+        // The server will not answer a cancelled request (spec: utilities/cancellation), so the call
+        // ends here; left pending it would be counted in flight until its timeout and would make
+        // other sessions' server requests look ambiguous.
+        const p = this.inflight.get(upstreamId);
+        if (p) {
+          this.settle(upstreamId, p);
+          p.handlers.onResponse(upstreamError(p.downstreamId, JsonRpcErrors.UPSTREAM_ERROR, 'Request was cancelled by the client'), undefined);
+        }
         return;
       }
       default:
@@ -424,6 +473,8 @@ export class StdioUpstream implements Upstream {
   /** Closes stdin, then SIGTERM, then SIGKILL to the whole process group. */
   async close(): Promise<void> {
     if (this.restartTimer) clearTimeout(this.restartTimer);
+    await Promise.allSettled([...this.dedicated].map((d) => d.close()));
+    this.dedicated.clear();
     const child = this.child;
     this.state = 'closing';
     const waiters = this.readyWaiters;
@@ -500,8 +551,12 @@ export class SharedSession implements UpstreamSession {
       this.upstream.forward(this, upstreamError((msg.message as JsonRpcRequest).id, JsonRpcErrors.INTERNAL_ERROR, 'the client has no open stream for server requests'));
   }
 
+  /** Set for a session that owns its process (isolation: session): closing the session stops it. */
+  onClose: (() => Promise<void>) | undefined;
+
   async close(): Promise<void> {
     this.listener = undefined;
     this.upstream.detach(this);
+    await this.onClose?.();
   }
 }
