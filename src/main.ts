@@ -3,6 +3,7 @@
  * chooses concrete transports and backends.
  */
 import type { GatewayConfig, ServerConfig } from './config/index.js';
+import { ConfigError } from './errors.js';
 import { Gateway } from './gateway/gateway.js';
 import type { Logger } from './telemetry/logger.js';
 import { HttpListener } from './transport/downstream/http.js';
@@ -45,6 +46,12 @@ export interface RunningGateway {
 }
 
 export async function startGateway(config: GatewayConfig, logger: Logger): Promise<RunningGateway> {
+  if (config.auth.required) {
+    // Serving without the authentication the operator asked for would be worse than not serving.
+    throw new ConfigError([
+      `${config.source}: /auth/required: grants are not implemented in this version; set it to false (local use only) or remove it`,
+    ]);
+  }
   const gateway = createGateway(config, logger);
   const listener = new HttpListener(gateway, {
     host: config.listen.host,
@@ -54,6 +61,7 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
     logger,
   });
   await listener.listen();
+  logger.warn('authentication is off: any local client may call these servers (grants come in a later version)');
   // Upstreams start after the port is bound so a port clash fails fast, before any child is spawned.
   void gateway.start();
   let stopping: Promise<void> | undefined;
