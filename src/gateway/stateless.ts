@@ -149,6 +149,7 @@ export class StatelessBridge {
 
   async call(req: JsonRpcRequest, raw: string, reply: CallHandlers, options: CallOptions): Promise<void> {
     const ch = await this.open();
+    reply = asStatelessResult(reply, req.method);
     if (ch.kind === 'shared' && req.method === 'subscriptions/listen') {
       await this.listenShared(ch, req, reply, options);
       return;
@@ -217,6 +218,32 @@ export class StatelessBridge {
     const ch = await this.channel?.catch(() => undefined);
     if (ch?.kind === 'shared') await ch.shared.close();
   }
+}
+
+/** Results the stateless revision makes cacheable: they must say for how long and for whom (SEP-2549). */
+const CACHEABLE = new Set(['tools/list', 'prompts/list', 'resources/list', 'resources/templates/list', 'resources/read']);
+
+/**
+ * Every result of the stateless revision names its `resultType`, and cacheable ones carry `ttlMs`
+ * and `cacheScope`; clients of the revision refuse a result without them. Session-era servers
+ * never send them, nor does the gateway's own answer (a policy denial), so a result that lacks
+ * them is completed the way the revision's servers do: `complete`, immediately stale, private
+ * (a policy-filtered list is per grant). A result that already has them passes byte for byte.
+ */
+function asStatelessResult(reply: CallHandlers, method: string): CallHandlers {
+  return {
+    ...reply,
+    onResponse: (msg, raw) => {
+      const r = msg.result as Record<string, unknown> | undefined;
+      if (typeof r !== 'object' || r === null || Array.isArray(r) || 'resultType' in r) return reply.onResponse(msg, raw);
+      const result: Record<string, unknown> = { resultType: 'complete', ...r };
+      if (CACHEABLE.has(method)) {
+        result.ttlMs ??= 0;
+        result.cacheScope ??= 'private';
+      }
+      reply.onResponse({ ...msg, result }, undefined);
+    },
+  };
 }
 
 export function methodNotFound(req: JsonRpcRequest): JsonRpcResponse {

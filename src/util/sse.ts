@@ -15,8 +15,10 @@ export function formatSse(ev: SseEvent): string {
   if (ev.id !== undefined) out += `id: ${ev.id}\n`;
   if (ev.event !== undefined) out += `event: ${ev.event}\n`;
   if (ev.retry !== undefined) out += `retry: ${ev.retry}\n`;
-  if (ev.data.includes('\n')) {
-    for (const line of ev.data.split('\n')) out += `data: ${line}\n`;
+  // A reader ends a line at CR, LF or CRLF (WHATWG HTML, "event stream interpretation"), so each is split
+  // here: a lone CR left inside a data line would cut the rest of that line off as a bogus field.
+  if (ev.data.includes('\n') || ev.data.includes('\r')) {
+    for (const line of ev.data.split(/\r\n|\r|\n/)) out += `data: ${line}\n`;
   } else {
     out += `data: ${ev.data}\n`;
   }

@@ -151,3 +151,22 @@ export function isAlive(pid: number): boolean {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
+
+export interface HttpServerProcess extends StartedProcess {
+  /** The MCP endpoint, e.g. http://127.0.0.1:41234/mcp */
+  url: string;
+}
+
+/** server-everything over Streamable HTTP on 127.0.0.1 (see everything-http.ts). */
+export async function startEverythingHttp(): Promise<HttpServerProcess> {
+  const p = await startProcess(helperScriptCommand('everything-http'), { ready: /listening (http:\/\/127\.0\.0\.1:\d+\/mcp)/ });
+  return { ...p, url: p.ready![1]! };
+}
+
+/**
+ * Wraps a stdio server command so every line it receives is appended to `logFile`
+ * (see stdio-tap.ts); the result goes into a gateway config's `command:`.
+ */
+export function tappedCommand(logFile: string, argv: readonly string[]): string[] {
+  return helperScriptCommand('stdio-tap', logFile, ...argv);
+}

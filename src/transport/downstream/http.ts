@@ -97,10 +97,12 @@ export class HttpListener {
       return;
     }
     checkHostAndOrigin(req, this.opts.origins);
-    const server = this.gateway.server(decodeURIComponent(path.slice(MCP_PREFIX.length)));
+    const server = this.gateway.server(decodeSegment(path.slice(MCP_PREFIX.length)));
     if (this.gateway.isDraining) throw new PolicyLayerError(ErrorCodes.SHUTTING_DOWN, 'the gateway is shutting down');
     const version = header(req, 'mcp-protocol-version');
-    if (version !== undefined && version !== STATELESS_PROTOCOL_VERSION && !isSessionVersion(version)) {
+    // A POST is checked once its body is read: a request of the stateless revision naming a version
+    // the gateway lacks must get -32022 with the supported list, so its client can choose again.
+    if (req.method !== 'POST' && version !== undefined && version !== STATELESS_PROTOCOL_VERSION && !isSessionVersion(version)) {
       throw new PolicyLayerError(ErrorCodes.UNSUPPORTED_PROTOCOL_VERSION, `unsupported MCP-Protocol-Version '${version}'`);
     }
     switch (req.method) {
@@ -144,13 +146,21 @@ export class HttpListener {
     if (version === STATELESS_PROTOCOL_VERSION || (kind === 'request' && isStatelessRequest(message as JsonRpcRequest))) {
       return this.stateless.post(req, res, server, message, kind, raw, this.replyOver(res));
     }
+    if (version !== undefined && !isSessionVersion(version)) {
+      throw Object.assign(new PolicyLayerError(ErrorCodes.UNSUPPORTED_PROTOCOL_VERSION, `unsupported MCP-Protocol-Version '${version}'`), {
+        rpcId: idOf(message),
+      });
+    }
     if (kind === 'request' && (message as JsonRpcRequest).method === 'initialize') {
       if (sessionId !== undefined) {
         throw Object.assign(new PolicyLayerError(ErrorCodes.INVALID_REQUEST, 'initialize must not carry an Mcp-Session-Id'), {
           rpcId: (message as JsonRpcRequest).id,
         });
       }
-      const { session, response } = await this.gateway.initialize(server, message as JsonRpcRequest);
+      // A failed initialize still answers with the request's id (JSON-RPC 2.0 section 5: null only when the id is unknowable).
+      const { session, response } = await this.gateway.initialize(server, message as JsonRpcRequest).catch((err: unknown) => {
+        throw Object.assign(err as Error, { rpcId: (message as JsonRpcRequest).id });
+      });
       res.setHeader('mcp-session-id', session.id);
       this.sendJson(res, 200, response);
       return;
@@ -313,6 +323,15 @@ function isStatelessRequest(req: JsonRpcRequest): boolean {
   if (req.method === 'server/discover') return true;
   const meta = req.params?._meta;
   return typeof meta === 'object' && meta !== null && META_VERSION in meta;
+}
+
+/** A malformed %-escape cannot name a configured server: it is an unknown server (404), not a gateway fault (500). */
+function decodeSegment(text: string): string {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return text;
+  }
 }
 
 export function header(req: IncomingMessage, name: string): string | undefined {

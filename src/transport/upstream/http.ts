@@ -28,6 +28,8 @@ export interface HttpUpstreamOptions {
 }
 
 const ACCEPT_BOTH = 'application/json, text/event-stream';
+/** Abort reason of a call the client cancelled. */
+const CANCELLED_BY_CLIENT = Symbol('cancelled by the client');
 
 export class HttpUpstream implements Upstream {
   readonly name: string;
@@ -48,6 +50,17 @@ export class HttpUpstream implements Upstream {
   }
 
   async start(): Promise<void> {}
+
+  /** Removes the configured header values (and the token of an `<scheme> <token>` value) from text. */
+  redact(text: string): string {
+    let out = text;
+    for (const v of Object.values(this.opts.headers ?? {})) {
+      for (const secret of [v, ...v.split(/\s+/).filter((part) => part.length >= 8)]) {
+        if (secret.length >= 4) out = out.split(secret).join('[redacted]');
+      }
+    }
+    return out;
+  }
 
   headers(sessionId: string | undefined, protocolVersion: string | undefined, extra?: Record<string, string>): Record<string, string> {
     const h: Record<string, string> = { ...this.opts.headers, ...extra };
@@ -76,7 +89,13 @@ export class HttpUpstream implements Upstream {
       throw new Error(`upstream server '${this.name}' is unreachable: ${(err as Error).message}`, { cause: err });
     }
     const sessionId = headerValue(res.headers['mcp-session-id']);
-    const response = await readSingleResponse(res, init.id);
+    let response: JsonRpcResponse;
+    try {
+      response = await readSingleResponse(res, init.id);
+    } catch (err) {
+      // The message quotes the upstream's body, and a refusal may quote the credential it was sent.
+      throw new Error(`upstream server '${this.name}': ${this.redact((err as Error).message)}`, { cause: err });
+    }
     if (response.error) {
       const e = new Error(response.error.message) as Error & { rpc?: JsonRpcResponse };
       e.rpc = response;
@@ -194,6 +213,8 @@ export class HttpSession implements UpstreamSession {
   private readonly sessionId: string | undefined;
   private readonly protocolVersion: string | undefined;
   private readonly aborts = new Set<AbortController>();
+  /** Calls in flight by the client's id, so a notifications/cancelled can end them. */
+  private readonly calls = new Map<JsonRpcRequest['id'], AbortController>();
   private closed = false;
 
   constructor(up: HttpUpstream, sessionId: string | undefined, protocolVersion: string | undefined, result: Record<string, unknown>) {
@@ -210,6 +231,7 @@ export class HttpSession implements UpstreamSession {
   private async doCall(req: JsonRpcRequest, body: string, handlers: CallHandlers, options?: CallOptions): Promise<void> {
     const ac = new AbortController();
     this.aborts.add(ac);
+    this.calls.set(req.id, ac);
     options?.signal?.addEventListener('abort', () => ac.abort(), { once: true });
     let answered = false;
     const answer = (msg: JsonRpcResponse, raw: string | undefined) => {
@@ -295,11 +317,13 @@ export class HttpSession implements UpstreamSession {
     } catch (err) {
       const e = err as Error & { code?: string };
       if (this.closed) fail('the session was closed');
+      else if (ac.signal.reason === CANCELLED_BY_CLIENT) fail('Request was cancelled by the client');
       else if (e.code === 'UND_ERR_HEADERS_TIMEOUT' || e.code === 'UND_ERR_BODY_TIMEOUT')
         fail(`upstream server '${this.up.name}' did not answer within ${this.up.opts.timeoutMs} ms`);
       else fail(`upstream server '${this.up.name}' is unreachable: ${e.message}`);
     } finally {
       this.aborts.delete(ac);
+      if (this.calls.get(req.id) === ac) this.calls.delete(req.id);
     }
   }
 
@@ -316,6 +340,11 @@ export class HttpSession implements UpstreamSession {
         (res) => res.body.dump(),
         (err: Error) => this.up.log.warn({ err: err.message }, 'could not forward a client message upstream'),
       );
+    // The server will not answer a cancelled request (spec: utilities/cancellation): stop waiting
+    // for it rather than hold the call, and the client's stream, open until the timeout.
+    if ('method' in msg && msg.method === 'notifications/cancelled') {
+      this.calls.get(msg.params?.requestId as JsonRpcRequest['id'])?.abort(CANCELLED_BY_CLIENT);
+    }
   }
 
   async listen(onMessage: (msg: ServerMessage) => void, lastEventId?: string): Promise<ListenHandle | undefined> {

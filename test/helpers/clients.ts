@@ -1,0 +1,61 @@
+/**
+ * MCP clients for integration tests: the real SDK clients, connected to a gateway endpoint (or
+ * straight to a server, for comparison), closed by the returned `close`.
+ */
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import type { ClientCapabilities } from '@modelcontextprotocol/sdk/types.js';
+
+export interface V1Connection {
+  client: Client;
+  /** The HTTP transport (session id, terminateSession), or undefined for a stdio connection. */
+  transport: StreamableHTTPClientTransport | undefined;
+  close(): Promise<void>;
+}
+
+export interface V1Options {
+  name?: string;
+  capabilities?: ClientCapabilities;
+  /** Called before connect, to register request handlers (sampling, elicitation) the capabilities promise. */
+  setup?: (client: Client) => void;
+}
+
+function makeClient(opts: V1Options): Client {
+  const client = new Client({ name: opts.name ?? 'policylayer-test', version: '1.0.0' }, { capabilities: opts.capabilities ?? {} });
+  opts.setup?.(client);
+  return client;
+}
+
+/** A v1 SDK client over Streamable HTTP (session era). */
+export async function connectHttp(url: string, opts: V1Options = {}): Promise<V1Connection> {
+  const client = makeClient(opts);
+  const transport = new StreamableHTTPClientTransport(new URL(url));
+  await client.connect(transport);
+  return {
+    client,
+    transport,
+    close: async () => {
+      await transport.terminateSession().catch(() => {});
+      await client.close();
+    },
+  };
+}
+
+/** A v1 SDK client that spawns `argv` itself and speaks stdio to it: the baseline without a gateway. */
+export async function connectStdio(argv: readonly string[], opts: V1Options = {}): Promise<V1Connection> {
+  const client = makeClient(opts);
+  const [command, ...args] = argv;
+  const transport = new StdioClientTransport({ command: command!, args, stderr: 'ignore' });
+  await client.connect(transport);
+  return { client, transport: undefined, close: () => client.close() };
+}
+
+/** Resolves when `predicate` holds, polling every 10 ms; rejects with `what` after `timeoutMs`. */
+export async function waitFor(predicate: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!predicate()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
