@@ -5,7 +5,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 
@@ -144,12 +144,16 @@ export async function startProcess(argv: readonly string[], opts: StartProcessOp
 
 /** Whether a process (or, with a negative pid, a process group) still exists. */
 export function isAlive(pid: number): boolean {
+  let stat: string;
   try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return false;
   }
+  // A zombie waiting to be reaped counts as gone. The state is field 3, after the parenthesised
+  // command name (which may itself contain spaces or parens).
+  const state = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0];
+  return state !== 'Z' && state !== 'X';
 }
 
 export interface HttpServerProcess extends StartedProcess {

@@ -1,0 +1,221 @@
+/**
+ * Supervision of stdio upstreams: crashes fail calls in flight at once and the process comes back
+ * after a backoff; stderr reaches the gateway's log; shutdown escalates from closing stdin to
+ * SIGTERM to SIGKILL of the whole process group; a missing command and a silent server both reach
+ * the client as clear errors. The upstream is test/fixtures/stdio-server.ts, the one server here
+ * that can be told to crash, hang or ignore signals.
+ */
+import { afterEach, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { startTestGateway, yamlValue, type TestGateway } from '../helpers/gateway.js';
+import { STDIO_FIXTURE, captureLogger, isAlive, killGroup, waitFor } from '../helpers/safety-helpers.js';
+import { StdioUpstream } from '../../src/transport/upstream/stdio.js';
+import type { JsonRpcResponse } from '../../src/util/jsonrpc.js';
+
+const ALLOW_ALL = { version: '1', default: 'allow' };
+
+function fixtureConfig(opts: { timeout?: string; command?: string[] } = {}): string {
+  return `
+servers:
+  fixture:
+    command: ${yamlValue(opts.command ?? [process.execPath, STDIO_FIXTURE])}
+    timeout: ${opts.timeout ?? '20s'}
+    policy: ${yamlValue(ALLOW_ALL)}
+`;
+}
+
+async function connect(gw: TestGateway): Promise<Client> {
+  const client = new Client({ name: 'policylayer-test', version: '0' });
+  await client.connect(new StreamableHTTPClientTransport(new URL(gw.endpoint('fixture'))));
+  return client;
+}
+
+function upstreamOf(gw: TestGateway): StdioUpstream {
+  return gw.gateway.servers.get('fixture')!.upstream as StdioUpstream;
+}
+
+function textOf(result: unknown): string {
+  return ((result as { content: Array<{ text: string }> }).content)[0]!.text;
+}
+
+/** Settles a promise into its error (or null), so a rejection is never left unhandled while the test waits. */
+function outcome(p: Promise<unknown>): Promise<Error | null> {
+  return p.then(
+    () => null,
+    (err: Error) => err,
+  );
+}
+
+describe('supervision of a stdio upstream', () => {
+  const gateways: TestGateway[] = [];
+  const pids: number[] = [];
+
+  async function start(yaml: string, logger?: ReturnType<typeof captureLogger>): Promise<TestGateway> {
+    const gw = await startTestGateway(yaml, logger ? { logger: logger.logger } : {});
+    gateways.push(gw);
+    return gw;
+  }
+
+  afterEach(async () => {
+    for (const gw of gateways.splice(0)) await gw.stop();
+    for (const pid of pids.splice(0)) killGroup(pid);
+  });
+
+  it('fails a call in flight at once with a clear error when the server crashes, and later calls in the same session reach the restarted server', async () => {
+    const gw = await start(fixtureConfig({ timeout: '20s' }));
+    const client = await connect(gw);
+    const before = upstreamOf(gw).pid!;
+    pids.push(before);
+
+    const sleeping = outcome(client.callTool({ name: 'sleep', arguments: { ms: 15_000 } }));
+    assert.ok(await waitFor(() => [...gw.gateway.sessions.values()].some((s) => s.inflight > 0)));
+    const t0 = Date.now();
+    const crashed = outcome(client.callTool({ name: 'crash', arguments: { code: 3 } }));
+
+    const err = await sleeping;
+    assert.ok(err, 'the call in flight failed');
+    assert.match(err.message, /upstream server 'fixture' exited with code 3 while the call was in flight/);
+    assert.ok(Date.now() - t0 < 5000, 'it failed at the crash, not at the 20 s timeout');
+    assert.match((await crashed)?.message ?? '', /exited with code 3/);
+
+    const echoed = await client.callTool({ name: 'echo', arguments: { text: 'after the crash' } });
+    assert.equal(textOf(echoed), 'after the crash');
+    const after = upstreamOf(gw).pid!;
+    pids.push(after);
+    assert.notEqual(after, before, 'a new process answered');
+    assert.equal(isAlive(before), false);
+    await client.close();
+  });
+
+  it('restarts a server that keeps crashing after a backoff that doubles', async () => {
+    const log = captureLogger('info');
+    const gw = await start(fixtureConfig(), log);
+    const client = await connect(gw);
+    const elapsed: number[] = [];
+    for (let i = 0; i < 2; i++) {
+      pids.push(upstreamOf(gw).pid!);
+      assert.ok(await outcome(client.callTool({ name: 'crash', arguments: {} })));
+      const t0 = Date.now();
+      assert.equal(textOf(await client.callTool({ name: 'echo', arguments: { text: `round ${i}` } })), `round ${i}`);
+      elapsed.push(Date.now() - t0);
+    }
+    pids.push(upstreamOf(gw).pid!);
+    const delays = log.lines.filter((l) => l.msg === 'restarting upstream process after backoff').map((l) => l.delayMs);
+    assert.deepEqual(delays, [250, 500]);
+    assert.ok(elapsed[1]! >= 450, `the second restart waited its backoff (${elapsed[1]} ms)`);
+    assert.ok(log.lines.some((l) => l.msg === 'upstream process exited with code 3' && l.server === 'fixture'));
+    await client.close();
+  });
+
+  it("writes each line the server prints on stderr to the gateway's log, tagged with the server", async () => {
+    const log = captureLogger('info');
+    const gw = await start(fixtureConfig(), log);
+    const client = await connect(gw);
+    pids.push(upstreamOf(gw).pid!);
+    await client.callTool({ name: 'stderr', arguments: { text: 'fixture says: disk is 91% full' } });
+    const found = await waitFor(() => log.lines.some((l) => l.msg === 'fixture says: disk is 91% full'));
+    assert.ok(found, 'the line reached the log');
+    const line = log.lines.find((l) => l.msg === 'fixture says: disk is 91% full')!;
+    assert.equal(line.server, 'fixture');
+    assert.equal(line.stream, 'stderr');
+    assert.ok(log.lines.some((l) => typeof l.msg === 'string' && l.msg.startsWith('fixture: stdio server started pid=')));
+    await client.close();
+  });
+
+  it('answers an initialize with a clear error at once when the server command does not exist', async () => {
+    const gw = await start(fixtureConfig({ command: ['/nonexistent/policylayer-no-such-server', '--stdio'], timeout: '10s' }));
+    const t0 = Date.now();
+    const err = await outcome(connect(gw));
+    assert.ok(err, 'initialize failed');
+    assert.match(err.message, /fixture/);
+    assert.match(err.message, /could not be started.*ENOENT/);
+    assert.ok(Date.now() - t0 < 5000, `the error came at once, not at the 10 s timeout (${Date.now() - t0} ms)`);
+  });
+
+  it('answers a call the server never answers with a timeout error after the configured timeout', async () => {
+    const gw = await start(fixtureConfig({ timeout: '1s' }));
+    const client = await connect(gw);
+    pids.push(upstreamOf(gw).pid!);
+    const t0 = Date.now();
+    const err = await outcome(client.callTool({ name: 'hang', arguments: {} }));
+    assert.ok(err);
+    assert.match(err.message, /upstream server 'fixture' did not answer within 1000 ms/);
+    assert.ok(Date.now() - t0 >= 900);
+    // The server itself is fine: the next call is answered.
+    assert.equal(textOf(await client.callTool({ name: 'echo', arguments: { text: 'still here' } })), 'still here');
+    await client.close();
+  });
+});
+
+async function pidsOf(up: StdioUpstream): Promise<{ pid: number; grandchild: number }> {
+  const session = await up.open(
+    { jsonrpc: '2.0', id: 0, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 't', version: '0' } } },
+    '2025-06-18',
+  );
+  const answer = await new Promise<JsonRpcResponse>((resolve) =>
+    session.call({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'pids', arguments: {} } }, undefined, {
+      onRelated: () => {},
+      onResponse: (m) => resolve(m),
+    }),
+  );
+  return JSON.parse(textOf(answer.result)) as { pid: number; grandchild: number };
+}
+
+describe('stopping a stdio upstream', () => {
+  let up: StdioUpstream | undefined;
+  const pids: number[] = [];
+
+  afterEach(async () => {
+    await up?.close();
+    for (const pid of pids.splice(0)) killGroup(pid);
+  });
+
+  it('also kills what a server left in its process group when the server itself exits on stdin close', async () => {
+    up = new StdioUpstream({
+      name: 'orphaning',
+      command: [process.execPath, STDIO_FIXTURE, '--grandchild'],
+      timeoutMs: 10_000,
+      logger: captureLogger('info').logger,
+      killGraceMs: 2000,
+    });
+    await up.start();
+    const { pid, grandchild } = await pidsOf(up);
+    pids.push(pid, grandchild);
+    assert.ok(isAlive(grandchild));
+    const t0 = Date.now();
+    await up.close();
+    assert.ok(Date.now() - t0 < 1500, 'the server exited on stdin close, before any grace ran out');
+    assert.ok(await waitFor(() => !isAlive(pid), 2000), `server pid ${pid} is gone`);
+    assert.ok(await waitFor(() => !isAlive(grandchild), 2000), `grandchild pid ${grandchild} is gone`);
+  });
+
+  it('closes stdin, then sends SIGTERM, then SIGKILL to the process group, so a stubborn server and its grandchild are both gone', async () => {
+    const log = captureLogger('info');
+    up = new StdioUpstream({
+      name: 'stubborn',
+      command: [process.execPath, STDIO_FIXTURE, '--stubborn'],
+      timeoutMs: 10_000,
+      logger: log.logger,
+      killGraceMs: 300,
+    });
+    await up.start();
+    const { pid, grandchild } = await pidsOf(up);
+    pids.push(pid, grandchild);
+    assert.equal(pid, up.pid);
+    assert.ok(isAlive(pid) && isAlive(grandchild));
+
+    const t0 = Date.now();
+    await up.close();
+    assert.ok(Date.now() - t0 >= 600, 'it waited a grace period after stdin and after SIGTERM');
+    assert.ok(await waitFor(() => !isAlive(pid), 2000), `server pid ${pid} is gone`);
+    assert.ok(await waitFor(() => !isAlive(grandchild), 2000), `grandchild pid ${grandchild} is gone`);
+
+    const msgs = log.lines.map((l) => String(l.msg));
+    const stdinClosed = msgs.findIndex((m) => m.includes('stdin closed, staying up'));
+    const sigterm = msgs.findIndex((m) => m.includes('got SIGTERM, ignoring it'));
+    assert.ok(stdinClosed >= 0, 'stdin was closed first');
+    assert.ok(sigterm > stdinClosed, 'SIGTERM came after stdin was closed');
+  });
+});
