@@ -21,7 +21,7 @@ Example:
     });
     if (!values.config) throw new Error("missing -c <gateway.yaml>\nSee 'policylayer serve --help'.");
     const config = loadGatewayConfig(values.config);
-    const logger = createLogger({ level: values['log-level'] });
+    const logger = createLogger({ level: values['log-level'], secrets: config.secretValues });
     const running = await startGateway(config, logger);
     const lines = [`PolicyLayer listening on ${running.url}`, '', 'MCP endpoints:'];
     for (const name of config.servers.keys()) lines.push(`  ${name.padEnd(14)} ${running.url}/mcp/${encodeURIComponent(name)}`);

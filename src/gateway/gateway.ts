@@ -106,6 +106,10 @@ export class Gateway {
     if (!s || s.closed || s.server !== server) {
       throw new PolicyLayerError(ErrorCodes.UNKNOWN_SESSION, 'unknown or expired session: start a new one with initialize');
     }
+    if (s.upstream.gone) {
+      void this.closeSession(s);
+      throw new PolicyLayerError(ErrorCodes.UNKNOWN_SESSION, `upstream server '${server.name}' ended this session: start a new one with initialize`);
+    }
     s.lastSeen = this.now();
     return s;
   }

@@ -7,19 +7,56 @@ import { pino, type Logger } from 'pino';
 
 export type { Logger };
 
-export function createLogger(options: { level?: string; name?: string } = {}): Logger {
+export interface LoggerOptions {
+  level?: string | undefined;
+  name?: string;
+  /**
+   * Values that must never be written (credentials from the config): any string containing one is
+   * rewritten before it is logged, wherever it appears: a message, a field, a child's stderr line.
+   */
+  secrets?: readonly string[];
+  /** Where lines go; stderr by default. */
+  destination?: NodeJS.WritableStream;
+}
+
+/** Replaces every occurrence of a secret in strings anywhere inside `value` (objects and arrays are copied). */
+export function scrub(value: unknown, secrets: readonly string[], depth = 0): unknown {
+  if (typeof value === 'string') {
+    let out = value;
+    for (const s of secrets) if (out.includes(s)) out = out.split(s).join('[redacted]');
+    return out;
+  }
+  if (depth > 6 || typeof value !== 'object' || value === null) return value;
+  if (Array.isArray(value)) return value.map((v) => scrub(v, secrets, depth + 1));
+  if (value instanceof Error) return scrub({ message: value.message, stack: value.stack }, secrets, depth + 1);
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value)) out[k] = scrub(v, secrets, depth + 1);
+  return out;
+}
+
+export function createLogger(options: LoggerOptions = {}): Logger {
   const level = options.level ?? process.env.POLICYLAYER_LOG_LEVEL ?? 'info';
+  // Very short values would redact ordinary words; the config loader keeps them out of errors the same way.
+  const secrets = (options.secrets ?? []).filter((s) => s.length >= 4);
   return pino(
     {
       level,
       name: options.name ?? 'policylayer',
       base: undefined,
+      hooks:
+        secrets.length > 0
+          ? {
+              logMethod(args, method) {
+                method.apply(this, args.map((a) => scrub(a, secrets)) as Parameters<typeof method>);
+              },
+            }
+          : {},
       redact: {
         paths: ['headers.authorization', 'headers.Authorization', 'headers.cookie', '*.headers.authorization', '*.headers.Authorization'],
         censor: '[redacted]',
       },
     },
-    pino.destination({ fd: 2, sync: false }),
+    options.destination ?? pino.destination({ fd: 2, sync: false }),
   );
 }
 

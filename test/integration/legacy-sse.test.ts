@@ -81,7 +81,7 @@ servers:
   });
 
   // Last: it ends the upstream session.
-  it('fails a call in flight at once with a clear error when the upstream closes its event stream', async () => {
+  it('fails a call in flight at once with a clear error when the upstream closes its event stream, and ends the session with 404', async () => {
     const t0 = Date.now();
     const pending = client.callTool({ name: 'sleep', arguments: { ms: 20_000 } }).then(
       () => null,
@@ -106,6 +106,8 @@ servers:
       (e: Error) => e,
     );
     assert.ok(later, 'a later call in the dead session fails');
-    assert.match(later.message, /upstream server 'legacy'/);
+    // The session is over for the client too (HTTP 404 with the session error), so it starts a new one.
+    assert.equal((later as Error & { code?: number }).code, 404);
+    assert.match(later.message, /upstream server 'legacy' ended this session/);
   });
 });

@@ -213,6 +213,7 @@ export class HttpSession implements UpstreamSession {
   private readonly sessionId: string | undefined;
   private readonly protocolVersion: string | undefined;
   private readonly aborts = new Set<AbortController>();
+  gone = false;
   /** Calls in flight by the client's id, so a notifications/cancelled can end them. */
   private readonly calls = new Map<JsonRpcRequest['id'], AbortController>();
   private closed = false;
@@ -310,6 +311,7 @@ export class HttpSession implements UpstreamSession {
         return;
       }
       if (res.statusCode === 404 && this.sessionId !== undefined) {
+        this.gone = true;
         fail(`upstream server '${this.up.name}' no longer knows this session; start a new one`);
         return;
       }

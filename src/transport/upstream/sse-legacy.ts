@@ -121,7 +121,11 @@ class LegacySession implements UpstreamSession {
     await Promise.race([endpointReady, timeout]);
   }
 
+  gone = false;
+
   private onStreamEnd(): void {
+    // Without its event stream the session can never answer again: the client must start anew.
+    if (!this.closed) this.gone = true;
     for (const [id, p] of this.pending) {
       clearTimeout(p.timer);
       p.handlers.onResponse(upstreamError(id, JsonRpcErrors.UPSTREAM_ERROR, `upstream server '${this.up.name}' closed its event stream`), undefined);

@@ -48,6 +48,11 @@ export interface ListenHandle {
 }
 
 export interface UpstreamSession {
+  /**
+   * True once the upstream has ended the session on its own (it forgot it, or dropped its event
+   * stream): the gateway then answers the client 404 so it starts a new session, as the spec says.
+   */
+  readonly gone?: boolean;
   /** The initialize result the client receives (server info, capabilities, instructions). */
   readonly initializeResult: Record<string, unknown>;
   /** Sends a request and delivers what comes back to `handlers`. Never throws: failures arrive as error responses. */
