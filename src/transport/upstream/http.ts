@@ -207,15 +207,38 @@ function safeParse(text: string): (JsonRpcMessage & Partial<JsonRpcResponse>) | 
   }
 }
 
+/** One call in flight on an HTTP session: what its answer needs, whichever response carries it. */
+interface CallState {
+  readonly req: JsonRpcRequest;
+  readonly handlers: CallHandlers;
+  readonly longLived: boolean;
+  answered: boolean;
+  lastEventId: string | undefined;
+  retryMs: number | undefined;
+  resumes: number;
+  controller: Dispatcher.DispatchController | undefined;
+  /** Why the call was aborted, once it is. */
+  reason: unknown;
+}
+
+/** Abort reasons, so the error the client gets says what happened. */
+const CANCELLED_BY_SIGNAL = Symbol('the client closed its stream');
+const SESSION_CLOSED = Symbol('the session was closed');
+/** How often one call's stream may be resumed after the upstream closed it early. */
+const MAX_RESUMES = 10;
+
 export class HttpSession implements UpstreamSession {
   readonly initializeResult: Record<string, unknown>;
   private readonly up: HttpUpstream;
   private readonly sessionId: string | undefined;
   private readonly protocolVersion: string | undefined;
+  /** Built once: every call of the session sends the same headers. */
+  private readonly postHeaders: Record<string, string>;
+  /** Server-message streams (GET), ended with the session. */
   private readonly aborts = new Set<AbortController>();
   gone = false;
   /** Calls in flight by the client's id, so a notifications/cancelled can end them. */
-  private readonly calls = new Map<JsonRpcRequest['id'], AbortController>();
+  private readonly calls = new Map<JsonRpcRequest['id'], CallState>();
   private closed = false;
 
   constructor(up: HttpUpstream, sessionId: string | undefined, protocolVersion: string | undefined, result: Record<string, unknown>) {
@@ -223,110 +246,151 @@ export class HttpSession implements UpstreamSession {
     this.sessionId = sessionId;
     this.protocolVersion = protocolVersion;
     this.initializeResult = result;
+    this.postHeaders = up.headers(sessionId, protocolVersion, { 'content-type': 'application/json', accept: ACCEPT_BOTH });
   }
 
+  /**
+   * Sends one call with undici's dispatch API and a plain handler: no Readable body, no promise
+   * chain, no AbortController per call. This is the gateway's hottest path (measured in bench/).
+   */
   call(req: JsonRpcRequest, raw: string | undefined, handlers: CallHandlers, options?: CallOptions): void {
-    void this.doCall(req, raw ?? JSON.stringify(req), handlers, options);
+    const call: CallState = {
+      req,
+      handlers,
+      longLived: options?.longLived === true,
+      answered: false,
+      lastEventId: undefined,
+      retryMs: undefined,
+      resumes: 0,
+      controller: undefined,
+      reason: undefined,
+    };
+    this.calls.set(req.id, call);
+    const signal = options?.signal;
+    if (signal) {
+      if (signal.aborted) call.reason = CANCELLED_BY_SIGNAL;
+      else signal.addEventListener('abort', () => this.abort(call, CANCELLED_BY_SIGNAL), { once: true });
+    }
+    const headers = options?.headers ? { ...this.postHeaders, ...options.headers } : this.postHeaders;
+    this.exchange(call, 'POST', headers, raw ?? JSON.stringify(req));
   }
 
-  private async doCall(req: JsonRpcRequest, body: string, handlers: CallHandlers, options?: CallOptions): Promise<void> {
-    const ac = new AbortController();
-    this.aborts.add(ac);
-    this.calls.set(req.id, ac);
-    options?.signal?.addEventListener('abort', () => ac.abort(), { once: true });
-    let answered = false;
-    const answer = (msg: JsonRpcResponse, raw: string | undefined) => {
-      if (answered) return;
-      answered = true;
-      handlers.onResponse(msg, raw);
-    };
-    const fail = (message: string) => answer(upstreamError(req.id, JsonRpcErrors.UPSTREAM_ERROR, message), undefined);
-    try {
-      const res = await this.up.pool.request({
-        path: this.up.path,
-        method: 'POST',
-        headers: this.up.headers(this.sessionId, this.protocolVersion, {
-          ...options?.headers,
-          'content-type': 'application/json',
-          accept: ACCEPT_BOTH,
-        }),
+  private abort(call: CallState, reason: unknown): void {
+    if (call.answered) return;
+    call.reason ??= reason;
+    call.controller?.abort(new Error(String(reason)));
+  }
+
+  private answer(call: CallState, msg: JsonRpcResponse, raw: string | undefined): void {
+    if (call.answered) return;
+    call.answered = true;
+    if (this.calls.get(call.req.id) === call) this.calls.delete(call.req.id);
+    call.handlers.onResponse(msg, raw);
+  }
+
+  private fail(call: CallState, message: string): void {
+    this.answer(call, upstreamError(call.req.id, JsonRpcErrors.UPSTREAM_ERROR, message), undefined);
+  }
+
+  /** One HTTP exchange of a call: its POST, or a GET that resumes its stream. */
+  private exchange(call: CallState, method: 'POST' | 'GET', headers: Record<string, string>, body: string | undefined): void {
+    const up = this.up;
+    let status = 0;
+    let chunks: Buffer[] | undefined = [];
+    let parser: ReturnType<typeof sseParser> | undefined;
+    up.pool.dispatch(
+      {
+        path: up.path,
+        method,
+        headers,
         body,
-        signal: ac.signal,
-        headersTimeout: this.up.opts.timeoutMs,
-        bodyTimeout: options?.longLived ? 0 : this.up.opts.timeoutMs,
-      });
-      const ct = headerValue(res.headers['content-type']) ?? '';
-      if (ct.includes('text/event-stream')) {
-        handlers.onStreamStart?.();
-        let lastEventId: string | undefined;
-        let retryMs: number | undefined;
-        const onEvent = (ev: SseEvent) => {
-          if (ev.id) lastEventId = ev.id;
-          if (ev.data.length === 0) {
-            if (ev.id) handlers.onPriming?.(ev.id);
-            return;
+        headersTimeout: up.opts.timeoutMs,
+        bodyTimeout: call.longLived ? 0 : up.opts.timeoutMs,
+      },
+      {
+        onRequestStart: (controller) => {
+          call.controller = controller;
+          if (call.reason !== undefined) controller.abort(new Error(String(call.reason)));
+        },
+        onResponseStart: (_c, statusCode, h) => {
+          status = statusCode;
+          const ct = h['content-type'];
+          if ((Array.isArray(ct) ? ct[0] : ct)?.includes('text/event-stream')) {
+            chunks = undefined;
+            if (method === 'POST') call.handlers.onStreamStart?.();
+            parser = sseParser(
+              (ev) => this.onEvent(call, ev),
+              (ms) => {
+                call.retryMs = ms;
+                call.handlers.onRetryHint?.(ms);
+              },
+            );
           }
-          const m = safeParse(ev.data);
-          if (!m) return;
-          if (!('method' in m) && m.id === req.id) answer(m as JsonRpcResponse, ev.data);
-          else handlers.onRelated({ message: m, raw: ev.data, eventId: ev.id });
-        };
-        const parser = sseParser(onEvent, (ms) => {
-          retryMs = ms;
-          handlers.onRetryHint?.(ms);
-        });
-        for await (const chunk of res.body) parser.feed(chunk as Buffer);
-        // The server may end a call's stream early and expect the client to resume it (SEP-1699):
-        // an HTTP client does so through us; for any other the gateway resumes it itself.
-        if (!answered && lastEventId !== undefined && handlers.onStreamEnd?.(lastEventId)) {
-          answered = true;
-          return;
-        }
-        let attempts = 0;
-        while (!answered && lastEventId !== undefined && !this.closed && attempts < 10) {
-          attempts++;
-          await new Promise((r) => setTimeout(r, retryMs ?? 0));
-          const resumed = await this.up.pool.request({
-            path: this.up.path,
-            method: 'GET',
-            headers: this.up.headers(this.sessionId, this.protocolVersion, { accept: 'text/event-stream', 'last-event-id': lastEventId }),
-            signal: ac.signal,
-            headersTimeout: this.up.opts.timeoutMs,
-            bodyTimeout: this.up.opts.timeoutMs,
-          });
-          if (resumed.statusCode !== 200) {
-            await resumed.body.dump();
-            break;
-          }
-          parser.reset();
-          for await (const chunk of resumed.body) parser.feed(chunk as Buffer);
-        }
-        if (!answered) fail(`upstream server '${this.up.name}' closed the stream without answering`);
-        return;
-      }
-      const text = await res.body.text();
-      const m = safeParse(text);
-      if (m && !('method' in m)) {
-        answer(m as JsonRpcResponse, text);
-        return;
-      }
-      if (res.statusCode === 404 && this.sessionId !== undefined) {
-        this.gone = true;
-        fail(`upstream server '${this.up.name}' no longer knows this session; start a new one`);
-        return;
-      }
-      fail(`upstream server '${this.up.name}' answered HTTP ${res.statusCode} without a JSON-RPC response`);
-    } catch (err) {
-      const e = err as Error & { code?: string };
-      if (this.closed) fail('the session was closed');
-      else if (ac.signal.reason === CANCELLED_BY_CLIENT) fail('Request was cancelled by the client');
-      else if (e.code === 'UND_ERR_HEADERS_TIMEOUT' || e.code === 'UND_ERR_BODY_TIMEOUT')
-        fail(`upstream server '${this.up.name}' did not answer within ${this.up.opts.timeoutMs} ms`);
-      else fail(`upstream server '${this.up.name}' is unreachable: ${e.message}`);
-    } finally {
-      this.aborts.delete(ac);
-      if (this.calls.get(req.id) === ac) this.calls.delete(req.id);
+        },
+        onResponseData: (_c, chunk) => {
+          if (parser) parser.feed(chunk);
+          else chunks!.push(chunk);
+        },
+        onResponseEnd: () => {
+          if (parser) this.onStreamEnded(call);
+          else this.onBody(call, status, chunks!.length === 1 ? chunks![0]!.toString('utf8') : Buffer.concat(chunks!).toString('utf8'));
+        },
+        onResponseError: (_c, err) => this.onError(call, err as Error & { code?: string }),
+      },
+    );
+  }
+
+  private onEvent(call: CallState, ev: SseEvent): void {
+    if (ev.id) call.lastEventId = ev.id;
+    if (ev.data.length === 0) {
+      // A priming event: an id to resume from, no message (SEP-1699).
+      if (ev.id) call.handlers.onPriming?.(ev.id);
+      return;
     }
+    const m = safeParse(ev.data);
+    if (!m) return;
+    if (!('method' in m) && m.id === call.req.id) this.answer(call, m as JsonRpcResponse, ev.data);
+    else call.handlers.onRelated({ message: m, raw: ev.data, eventId: ev.id });
+  }
+
+  private onStreamEnded(call: CallState): void {
+    if (call.answered) return;
+    if (call.reason !== undefined) return this.onError(call, new Error(String(call.reason)));
+    const last = call.lastEventId;
+    // The server may end a call's stream early and expect the client to resume it (SEP-1699):
+    // an HTTP client does so through us; for any other the gateway resumes it itself.
+    if (last !== undefined && call.handlers.onStreamEnd?.(last)) {
+      call.answered = true;
+      if (this.calls.get(call.req.id) === call) this.calls.delete(call.req.id);
+      return;
+    }
+    if (last !== undefined && !this.closed && call.resumes < MAX_RESUMES) {
+      call.resumes++;
+      const headers = this.up.headers(this.sessionId, this.protocolVersion, { accept: 'text/event-stream', 'last-event-id': last });
+      setTimeout(() => this.exchange(call, 'GET', headers, undefined), call.retryMs ?? 0).unref();
+      return;
+    }
+    this.fail(call, `upstream server '${this.up.name}' closed the stream without answering`);
+  }
+
+  private onBody(call: CallState, status: number, text: string): void {
+    const m = safeParse(text);
+    if (m && !('method' in m)) return this.answer(call, m as JsonRpcResponse, text);
+    if (status === 404 && this.sessionId !== undefined) {
+      this.gone = true;
+      return this.fail(call, `upstream server '${this.up.name}' no longer knows this session; start a new one`);
+    }
+    this.fail(call, `upstream server '${this.up.name}' answered HTTP ${status} without a JSON-RPC response`);
+  }
+
+  private onError(call: CallState, e: Error & { code?: string }): void {
+    if (call.answered) return;
+    if (call.reason === SESSION_CLOSED || this.closed) this.fail(call, 'the session was closed');
+    else if (call.reason === CANCELLED_BY_CLIENT) this.fail(call, 'Request was cancelled by the client');
+    else if (call.reason === CANCELLED_BY_SIGNAL) this.fail(call, 'the client closed its stream');
+    else if (e.code === 'UND_ERR_HEADERS_TIMEOUT' || e.code === 'UND_ERR_BODY_TIMEOUT')
+      this.fail(call, `upstream server '${this.up.name}' did not answer within ${this.up.opts.timeoutMs} ms`);
+    else this.fail(call, `upstream server '${this.up.name}' is unreachable: ${e.message}`);
   }
 
   send(msg: JsonRpcNotification | JsonRpcResponse, raw: string | undefined): void {
@@ -345,7 +409,8 @@ export class HttpSession implements UpstreamSession {
     // The server will not answer a cancelled request (spec: utilities/cancellation): stop waiting
     // for it rather than hold the call, and the client's stream, open until the timeout.
     if ('method' in msg && msg.method === 'notifications/cancelled') {
-      this.calls.get(msg.params?.requestId as JsonRpcRequest['id'])?.abort(CANCELLED_BY_CLIENT);
+      const call = this.calls.get(msg.params?.requestId as JsonRpcRequest['id']);
+      if (call) this.abort(call, CANCELLED_BY_CLIENT);
     }
   }
 
@@ -399,6 +464,7 @@ export class HttpSession implements UpstreamSession {
     this.up.sessions.delete(this);
     for (const ac of this.aborts) ac.abort();
     this.aborts.clear();
+    for (const call of this.calls.values()) this.abort(call, SESSION_CLOSED);
     if (this.sessionId === undefined) return;
     try {
       const res = await this.up.pool.request({
