@@ -1,0 +1,206 @@
+/**
+ * Turns measured scenarios into the derived numbers the issue asks for, checks them against its
+ * targets, and renders the Markdown that goes between the markers in docs/benchmarks.md.
+ */
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import type { Summary } from './stats.js';
+
+export type Path = 'direct' | 'gateway' | 'compared' | 'floor';
+export type UpstreamKind = 'http' | 'stdio';
+
+export interface ScenarioResult {
+  path: Path;
+  upstream: UpstreamKind;
+  concurrency: number;
+  summary: Summary;
+  /** CPU time per call, µs, of the load generator, the gateway and the upstream server (undefined if unknown). */
+  cpu: { client?: number | undefined; gateway?: number | undefined; upstream?: number | undefined };
+  /** Share of the machine's CPU time used by other processes, and stolen by the hypervisor, while this scenario ran. */
+  /** Times the gateway's (or null proxy's) event loop slept and was woken, per call. */
+  gatewayWakeups?: number | undefined;
+  otherLoad?: number | undefined;
+  steal?: number | undefined;
+}
+
+/** The issue's targets. Added latency is at concurrency 1; throughput at concurrency 16. */
+export const TARGETS = {
+  addedP50Us: 150,
+  addedP99Us: 1000,
+  throughputRatio: 0.45,
+  /** mcp-proxy and supergateway manage about 250 calls/s at concurrency 1 here: an order of magnitude more. */
+  minGatewayRateC1: 2500,
+} as const;
+
+export interface Check {
+  upstream: UpstreamKind;
+  name: string;
+  target: string;
+  value: number | undefined;
+  shown: string;
+  met: boolean | undefined;
+}
+
+function find(results: ScenarioResult[], path: Path, upstream: UpstreamKind, c: number): ScenarioResult | undefined {
+  return results.find((r) => r.path === path && r.upstream === upstream && r.concurrency === c);
+}
+
+/** Derived numbers and pass/fail per upstream kind, for the pairs that were measured. */
+export function checks(results: ScenarioResult[]): Check[] {
+  const out: Check[] = [];
+  for (const upstream of ['http', 'stdio'] as const) {
+    const d1 = find(results, 'direct', upstream, 1);
+    const g1 = find(results, 'gateway', upstream, 1);
+    const d16 = find(results, 'direct', upstream, 16);
+    const g16 = find(results, 'gateway', upstream, 16);
+    if (d1 && g1) {
+      const p50 = g1.summary.p50 - d1.summary.p50;
+      const p99 = g1.summary.p99 - d1.summary.p99;
+      out.push({ upstream, name: 'added latency p50, c=1', target: `≤ ${TARGETS.addedP50Us} µs`, value: p50, shown: `${signed(p50)} µs`, met: p50 <= TARGETS.addedP50Us });
+      out.push({ upstream, name: 'added latency p99, c=1', target: `≤ ${TARGETS.addedP99Us} µs`, value: p99, shown: `${signed(p99)} µs`, met: p99 <= TARGETS.addedP99Us });
+    }
+    if (d16 && g16) {
+      const ratio = g16.summary.rate / d16.summary.rate;
+      out.push({
+        upstream,
+        name: 'throughput through the gateway, c=16',
+        target: `≥ ${pct(TARGETS.throughputRatio)} of direct`,
+        value: ratio,
+        shown: `${pct(ratio)} (${fmt(g16.summary.rate)} / ${fmt(d16.summary.rate)} calls/s)`,
+        met: ratio >= TARGETS.throughputRatio,
+      });
+    }
+    if (g1) {
+      out.push({
+        upstream,
+        name: 'calls/s through the gateway, c=1',
+        target: `≥ ${fmt(TARGETS.minGatewayRateC1)} (10× mcp-proxy's ~250)`,
+        value: g1.summary.rate,
+        shown: `${fmt(g1.summary.rate)} (${(g1.summary.rate / 250).toFixed(0)}× 250)`,
+        met: g1.summary.rate >= TARGETS.minGatewayRateC1,
+      });
+    }
+  }
+  const sg1 = find(results, 'gateway', 'stdio', 1);
+  const hd1 = find(results, 'direct', 'http', 1);
+  if (sg1 && hd1) {
+    const p50 = sg1.summary.p50 - hd1.summary.p50;
+    const p99 = sg1.summary.p99 - hd1.summary.p99;
+    out.push({ upstream: 'stdio', name: 'stdio through the gateway vs direct HTTP, c=1', target: 'for reference', value: p50, shown: `p50 ${signed(p50)} µs, p99 ${signed(p99)} µs`, met: undefined });
+  }
+  const sg16 = find(results, 'gateway', 'stdio', 16);
+  const hd16 = find(results, 'direct', 'http', 16);
+  if (sg16 && hd16) {
+    // A client of the gateway speaks HTTP whatever the upstream, so this is the ceiling it could see.
+    const ratio = sg16.summary.rate / hd16.summary.rate;
+    out.push({ upstream: 'stdio', name: 'stdio through the gateway vs direct HTTP, c=16', target: 'for reference', value: ratio, shown: `${pct(ratio)}`, met: undefined });
+  }
+  const f1 = find(results, 'floor', 'http', 1);
+  const d1 = find(results, 'direct', 'http', 1);
+  const f16 = find(results, 'floor', 'http', 16);
+  const d16 = find(results, 'direct', 'http', 16);
+  if (f1 && d1) {
+    const p50 = f1.summary.p50 - d1.summary.p50;
+    const p99 = f1.summary.p99 - d1.summary.p99;
+    out.push({ upstream: 'http', name: 'floor: a null proxy adds, c=1', target: 'for reference', value: p50, shown: `p50 ${signed(p50)} µs, p99 ${signed(p99)} µs`, met: undefined });
+  }
+  if (f16 && d16) {
+    const ratio = f16.summary.rate / d16.summary.rate;
+    out.push({ upstream: 'http', name: 'floor: null proxy throughput, c=16', target: 'for reference', value: ratio, shown: `${pct(ratio)} of direct`, met: undefined });
+  }
+  for (const upstream of ['http', 'stdio'] as const) {
+    for (const g of results.filter((r) => r.path === 'gateway' && r.upstream === upstream)) {
+      const c = find(results, 'compared', upstream, g.concurrency);
+      if (!c) continue;
+      const rate = g.summary.rate / c.summary.rate - 1;
+      const cpu = g.cpu.gateway !== undefined && c.cpu.gateway !== undefined ? g.cpu.gateway - c.cpu.gateway : undefined;
+      out.push({
+        upstream,
+        name: `this build vs the compared one, c=${g.concurrency}`,
+        target: 'for reference',
+        value: rate,
+        shown: `p50 ${signed(g.summary.p50 - c.summary.p50)} µs, calls/s ${rate >= 0 ? '+' : '−'}${Math.abs(rate * 100).toFixed(0)}%, gateway CPU ${cpu === undefined ? '–' : `${signed(cpu)} µs/call`}`,
+        met: undefined,
+      });
+    }
+  }
+  return out;
+}
+
+function signed(n: number): string {
+  return `${n >= 0 ? '+' : '−'}${Math.abs(n).toFixed(0)}`;
+}
+function pct(r: number): string {
+  return `${(r * 100).toFixed(0)}%`;
+}
+export function fmt(n: number | undefined, digits = 0): string {
+  if (n === undefined || !Number.isFinite(n)) return '–';
+  return n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
+}
+
+export interface RunInfo {
+  command: string;
+  /** The gateway's commit, if it was built from a git checkout. */
+  build?: string | undefined;
+  date: string;
+  node: string;
+  cpu: string;
+  os: string;
+  method: string;
+  load?: string | undefined;
+}
+
+const UPSTREAM_LABEL: Record<UpstreamKind, string> = { http: 'HTTP', stdio: 'stdio' };
+
+function pathLabel(r: ScenarioResult): string {
+  if (r.path === 'gateway') return 'through the gateway';
+  if (r.path === 'floor') return 'through a null proxy (floor)';
+  if (r.path === 'compared') return 'through the compared gateway';
+  return r.upstream === 'http' ? 'direct (HTTP client)' : 'direct (stdio client)';
+}
+
+export function markdown(results: ScenarioResult[], info: RunInfo): string {
+  const lines: string[] = [];
+  const build = info.build ? ` (gateway at ${info.build})` : '';
+  lines.push(`Measured with \`${info.command}\`${build} on ${info.date}: Node ${info.node}, ${info.cpu}, ${info.os}.`);
+  lines.push(info.load ? `${info.method} ${info.load}` : info.method);
+  lines.push('');
+  lines.push('| upstream | path | concurrency | calls | calls/s | p50 µs | p99 µs | mean µs | CPU µs per call: client / gateway / upstream | gateway wake-ups per call |');
+  lines.push('|---|---|---:|---:|---:|---:|---:|---:|---|---:|');
+  const order = [...results].sort(
+    (a, b) => a.upstream.localeCompare(b.upstream) || a.concurrency - b.concurrency || a.path.localeCompare(b.path),
+  );
+  for (const r of order) {
+    const s = r.summary;
+    lines.push(
+      `| ${UPSTREAM_LABEL[r.upstream]} | ${pathLabel(r)} | ${r.concurrency} | ${fmt(s.calls)} | ${fmt(s.rate)} | ${fmt(s.p50)} | ${fmt(s.p99)} | ${fmt(s.mean)} | ${fmt(r.cpu.client)} / ${r.path === 'direct' ? '–' : fmt(r.cpu.gateway)} / ${fmt(r.cpu.upstream)} | ${fmt(r.gatewayWakeups, 2)} |`,
+    );
+  }
+  const cs = checks(results);
+  if (cs.length > 0) {
+    lines.push('');
+    lines.push('| target | upstream | measured | target | met |');
+    lines.push('|---|---|---:|---|---|');
+    for (const c of cs) lines.push(`| ${c.name} | ${UPSTREAM_LABEL[c.upstream]} | ${c.shown} | ${c.target} | ${c.met === undefined ? '' : c.met ? 'yes' : '**no**'} |`);
+  }
+  return lines.join('\n');
+}
+
+export const START = '<!-- bench:start -->';
+export const END = '<!-- bench:end -->';
+
+/** Replaces the text between the markers of `file`, keeping everything around them. */
+export function writeSection(file: string, section: string, fallbackProse: string): void {
+  const block = `${START}\n${section}\n${END}`;
+  if (!existsSync(file)) {
+    writeFileSync(file, `${fallbackProse.trimEnd()}\n\n${block}\n`);
+    return;
+  }
+  const text = readFileSync(file, 'utf8');
+  const a = text.indexOf(START);
+  const b = text.indexOf(END, a);
+  if (a < 0 || b < 0) {
+    writeFileSync(file, `${text.trimEnd()}\n\n${block}\n`);
+    return;
+  }
+  writeFileSync(file, text.slice(0, a) + block + text.slice(b + END.length));
+}

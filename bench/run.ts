@@ -1,0 +1,487 @@
+/**
+ * `npm run bench`: the cost of the gateway on one `tools/call` round trip.
+ *
+ * Processes: the minimal upstream servers and the gateway each run in their own process, and
+ * the load generator in this one, so none of them shares an event loop with another. The
+ * gateway is started exactly as a user starts it (`policylayer serve -c gateway.yaml`), with a
+ * policy loaded that has a `hide` list, an allowed tool and a denying glob.
+ *
+ * Scenarios: {direct, through the gateway} × {HTTP upstream, stdio upstream} × {concurrency 1,
+ * 16}. "Direct" for stdio is a client writing to the stdio server it started itself. A "floor"
+ * scenario puts the null proxy (bench/null-proxy.ts) where the gateway is, so the table shows how
+ * much of the added latency is the gateway's own work and how much an extra process costs. Scenarios
+ * run in interleaved rounds so that a slow moment of a shared machine spreads over all of them
+ * instead of falling on one. Each caller is closed-loop (sends its next call when the previous
+ * one is answered); latency is from just before the request is sent to just after the whole
+ * answer is read and checked.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, platform, release, tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import type { Pool } from 'undici';
+import { HttpCaller, httpPool, setEchoText, StdioConnection, type Caller } from './clients.js';
+import { childPids, cpuMicros, killAllNow, machineCpu, start, stopAll, wakeups, type Started } from './procs.js';
+import { checks, fmt, markdown, TARGETS, writeSection, type Path, type RunInfo, type ScenarioResult, type UpstreamKind } from './report.js';
+import { Samples } from './stats.js';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const ROOT = resolve(HERE, '../..');
+
+/** The policy of every gateway scenario: the issue's "policy loaded" condition. */
+export const BENCH_POLICY = {
+  version: '1',
+  default: 'deny',
+  hide: ['admin_*'],
+  tools: { echo: {}, 'delete_*': { action: 'deny', reason: 'no' } },
+};
+
+const USAGE = `Usage: node dist/bench/run.js [options]     (npm run bench builds first)
+
+Measures a tools/call round trip direct to a minimal MCP server and through the gateway,
+over HTTP and stdio upstreams, at each concurrency; prints the table and writes it to
+docs/benchmarks.md between <!-- bench:start --> and <!-- bench:end -->.
+
+Options:
+  --quick                   about 20 s instead of about 2 min; does not write the docs unless --write
+  --rounds N                interleaved rounds per scenario (default 3, quick 1)
+  --duration S              measured seconds per scenario, over all rounds (default 9, quick 1.2)
+  --warmup S                warm-up seconds before each round (default 0.5)
+  --concurrency LIST        default 1,16
+  --payload BYTES           length of the text each call sends and gets back (default: 'hello')
+  --only LIST               scenarios to run: direct-http,gateway-http,floor-http,direct-stdio,gateway-stdio
+  --gateway PATH            the gateway's bin/policylayer.js to measure (default: this checkout's)
+  --compare PATH            also measure another build's bin/policylayer.js (a worktree of main, say) in
+                            the same interleaved rounds, and report how this build differs from it
+  --gateway-node-arg ARG    extra node option for the gateway process (repeatable)
+  --profile DIR             run the gateway with --cpu-prof, writing its profile into DIR
+  --warm-cpus               keep every CPU out of its idle state with lowest-priority spinners, so that
+                            concurrency-1 latency does not include waking idle CPUs (see docs/benchmarks.md)
+  --write / --no-write      write docs/benchmarks.md or not
+  --enforce                 exit 1 when a target is missed (by default targets are only reported)
+  --format text|json        json prints the results as JSON on stdout
+  -h, --help
+
+Example:
+  npm run bench -- --quick --only direct-http,gateway-http
+`;
+
+interface Options {
+  rounds: number;
+  measureMs: number;
+  warmupMs: number;
+  concurrency: number[];
+  only: Set<string>;
+  gatewayBin: string;
+  compareBin: string | undefined;
+  gatewayNodeArgs: string[];
+  write: boolean;
+  enforce: boolean;
+  json: boolean;
+  quick: boolean;
+  payload: number | undefined;
+  warmCpus: boolean;
+}
+
+class UsageError extends Error {}
+
+function parse(argv: string[]) {
+  return parseArgs({
+    args: argv,
+    strict: true,
+    options: {
+      quick: { type: 'boolean' },
+      rounds: { type: 'string' },
+      duration: { type: 'string' },
+      warmup: { type: 'string' },
+      concurrency: { type: 'string' },
+      payload: { type: 'string' },
+      only: { type: 'string' },
+      gateway: { type: 'string' },
+      compare: { type: 'string' },
+      'gateway-node-arg': { type: 'string', multiple: true },
+      profile: { type: 'string' },
+      'warm-cpus': { type: 'boolean' },
+      write: { type: 'boolean' },
+      'no-write': { type: 'boolean' },
+      enforce: { type: 'boolean' },
+      format: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+}
+
+function options(argv: string[]): Options | undefined {
+  let parsed;
+  try {
+    parsed = parse(argv);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  const { values } = parsed;
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return undefined;
+  }
+  const quick = values.quick === true;
+  const num = (v: string | undefined, def: number, what: string) => {
+    if (v === undefined) return def;
+    const n = Number(v);
+    if (!Number.isFinite(n) || n <= 0) throw new UsageError(`--${what} expects a positive number, got '${v}'`);
+    return n;
+  };
+  const scenarios = ['direct-http', 'gateway-http', 'floor-http', 'direct-stdio', 'gateway-stdio'];
+  const only = new Set(values.only ? values.only.split(',').map((s) => s.trim()) : scenarios);
+  for (const s of only) if (!scenarios.includes(s)) throw new UsageError(`--only: unknown scenario '${s}' (${scenarios.join(', ')})`);
+  const gatewayNodeArgs = [...(values['gateway-node-arg'] ?? [])];
+  if (values.profile) gatewayNodeArgs.push('--cpu-prof', `--cpu-prof-dir=${resolve(values.profile)}`);
+  const format = values.format ?? 'text';
+  if (format !== 'text' && format !== 'json') throw new UsageError(`--format expects text or json, got '${format}'`);
+  return {
+    rounds: Math.round(num(values.rounds, quick ? 1 : 3, 'rounds')),
+    measureMs: num(values.duration, quick ? 1.2 : 9, 'duration') * 1000,
+    warmupMs: num(values.warmup, 0.5, 'warmup') * 1000,
+    concurrency: (values.concurrency ?? '1,16').split(',').map((c) => Math.round(num(c, 1, 'concurrency'))),
+    only,
+    gatewayBin: resolve(values.gateway ?? join(ROOT, 'bin/policylayer.js')),
+    compareBin: values.compare === undefined ? undefined : resolve(values.compare),
+    gatewayNodeArgs,
+    write: values['no-write'] ? false : (values.write ?? !quick),
+    enforce: values.enforce === true,
+    json: format === 'json',
+    warmCpus: values['warm-cpus'] === true,
+    payload: values.payload === undefined ? undefined : Math.round(num(values.payload, 5, 'payload')),
+    quick,
+  };
+}
+
+interface Scenario {
+  path: Path;
+  upstream: UpstreamKind;
+  concurrency: number;
+  callers: Caller[];
+  /** The processes whose CPU time is charged to the gateway and to the upstream. */
+  gatewayPid?: number | undefined;
+  upstreamPid?: number | undefined;
+  samples: Samples;
+  calls: number;
+  elapsedNs: number;
+  cpu: { client: number; gateway: number; upstream: number; known: { gateway: boolean; upstream: boolean } };
+  /** CPU time, µs, that processes other than the benchmark's used meanwhile, and that the hypervisor stole. */
+  others: number;
+  steal: number;
+  /** Voluntary context switches of the gateway's event loop over the measured calls. */
+  gatewayWakeups: number | undefined;
+}
+
+/** Drives every caller closed-loop for `ms`; records each latency when `samples` is given. */
+async function drive(callers: Caller[], ms: number, samples?: Samples): Promise<{ calls: number; elapsedNs: number }> {
+  const begin = process.hrtime.bigint();
+  const end = begin + BigInt(Math.round(ms * 1e6));
+  let calls = 0;
+  await Promise.all(
+    callers.map(async (c) => {
+      for (;;) {
+        const t0 = process.hrtime.bigint();
+        if (t0 >= end) return;
+        await c.call();
+        const t1 = process.hrtime.bigint();
+        samples?.push(Number(t1 - t0));
+        calls++;
+      }
+    }),
+  );
+  return { calls, elapsedNs: Number(process.hrtime.bigint() - begin) };
+}
+
+/** The git commit of the checkout a gateway build comes from, marked when its src/ has local changes. */
+function buildOf(bin: string): string | undefined {
+  const dir = resolve(dirname(bin), '..');
+  try {
+    const git = (...args: string[]) => execFileSync('git', ['-C', dir, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    const commit = git('rev-parse', '--short', 'HEAD');
+    return git('status', '--porcelain', '--', 'src').length > 0 ? `${commit} with local changes to src/` : commit;
+  } catch {
+    return undefined;
+  }
+}
+
+function log(msg: string): void {
+  process.stderr.write(`${msg}\n`);
+}
+
+async function policyChecks(caller: HttpCaller, via: string): Promise<void> {
+  const list = await caller.request('tools/list', {});
+  const names = ((list.result?.tools as Array<{ name: string }> | undefined) ?? []).map((t) => t.name);
+  if (!names.includes('echo') || names.includes('admin_reset')) {
+    throw new Error(`${via}: tools/list should show echo and hide admin_reset, it shows ${JSON.stringify(names)}`);
+  }
+  const denied = await caller.request('tools/call', { name: 'delete_everything', arguments: {} });
+  if (denied.result?.isError !== true) throw new Error(`${via}: delete_everything should be denied, got ${JSON.stringify(denied)}`);
+  const hidden = await caller.request('tools/call', { name: 'admin_reset', arguments: {} });
+  if (!hidden.error) throw new Error(`${via}: admin_reset should answer as an unknown tool, got ${JSON.stringify(hidden)}`);
+}
+
+async function main(argv: string[]): Promise<number> {
+  const opts = options(argv);
+  if (!opts) return 0;
+  if (opts.payload !== undefined) setEchoText('x'.repeat(opts.payload));
+  const node = process.execPath;
+  const pools: Pool[] = [];
+  const tmp = mkdtempSync(join(tmpdir(), 'policylayer-bench-'));
+  tmpDir = tmp;
+  // /proc reports times in USER_HZ, which Linux fixes at 100 whatever the kernel's own tick rate.
+  const ticks = 100;
+  try {
+    const wants = (s: string) => opts.only.has(s);
+    const needHttp = wants('direct-http') || wants('gateway-http') || wants('floor-http');
+    const needGateway = wants('gateway-http') || wants('gateway-stdio');
+
+    let upstreamHttp: Started | undefined;
+    let upstreamUrl = '';
+    if (needHttp) {
+      upstreamHttp = await start({
+        name: 'the HTTP upstream',
+        command: node,
+        args: [join(HERE, 'upstream-http.js')],
+        ready: /listening (\S+)/,
+      });
+      upstreamUrl = upstreamHttp.match[1]!;
+    }
+
+    // Each gateway build runs in its own process with the same config; each spawns its own stdio server.
+    const gateways = new Map<'gateway' | 'compared', { process: Started; url: string }>();
+    if (needGateway) {
+      writeFileSync(join(tmp, 'policy.json'), JSON.stringify(BENCH_POLICY, null, 2));
+      const servers: Record<string, unknown> = {};
+      if (wants('gateway-http')) servers['bench-http'] = { url: upstreamUrl, policy: 'policy.json' };
+      if (wants('gateway-stdio')) servers['bench-stdio'] = { command: [node, join(HERE, 'upstream-stdio.js')], policy: 'policy.json' };
+      // JSON is YAML: the file is read by the same loader as any gateway.yaml.
+      writeFileSync(join(tmp, 'gateway.yaml'), JSON.stringify({ listen: '127.0.0.1:0', servers }, null, 2));
+      const builds: Array<['gateway' | 'compared', string]> = [['gateway', opts.gatewayBin]];
+      if (opts.compareBin) builds.push(['compared', opts.compareBin]);
+      for (const [which, bin] of builds) {
+        const p = await start({
+          name: which === 'gateway' ? 'the gateway' : 'the compared gateway',
+          command: node,
+          args: [...opts.gatewayNodeArgs, bin, 'serve', '-c', join(tmp, 'gateway.yaml'), '--log-level', 'warn'],
+          env: { ...process.env, POLICYLAYER_EXIT_ON_STDIN_CLOSE: '1' },
+          ready: /PolicyLayer listening on (http:\/\/\S+)/,
+          onStderrLine: (line) => log(`[${which}] ${line}`),
+        });
+        gateways.set(which, { process: p, url: p.match[1]! });
+      }
+    }
+
+    let floor: Started | undefined;
+    let floorUrl = '';
+    if (wants('floor-http')) {
+      floor = await start({
+        name: 'the null proxy',
+        command: node,
+        args: [join(HERE, 'null-proxy.js'), upstreamUrl],
+        ready: /listening (\S+)/,
+      });
+      floorUrl = floor.match[1]!;
+    }
+
+    let stdioDirect: StdioConnection | undefined;
+    let stdioDirectPid: number | undefined;
+    if (wants('direct-stdio')) {
+      const p = await start({ name: 'the stdio upstream', command: node, args: [join(HERE, 'upstream-stdio.js')] });
+      stdioDirect = new StdioConnection(p.child);
+      stdioDirectPid = p.child.pid;
+      await stdioDirect.initialize();
+    }
+
+    const spinners: number[] = [];
+    if (opts.warmCpus) {
+      for (let i = 0; i < cpus().length; i++) {
+        const p = await start({ name: 'a CPU spinner', command: node, args: [join(HERE, 'spinner.js')] });
+        if (p.child.pid !== undefined) spinners.push(p.child.pid);
+      }
+    }
+    const spinnerCpu = () => spinners.reduce((a, pid) => a + (cpuMicros(pid, ticks) ?? 0), 0);
+
+    // Scenarios, each with its own clients (and its own sessions) opened before any is measured.
+    const scenarios: Scenario[] = [];
+    for (const concurrency of opts.concurrency) {
+      for (const [path, upstream] of [
+        ['direct', 'http'],
+        ['gateway', 'http'],
+        ['compared', 'http'],
+        ['floor', 'http'],
+        ['direct', 'stdio'],
+        ['gateway', 'stdio'],
+        ['compared', 'stdio'],
+      ] as const) {
+        if (!wants(`${path === 'compared' ? 'gateway' : path}-${upstream}`)) continue;
+        if (path === 'compared' && !gateways.has('compared')) continue;
+        let callers: Caller[];
+        let gatewayPid: number | undefined;
+        let upstreamPid: number | undefined;
+        if (path === 'direct' && upstream === 'stdio') {
+          callers = Array.from({ length: concurrency }, () => stdioDirect!.caller());
+          upstreamPid = stdioDirectPid;
+        } else {
+          const gw = path === 'gateway' || path === 'compared' ? gateways.get(path)! : undefined;
+          const url = gw ? `${gw.url}/mcp/bench-${upstream}` : path === 'direct' ? upstreamUrl : floorUrl;
+          const pool = httpPool(url, concurrency);
+          pools.push(pool);
+          const opened: HttpCaller[] = [];
+          for (let i = 0; i < concurrency; i++) opened.push(await HttpCaller.open(pool, url));
+          if (gw && concurrency === opts.concurrency[0]) await policyChecks(opened[0]!, url);
+          callers = opened;
+          gatewayPid = gw ? gw.process.child.pid : path === 'floor' ? floor!.child.pid : undefined;
+          if (upstream === 'http') upstreamPid = upstreamHttp!.child.pid;
+          else if (gatewayPid !== undefined) upstreamPid = childPids(gatewayPid)[0];
+        }
+        scenarios.push({
+          path,
+          upstream,
+          concurrency,
+          callers,
+          gatewayPid,
+          upstreamPid,
+          samples: new Samples(),
+          calls: 0,
+          elapsedNs: 0,
+          cpu: { client: 0, gateway: 0, upstream: 0, known: { gateway: gatewayPid !== undefined, upstream: upstreamPid !== undefined } },
+          others: 0,
+          steal: 0,
+          gatewayWakeups: gatewayPid !== undefined ? 0 : undefined,
+        });
+      }
+    }
+
+    const perRound = opts.measureMs / opts.rounds;
+    const total = (scenarios.length * opts.rounds * (perRound + opts.warmupMs)) / 1000;
+    log(`${scenarios.length} scenarios × ${opts.rounds} round(s) of ${(opts.warmupMs / 1000).toFixed(1)} s warm-up + ${(perRound / 1000).toFixed(1)} s measured: about ${Math.ceil(total)} s`);
+    for (let round = 1; round <= opts.rounds; round++) {
+      for (const s of scenarios) {
+        await drive(s.callers, opts.warmupMs);
+        const w0 = s.gatewayPid !== undefined ? wakeups(s.gatewayPid) : undefined;
+        const m0 = machineCpu(ticks);
+        const sp0 = spinnerCpu();
+        const c0 = process.cpuUsage();
+        const g0 = s.gatewayPid !== undefined ? cpuMicros(s.gatewayPid, ticks) : undefined;
+        const u0 = s.upstreamPid !== undefined ? cpuMicros(s.upstreamPid, ticks) : undefined;
+        const r = await drive(s.callers, perRound, s.samples);
+        const c1 = process.cpuUsage(c0);
+        const g1 = s.gatewayPid !== undefined ? cpuMicros(s.gatewayPid, ticks) : undefined;
+        const u1 = s.upstreamPid !== undefined ? cpuMicros(s.upstreamPid, ticks) : undefined;
+        const m1 = machineCpu(ticks);
+        const sp1 = spinnerCpu();
+        const w1 = s.gatewayPid !== undefined ? wakeups(s.gatewayPid) : undefined;
+        if (s.gatewayWakeups !== undefined) s.gatewayWakeups = w0 !== undefined && w1 !== undefined ? s.gatewayWakeups + w1 - w0 : undefined;
+        const ours = c1.user + c1.system + (g1 ?? 0) - (g0 ?? 0) + (u1 ?? 0) - (u0 ?? 0) + sp1 - sp0;
+        if (m0 && m1) {
+          s.others += Math.max(0, m1.busy - m0.busy - ours);
+          s.steal += m1.steal - m0.steal;
+        }
+        s.calls += r.calls;
+        s.elapsedNs += r.elapsedNs;
+        s.cpu.client += c1.user + c1.system;
+        if (g0 !== undefined && g1 !== undefined) s.cpu.gateway += g1 - g0;
+        else s.cpu.known.gateway = false;
+        if (u0 !== undefined && u1 !== undefined) s.cpu.upstream += u1 - u0;
+        else s.cpu.known.upstream = false;
+        log(
+          `round ${round}/${opts.rounds}  ${`${s.path}-${s.upstream}`.padEnd(14)} c=${String(s.concurrency).padEnd(3)} ${fmt(r.calls / (r.elapsedNs / 1e9)).padStart(7)} calls/s`,
+        );
+      }
+    }
+
+    const results: ScenarioResult[] = scenarios.map((s) => ({
+      path: s.path,
+      upstream: s.upstream,
+      concurrency: s.concurrency,
+      summary: s.samples.summarize(s.calls, s.elapsedNs),
+      cpu: {
+        client: s.cpu.client / s.calls,
+        gateway: s.cpu.known.gateway ? s.cpu.gateway / s.calls : undefined,
+        upstream: s.cpu.known.upstream ? s.cpu.upstream / s.calls : undefined,
+      },
+      gatewayWakeups: s.gatewayWakeups === undefined ? undefined : s.gatewayWakeups / s.calls,
+      otherLoad: s.others / ((s.elapsedNs / 1000) * cpus().length),
+      steal: s.steal / ((s.elapsedNs / 1000) * cpus().length),
+    }));
+    const measuredUs = scenarios.reduce((a, s) => a + s.elapsedNs / 1000, 0) * cpus().length;
+    const otherLoad = scenarios.reduce((a, s) => a + s.others, 0) / measuredUs;
+    const steal = scenarios.reduce((a, s) => a + s.steal, 0) / measuredUs;
+    const worst = results.reduce((a, r) => Math.max(a, r.otherLoad ?? 0), 0);
+
+    for (const c of [...scenarios.flatMap((s) => s.callers)]) await c.close();
+
+    const model = cpus()[0]?.model.trim() ?? 'unknown CPU';
+    const info: RunInfo = {
+      command: argv.length === 0 ? 'npm run bench' : `npm run bench -- ${argv.join(' ')}`,
+      build: buildOf(opts.gatewayBin),
+      date: new Date().toISOString().slice(0, 10),
+      node: process.version,
+      cpu: `${model} × ${cpus().length} cores`,
+      os: `${platform()} ${release()}`,
+      method:
+        `Each scenario: ${opts.rounds} interleaved round(s) of ${(opts.warmupMs / 1000).toFixed(1)} s warm-up and ` +
+        `${(perRound / 1000).toFixed(1)} s measured; closed-loop callers, one session and one keep-alive connection each; ` +
+        `latency is the client's full round trip (percentiles exact over all samples)` +
+        (opts.payload !== undefined ? `; each call sends and gets back ${fmt(opts.payload)} bytes of text` : '') +
+        (opts.warmCpus ? '; CPUs kept out of idle by lowest-priority spinners (--warm-cpus).' : '.'),
+      load:
+        `While measuring, processes outside the benchmark kept ${(otherLoad * 100).toFixed(0)}% of the CPUs busy on average ` +
+        `(${(worst * 100).toFixed(0)}% in the worst scenario)` +
+        (steal >= 0.005 ? `, and the hypervisor stole ${(steal * 100).toFixed(0)}%` : '') +
+        '; numbers from a busy machine are noisier and slower.',
+    };
+    const md = markdown(results, info);
+    const cs = checks(results);
+    if (opts.json) {
+      process.stdout.write(JSON.stringify({ info, targets: TARGETS, results, checks: cs }, null, 2) + '\n');
+    } else {
+      process.stdout.write(`\n${md}\n`);
+    }
+    if (opts.write) {
+      const file = join(ROOT, 'docs/benchmarks.md');
+      writeSection(file, md, '# Benchmarks\n\nRun `npm run bench`; the section below is rewritten by each full run.');
+      log(`\nwrote ${file}`);
+    }
+    const missed = cs.filter((c) => c.met === false);
+    if (opts.enforce && missed.length > 0) {
+      log(`--enforce: ${missed.length} target(s) missed`);
+      return 1;
+    }
+    return 0;
+  } finally {
+    await Promise.all(pools.map((p) => p.destroy().catch(() => {})));
+    await stopAll();
+  }
+}
+
+let interrupted = false;
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(sig, () => {
+    if (interrupted) {
+      killAllNow();
+      process.exit(130);
+    }
+    interrupted = true;
+    log(`\n${sig}: stopping every process the benchmark started`);
+    stopAll().finally(() => process.exit(sig === 'SIGINT' ? 130 : 143));
+  });
+}
+/** The run's scratch folder (gateway.yaml, policy.json), removed however the process exits. */
+let tmpDir: string | undefined;
+process.on('exit', () => {
+  killAllNow();
+  if (tmpDir) rmSync(tmpDir, { recursive: true, force: true });
+});
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    log(err instanceof UsageError ? `bench: ${err.message}\nSee 'node dist/bench/run.js --help'.` : `bench: ${(err as Error)?.stack ?? String(err)}`);
+    stopAll().finally(() => process.exit(1));
+  },
+);
