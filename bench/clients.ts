@@ -84,7 +84,7 @@ export async function post(pool: Pool, url: string, body: string, headers: Recor
   return { status: res.statusCode, headers: res.headers, text: await res.body.text() };
 }
 
-export class HttpCaller implements Caller {
+export class HttpCaller implements Caller, Requester {
   private readonly pool: Pool;
   private readonly path: string;
   private readonly url: string;
@@ -146,23 +146,32 @@ export class HttpCaller implements Caller {
   }
 }
 
+/** Any MCP session the policy checks can send a request in and read the parsed answer of. */
+export interface Requester {
+  request(method: string, params: unknown): Promise<Answer & { result?: Record<string, unknown> }>;
+}
+
 /**
- * A client speaking newline-delimited JSON-RPC to a stdio server it started itself: the
- * baseline a client has when it runs the server without a gateway. Calls in flight at once are
- * told apart by id, as an MCP client does.
+ * A client speaking newline-delimited JSON-RPC to a stdio process it started itself, as an MCP
+ * client does with a local server: either the server itself (the direct baseline) or
+ * `policylayer run -- <server>`, which speaks the same protocol on its stdin/stdout. Calls in
+ * flight at once are told apart by id, as an MCP client does.
  */
-export class StdioConnection {
+export class StdioConnection implements Requester {
   private readonly child: ChildProcess;
+  private readonly name: string;
   private readonly pending = new Map<number, { resolve: (text: string) => void; reject: (e: Error) => void }>();
   private nextId = 1;
   private buf = '';
   private failure: Error | undefined;
 
-  constructor(child: ChildProcess) {
+  /** `name` says who answers, in error messages: 'the stdio server', 'policylayer run'. */
+  constructor(child: ChildProcess, name = 'the stdio server') {
     this.child = child;
+    this.name = name;
     child.stdout!.setEncoding('utf8');
     child.stdout!.on('data', (chunk: string) => this.onData(chunk));
-    child.once('exit', (code, signal) => this.failAll(new Error(`the stdio server exited (${signal ?? `code ${code}`})`)));
+    child.once('exit', (code, signal) => this.failAll(new Error(`${name} exited (${signal ?? `code ${code}`})`)));
   }
 
   private failAll(err: Error): void {
@@ -200,15 +209,25 @@ export class StdioConnection {
 
   async initialize(): Promise<void> {
     const { text } = await this.send((id) => initializeBody(id));
-    if (!text.includes('"result"')) throw new Error(`the stdio server refused initialize: ${text.slice(0, 300)}`);
+    if (!text.includes('"result"')) throw new Error(`${this.name} refused initialize: ${text.slice(0, 300)}`);
     this.child.stdin!.write(INITIALIZED + '\n');
+  }
+
+  /** Sends any request and returns the parsed answer (for the policy checks). */
+  async request(method: string, params: unknown): Promise<Answer & { result?: Record<string, unknown> }> {
+    const { text } = await this.send((id) => JSON.stringify({ jsonrpc: '2.0', id, method, params }));
+    try {
+      return JSON.parse(text) as Answer & { result?: Record<string, unknown> };
+    } catch {
+      throw new Error(`${this.name}: the answer to ${method} is not JSON: ${text.slice(0, 300)}`);
+    }
   }
 
   caller(): Caller {
     return {
       call: async () => {
         const { id, text } = await this.send(callBody);
-        checkEcho(text, id, 'stdio server');
+        checkEcho(text, id, this.name);
       },
       close: async () => {},
     };

@@ -5,7 +5,12 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import type { Summary } from './stats.js';
 
-export type Path = 'direct' | 'gateway' | 'compared' | 'floor';
+/**
+ * How the client reaches the upstream: `direct`; through a null proxy (`floor`); over HTTP through
+ * `policylayer serve` (`gateway`); over stdio through `policylayer run -- <server>` (`wrap`). The
+ * `compared-` paths are the same through the build given with `--compare`.
+ */
+export type Path = 'direct' | 'gateway' | 'compared' | 'floor' | 'wrap' | 'compared-wrap';
 export type UpstreamKind = 'http' | 'stdio';
 
 export interface ScenarioResult {
@@ -15,14 +20,19 @@ export interface ScenarioResult {
   summary: Summary;
   /** CPU time per call, µs, of the load generator, the gateway and the upstream server (undefined if unknown). */
   cpu: { client?: number | undefined; gateway?: number | undefined; upstream?: number | undefined };
-  /** Share of the machine's CPU time used by other processes, and stolen by the hypervisor, while this scenario ran. */
   /** Times the gateway's (or null proxy's) event loop slept and was woken, per call. */
   gatewayWakeups?: number | undefined;
+  /** Share of the machine's CPU time used by other processes, and stolen by the hypervisor, while this scenario ran. */
   otherLoad?: number | undefined;
   steal?: number | undefined;
 }
 
-/** The issue's targets. Added latency is at concurrency 1; throughput at concurrency 16. */
+/**
+ * The issue's targets. Added latency is at concurrency 1; throughput at concurrency 16. They
+ * compare a client with the gateway against the same kind of client without it: for HTTP, an HTTP
+ * client through `policylayer serve` against one straight to the server; for stdio, a stdio client
+ * of `policylayer run -- <server>` against one that spawned the server itself.
+ */
 export const TARGETS = {
   addedP50Us: 150,
   addedP99Us: 1000,
@@ -44,25 +54,31 @@ function find(results: ScenarioResult[], path: Path, upstream: UpstreamKind, c: 
   return results.find((r) => r.path === path && r.upstream === upstream && r.concurrency === c);
 }
 
+/** The path whose numbers are held to the targets, per upstream kind. */
+const TARGET_PATH: Record<UpstreamKind, Path> = { http: 'gateway', stdio: 'wrap' };
+
 /** Derived numbers and pass/fail per upstream kind, for the pairs that were measured. */
 export function checks(results: ScenarioResult[]): Check[] {
   const out: Check[] = [];
   for (const upstream of ['http', 'stdio'] as const) {
+    const path = TARGET_PATH[upstream];
+    // The stdio rows say which way in they measure: the HTTP client's way in is kept for reference below.
+    const via = upstream === 'stdio' ? ' (stdio client → `policylayer run`)' : '';
     const d1 = find(results, 'direct', upstream, 1);
-    const g1 = find(results, 'gateway', upstream, 1);
+    const g1 = find(results, path, upstream, 1);
     const d16 = find(results, 'direct', upstream, 16);
-    const g16 = find(results, 'gateway', upstream, 16);
+    const g16 = find(results, path, upstream, 16);
     if (d1 && g1) {
       const p50 = g1.summary.p50 - d1.summary.p50;
       const p99 = g1.summary.p99 - d1.summary.p99;
-      out.push({ upstream, name: 'added latency p50, c=1', target: `≤ ${TARGETS.addedP50Us} µs`, value: p50, shown: `${signed(p50)} µs`, met: p50 <= TARGETS.addedP50Us });
-      out.push({ upstream, name: 'added latency p99, c=1', target: `≤ ${TARGETS.addedP99Us} µs`, value: p99, shown: `${signed(p99)} µs`, met: p99 <= TARGETS.addedP99Us });
+      out.push({ upstream, name: `added latency p50, c=1${via}`, target: `≤ ${TARGETS.addedP50Us} µs`, value: p50, shown: `${signed(p50)} µs`, met: p50 <= TARGETS.addedP50Us });
+      out.push({ upstream, name: `added latency p99, c=1${via}`, target: `≤ ${TARGETS.addedP99Us} µs`, value: p99, shown: `${signed(p99)} µs`, met: p99 <= TARGETS.addedP99Us });
     }
     if (d16 && g16) {
       const ratio = g16.summary.rate / d16.summary.rate;
       out.push({
         upstream,
-        name: 'throughput through the gateway, c=16',
+        name: `throughput through the gateway, c=16${via}`,
         target: `≥ ${pct(TARGETS.throughputRatio)} of direct`,
         value: ratio,
         shown: `${pct(ratio)} (${fmt(g16.summary.rate)} / ${fmt(d16.summary.rate)} calls/s)`,
@@ -72,7 +88,7 @@ export function checks(results: ScenarioResult[]): Check[] {
     if (g1) {
       out.push({
         upstream,
-        name: 'calls/s through the gateway, c=1',
+        name: `calls/s through the gateway, c=1${via}`,
         target: `≥ ${fmt(TARGETS.minGatewayRateC1)} (10× mcp-proxy's ~250)`,
         value: g1.summary.rate,
         shown: `${fmt(g1.summary.rate)} (${(g1.summary.rate / 250).toFixed(0)}× 250)`,
@@ -80,19 +96,36 @@ export function checks(results: ScenarioResult[]): Check[] {
       });
     }
   }
+  // An HTTP client through `policylayer serve` to a stdio server: not the targets' comparison (its
+  // client speaks HTTP, the direct one writes to a pipe), shown for reference against both baselines.
+  const hs = 'HTTP client → gateway → stdio server';
   const sg1 = find(results, 'gateway', 'stdio', 1);
+  const sg16 = find(results, 'gateway', 'stdio', 16);
+  const sd1 = find(results, 'direct', 'stdio', 1);
+  const sd16 = find(results, 'direct', 'stdio', 16);
   const hd1 = find(results, 'direct', 'http', 1);
+  const hd16 = find(results, 'direct', 'http', 16);
+  if (sg1 && sd1) {
+    const p50 = sg1.summary.p50 - sd1.summary.p50;
+    const p99 = sg1.summary.p99 - sd1.summary.p99;
+    out.push({ upstream: 'stdio', name: `${hs} vs direct stdio, c=1`, target: 'for reference', value: p50, shown: `p50 ${signed(p50)} µs, p99 ${signed(p99)} µs`, met: undefined });
+  }
+  if (sg16 && sd16) {
+    const ratio = sg16.summary.rate / sd16.summary.rate;
+    out.push({ upstream: 'stdio', name: `${hs} vs direct stdio, c=16`, target: 'for reference', value: ratio, shown: `${pct(ratio)} (${fmt(sg16.summary.rate)} / ${fmt(sd16.summary.rate)} calls/s)`, met: undefined });
+  }
+  if (sg1) {
+    out.push({ upstream: 'stdio', name: `${hs}: calls/s, c=1`, target: 'for reference', value: sg1.summary.rate, shown: `${fmt(sg1.summary.rate)} (${(sg1.summary.rate / 250).toFixed(0)}× 250)`, met: undefined });
+  }
   if (sg1 && hd1) {
     const p50 = sg1.summary.p50 - hd1.summary.p50;
     const p99 = sg1.summary.p99 - hd1.summary.p99;
-    out.push({ upstream: 'stdio', name: 'stdio through the gateway vs direct HTTP, c=1', target: 'for reference', value: p50, shown: `p50 ${signed(p50)} µs, p99 ${signed(p99)} µs`, met: undefined });
+    out.push({ upstream: 'stdio', name: `${hs} vs direct HTTP, c=1`, target: 'for reference', value: p50, shown: `p50 ${signed(p50)} µs, p99 ${signed(p99)} µs`, met: undefined });
   }
-  const sg16 = find(results, 'gateway', 'stdio', 16);
-  const hd16 = find(results, 'direct', 'http', 16);
   if (sg16 && hd16) {
-    // A client of the gateway speaks HTTP whatever the upstream, so this is the ceiling it could see.
+    // A client of `policylayer serve` speaks HTTP whatever the upstream, so this is the ceiling it could see.
     const ratio = sg16.summary.rate / hd16.summary.rate;
-    out.push({ upstream: 'stdio', name: 'stdio through the gateway vs direct HTTP, c=16', target: 'for reference', value: ratio, shown: `${pct(ratio)}`, met: undefined });
+    out.push({ upstream: 'stdio', name: `${hs} vs direct HTTP, c=16`, target: 'for reference', value: ratio, shown: `${pct(ratio)}`, met: undefined });
   }
   const f1 = find(results, 'floor', 'http', 1);
   const d1 = find(results, 'direct', 'http', 1);
@@ -107,20 +140,28 @@ export function checks(results: ScenarioResult[]): Check[] {
     const ratio = f16.summary.rate / d16.summary.rate;
     out.push({ upstream: 'http', name: 'floor: null proxy throughput, c=16', target: 'for reference', value: ratio, shown: `${pct(ratio)} of direct`, met: undefined });
   }
+  // This build against the one given with --compare, by the same way in.
+  const pairs = [
+    ['gateway', 'compared'],
+    ['wrap', 'compared-wrap'],
+  ] as const;
   for (const upstream of ['http', 'stdio'] as const) {
-    for (const g of results.filter((r) => r.path === 'gateway' && r.upstream === upstream)) {
-      const c = find(results, 'compared', upstream, g.concurrency);
-      if (!c) continue;
-      const rate = g.summary.rate / c.summary.rate - 1;
-      const cpu = g.cpu.gateway !== undefined && c.cpu.gateway !== undefined ? g.cpu.gateway - c.cpu.gateway : undefined;
-      out.push({
-        upstream,
-        name: `this build vs the compared one, c=${g.concurrency}`,
-        target: 'for reference',
-        value: rate,
-        shown: `p50 ${signed(g.summary.p50 - c.summary.p50)} µs, calls/s ${rate >= 0 ? '+' : '−'}${Math.abs(rate * 100).toFixed(0)}%, gateway CPU ${cpu === undefined ? '–' : `${signed(cpu)} µs/call`}`,
-        met: undefined,
-      });
+    for (const [ours, theirs] of pairs) {
+      const via = ours === 'wrap' ? ' (`policylayer run`)' : upstream === 'stdio' ? ' (HTTP client → gateway)' : '';
+      for (const g of results.filter((r) => r.path === ours && r.upstream === upstream)) {
+        const c = find(results, theirs, upstream, g.concurrency);
+        if (!c) continue;
+        const rate = g.summary.rate / c.summary.rate - 1;
+        const cpu = g.cpu.gateway !== undefined && c.cpu.gateway !== undefined ? g.cpu.gateway - c.cpu.gateway : undefined;
+        out.push({
+          upstream,
+          name: `this build vs the compared one${via}, c=${g.concurrency}`,
+          target: 'for reference',
+          value: rate,
+          shown: `p50 ${signed(g.summary.p50 - c.summary.p50)} µs, calls/s ${rate >= 0 ? '+' : '−'}${Math.abs(rate * 100).toFixed(0)}%, gateway CPU ${cpu === undefined ? '–' : `${signed(cpu)} µs/call`}`,
+          met: undefined,
+        });
+      }
     }
   }
   return out;
@@ -152,11 +193,29 @@ export interface RunInfo {
 const UPSTREAM_LABEL: Record<UpstreamKind, string> = { http: 'HTTP', stdio: 'stdio' };
 
 function pathLabel(r: ScenarioResult): string {
-  if (r.path === 'gateway') return 'through the gateway';
-  if (r.path === 'floor') return 'through a null proxy (floor)';
-  if (r.path === 'compared') return 'through the compared gateway';
-  return r.upstream === 'http' ? 'direct (HTTP client)' : 'direct (stdio client)';
+  const http = r.upstream === 'http';
+  switch (r.path) {
+    case 'gateway':
+      return http ? 'through the gateway' : 'HTTP client → gateway → stdio server (reference)';
+    case 'compared':
+      return http ? 'through the compared gateway' : 'HTTP client → compared gateway → stdio server (reference)';
+    case 'wrap':
+      return 'stdio client → `policylayer run` → stdio server';
+    case 'compared-wrap':
+      return 'stdio client → compared `policylayer run` → stdio server';
+    case 'floor':
+      return 'through a null proxy (floor)';
+    case 'direct':
+      return http ? 'direct (HTTP client)' : 'direct (stdio client)';
+  }
 }
+
+/**
+ * Table order within one upstream kind and concurrency: the direct baseline first, the way in the
+ * targets measure right after it (through `policylayer run` for stdio), the HTTP client's way to a
+ * stdio server last.
+ */
+const PATH_ORDER: Path[] = ['direct', 'wrap', 'compared-wrap', 'floor', 'gateway', 'compared'];
 
 export function markdown(results: ScenarioResult[], info: RunInfo): string {
   const lines: string[] = [];
@@ -167,7 +226,7 @@ export function markdown(results: ScenarioResult[], info: RunInfo): string {
   lines.push('| upstream | path | concurrency | calls | calls/s | p50 µs | p99 µs | mean µs | CPU µs per call: client / gateway / upstream | gateway wake-ups per call |');
   lines.push('|---|---|---:|---:|---:|---:|---:|---:|---|---:|');
   const order = [...results].sort(
-    (a, b) => a.upstream.localeCompare(b.upstream) || a.concurrency - b.concurrency || a.path.localeCompare(b.path),
+    (a, b) => a.upstream.localeCompare(b.upstream) || a.concurrency - b.concurrency || PATH_ORDER.indexOf(a.path) - PATH_ORDER.indexOf(b.path),
   );
   for (const r of order) {
     const s = r.summary;

@@ -3,17 +3,25 @@
  *
  * Processes: the minimal upstream servers and the gateway each run in their own process, and
  * the load generator in this one, so none of them shares an event loop with another. The
- * gateway is started exactly as a user starts it (`policylayer serve -c gateway.yaml`), with a
- * policy loaded that has a `hide` list, an allowed tool and a denying glob.
+ * gateway is started exactly as a user starts it, with a policy loaded that has a `hide` list, an
+ * allowed tool and a denying glob: `policylayer serve -c gateway.yaml` for HTTP clients, and
+ * `policylayer run --policy policy.json -- <stdio server>` spawned by a stdio client.
  *
- * Scenarios: {direct, through the gateway} × {HTTP upstream, stdio upstream} × {concurrency 1,
- * 16}. "Direct" for stdio is a client writing to the stdio server it started itself. A "floor"
- * scenario puts the null proxy (bench/null-proxy.ts) where the gateway is, so the table shows how
- * much of the added latency is the gateway's own work and how much an extra process costs. Scenarios
- * run in interleaved rounds so that a slow moment of a shared machine spreads over all of them
- * instead of falling on one. Each caller is closed-loop (sends its next call when the previous
- * one is answered); latency is from just before the request is sent to just after the whole
- * answer is read and checked.
+ * Scenarios, each at concurrency 1 and 16:
+ *   direct-http    an HTTP client straight to the HTTP server
+ *   gateway-http   an HTTP client through `policylayer serve` to the HTTP server
+ *   floor-http     an HTTP client through the null proxy (bench/null-proxy.ts) to the HTTP server,
+ *                  so the table shows how much of the added latency is the gateway's own work and
+ *                  how much an extra process costs
+ *   direct-stdio   a client writing to the stdio server it spawned itself, over pipes
+ *   wrap-stdio     the same client spawning `policylayer run -- <stdio server>` instead: pipes on
+ *                  both hops, so against direct-stdio it measures the gateway and nothing else
+ *   gateway-stdio  an HTTP client through `policylayer serve` to a stdio server it spawned: kept
+ *                  for reference (against direct-stdio it also measures HTTP against a pipe)
+ * Scenarios run in interleaved rounds so that a slow moment of a shared machine spreads over all
+ * of them instead of falling on one. Each caller is closed-loop (sends its next call when the
+ * previous one is answered); latency is from just before the request is sent to just after the
+ * whole answer is read and checked.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -22,7 +30,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { Pool } from 'undici';
-import { HttpCaller, httpPool, setEchoText, StdioConnection, type Caller } from './clients.js';
+import { HttpCaller, httpPool, setEchoText, StdioConnection, type Caller, type Requester } from './clients.js';
 import { childPids, cpuMicros, killAllNow, machineCpu, start, stopAll, wakeups, type Started } from './procs.js';
 import { checks, fmt, markdown, TARGETS, writeSection, type Path, type RunInfo, type ScenarioResult, type UpstreamKind } from './report.js';
 import { Samples } from './stats.js';
@@ -42,7 +50,9 @@ const USAGE = `Usage: node dist/bench/run.js [options]     (npm run bench builds
 
 Measures a tools/call round trip direct to a minimal MCP server and through the gateway,
 over HTTP and stdio upstreams, at each concurrency; prints the table and writes it to
-docs/benchmarks.md between <!-- bench:start --> and <!-- bench:end -->.
+docs/benchmarks.md between <!-- bench:start --> and <!-- bench:end -->. For stdio the gateway
+is measured both as a stdio client meets it (\`policylayer run -- <server>\`, wrap-stdio) and
+as an HTTP client does (\`policylayer serve\`, gateway-stdio).
 
 Options:
   --quick                   about 20 s instead of about 2 min; does not write the docs unless --write
@@ -51,12 +61,15 @@ Options:
   --warmup S                warm-up seconds before each round (default 0.5)
   --concurrency LIST        default 1,16
   --payload BYTES           length of the text each call sends and gets back (default: 'hello')
-  --only LIST               scenarios to run: direct-http,gateway-http,floor-http,direct-stdio,gateway-stdio
+  --only LIST               scenarios to run, of: direct-http,gateway-http,floor-http,
+                            direct-stdio,wrap-stdio,gateway-stdio (default: all)
   --gateway PATH            the gateway's bin/policylayer.js to measure (default: this checkout's)
   --compare PATH            also measure another build's bin/policylayer.js (a worktree of main, say) in
                             the same interleaved rounds, and report how this build differs from it
-  --gateway-node-arg ARG    extra node option for the gateway process (repeatable)
-  --profile DIR             run the gateway with --cpu-prof, writing its profile into DIR
+                            (its \`serve\` for gateway-*, its \`run\` for wrap-stdio)
+  --gateway-node-arg ARG    extra node option for every gateway process, serve and run (repeatable)
+  --profile DIR             run each gateway process with --cpu-prof, writing one profile per process
+                            into DIR (use --only to get just the one you want)
   --warm-cpus               keep every CPU out of its idle state with lowest-priority spinners, so that
                             concurrency-1 latency does not include waking idle CPUs (see docs/benchmarks.md)
   --write / --no-write      write docs/benchmarks.md or not
@@ -132,7 +145,7 @@ function options(argv: string[]): Options | undefined {
     if (!Number.isFinite(n) || n <= 0) throw new UsageError(`--${what} expects a positive number, got '${v}'`);
     return n;
   };
-  const scenarios = ['direct-http', 'gateway-http', 'floor-http', 'direct-stdio', 'gateway-stdio'];
+  const scenarios = ['direct-http', 'gateway-http', 'floor-http', 'direct-stdio', 'wrap-stdio', 'gateway-stdio'];
   const only = new Set(values.only ? values.only.split(',').map((s) => s.trim()) : scenarios);
   for (const s of only) if (!scenarios.includes(s)) throw new UsageError(`--only: unknown scenario '${s}' (${scenarios.join(', ')})`);
   const gatewayNodeArgs = [...(values['gateway-node-arg'] ?? [])];
@@ -212,7 +225,8 @@ function log(msg: string): void {
   process.stderr.write(`${msg}\n`);
 }
 
-async function policyChecks(caller: HttpCaller, via: string): Promise<void> {
+/** Checks through a gateway that its policy is in force: admin_* hidden, delete_* denied. */
+async function policyChecks(caller: Requester, via: string): Promise<void> {
   const list = await caller.request('tools/list', {});
   const names = ((list.result?.tools as Array<{ name: string }> | undefined) ?? []).map((t) => t.name);
   if (!names.includes('echo') || names.includes('admin_reset')) {
@@ -238,6 +252,9 @@ async function main(argv: string[]): Promise<number> {
     const wants = (s: string) => opts.only.has(s);
     const needHttp = wants('direct-http') || wants('gateway-http') || wants('floor-http');
     const needGateway = wants('gateway-http') || wants('gateway-stdio');
+    const builds: Array<['gateway' | 'compared', string]> = [['gateway', opts.gatewayBin]];
+    if (opts.compareBin) builds.push(['compared', opts.compareBin]);
+    if (needGateway || wants('wrap-stdio')) writeFileSync(join(tmp, 'policy.json'), JSON.stringify(BENCH_POLICY, null, 2));
 
     let upstreamHttp: Started | undefined;
     let upstreamUrl = '';
@@ -254,14 +271,11 @@ async function main(argv: string[]): Promise<number> {
     // Each gateway build runs in its own process with the same config; each spawns its own stdio server.
     const gateways = new Map<'gateway' | 'compared', { process: Started; url: string }>();
     if (needGateway) {
-      writeFileSync(join(tmp, 'policy.json'), JSON.stringify(BENCH_POLICY, null, 2));
       const servers: Record<string, unknown> = {};
       if (wants('gateway-http')) servers['bench-http'] = { url: upstreamUrl, policy: 'policy.json' };
       if (wants('gateway-stdio')) servers['bench-stdio'] = { command: [node, join(HERE, 'upstream-stdio.js')], policy: 'policy.json' };
       // JSON is YAML: the file is read by the same loader as any gateway.yaml.
       writeFileSync(join(tmp, 'gateway.yaml'), JSON.stringify({ listen: '127.0.0.1:0', servers }, null, 2));
-      const builds: Array<['gateway' | 'compared', string]> = [['gateway', opts.gatewayBin]];
-      if (opts.compareBin) builds.push(['compared', opts.compareBin]);
       for (const [which, bin] of builds) {
         const p = await start({
           name: which === 'gateway' ? 'the gateway' : 'the compared gateway',
@@ -296,6 +310,44 @@ async function main(argv: string[]): Promise<number> {
       await stdioDirect.initialize();
     }
 
+    // Each gateway build wrapping its own stdio server, spawned by the client as an MCP client
+    // spawns a local server: `policylayer run`, which spawns the server in turn. One connection per
+    // build, shared by its concurrency levels as the direct stdio one is.
+    const wrapped = new Map<'gateway' | 'compared', { connection: StdioConnection; pid: number | undefined; upstreamPid: number | undefined }>();
+    if (wants('wrap-stdio')) {
+      for (const [which, bin] of builds) {
+        const name = which === 'gateway' ? 'policylayer run' : 'the compared policylayer run';
+        const p = await start({
+          name,
+          command: node,
+          args: [
+            ...opts.gatewayNodeArgs,
+            bin,
+            'run',
+            '--policy',
+            join(tmp, 'policy.json'),
+            '--name',
+            'bench-stdio',
+            '--log-level',
+            'warn',
+            '--',
+            node,
+            join(HERE, 'upstream-stdio.js'),
+          ],
+          // Its one expected warning (stdio mode has no authentication) is not news; anything else is shown.
+          onStderrLine: (line) => {
+            if (!line.includes('stdio mode: no authentication')) log(`[${which} run] ${line}`);
+          },
+        });
+        const connection = new StdioConnection(p.child, name);
+        await connection.initialize();
+        await policyChecks(connection, name);
+        // The server is up once initialize has been answered through it.
+        const pid = p.child.pid;
+        wrapped.set(which, { connection, pid, upstreamPid: pid !== undefined ? childPids(pid)[0] : undefined });
+      }
+    }
+
     const spinners: number[] = [];
     if (opts.warmCpus) {
       for (let i = 0; i < cpus().length; i++) {
@@ -308,23 +360,32 @@ async function main(argv: string[]): Promise<number> {
     // Scenarios, each with its own clients (and its own sessions) opened before any is measured.
     const scenarios: Scenario[] = [];
     for (const concurrency of opts.concurrency) {
-      for (const [path, upstream] of [
-        ['direct', 'http'],
-        ['gateway', 'http'],
-        ['compared', 'http'],
-        ['floor', 'http'],
-        ['direct', 'stdio'],
-        ['gateway', 'stdio'],
-        ['compared', 'stdio'],
+      // [path, upstream, the --only name that selects it]
+      for (const [path, upstream, selectedBy] of [
+        ['direct', 'http', 'direct-http'],
+        ['gateway', 'http', 'gateway-http'],
+        ['compared', 'http', 'gateway-http'],
+        ['floor', 'http', 'floor-http'],
+        ['direct', 'stdio', 'direct-stdio'],
+        ['wrap', 'stdio', 'wrap-stdio'],
+        ['compared-wrap', 'stdio', 'wrap-stdio'],
+        ['gateway', 'stdio', 'gateway-stdio'],
+        ['compared', 'stdio', 'gateway-stdio'],
       ] as const) {
-        if (!wants(`${path === 'compared' ? 'gateway' : path}-${upstream}`)) continue;
+        if (!wants(selectedBy)) continue;
         if (path === 'compared' && !gateways.has('compared')) continue;
+        if (path === 'compared-wrap' && !wrapped.has('compared')) continue;
         let callers: Caller[];
         let gatewayPid: number | undefined;
         let upstreamPid: number | undefined;
         if (path === 'direct' && upstream === 'stdio') {
           callers = Array.from({ length: concurrency }, () => stdioDirect!.caller());
           upstreamPid = stdioDirectPid;
+        } else if (path === 'wrap' || path === 'compared-wrap') {
+          const w = wrapped.get(path === 'wrap' ? 'gateway' : 'compared')!;
+          callers = Array.from({ length: concurrency }, () => w.connection.caller());
+          gatewayPid = w.pid;
+          upstreamPid = w.upstreamPid;
         } else {
           const gw = path === 'gateway' || path === 'compared' ? gateways.get(path)! : undefined;
           const url = gw ? `${gw.url}/mcp/bench-${upstream}` : path === 'direct' ? upstreamUrl : floorUrl;
@@ -389,7 +450,7 @@ async function main(argv: string[]): Promise<number> {
         if (u0 !== undefined && u1 !== undefined) s.cpu.upstream += u1 - u0;
         else s.cpu.known.upstream = false;
         log(
-          `round ${round}/${opts.rounds}  ${`${s.path}-${s.upstream}`.padEnd(14)} c=${String(s.concurrency).padEnd(3)} ${fmt(r.calls / (r.elapsedNs / 1e9)).padStart(7)} calls/s`,
+          `round ${round}/${opts.rounds}  ${`${s.path}-${s.upstream}`.padEnd(19)} c=${String(s.concurrency).padEnd(3)} ${fmt(r.calls / (r.elapsedNs / 1e9)).padStart(7)} calls/s`,
         );
       }
     }
@@ -425,7 +486,8 @@ async function main(argv: string[]): Promise<number> {
       os: `${platform()} ${release()}`,
       method:
         `Each scenario: ${opts.rounds} interleaved round(s) of ${(opts.warmupMs / 1000).toFixed(1)} s warm-up and ` +
-        `${(perRound / 1000).toFixed(1)} s measured; closed-loop callers, one session and one keep-alive connection each; ` +
+        `${(perRound / 1000).toFixed(1)} s measured; closed-loop callers, over HTTP one session and one keep-alive connection each, ` +
+        `over stdio all on one connection told apart by id; ` +
         `latency is the client's full round trip (percentiles exact over all samples)` +
         (opts.payload !== undefined ? `; each call sends and gets back ${fmt(opts.payload)} bytes of text` : '') +
         (opts.warmCpus ? '; CPUs kept out of idle by lowest-priority spinners (--warm-cpus).' : '.'),
