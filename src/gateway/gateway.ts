@@ -14,6 +14,7 @@ import {
   type JsonRpcResponse,
 } from '../util/jsonrpc.js';
 import type { CallHandlers, CallOptions, ListenHandle, ServerMessage, Upstream, UpstreamSession } from '../transport/upstream/types.js';
+import { hasUniqueKeys } from '../util/raw-id.js';
 import { negotiateSessionVersion } from './protocol.js';
 
 export interface ServerRuntime {
@@ -143,6 +144,10 @@ export class Gateway {
       reply.onResponse(errorResponse(req.id, JsonRpcErrors.UPSTREAM_ERROR, 'the gateway is shutting down'), undefined);
       return;
     }
+    // The original bytes go upstream only when they mean exactly what the policy read: with a key
+    // repeated, parsers disagree on which one wins (JavaScript keeps the last, some the first), so
+    // such a request is re-serialised from the parsed message the policy was evaluated on.
+    if (raw !== undefined && !hasUniqueKeys(raw)) raw = undefined;
     const policy = session.server.policy;
     let handlers = reply;
     if (req.method === 'tools/call') {

@@ -52,10 +52,22 @@ export class StdioListener {
     });
   }
 
+  /** Messages written in one turn of the event loop, sent to the client in one write. */
+  private pending = '';
+
   private write(msg: JsonRpcMessage | ServerMessage['message'], raw?: string): void {
     // Newline-delimited framing: a message must not contain a raw newline, so re-serialise if it does.
-    const text = raw !== undefined && !raw.includes('\n') ? raw : JSON.stringify(msg);
-    this.out.write(text + '\n');
+    const text = raw !== undefined && !raw.includes('\n') && !raw.includes('\r') ? raw : JSON.stringify(msg);
+    // stdout to a pipe is written synchronously, a system call per write: answers that arrive
+    // together (one chunk from the server holds several) leave together.
+    if (this.pending === '') queueMicrotask(() => this.flush());
+    this.pending += text + '\n';
+  }
+
+  private flush(): void {
+    const out = this.pending;
+    this.pending = '';
+    if (out !== '') this.out.write(out);
   }
 
   private onLine(line: string): void {

@@ -1,0 +1,61 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { parsePolicy } from '../policy/index.js';
+import { silentLogger } from '../telemetry/logger.js';
+import type { CallHandlers, Upstream, UpstreamSession } from '../transport/upstream/types.js';
+import type { JsonRpcRequest, JsonRpcResponse } from '../util/jsonrpc.js';
+import { Gateway, Session } from './gateway.js';
+
+/** An upstream session that records what it is sent and answers every call with an empty result. */
+function recordingSession() {
+  const sent: Array<{ req: JsonRpcRequest; raw: string | undefined }> = [];
+  const session: UpstreamSession = {
+    initializeResult: {},
+    call(req, raw, handlers) {
+      sent.push({ req, raw });
+      handlers.onResponse({ jsonrpc: '2.0', id: req.id, result: { content: [] } }, undefined);
+    },
+    send() {},
+    listen: async () => undefined,
+    close: async () => {},
+  };
+  return { session, sent };
+}
+
+function setup(policyText: string) {
+  const gateway = new Gateway({ logger: silentLogger(), sessionIdleTimeoutMs: 60_000 });
+  const { session: upstreamSession, sent } = recordingSession();
+  const server = { name: 's', upstream: {} as Upstream, policy: parsePolicy(policyText, '<test>') };
+  gateway.addServer(server);
+  const session = new Session('sid', server, upstreamSession, '2025-11-25', 0);
+  const call = (raw: string) =>
+    new Promise<JsonRpcResponse>((resolve) => {
+      const handlers: CallHandlers = { onRelated() {}, onResponse: (m) => resolve(m) };
+      gateway.call(session, JSON.parse(raw) as JsonRpcRequest, raw, handlers);
+    });
+  return { call, sent };
+}
+
+test('forwards the client\'s own bytes when nothing in them is ambiguous', async () => {
+  const { call, sent } = setup('{"version":"1","default":"deny","tools":{"echo":{}}}');
+  const raw = '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"x":1}}}';
+  await call(raw);
+  assert.equal(sent[0]?.raw, raw);
+});
+
+test('re-serialises a request that repeats a key, so the server reads the call the policy allowed', async () => {
+  const { call, sent } = setup('{"version":"1","default":"deny","tools":{"echo":{}}}');
+  // A first-key-wins parser upstream would run delete_all; the policy (like JSON.parse) saw echo.
+  const raw = '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_all","name":"echo"}}';
+  const answer = await call(raw);
+  assert.equal((answer.result as { isError?: boolean }).isError, undefined);
+  assert.equal(sent[0]?.raw, undefined);
+  assert.equal(sent[0]?.req.params?.name, 'echo');
+});
+
+test('denies by the name the policy read and never forwards the call', async () => {
+  const { call, sent } = setup('{"version":"1","default":"deny","tools":{"echo":{}}}');
+  const answer = await call('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","name":"delete_all"}}');
+  assert.equal((answer.result as { isError?: boolean }).isError, true);
+  assert.equal(sent.length, 0);
+});
