@@ -3,7 +3,8 @@
 // test/, then the conformance comparison. Test files are listed explicitly because `node --test
 // <dir>` would also run every .js file under a folder named `test` (fixtures included).
 import { spawnSync } from 'node:child_process';
-import { readdirSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
@@ -31,17 +32,46 @@ if (files.length === 0) {
   process.exit(1);
 }
 
-const run = spawnSync(process.execPath, ['--test', '--test-concurrency=2', '--test-timeout=120000', ...files], {
-  cwd: root,
-  stdio: 'inherit',
-  env: { ...process.env, POLICYLAYER_LOG_LEVEL: process.env.POLICYLAYER_LOG_LEVEL ?? 'silent' },
-});
-if (run.status !== 0) process.exit(run.status ?? 1);
+// The TAP stream goes to the terminal as usual and, once more, to a file the summary is read from.
+const scratch = mkdtempSync(path.join(tmpdir(), 'policylayer-test-'));
+const tapFile = path.join(scratch, 'results.tap');
+const run = spawnSync(
+  process.execPath,
+  [
+    '--test',
+    '--test-concurrency=2',
+    '--test-timeout=120000',
+    '--test-reporter=tap',
+    '--test-reporter-destination=stdout',
+    '--test-reporter=tap',
+    `--test-reporter-destination=${tapFile}`,
+    ...files,
+  ],
+  {
+    cwd: root,
+    stdio: 'inherit',
+    env: { ...process.env, POLICYLAYER_LOG_LEVEL: process.env.POLICYLAYER_LOG_LEVEL ?? 'silent' },
+  },
+);
+let tap = '';
+try {
+  tap = readFileSync(tapFile, 'utf8');
+} finally {
+  rmSync(scratch, { recursive: true, force: true });
+}
+const count = (name) => Number(tap.match(new RegExp(`^# ${name} (\\d+)$`, 'm'))?.[1] ?? 0);
+const summary = `${count('pass')} passed, ${count('fail')} failed${count('skipped') ? `, ${count('skipped')} skipped` : ''}`;
+if (run.status !== 0) {
+  console.log(`tests: ${summary}`);
+  process.exit(run.status ?? 1);
+}
 
 if (only.length === 0 && process.env.SKIP_CONFORMANCE !== '1') {
   const conf = spawnSync(process.execPath, [path.join(root, 'dist/test/conformance/compare.js')], { cwd: root, stdio: 'inherit' });
   if (conf.status !== 0) {
     console.error('conformance comparison failed');
+    console.log(`tests: ${summary}`);
     process.exit(conf.status ?? 1);
   }
 }
+console.log(`tests: ${summary}`);
