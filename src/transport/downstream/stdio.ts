@@ -15,6 +15,7 @@ import {
   type JsonRpcRequest,
   type JsonRpcResponse,
 } from '../../util/jsonrpc.js';
+import { lineSplitter } from '../../util/lines.js';
 import type { ServerMessage } from '../upstream/types.js';
 
 export class StdioListener {
@@ -36,17 +37,8 @@ export class StdioListener {
   /** Reads `input` until it ends; resolves then. */
   attach(input: Readable): Promise<void> {
     return new Promise((resolve) => {
-      let buf = '';
       input.setEncoding('utf8');
-      input.on('data', (chunk: string) => {
-        buf += chunk;
-        let nl: number;
-        while ((nl = buf.indexOf('\n')) >= 0) {
-          const line = buf.slice(0, nl).trim();
-          buf = buf.slice(nl + 1);
-          if (line.length > 0) this.onLine(line);
-        }
-      });
+      input.on('data', lineSplitter((line) => this.onLine(line)));
       input.on('end', () => resolve());
       input.on('error', () => resolve());
     });

@@ -17,6 +17,7 @@ import {
   type JsonRpcRequest,
   type JsonRpcResponse,
 } from '../../util/jsonrpc.js';
+import { lineSplitter } from '../../util/lines.js';
 import { swapId } from '../../util/raw-id.js';
 import { upstreamError, type CallHandlers, type ServerMessage, type Upstream, type UpstreamSession } from './types.js';
 
@@ -167,28 +168,10 @@ export class StdioUpstream implements Upstream {
     let resolveExit!: () => void;
     this.exited = new Promise((r) => (resolveExit = r));
 
-    let buf = '';
     child.stdout!.setEncoding('utf8');
-    child.stdout!.on('data', (chunk: string) => {
-      buf += chunk;
-      let nl: number;
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, nl).trim();
-        buf = buf.slice(nl + 1);
-        if (line.length > 0) this.onLine(line);
-      }
-    });
-    let errBuf = '';
+    child.stdout!.on('data', lineSplitter((line) => this.onLine(line)));
     child.stderr!.setEncoding('utf8');
-    child.stderr!.on('data', (chunk: string) => {
-      errBuf += chunk;
-      let nl: number;
-      while ((nl = errBuf.indexOf('\n')) >= 0) {
-        const line = errBuf.slice(0, nl);
-        errBuf = errBuf.slice(nl + 1);
-        if (line.trim().length > 0) this.log.info({ stream: 'stderr' }, line);
-      }
-    });
+    child.stderr!.on('data', lineSplitter((line) => this.log.info({ stream: 'stderr' }, line)));
     // A write to a process that just died raises EPIPE here; the exit handler deals with the calls.
     child.stdin!.on('error', () => {});
     child.on('error', (err) => {
