@@ -144,7 +144,9 @@ export class HttpListener {
     const sessionId = header(req, 'mcp-session-id');
 
     if (version === STATELESS_PROTOCOL_VERSION || (kind === 'request' && isStatelessRequest(message as JsonRpcRequest))) {
-      return this.stateless.post(req, res, server, message, kind, raw, this.replyOver(res));
+      // A stateless client cannot resume a stream (the revision has no Last-Event-ID), so an early
+      // close upstream is resumed by the gateway itself.
+      return this.stateless.post(req, res, server, message, kind, raw, this.replyOver(res, false));
     }
     if (version !== undefined && !isSessionVersion(version)) {
       throw Object.assign(new PolicyLayerError(ErrorCodes.UNSUPPORTED_PROTOCOL_VERSION, `unsupported MCP-Protocol-Version '${version}'`), {
