@@ -118,6 +118,19 @@ export function answerOf(res: RawResponse): any {
 
 export { isAlive } from './processes.js';
 
+/** A gateway's children, told apart: the servers it runs, and the reaper that outlives it to end them. */
+export function childrenByKind(pid: number): { servers: number[]; reapers: number[] } {
+  const children = childrenOf(pid);
+  const isReaper = (p: number) => {
+    try {
+      return readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('reaper-main');
+    } catch {
+      return false;
+    }
+  };
+  return { servers: children.filter((p) => !isReaper(p)), reapers: children.filter(isReaper) };
+}
+
 /** Direct children of `pid`, from /proc. */
 export function childrenOf(pid: number): number[] {
   const out: number[] = [];

@@ -11,7 +11,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
-import { EVERYTHING_BIN, MEMORY_BIN, POLICYLAYER_BIN, ROOT, childrenOf, isAlive, killGroup, waitFor } from '../helpers/safety-helpers.js';
+import { EVERYTHING_BIN, MEMORY_BIN, POLICYLAYER_BIN, ROOT, childrenByKind, isAlive, killGroup, waitFor } from '../helpers/safety-helpers.js';
 
 let tmp: string;
 const leftovers: number[] = [];
@@ -102,12 +102,13 @@ describe('policylayer run', () => {
     assert.equal(refused.isError, true);
     assert.match(textOf(refused), /default deny/);
 
-    const servers = childrenOf(gatewayPid);
+    const { servers, reapers } = childrenByKind(gatewayPid);
     assert.equal(servers.length, 1, 'policylayer run started one server process');
-    leftovers.push(...servers);
+    leftovers.push(...servers, ...reapers);
     await client.close();
     assert.ok(await waitFor(() => !isAlive(gatewayPid), 5000), `policylayer run (pid ${gatewayPid}) exited`);
     assert.ok(await waitFor(() => !isAlive(servers[0]!), 5000), `the server (pid ${servers[0]}) exited`);
+    for (const r of reapers) assert.ok(await waitFor(() => !isAlive(r), 5000), `the reaper (pid ${r}) exited`);
   });
 
   it('answers the client initialize with a clear error when the wrapped command does not exist', async () => {

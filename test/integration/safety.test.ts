@@ -22,7 +22,7 @@ import {
   ROOT,
   answerOf,
   captureLogger,
-  childrenOf,
+  childrenByKind,
   isAlive,
   killGroup,
   openSession,
@@ -349,8 +349,12 @@ servers:
       });
 
       const client = await connectClient(`${url}/mcp/everything`);
-      upstreamPids = childrenOf(proc.pid!);
+      // Its children: the upstream server, and the reaper that would end it if the gateway died.
+      const { servers, reapers } = childrenByKind(proc.pid!);
+      upstreamPids = servers;
       assert.equal(upstreamPids.length, 1, 'one upstream child process');
+      assert.equal(reapers.length, 1, 'one reaper');
+      upstreamPids.push(...reapers);
       let progressed!: () => void;
       const firstProgress = new Promise<void>((r) => (progressed = r));
       const slow = client.callTool({ name: 'trigger-long-running-operation', arguments: { duration: 1, steps: 2 } }, undefined, {

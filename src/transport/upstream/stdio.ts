@@ -18,6 +18,7 @@ import {
   type JsonRpcResponse,
 } from '../../util/jsonrpc.js';
 import { lineSplitter } from '../../util/lines.js';
+import { trackGroup, untrackGroup } from './reaper.js';
 import { swapId } from '../../util/raw-id.js';
 import { upstreamError, type CallHandlers, type ServerMessage, type Upstream, type UpstreamSession } from './types.js';
 
@@ -165,6 +166,7 @@ export class StdioUpstream implements Upstream {
       detached: true,
     });
     this.child = child;
+    if (child.pid !== undefined) trackGroup(child.pid);
     let resolveExit!: () => void;
     this.exited = new Promise((r) => (resolveExit = r));
 
@@ -226,6 +228,12 @@ export class StdioUpstream implements Upstream {
 
   private onExit(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null, error?: string): void {
     if (this.child !== child) return;
+    // What a crashed server leaves in its group (a shell, a grandchild) would be orphaned: it goes
+    // now. At shutdown close() does this after its own escalation.
+    if (child.pid !== undefined && this.state !== 'closing' && this.state !== 'closed') {
+      killGroup(child.pid, 'SIGKILL');
+      untrackGroup(child.pid);
+    }
     this.child = undefined;
     const why = error ?? (signal ? `was killed by ${signal}` : `exited with code ${code}`);
     const closing = this.state === 'closing' || this.state === 'closed';
@@ -464,13 +472,10 @@ export class StdioUpstream implements Upstream {
     for (const [id, s] of this.serverRequests) if (s === session) this.serverRequests.delete(id);
   }
 
+  /** Signals the process group of a server that is still running. */
   private kill(child: ChildProcess, signal: NodeJS.Signals): void {
     if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
-    try {
-      process.kill(-child.pid, signal);
-    } catch {
-      // The group is already gone.
-    }
+    killGroup(child.pid, signal);
   }
 
   /** Closes stdin, then SIGTERM, then SIGKILL to the whole process group. */
@@ -500,15 +505,20 @@ export class StdioUpstream implements Upstream {
       }
     }
     // Whatever the server left behind in its group goes too.
-    this.kill(child, 'SIGKILL');
     if (child.pid !== undefined) {
-      try {
-        process.kill(-child.pid, 'SIGKILL');
-      } catch {
-        // no process left in the group
-      }
+      killGroup(child.pid, 'SIGKILL');
+      untrackGroup(child.pid);
     }
     this.state = 'closed';
+  }
+}
+
+/** Signals every process in the group `pgid` leads, whether or not the leader is still alive. */
+function killGroup(pgid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pgid, signal);
+  } catch {
+    // no process left in the group
   }
 }
 
