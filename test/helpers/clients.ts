@@ -59,3 +59,9 @@ export async function waitFor(predicate: () => boolean, what: string, timeoutMs 
     await new Promise((r) => setTimeout(r, 10));
   }
 }
+
+/** The text of a tool result: its text content blocks, joined by newlines. */
+export function textOf(result: unknown): string {
+  const content = (result as { content?: Array<{ type: string; text?: string }> }).content ?? [];
+  return content.map((c) => (c.type === 'text' ? (c.text ?? '') : '')).join('\n');
+}

@@ -174,3 +174,14 @@ export async function startEverythingHttp(): Promise<HttpServerProcess> {
 export function tappedCommand(logFile: string, argv: readonly string[]): string[] {
   return helperScriptCommand('stdio-tap', logFile, ...argv);
 }
+
+/** The names of the tools/call requests a tapped stdio server received (see `tappedCommand`). */
+export function toolCallsIn(tapLog: string): string[] {
+  if (!existsSync(tapLog)) return [];
+  return readFileSync(tapLog, 'utf8')
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map((l) => JSON.parse(l) as { method?: string; params?: { name?: string } })
+    .filter((m) => m.method === 'tools/call')
+    .map((m) => String(m.params?.name));
+}

@@ -6,7 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ListRootsRequestSchema } from '@modelcontextprotocol/sdk/types.js';
 import { StdioUpstream } from '../../src/transport/upstream/stdio.js';
-import { connectHttp, type V1Connection } from '../helpers/clients.js';
+import { connectHttp, type V1Connection, textOf } from '../helpers/clients.js';
 import { startTestGateway, yamlValue, type TestGateway } from '../helpers/gateway.js';
 import { isAlive, npmServerCommand } from '../helpers/processes.js';
 
@@ -17,10 +17,6 @@ function withRoots(uri: string) {
   };
 }
 
-function textOf(result: unknown): string {
-  const content = (result as { content?: Array<{ type: string; text?: string }> }).content ?? [];
-  return content.map((c) => c.text ?? '').join('\n');
-}
 
 describe('a stdio server with isolation: session', () => {
   let gw: TestGateway;

@@ -9,10 +9,8 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { startTestGateway, yamlValue, type TestGateway } from '../helpers/gateway.js';
 import { startLegacySseServer, type FixtureHttpServer } from '../fixtures/http-servers.js';
+import { textOf } from '../helpers/clients.js';
 
-function textOf(result: unknown): string {
-  return (result as { content: Array<{ text: string }> }).content[0]!.text;
-}
 
 describe('a legacy HTTP+SSE upstream', () => {
   let upstream: FixtureHttpServer;

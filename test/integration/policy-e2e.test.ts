@@ -8,11 +8,11 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { McpError, type CallToolResult } from '@modelcontextprotocol/sdk/types.js';
-import { connectHttp, type V1Connection } from '../helpers/clients.js';
+import { McpError } from '@modelcontextprotocol/sdk/types.js';
+import { connectHttp, type V1Connection, textOf } from '../helpers/clients.js';
 import { tempDir, type TempDir } from '../helpers/fs.js';
 import { startTestGateway, yamlValue, type TestGateway } from '../helpers/gateway.js';
-import { npmServerCommand, startEverythingHttp, tappedCommand, type HttpServerProcess } from '../helpers/processes.js';
+import { npmServerCommand, startEverythingHttp, tappedCommand, type HttpServerProcess, toolCallsIn } from '../helpers/processes.js';
 
 /** The seed page's policy file, byte for byte: the contract that must load unchanged. */
 const SEED_POLICY =
@@ -107,20 +107,7 @@ async function release(conn: V1Connection): Promise<void> {
   await conn.close();
 }
 
-function text(result: unknown): string {
-  return ((result as CallToolResult).content ?? []).map((c) => (c.type === 'text' ? c.text : '')).join('\n');
-}
 
-/** The tools/call requests the stdio everything server has actually received. */
-function callsReceived(): string[] {
-  if (!existsSync(tapLog)) return [];
-  return readFileSync(tapLog, 'utf8')
-    .split('\n')
-    .filter((l) => l.trim() !== '')
-    .map((l) => JSON.parse(l) as { method?: string; params?: { name?: string } })
-    .filter((m) => m.method === 'tools/call')
-    .map((m) => String(m.params?.name));
-}
 
 for (const server of ['everything-stdio', 'everything-http']) {
   describe(`policy on server-everything over ${server === 'everything-stdio' ? 'stdio' : 'Streamable HTTP'}`, () => {
@@ -152,8 +139,8 @@ for (const server of ['everything-stdio', 'everything-http']) {
         assert.doesNotMatch(err.message, /polic/i, 'the answer does not reveal that a policy hid the tool');
       }
       if (server === 'everything-stdio') {
-        assert.ok(!callsReceived().includes('get-env'));
-        assert.ok(!callsReceived().includes('trigger-long-running-operation'));
+        assert.ok(!toolCallsIn(tapLog).includes('get-env'));
+        assert.ok(!toolCallsIn(tapLog).includes('trigger-long-running-operation'));
       }
       await release(c);
     });
@@ -162,12 +149,12 @@ for (const server of ['everything-stdio', 'everything-http']) {
       const c = await connect(server);
       const result = await c.client.callTool({ name: 'get-tiny-image', arguments: {} });
       assert.equal(result.isError, true);
-      const t = text(result);
+      const t = textOf(result);
       assert.match(t, /Blocked by PolicyLayer policy/);
       assert.match(t, /'get-tiny-image'/);
       assert.match(t, /images are not needed for this agent/);
       assert.match(t, /rule \/tools\/get-tiny-image\b/);
-      if (server === 'everything-stdio') assert.ok(!callsReceived().includes('get-tiny-image'), 'the server never saw the call');
+      if (server === 'everything-stdio') assert.ok(!toolCallsIn(tapLog).includes('get-tiny-image'), 'the server never saw the call');
       await release(c);
     });
 
@@ -175,8 +162,8 @@ for (const server of ['everything-stdio', 'everything-http']) {
       const c = await connect(server);
       const result = await c.client.callTool({ name: 'toggle-simulated-logging', arguments: {} });
       assert.equal(result.isError, true);
-      assert.match(text(result), /Blocked by PolicyLayer policy/);
-      assert.match(text(result), /rule \/tools\/toggle-\*/);
+      assert.match(textOf(result), /Blocked by PolicyLayer policy/);
+      assert.match(textOf(result), /rule \/tools\/toggle-\*/);
       await release(c);
     });
 
@@ -184,15 +171,15 @@ for (const server of ['everything-stdio', 'everything-http']) {
       const c = await connect(server);
       const refused = await c.client.callTool({ name: 'get-structured-content', arguments: { location: 'Chicago' } });
       assert.equal(refused.isError, true);
-      assert.match(text(refused), /Blocked by PolicyLayer policy/);
-      assert.match(text(refused), /default: deny/);
-      assert.match(text(refused), /\(default deny\)/);
-      if (server === 'everything-stdio') assert.ok(!callsReceived().includes('get-structured-content'));
+      assert.match(textOf(refused), /Blocked by PolicyLayer policy/);
+      assert.match(textOf(refused), /default: deny/);
+      assert.match(textOf(refused), /\(default deny\)/);
+      if (server === 'everything-stdio') assert.ok(!toolCallsIn(tapLog).includes('get-structured-content'));
       const echo = await c.client.callTool({ name: 'echo', arguments: { message: 'allowed' } });
       assert.equal(echo.isError, undefined);
-      assert.equal(text(echo), 'Echo: allowed');
-      assert.match(text(await c.client.callTool({ name: 'get-sum', arguments: { a: 2, b: 3 } })), /5/);
-      if (server === 'everything-stdio') assert.ok(callsReceived().includes('echo'), 'allowed calls do reach the server');
+      assert.equal(textOf(echo), 'Echo: allowed');
+      assert.match(textOf(await c.client.callTool({ name: 'get-sum', arguments: { a: 2, b: 3 } })), /5/);
+      if (server === 'everything-stdio') assert.ok(toolCallsIn(tapLog).includes('echo'), 'allowed calls do reach the server');
       await release(c);
     });
   });
@@ -204,15 +191,15 @@ describe('policy on server-filesystem', () => {
     const target = path.join(sandbox, 'written.txt');
     const denied = await c.client.callTool({ name: 'write_file', arguments: { path: target, content: 'should not exist' } });
     assert.equal(denied.isError, true);
-    assert.match(text(denied), /Blocked by PolicyLayer policy/);
-    assert.match(text(denied), /the sandbox is read-only/);
-    assert.match(text(denied), /rule \/tools\/write_file\b/);
+    assert.match(textOf(denied), /Blocked by PolicyLayer policy/);
+    assert.match(textOf(denied), /the sandbox is read-only/);
+    assert.match(textOf(denied), /rule \/tools\/write_file\b/);
     assert.equal(existsSync(target), false, 'the file was not written');
     const read = await c.client.callTool({ name: 'read_text_file', arguments: { path: path.join(sandbox, 'hello.txt') } });
     assert.equal(read.isError, undefined);
-    assert.match(text(read), /hello from the sandbox/);
+    assert.match(textOf(read), /hello from the sandbox/);
     const listing = await c.client.callTool({ name: 'list_directory', arguments: { path: sandbox } });
-    assert.match(text(listing), /hello\.txt/);
+    assert.match(textOf(listing), /hello\.txt/);
     await release(c);
   });
 
@@ -228,7 +215,7 @@ describe('policy on server-filesystem', () => {
     assert.ok(existsSync(path.join(sandbox, 'hello.txt')), 'the file was not moved');
     const mkdir = await c.client.callTool({ name: 'create_directory', arguments: { path: path.join(sandbox, 'new-dir') } });
     assert.equal(mkdir.isError, true);
-    assert.match(text(mkdir), /default: deny/);
+    assert.match(textOf(mkdir), /default: deny/);
     assert.equal(existsSync(path.join(sandbox, 'new-dir')), false);
     await release(c);
   });
@@ -244,15 +231,15 @@ describe('policy on server-memory', () => {
     assert.equal(created.isError, undefined);
     const denied = await c.client.callTool({ name: 'delete_entities', arguments: { entityNames: ['Ada'] } });
     assert.equal(denied.isError, true);
-    assert.match(text(denied), /memories are append-only/);
-    assert.match(text(denied), /rule \/tools\/delete_entities\b/);
+    assert.match(textOf(denied), /memories are append-only/);
+    assert.match(textOf(denied), /rule \/tools\/delete_entities\b/);
     await assert.rejects(
       c.client.callTool({ name: 'delete_observations', arguments: { deletions: [{ entityName: 'Ada', observations: ['wrote the first program'] }] } }),
       (e: unknown) => e instanceof McpError && e.code === -32602,
     );
     const graph = await c.client.callTool({ name: 'read_graph', arguments: {} });
-    assert.match(text(graph), /"name": ?"Ada"/);
-    assert.match(text(graph), /wrote the first program/);
+    assert.match(textOf(graph), /"name": ?"Ada"/);
+    assert.match(textOf(graph), /wrote the first program/);
     await release(c);
   });
 
@@ -267,12 +254,12 @@ describe('policy on server-memory', () => {
       arguments: { entities: [{ name: 'Grace', entityType: 'person', observations: [] }] },
     });
     assert.equal(create.isError, true);
-    assert.match(text(create), /Blocked by PolicyLayer policy/);
-    assert.match(text(create), /\(default deny\)/);
+    assert.match(textOf(create), /Blocked by PolicyLayer policy/);
+    assert.match(textOf(create), /\(default deny\)/);
     assert.equal(existsSync(path.join(tmp.path, 'seeded-memory.jsonl')) && /Grace/.test(readFileSync(path.join(tmp.path, 'seeded-memory.jsonl'), 'utf8')), false);
     // create_session is allowed by the seed policy, so the call reaches this server, which has no such tool.
     const session = await c.client.callTool({ name: 'create_session', arguments: {} }).then(
-      (r) => text(r),
+      (r) => textOf(r),
       (e: Error) => e.message,
     );
     assert.doesNotMatch(session, /Blocked by PolicyLayer policy/);

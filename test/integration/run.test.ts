@@ -12,6 +12,7 @@ import assert from 'node:assert/strict';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { EVERYTHING_BIN, MEMORY_BIN, POLICYLAYER_BIN, ROOT, childrenByKind, isAlive, killGroup, waitFor } from '../helpers/safety-helpers.js';
+import { textOf } from '../helpers/clients.js';
 
 let tmp: string;
 const leftovers: number[] = [];
@@ -30,9 +31,6 @@ function policyFile(name: string, policy: unknown): string {
   return file;
 }
 
-function textOf(result: unknown): string {
-  return (result as { content: Array<{ text: string }> }).content[0]!.text;
-}
 
 /** Starts `policylayer run` the way an MCP client does, with its stderr kept off the test output. */
 async function wrap(policy: string, server: string[], env?: Record<string, string>): Promise<{ client: Client; transport: StdioClientTransport; stderr: () => string }> {

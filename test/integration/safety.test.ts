@@ -32,6 +32,7 @@ import {
 } from '../helpers/safety-helpers.js';
 import { startRecordingServer, type FixtureHttpServer } from '../fixtures/http-servers.js';
 import type { StdioUpstream } from '../../src/transport/upstream/stdio.js';
+import { textOf } from '../helpers/clients.js';
 
 const MAX_BODY = 4096;
 
@@ -39,9 +40,6 @@ const toolsList = (id: number) => JSON.stringify({ jsonrpc: '2.0', id, method: '
 const toolCall = (id: number, name: string, args: Record<string, unknown>) =>
   JSON.stringify({ jsonrpc: '2.0', id, method: 'tools/call', params: { name, arguments: args } });
 
-function textOf(result: unknown): string {
-  return (result as { content: Array<{ text: string }> }).content[0]!.text;
-}
 
 function connectClient(endpoint: string, headers?: Record<string, string>): Promise<Client> {
   const client = new Client({ name: 'policylayer-test', version: '0' });

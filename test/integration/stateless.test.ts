@@ -14,12 +14,12 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Client as V2Client, StreamableHTTPClientTransport as V2HttpTransport, ProtocolError } from '@modelcontextprotocol/client';
-import { ElicitRequestSchema, McpError, type CallToolResult } from '@modelcontextprotocol/sdk/types.js';
-import { connectHttp, type V1Connection, type V1Options } from '../helpers/clients.js';
+import { ElicitRequestSchema, McpError } from '@modelcontextprotocol/sdk/types.js';
+import { connectHttp, type V1Connection, type V1Options, textOf } from '../helpers/clients.js';
 import { tempDir, type TempDir } from '../helpers/fs.js';
 import { startTestGateway, yamlValue, type TestGateway } from '../helpers/gateway.js';
 import { postJson } from '../helpers/net.js';
-import { npmServerCommand, startEverythingHttp, tappedCommand, type HttpServerProcess } from '../helpers/processes.js';
+import { npmServerCommand, startEverythingHttp, tappedCommand, type HttpServerProcess, toolCallsIn } from '../helpers/processes.js';
 import { STATELESS_SERVER_INFO, startStatelessServer, type StatelessServer } from '../helpers/stateless-server.js';
 
 const REVISION = '2026-07-28';
@@ -89,9 +89,6 @@ async function v1(server: string, setup?: V1Options['setup']): Promise<V1Connect
   return conn;
 }
 
-function text(result: unknown): string {
-  return ((result as CallToolResult).content ?? []).map((c) => (c.type === 'text' ? c.text : '')).join('\n');
-}
 
 function envelope(extra: Record<string, unknown> = {}): Record<string, unknown> {
   return { [META_VERSION]: REVISION, [META_CAPABILITIES]: {}, [META_CLIENT_INFO]: { name: 'raw-client', version: '1' }, ...extra };
@@ -107,15 +104,6 @@ function rawCall(name: string, args: Record<string, unknown>, overrides: { heade
   return { body, headers };
 }
 
-function stdioCallsReceived(): string[] {
-  if (!existsSync(tapLog)) return [];
-  return readFileSync(tapLog, 'utf8')
-    .split('\n')
-    .filter((l) => l.trim() !== '')
-    .map((l) => JSON.parse(l) as { method?: string; params?: { name?: string } })
-    .filter((m) => m.method === 'tools/call')
-    .map((m) => String(m.params?.name));
-}
 
 interface RpcError {
   jsonrpc: '2.0';
@@ -153,12 +141,12 @@ for (const kind of ['stdio', 'http'] as const) {
 
     test('tools/call is allowed, denied with the policy’s reason, or answered as an unknown tool when hidden', async () => {
       const c = await v2(kind);
-      assert.equal(text(await c.callTool({ name: 'echo', arguments: { message: 'stateless hello' } })), 'Echo: stateless hello');
+      assert.equal(textOf(await c.callTool({ name: 'echo', arguments: { message: 'stateless hello' } })), 'Echo: stateless hello');
       const denied = await c.callTool({ name: 'get-tiny-image', arguments: {} });
       assert.equal(denied.isError, true);
-      assert.match(text(denied), /Blocked by PolicyLayer policy/);
-      assert.match(text(denied), /images are off for stateless agents/);
-      assert.match(text(denied), /rule \/tools\/get-tiny-image\b/);
+      assert.match(textOf(denied), /Blocked by PolicyLayer policy/);
+      assert.match(textOf(denied), /images are off for stateless agents/);
+      assert.match(textOf(denied), /rule \/tools\/get-tiny-image\b/);
       const hidden = await c.callTool({ name: 'get-env', arguments: {} }).then(
         () => assert.fail('a hidden tool must not answer'),
         (e: unknown) => e,
@@ -167,8 +155,8 @@ for (const kind of ['stdio', 'http'] as const) {
       assert.equal(hidden.code, -32602);
       assert.match(hidden.message, /Unknown tool: get-env/);
       if (kind === 'stdio') {
-        assert.ok(!stdioCallsReceived().includes('get-tiny-image'), 'the denied call never reached the server');
-        assert.ok(!stdioCallsReceived().includes('get-env'), 'the hidden call never reached the server');
+        assert.ok(!toolCallsIn(tapLog).includes('get-tiny-image'), 'the denied call never reached the server');
+        assert.ok(!toolCallsIn(tapLog).includes('get-env'), 'the hidden call never reached the server');
       }
     });
 
@@ -176,7 +164,7 @@ for (const kind of ['stdio', 'http'] as const) {
       const c = await v2(kind);
       const seen: Array<{ progress: number; total?: number }> = [];
       const result = await c.callTool({ name: 'trigger-long-running-operation', arguments: { duration: 0.3, steps: 3 } }, { onprogress: (p) => void seen.push(p) });
-      assert.match(text(result), /Long running operation completed/);
+      assert.match(textOf(result), /Long running operation completed/);
       assert.deepEqual(
         seen.map((p) => [p.progress, p.total]),
         [
@@ -234,14 +222,14 @@ for (const kind of ['stdio', 'http'] as const) {
         }
         assert.ok(cancelled, 'the server received notifications/cancelled for the abandoned call');
       }
-      assert.equal(text(await c.callTool({ name: 'echo', arguments: { message: 'after cancel' } })), 'Echo: after cancel');
+      assert.equal(textOf(await c.callTool({ name: 'echo', arguments: { message: 'after cancel' } })), 'Echo: after cancel');
     });
 
     test('a server request that a stateless client cannot receive fails the tool promptly instead of hanging it', async () => {
       const c = await v2(kind);
       const started = Date.now();
       const outcome = await c.callTool({ name: 'trigger-sampling-request', arguments: { prompt: 'hi' } }).then(
-        (r) => ({ isError: r.isError, text: text(r) }),
+        (r) => ({ isError: r.isError, text: textOf(r) }),
         (e: Error) => ({ isError: true, text: e.message }),
       );
       assert.equal(outcome.isError, true);
@@ -280,7 +268,7 @@ describe('the stateless revision’s request checks at the gateway', () => {
 
   test('a tools/call whose Mcp-Name header names another tool than its body is refused with 400 and -32020, and never runs', async () => {
     // An intermediary that routes or filters on the header must not be steered past the policy.
-    const before = stdioCallsReceived().filter((n) => n === 'get-tiny-image').length;
+    const before = toolCallsIn(tapLog).filter((n) => n === 'get-tiny-image').length;
     const { body, headers } = rawCall('get-tiny-image', {}, { headers: { 'mcp-name': 'echo' } });
     const r = await postJson(gw.endpoint('stdio'), body, headers);
     assert.equal(r.status, 400);
@@ -290,7 +278,7 @@ describe('the stateless revision’s request checks at the gateway', () => {
     const r2 = await postJson(gw.endpoint('stdio'), absent.body, absent.headers);
     assert.equal(r2.status, 400);
     assert.equal((r2.json as RpcError).error.code, -32020);
-    assert.equal(stdioCallsReceived().filter((n) => n === 'get-tiny-image').length, before);
+    assert.equal(toolCallsIn(tapLog).filter((n) => n === 'get-tiny-image').length, before);
   });
 
   test('a request missing a required envelope key is refused with 400 and -32602', async () => {
@@ -341,14 +329,14 @@ describe('version negotiation against the gateway', () => {
       const c = await v2(server, 'auto');
       assert.equal(c.getProtocolEra(), 'modern');
       assert.equal(c.getNegotiatedProtocolVersion(), REVISION);
-      assert.match(text(await c.callTool({ name: 'echo', arguments: { message: 'auto' } })), /Echo: auto/);
+      assert.match(textOf(await c.callTool({ name: 'echo', arguments: { message: 'auto' } })), /Echo: auto/);
     });
   }
 
   test('a v1 client on the same endpoint is served the session era', async () => {
     const c = await v1('stdio');
     assert.ok(c.transport?.sessionId, 'a session was opened');
-    assert.equal(text(await c.client.callTool({ name: 'echo', arguments: { message: 'legacy' } })), 'Echo: legacy');
+    assert.equal(textOf(await c.client.callTool({ name: 'echo', arguments: { message: 'legacy' } })), 'Echo: legacy');
   });
 });
 
@@ -357,7 +345,7 @@ describe('a server of the stateless revision behind the gateway', () => {
     const c = await v2('modern', { pin: REVISION }, 'forwarded-client');
     assert.deepEqual(c.getServerVersion(), STATELESS_SERVER_INFO);
     const marker = `forwarded ${Date.now()}`;
-    assert.equal(text(await c.callTool({ name: 'echo', arguments: { message: marker } })), `Echo: ${marker}`);
+    assert.equal(textOf(await c.callTool({ name: 'echo', arguments: { message: marker } })), `Echo: ${marker}`);
     const got = modern.received.find((r) => (r.body?.params?.arguments as { message?: string } | undefined)?.message === marker);
     assert.ok(got, 'the server received the call');
     assert.equal(got.headers['mcp-method'], 'tools/call');
@@ -377,7 +365,7 @@ describe('a server of the stateless revision behind the gateway', () => {
     await assert.rejects(c.callTool({ name: 'secret', arguments: {} }), (e: unknown) => e instanceof ProtocolError && e.code === -32602);
     const denied = await c.callTool({ name: 'danger', arguments: {} });
     assert.equal(denied.isError, true);
-    assert.match(text(denied), /danger is never run/);
+    assert.match(textOf(denied), /danger is never run/);
     assert.ok(!modern.received.some((r) => r.body?.method === 'tools/call' && ['secret', 'danger'].includes(String(r.body.params?.name))));
   });
 
@@ -385,9 +373,9 @@ describe('a server of the stateless revision behind the gateway', () => {
     const c = await v2('modern');
     c.setRequestHandler('elicitation/create', async () => ({ action: 'accept', content: { name: 'Ada' } }));
     const seen: number[] = [];
-    assert.equal(text(await c.callTool({ name: 'count', arguments: { steps: 4 } }, { onprogress: (p) => void seen.push(p.progress) })), 'counted to 4');
+    assert.equal(textOf(await c.callTool({ name: 'count', arguments: { steps: 4 } }, { onprogress: (p) => void seen.push(p.progress) })), 'counted to 4');
     assert.deepEqual(seen, [1, 2, 3, 4]);
-    assert.equal(text(await c.callTool({ name: 'confirm', arguments: {} })), 'Hello, Ada');
+    assert.equal(textOf(await c.callTool({ name: 'confirm', arguments: {} })), 'Hello, Ada');
   });
 
   test('a session-era client reaches it: tools, progress, policy, ping, and input requests as elicitation', async () => {
@@ -402,16 +390,16 @@ describe('a server of the stateless revision behind the gateway', () => {
     assert.ok(c.transport?.sessionId, 'the gateway keeps the session the client expects');
     const names = (await c.client.listTools()).tools.map((t) => t.name);
     assert.deepEqual(names.sort(), ['add', 'confirm', 'count', 'danger', 'echo']);
-    assert.equal(text(await c.client.callTool({ name: 'add', arguments: { a: 40, b: 2 } })), '42');
+    assert.equal(textOf(await c.client.callTool({ name: 'add', arguments: { a: 40, b: 2 } })), '42');
     const seen: number[] = [];
     await c.client.callTool({ name: 'count', arguments: { steps: 3 } }, undefined, { onprogress: (p) => void seen.push(p.progress) });
     assert.deepEqual(seen, [1, 2, 3]);
     const denied = await c.client.callTool({ name: 'danger', arguments: {} });
     assert.equal(denied.isError, true);
-    assert.match(text(denied), /Blocked by PolicyLayer policy/);
+    assert.match(textOf(denied), /Blocked by PolicyLayer policy/);
     await assert.rejects(c.client.callTool({ name: 'secret', arguments: {} }), (e: unknown) => e instanceof McpError && e.code === -32602);
     assert.deepEqual(await c.client.ping(), {});
-    assert.equal(text(await c.client.callTool({ name: 'confirm', arguments: {} })), 'Hello, Grace');
+    assert.equal(textOf(await c.client.callTool({ name: 'confirm', arguments: {} })), 'Hello, Grace');
     assert.equal(asked, 'What is your name?');
   });
 });

@@ -13,6 +13,7 @@ import { startTestGateway, yamlValue, type TestGateway } from '../helpers/gatewa
 import { STDIO_FIXTURE, captureLogger, isAlive, killGroup, waitFor } from '../helpers/safety-helpers.js';
 import { StdioUpstream } from '../../src/transport/upstream/stdio.js';
 import type { JsonRpcResponse } from '../../src/util/jsonrpc.js';
+import { textOf } from '../helpers/clients.js';
 
 const ALLOW_ALL = { version: '1', default: 'allow' };
 
@@ -36,9 +37,6 @@ function upstreamOf(gw: TestGateway): StdioUpstream {
   return gw.gateway.servers.get('fixture')!.upstream as StdioUpstream;
 }
 
-function textOf(result: unknown): string {
-  return ((result as { content: Array<{ text: string }> }).content)[0]!.text;
-}
 
 /** Settles a promise into its error (or null), so a rejection is never left unhandled while the test waits. */
 function outcome(p: Promise<unknown>): Promise<Error | null> {

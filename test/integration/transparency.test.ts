@@ -18,11 +18,10 @@ import {
   LoggingMessageNotificationSchema,
   ProgressNotificationSchema,
   ResourceUpdatedNotificationSchema,
-  type CallToolResult,
   type LoggingMessageNotification,
   type ProgressNotification,
 } from '@modelcontextprotocol/sdk/types.js';
-import { connectHttp, connectStdio, waitFor, type V1Connection, type V1Options } from '../helpers/clients.js';
+import { connectHttp, connectStdio, waitFor, type V1Connection, type V1Options, textOf } from '../helpers/clients.js';
 import { tempDir, type TempDir } from '../helpers/fs.js';
 import { startTestGateway, yamlValue, type TestGateway } from '../helpers/gateway.js';
 import { npmServerCommand, startEverythingHttp, tappedCommand, type HttpServerProcess } from '../helpers/processes.js';
@@ -70,11 +69,6 @@ async function release(conn: V1Connection): Promise<void> {
   await conn.close();
 }
 
-function text(result: unknown): string {
-  return ((result as CallToolResult).content ?? [])
-    .map((c) => (c.type === 'text' ? c.text : ''))
-    .join('\n');
-}
 
 interface Upstream {
   kind: 'stdio' | 'http';
@@ -161,9 +155,9 @@ for (const up of upstreams) {
       const direct = await up.direct();
       const echo = await via.client.callTool({ name: 'echo', arguments: { message: 'héllo ✓ "quoted"\nnewline' } });
       assert.deepEqual(echo, await direct.client.callTool({ name: 'echo', arguments: { message: 'héllo ✓ "quoted"\nnewline' } }));
-      assert.equal(text(echo), 'Echo: héllo ✓ "quoted"\nnewline');
+      assert.equal(textOf(echo), 'Echo: héllo ✓ "quoted"\nnewline');
       const sum = await via.client.callTool({ name: 'get-sum', arguments: { a: 19, b: 23 } });
-      assert.match(text(sum), /42/);
+      assert.match(textOf(sum), /42/);
       const structured = await via.client.callTool({ name: 'get-structured-content', arguments: { location: 'New York' } });
       assert.deepEqual(structured, await direct.client.callTool({ name: 'get-structured-content', arguments: { location: 'New York' } }));
       assert.ok(structured.structuredContent, 'structuredContent passes through');
@@ -260,14 +254,14 @@ for (const up of upstreams) {
       // Logs outside a call travel on the session's GET stream, which the client opens after initialize.
       if (up.kind === 'http') await waitFor(() => gatewaySession(via).listener !== undefined, 'the GET stream');
       const on = await via.client.callTool({ name: 'toggle-simulated-logging', arguments: {} });
-      assert.match(text(on), /Started simulated/);
+      assert.match(textOf(on), /Started simulated/);
       try {
         await waitFor(() => logs.length > 0, 'a log notification');
         assert.match(String(logs[0]!.data), /-level message|level-message/);
         assert.ok(['debug', 'info', 'notice', 'warning', 'error', 'critical', 'alert', 'emergency'].includes(logs[0]!.level));
       } finally {
         const off = await via.client.callTool({ name: 'toggle-simulated-logging', arguments: {} });
-        assert.match(text(off), /Stopped simulated/);
+        assert.match(textOf(off), /Stopped simulated/);
       }
       await release(via);
     });
@@ -280,7 +274,7 @@ for (const up of upstreams) {
         CallToolResultSchema,
         { onprogress: (p) => void seen.push(p) },
       );
-      assert.match(text(result), /Long running operation completed/);
+      assert.match(textOf(result), /Long running operation completed/);
       assert.deepEqual(
         seen.map((p) => [p.progress, p.total]),
         [
@@ -309,8 +303,8 @@ for (const up of upstreams) {
           CallToolResultSchema,
         );
       const [ra, rb] = await Promise.all([call(a.client, 3), call(b.client, 6)]);
-      assert.match(text(ra), /Steps: 3\./);
-      assert.match(text(rb), /Steps: 6\./);
+      assert.match(textOf(ra), /Steps: 3\./);
+      assert.match(textOf(rb), /Steps: 6\./);
       assert.deepEqual(
         got.get(a.client)!.map((p) => [p.progressToken, p.progress, p.total]),
         [1, 2, 3].map((i) => ['same-token', i, 3]),
@@ -347,14 +341,14 @@ for (const up of upstreams) {
       }
       // The gateway no longer counts the call as in flight, and the session keeps working.
       await waitFor(() => gatewaySession(via).inflight === 0, 'the cancelled call to leave the gateway', 2000);
-      assert.match(text(await via.client.callTool({ name: 'echo', arguments: { message: 'still here' } })), /still here/);
+      assert.match(textOf(await via.client.callTool({ name: 'echo', arguments: { message: 'still here' } })), /still here/);
       // A cancelled call left behind would make another session's server request look ambiguous
       // on a shared stdio server; the other client's sampling must still reach it.
       const other = await up.viaGateway({
         setup: (c) =>
           c.setRequestHandler(CreateMessageRequestSchema, async () => ({ model: 'm', role: 'assistant', content: { type: 'text', text: 'ok' } })),
       });
-      assert.match(text(await other.client.callTool({ name: 'trigger-sampling-request', arguments: { prompt: 'x' } })), /LLM sampling result/);
+      assert.match(textOf(await other.client.callTool({ name: 'trigger-sampling-request', arguments: { prompt: 'x' } })), /LLM sampling result/);
       await release(other);
       await release(via);
     });
@@ -371,9 +365,9 @@ for (const up of upstreams) {
       const result = await via.client.callTool({ name: 'trigger-sampling-request', arguments: { prompt: 'Say hi', maxTokens: 17 } });
       assert.equal(asked.length, 1);
       assert.match(JSON.stringify(asked[0]), /Say hi/);
-      assert.match(text(result), /LLM sampling result/);
-      assert.match(text(result), /sampled 17/);
-      assert.match(text(result), /test-model/);
+      assert.match(textOf(result), /LLM sampling result/);
+      assert.match(textOf(result), /sampled 17/);
+      assert.match(textOf(result), /test-model/);
       await release(via);
     });
 
@@ -386,9 +380,9 @@ for (const up of upstreams) {
           }),
       });
       const result = await via.client.callTool({ name: 'trigger-elicitation-request', arguments: {} });
-      assert.match(text(result), /User provided the requested information/);
-      assert.match(text(result), /- Name: Ada Lovelace/);
-      assert.match(text(result), /- Agreed to terms: true/);
+      assert.match(textOf(result), /User provided the requested information/);
+      assert.match(textOf(result), /- Name: Ada Lovelace/);
+      assert.match(textOf(result), /- Agreed to terms: true/);
       await release(via);
     });
 
@@ -402,7 +396,7 @@ for (const up of upstreams) {
       assert.deepEqual(await via.client.subscribeResource({ uri }), {});
       const on = await via.client.callTool({ name: 'toggle-subscriber-updates', arguments: {} });
       try {
-        assert.match(text(on), /Started simulated resource updated notifications/);
+        assert.match(textOf(on), /Started simulated resource updated notifications/);
         await waitFor(() => updates.includes(uri), 'notifications/resources/updated');
       } finally {
         await via.client.callTool({ name: 'toggle-subscriber-updates', arguments: {} });
