@@ -5,6 +5,7 @@
 import type { GatewayConfig, ServerConfig } from './config/index.js';
 import { ConfigError } from './errors.js';
 import { Gateway } from './gateway/gateway.js';
+import { watchPolicies } from './gateway/reload.js';
 import type { Logger } from './telemetry/logger.js';
 import { HttpListener } from './transport/downstream/http.js';
 import { originPolicy } from './transport/downstream/origin.js';
@@ -64,6 +65,7 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
   logger.warn('authentication is off: any local client may call these servers (grants come in a later version)');
   // Upstreams start after the port is bound so a port clash fails fast, before any child is spawned.
   void gateway.start();
+  const stopWatching = watchPolicies(gateway, logger);
   let stopping: Promise<void> | undefined;
   return {
     gateway,
@@ -71,6 +73,7 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
     url: listener.url,
     stop: () =>
       (stopping ??= (async () => {
+        stopWatching();
         listener.stopAccepting();
         await gateway.shutdown(config.shutdownGraceMs);
         await listener.close();

@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { Gateway } from '../gateway/gateway.js';
+import { watchPolicies } from '../gateway/reload.js';
 import { loadPolicyFile } from '../policy/index.js';
 import { createLogger } from '../telemetry/logger.js';
 import { StdioListener } from '../transport/downstream/stdio.js';
@@ -43,8 +44,12 @@ Example (.mcp.json for Claude Code, or .cursor/mcp.json):
     const server = { name, upstream, policy };
     gateway.addServer(server);
     void gateway.start();
+    const stopWatching = watchPolicies(gateway, logger);
     const listener = new StdioListener(gateway, server, process.stdout, logger);
-    const stop = () => gateway.shutdown(5000);
+    const stop = () => {
+      stopWatching();
+      return gateway.shutdown(5000);
+    };
     process.once('SIGTERM', () => void stop().then(() => process.exit(0)));
     process.once('SIGINT', () => void stop().then(() => process.exit(0)));
     await listener.attach(process.stdin);

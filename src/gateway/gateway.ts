@@ -20,7 +20,10 @@ import { negotiateSessionVersion } from './protocol.js';
 export interface ServerRuntime {
   readonly name: string;
   readonly upstream: Upstream;
+  /** Swapped whole on reload; each call reads it once, so it sees one policy or the other. */
   policy: CompiledPolicy;
+  /** Tool names the upstream has listed, so a reload can tell whether the visible set changed. */
+  knownTools?: Set<string>;
 }
 
 export class Session {
@@ -33,6 +36,8 @@ export class Session {
   inflight = 0;
   /** The client's stream for server messages outside calls (HTTP GET), if it opened one. */
   listener: ListenHandle | undefined;
+  /** Writes a message of the gateway's own to that stream (tools/list_changed after a policy reload). */
+  toClient: ((m: ServerMessage) => void) | undefined;
   closed = false;
 
   constructor(id: string, server: ServerRuntime, upstream: UpstreamSession, protocolVersion: string, now: number) {
@@ -127,7 +132,7 @@ export class Gateway {
       if (rpc) throw Object.assign(new PolicyLayerError(ErrorCodes.UPSTREAM_PROTOCOL, rpc.error?.message ?? 'initialize refused'), { rpc });
       throw new PolicyLayerError(ErrorCodes.UPSTREAM_UNAVAILABLE, (err as Error).message, undefined, { cause: err });
     }
-    const result = upstream.initializeResult;
+    const result = announcesToolChanges(upstream.initializeResult);
     const negotiated = typeof result.protocolVersion === 'string' ? result.protocolVersion : version;
     const session = new Session(randomUUID(), server, upstream, negotiated, this.now());
     this.sessions.set(session.id, session);
@@ -174,6 +179,7 @@ export class Gateway {
       handlers = {
         ...reply,
         onResponse: (msg, rawResponse) => {
+          rememberTools(session.server, msg);
           const filtered = filterToolsList(msg, policy);
           reply.onResponse(filtered, filtered === msg ? rawResponse : undefined);
         },
@@ -227,8 +233,28 @@ export class Gateway {
    * Opens a stream of server messages for the session: the messages that belong to no call or,
    * with `lastEventId`, the rest of an earlier stream the client is resuming.
    */
-  listen(session: Session, onMessage: (m: ServerMessage) => void, lastEventId?: string): Promise<ListenHandle | undefined> {
-    return session.upstream.listen(onMessage, lastEventId);
+  async listen(session: Session, onMessage: (m: ServerMessage) => void, lastEventId?: string): Promise<ListenHandle | undefined> {
+    const handle = await session.upstream.listen(onMessage, lastEventId);
+    if (!handle || lastEventId !== undefined) return handle;
+    session.toClient = onMessage;
+    return {
+      close: () => {
+        if (session.toClient === onMessage) session.toClient = undefined;
+        handle.close();
+      },
+      onEnd: handle.onEnd ? (fn) => handle.onEnd!(fn) : undefined,
+    };
+  }
+
+  /** Tells every client of `server` with an open stream that its tool list changed. */
+  notifyToolsChanged(server: ServerRuntime): number {
+    let told = 0;
+    for (const s of this.sessions.values()) {
+      if (s.server !== server || !s.toClient) continue;
+      s.toClient({ message: { jsonrpc: '2.0', method: 'notifications/tools/list_changed' } });
+      told++;
+    }
+    return told;
   }
 
   async closeSession(session: Session): Promise<void> {
@@ -260,6 +286,23 @@ export class Gateway {
     await Promise.allSettled([...this.sessions.values()].map((s) => this.closeSession(s)));
     await Promise.allSettled([...this.servers.values()].map((s) => s.upstream.close()));
   }
+}
+
+/**
+ * A policy reload can change the visible tool set, so the gateway says it may announce that
+ * (`tools.listChanged`), even for a server whose own tool list never changes.
+ */
+function announcesToolChanges(result: Record<string, unknown>): Record<string, unknown> {
+  const caps = result.capabilities as { tools?: Record<string, unknown> } | undefined;
+  if (!caps?.tools || caps.tools.listChanged === true) return result;
+  return { ...result, capabilities: { ...caps, tools: { ...caps.tools, listChanged: true } } };
+}
+
+function rememberTools(server: ServerRuntime, msg: JsonRpcResponse): void {
+  const tools = (msg.result as { tools?: Array<{ name?: unknown }> } | undefined)?.tools;
+  if (!Array.isArray(tools)) return;
+  const known = (server.knownTools ??= new Set());
+  for (const t of tools) if (typeof t?.name === 'string') known.add(t.name);
 }
 
 /** Removes hidden tools from a tools/list answer; returns the same object when nothing is hidden. */
