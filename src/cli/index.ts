@@ -2,6 +2,8 @@
 import { serveCommand } from './serve.js';
 import { runCommand } from './run.js';
 import { validateCommand } from './validate.js';
+import { explainCommand } from './explain.js';
+import { testCommand } from './test.js';
 
 export interface Command {
   summary: string;
@@ -13,6 +15,8 @@ const COMMANDS: Record<string, Command> = {
   serve: serveCommand,
   run: runCommand,
   validate: validateCommand,
+  explain: explainCommand,
+  test: testCommand,
 };
 
 function help(): string {
