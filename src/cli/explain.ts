@@ -93,7 +93,8 @@ export function agentView(tool: string, d: Decision): string {
   }
 }
 
-const DECISION_FIELDS = new Set(['effect', 'rule', 'reason', 'policyVersion', 'limits']);
+// `enforced` is shown only through `shadow`, which is present exactly when it is false.
+const DECISION_FIELDS = new Set(['effect', 'rule', 'reason', 'policyVersion', 'limits', 'enforced']);
 const LIMIT_FIELDS = new Set(['counter', 'windowMs', 'max', 'scope', 'increment', 'incrementFrom', 'pointer']);
 
 /** Fields of a decision that this command does not know by name (added to the policy language later). */

@@ -187,11 +187,11 @@ test('reports inline policy errors at their place in gateway.yaml', () => {
       version: "1"
       default: deny
       tools:
-        read_file: { action: allow, deny_if: [] }
+        read_file: { action: allow, deny_when: [] }
 `),
   );
   assert.deepEqual(f.issues, [
-    'gateway.yaml: /servers/s/policy/tools/read_file/deny_if: unknown field; expected one of: action, reason, on_deny, limits (line 8:37)',
+    'gateway.yaml: /servers/s/policy/tools/read_file/deny_when: unknown field; expected one of: action, reason, on_deny, limits, require, deny_if, approval, shadow (line 8:37)',
   ]);
 });
 

@@ -162,12 +162,17 @@ export class Gateway {
         return;
       }
       const decision = evaluate({ tool: name, args: req.params?.arguments ?? {} }, policy);
-      if (decision.effect === 'hidden') {
+      if (decision.effect !== 'allow' && !decision.enforced) {
+        // Shadow mode: what the rule would have done is recorded, and the call goes through.
+        this.log.info(
+          { server: session.server.name, tool: name, rule: decision.rule, wouldBe: decision.effect, reason: decision.reason },
+          'shadow: the policy would have refused this call',
+        );
+      } else if (decision.effect === 'hidden') {
         // Exactly what a server answers for a tool it does not have: the agent learns nothing more.
         reply.onResponse(errorResponse(req.id, JsonRpcErrors.INVALID_PARAMS, `Unknown tool: ${name}`), undefined);
         return;
-      }
-      if (decision.effect === 'deny') {
+      } else if (decision.effect === 'deny') {
         this.log.info({ server: session.server.name, tool: name, rule: decision.rule }, 'call denied by policy');
         reply.onResponse(
           resultResponse(req.id, { content: [{ type: 'text', text: denialText(name, decision) }], isError: true }),
@@ -308,7 +313,8 @@ function rememberTools(server: ServerRuntime, msg: JsonRpcResponse): void {
 /** Removes hidden tools from a tools/list answer; returns the same object when nothing is hidden. */
 export function filterToolsList(msg: JsonRpcResponse, policy: CompiledPolicy): JsonRpcResponse {
   const result = msg.result as { tools?: Array<{ name: string }> } | undefined;
-  if (!result || !Array.isArray(result.tools)) return msg;
+  // A policy in shadow mode hides nothing: it only records what it would have done.
+  if (!result || !Array.isArray(result.tools) || policy.shadow) return msg;
   const visible = visibleTools(policy, result.tools);
   if (visible.length === result.tools.length) return msg;
   return { ...msg, result: { ...result, tools: visible } };

@@ -1,16 +1,26 @@
 import { createHash } from 'node:crypto';
 import { ConfigError } from '../errors.js';
 import { parseDuration } from '../util/duration.js';
+import { compileCondition } from './conditions.js';
 import { formatProblems, jsonPointer, zodProblems } from './diagnostics.js';
 import { PolicySchema } from './schema.js';
-import type { LimitDocument, PolicyDocument, ToolRuleDocument } from './schema.js';
-import type { Action, CompiledGlobRule, CompiledPolicy, CompiledRule, Decision, LimitSpec } from './types.js';
+import type { ApprovalDocument, ConditionDocument, LimitDocument, PolicyDocument, ToolRuleDocument } from './schema.js';
+import type { Action, ApprovalSpec, CompiledCondition, CompiledGlobRule, CompiledPolicy, CompiledRule, Decision, LimitSpec } from './types.js';
 
 export const APPROVAL_UNSUPPORTED_REASON = 'requires human approval, which this gateway does not support yet';
 
 const WINDOW_MS: Readonly<Record<string, number>> = { second: 1_000, minute: 60_000, hour: 3_600_000, day: 86_400_000 };
 
 const EMPTY: readonly LimitSpec[] = Object.freeze([]);
+const NO_CONDITIONS: readonly CompiledCondition[] = Object.freeze([]);
+
+/** What a decision says beyond effect, rule and reason: shadow mode and the rule's approval. */
+export interface DecisionContext {
+  readonly shadow: boolean;
+  readonly approval?: ApprovalSpec | undefined;
+}
+
+const ENFORCED: DecisionContext = Object.freeze({ shadow: false });
 
 /**
  * Validates `doc` and compiles it. Documents read from text should go through parsePolicy,
@@ -29,17 +39,21 @@ export function compileValidated(doc: PolicyDocument, source: string): CompiledP
   const { $schema: _editorHint, ...content } = frozenDoc;
   const version = policyVersion(content);
   const allToolsLimits = compileLimits(frozenDoc.all_tools?.limits, ['all_tools']);
+  const allToolsConditions = compileConditions(frozenDoc.all_tools, ['all_tools']);
+  const shadow = frozenDoc.shadow === true;
+  const policyCtx: DecisionContext = shadow ? Object.freeze({ shadow }) : ENFORCED;
+  const shared = { allToolsLimits, allToolsConditions, shadow, version };
 
   const exact = new Map<string, CompiledRule>();
   const globs: CompiledGlobRule[] = [];
   for (const [pattern, rule] of Object.entries(frozenDoc.tools ?? {})) {
     if (isGlob(pattern)) {
       const g = analyseGlob(pattern);
-      const base = compileRule(pattern, rule, allToolsLimits, version, undefined);
+      const base = compileRule(pattern, rule, shared, undefined);
       const prefix = pattern.slice(0, pattern.search(/[*?]/));
       globs.push(Object.freeze({ ...base, prefix, matcher: g.matcher, literals: g.literals, wildcards: g.wildcards, order: globs.length }));
     } else {
-      exact.set(pattern, Object.freeze(compileRule(pattern, rule, allToolsLimits, version, pattern)));
+      exact.set(pattern, Object.freeze(compileRule(pattern, rule, shared, pattern)));
     }
   }
   globs.sort(byPrecedence);
@@ -62,9 +76,11 @@ export function compileValidated(doc: PolicyDocument, source: string): CompiledP
     hiddenNames,
     hiddenMatcher,
     allToolsLimits,
+    allToolsConditions,
+    shadow,
     defaultAllow:
       frozenDoc.default === 'allow'
-        ? decision('allow', '(default allow)', 'allowed by the policy (default: allow)', version, allToolsLimits)
+        ? decision('allow', '(default allow)', 'allowed by the policy (default: allow)', version, allToolsLimits, policyCtx)
         : undefined,
   });
 }
@@ -108,20 +124,26 @@ function globSource(pattern: string): string {
   return out;
 }
 
-function compileRule(
-  pattern: string,
-  rule: ToolRuleDocument,
-  allToolsLimits: readonly LimitSpec[],
-  version: string,
-  exactName: string | undefined,
-): CompiledRule {
+interface Shared {
+  readonly allToolsLimits: readonly LimitSpec[];
+  readonly allToolsConditions: readonly CompiledCondition[];
+  readonly shadow: boolean;
+  readonly version: string;
+}
+
+function compileRule(pattern: string, rule: ToolRuleDocument, shared: Shared, exactName: string | undefined): CompiledRule {
   const pointer = jsonPointer(['tools', pattern]);
   const action: Action = rule.action ?? 'allow';
   const reason = rule.reason ?? rule.on_deny;
   const own = compileLimits(rule.limits, ['tools', pattern]);
-  const limits = own.length === 0 ? allToolsLimits : Object.freeze([...own, ...allToolsLimits]);
-  const base = { pattern, pointer, action, reason, limits };
-  return { ...base, decision: prebuiltDecision(base, version, exactName) };
+  const limits = own.length === 0 ? shared.allToolsLimits : Object.freeze([...own, ...shared.allToolsLimits]);
+  const ownConditions = compileConditions(rule, ['tools', pattern]);
+  const conditions =
+    ownConditions.length === 0 ? shared.allToolsConditions : Object.freeze([...ownConditions, ...shared.allToolsConditions]);
+  const shadow = rule.shadow ?? shared.shadow;
+  const approval = rule.approval === undefined ? undefined : compileApproval(rule.approval, jsonPointer(['tools', pattern, 'approval']));
+  const base = { pattern, pointer, action, reason, limits, conditions, shadow, approval };
+  return { ...base, decision: prebuiltDecision(base, shared.version, exactName) };
 }
 
 function prebuiltDecision(
@@ -131,29 +153,57 @@ function prebuiltDecision(
 ): Decision | undefined {
   switch (rule.action) {
     case 'allow':
-      return decision('allow', rule.pointer, `allowed by the policy (rule ${rule.pointer})`, version, rule.limits);
+      return decision('allow', rule.pointer, `allowed by the policy (rule ${rule.pointer})`, version, rule.limits, rule);
     case 'require_approval':
-      return decision('deny', rule.pointer, APPROVAL_UNSUPPORTED_REASON, version, EMPTY);
+      return decision('deny', rule.pointer, APPROVAL_UNSUPPORTED_REASON, version, EMPTY, rule);
     case 'deny':
-      if (rule.reason !== undefined) return decision('deny', rule.pointer, rule.reason, version, EMPTY);
-      return exactName === undefined ? undefined : Object.freeze(ruleDenial(rule, exactName, version));
+      if (rule.reason !== undefined) return decision('deny', rule.pointer, rule.reason, version, EMPTY, rule);
+      return exactName === undefined ? undefined : ruleDenial(rule, exactName, version);
   }
 }
 
 /** The denial of a `deny` rule without a reason, which names the tool. */
-export function ruleDenial(rule: Pick<CompiledRule, 'pointer'>, tool: string, version: string): Decision {
-  return { effect: 'deny', rule: rule.pointer, reason: `'${tool}' is denied by the policy (rule ${rule.pointer})`, policyVersion: version, limits: EMPTY };
+export function ruleDenial(rule: Pick<CompiledRule, 'pointer'> & DecisionContext, tool: string, version: string): Decision {
+  return decision('deny', rule.pointer, `'${tool}' is denied by the policy (rule ${rule.pointer})`, version, EMPTY, rule);
 }
 
-/** A decision shared between calls, hence frozen; per-call decisions skip the freeze. */
+/**
+ * Builds a frozen decision (decisions are shared between calls, so every one is read-only).
+ * `shadow` and `approval` are only set when they apply, so an ordinary decision has exactly
+ * effect, rule, reason, policyVersion, limits and enforced.
+ */
 export function decision(
   effect: Decision['effect'],
   rule: string,
   reason: string,
   policyVersion: string,
   limits: readonly LimitSpec[],
+  ctx: DecisionContext = ENFORCED,
 ): Decision {
-  return Object.freeze({ effect, rule, reason, policyVersion, limits });
+  const d: { -readonly [K in keyof Decision]: Decision[K] } = { effect, rule, reason, policyVersion, limits, enforced: !ctx.shadow };
+  if (ctx.shadow) d.shadow = true;
+  if (ctx.approval !== undefined) d.approval = ctx.approval;
+  return Object.freeze(d);
+}
+
+function compileConditions(
+  owner: { readonly require?: readonly ConditionDocument[] | undefined; readonly deny_if?: readonly ConditionDocument[] | undefined } | undefined,
+  at: readonly string[],
+): readonly CompiledCondition[] {
+  const req = owner?.require ?? [];
+  const deny = owner?.deny_if ?? [];
+  if (req.length === 0 && deny.length === 0) return NO_CONDITIONS;
+  return Object.freeze([
+    ...req.map((c, i) => compileCondition(c, 'require', jsonPointer([...at, 'require', i]))),
+    ...deny.map((c, i) => compileCondition(c, 'deny_if', jsonPointer([...at, 'deny_if', i]))),
+  ]);
+}
+
+function compileApproval(a: ApprovalDocument, pointer: string): ApprovalSpec {
+  const spec: { -readonly [K in keyof ApprovalSpec]: ApprovalSpec[K] } = { timeoutMs: parseDuration(a.timeout), pointer };
+  if (a.remember !== undefined) spec.rememberMs = parseDuration(a.remember);
+  if (a.via !== undefined) spec.via = a.via;
+  return Object.freeze(spec);
 }
 
 function compileLimits(limits: readonly LimitDocument[] | undefined, at: readonly string[]): readonly LimitSpec[] {

@@ -48,6 +48,7 @@ test('denies an unlisted tool under default deny, naming the tool and the defaul
     reason: "'foo' is not allowed by the policy (default: deny)",
     policyVersion: SEED_EXTENDED.version,
     limits: [],
+    enforced: true,
   });
 });
 

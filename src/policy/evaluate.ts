@@ -1,38 +1,75 @@
 import { decision, ruleDenial } from './compile.js';
-import type { CompiledPolicy, Decision } from './types.js';
+import type { DecisionContext } from './compile.js';
+import { conditionReason } from './conditions.js';
+import { quantify } from './path.js';
+import type { CompiledCondition, CompiledPolicy, CompiledRule, Decision } from './types.js';
 
 const NO_LIMITS = Object.freeze([]);
+const ENFORCED: DecisionContext = Object.freeze({ shadow: false });
+const SHADOWED: DecisionContext = Object.freeze({ shadow: true });
 
 /**
- * Decides one `tools/call`. Pure: no I/O, no clock, no mutation of the policy. Never throws;
- * anything unexpected yields a denial, because a gateway that fails open is no gateway.
- * `call.args` is accepted for the argument rules still to come and is not read yet.
+ * Decides one `tools/call`. Pure: no I/O, no clock, no mutation of the policy or the arguments.
+ * Never throws; anything unexpected yields an enforced denial, because a gateway that fails open
+ * is no gateway (that denial is enforced even under `shadow`).
+ *
+ * Order: `hide` → the matching rule's action (`deny`, `require_approval` deny at once) → its
+ * `require` (first failing) → its `deny_if` (first matching) → `all_tools.require` →
+ * `all_tools.deny_if` → allow. With no matching rule, `default` decides; under `default: allow`
+ * the `all_tools` conditions still apply.
  */
 export function evaluate(call: { tool: string; args: unknown }, policy: CompiledPolicy): Decision {
   try {
+    const ctx = policy.shadow ? SHADOWED : ENFORCED;
     const tool: unknown = call?.tool;
     if (typeof tool !== 'string') {
-      return decision('deny', '(default deny)', 'the call does not name a tool', policy.version, NO_LIMITS);
+      return decision('deny', '(default deny)', 'the call does not name a tool', policy.version, NO_LIMITS, ctx);
     }
-    if (isHidden(policy, tool)) {
-      return { effect: 'hidden', rule: '(hidden)', reason: `Unknown tool: ${tool}`, policyVersion: policy.version, limits: NO_LIMITS };
+    if (isHidden(policy, tool)) return decision('hidden', '(hidden)', `Unknown tool: ${tool}`, policy.version, NO_LIMITS, ctx);
+    const rule = ruleFor(policy, tool);
+    if (rule !== undefined) {
+      if (rule.action !== 'allow' || rule.decision === undefined) return rule.decision ?? ruleDenial(rule, tool, policy.version);
+      if (rule.conditions.length === 0) return rule.decision;
+      return firstViolation(rule.conditions, call.args, policy.version, rule) ?? rule.decision;
     }
-    const exact = policy.exact.get(tool);
-    if (exact !== undefined) return exact.decision ?? ruleDenial(exact, tool, policy.version);
-    for (const rule of policy.globs) {
-      if (tool.startsWith(rule.prefix) && rule.matcher.test(tool)) return rule.decision ?? ruleDenial(rule, tool, policy.version);
+    if (policy.defaultAllow !== undefined) {
+      if (policy.allToolsConditions.length === 0) return policy.defaultAllow;
+      return firstViolation(policy.allToolsConditions, call.args, policy.version, ctx) ?? policy.defaultAllow;
     }
-    if (policy.defaultAllow !== undefined) return policy.defaultAllow;
-    return {
-      effect: 'deny',
-      rule: '(default deny)',
-      reason: `'${tool}' is not allowed by the policy (default: deny)`,
-      policyVersion: policy.version,
-      limits: NO_LIMITS,
-    };
+    return decision('deny', '(default deny)', `'${tool}' is not allowed by the policy (default: deny)`, policy.version, NO_LIMITS, ctx);
   } catch {
     return decision('deny', '(default deny)', 'the policy could not be evaluated', safeVersion(policy), NO_LIMITS);
   }
+}
+
+function ruleFor(policy: CompiledPolicy, tool: string): CompiledRule | undefined {
+  const exact = policy.exact.get(tool);
+  if (exact !== undefined) return exact;
+  for (const rule of policy.globs) {
+    if (tool.startsWith(rule.prefix) && rule.matcher.test(tool)) return rule;
+  }
+  return undefined;
+}
+
+/**
+ * The denial by the first condition that fails (a `require`) or fires (a `deny_if`), or
+ * undefined when the call passes them all. A `require` holds when every leaf of its path passes
+ * the operator (so `args.items[*].price lte 100` needs every item's price to be a number ≤ 100,
+ * and holds for an empty list); a `deny_if` fires when any leaf passes.
+ */
+function firstViolation(
+  conditions: readonly CompiledCondition[],
+  args: unknown,
+  version: string,
+  ctx: DecisionContext,
+): Decision | undefined {
+  for (const c of conditions) {
+    const every = c.kind === 'require';
+    if (quantify(args, c.steps, every, c.test) !== every) {
+      return decision('deny', c.pointer, conditionReason(c, args), version, NO_LIMITS, ctx);
+    }
+  }
+  return undefined;
 }
 
 function safeVersion(policy: CompiledPolicy): string {

@@ -1,7 +1,20 @@
-export type { Action, CompiledGlobRule, CompiledPolicy, CompiledRule, Decision, Effect, LimitSpec } from './types.js';
-export type { LimitDocument, PolicyDocument, ToolRuleDocument } from './schema.js';
-export { PolicySchema } from './schema.js';
+export type {
+  Action,
+  ApprovalSpec,
+  CompiledCondition,
+  CompiledGlobRule,
+  CompiledPolicy,
+  CompiledRule,
+  ConditionOp,
+  Decision,
+  Effect,
+  LimitSpec,
+} from './types.js';
+export type { ApprovalDocument, ConditionDocument, LimitDocument, PolicyDocument, ToolRuleDocument } from './schema.js';
+export { CONDITION_OPS, PolicySchema } from './schema.js';
 export { APPROVAL_UNSUPPORTED_REASON, compilePolicy, policyVersion } from './compile.js';
 export { evaluate, isHidden, visibleTools } from './evaluate.js';
 export { checkPolicyValue, loadPolicyFile, parsePolicy } from './load.js';
 export type { PolicyCheck } from './load.js';
+export { CONDITION_PATH_PATTERN, parseConditionPath } from './path.js';
+export type { PathStep } from './path.js';

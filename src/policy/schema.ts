@@ -3,11 +3,29 @@
 // editors (schema/policy.schema.json is generated from it).
 import * as z from 'zod';
 import { DURATION_PATTERN, parseDuration } from '../util/duration.js';
+import { checkRegex, normaliseHostPattern, normalisePrefix } from './conditions.js';
 import { strictObject } from './diagnostics.js';
+import { CONDITION_PATH_PATTERN } from './path.js';
 
 export const WINDOW_NAMES = ['second', 'minute', 'hour', 'day'] as const;
 export const ACTIONS = ['allow', 'deny', 'require_approval'] as const;
 export const BUILTIN_SCOPES = ['grant', 'session', 'server'] as const;
+export const APPROVAL_VIA = ['dashboard', 'elicitation', 'webhook'] as const;
+export const CONDITION_OPS = [
+  'eq',
+  'neq',
+  'lt',
+  'lte',
+  'gt',
+  'gte',
+  'in',
+  'not_in',
+  'exists',
+  'regex',
+  'contains',
+  'path_prefix',
+  'url_host',
+] as const;
 
 /**
  * `args.<path>`: a value inside the call's arguments, one dot-separated segment per property or
@@ -94,6 +112,113 @@ export const LimitSchema = strictObject(
 
 const limitsSchema = z.array(LimitSchema, { error: 'expected an array of limits' });
 
+// ---- conditions (require / deny_if) ----
+
+const COND_PATH_MSG = 'expected args.<path>, e.g. "args.amount", "args.items.0.sku" or "args.items[*].sku"';
+const OP_MSG = `expected op: ${CONDITION_OPS.join('|')}`;
+const JSON_MSG = 'expected a JSON value';
+
+const jsonValue = () => z.unknown().refine((v) => v !== undefined, { error: JSON_MSG });
+const conditionFields = {
+  path: z
+    .string({ error: COND_PATH_MSG })
+    .regex(new RegExp(CONDITION_PATH_PATTERN), { error: COND_PATH_MSG })
+    .meta({ description: 'Where in the arguments: args.a.b, args.items.0.b, args.items[0].b, args.items[*].b (every element).' }),
+  reason: nonEmpty('expected a non-empty string')
+    .optional()
+    .meta({ description: 'Text the agent sees when this condition denies (default: generated from path, op and value).' }),
+};
+
+function condition<const Ops extends readonly [string, ...string[]]>(ops: Ops, value: z.ZodType, description: string) {
+  return strictObject({ path: conditionFields.path, op: z.enum(ops), value, reason: conditionFields.reason }, 'a condition with path, op and value').meta({
+    description,
+  });
+}
+
+const nonEmptyList = (item: z.ZodType, msg: string) => z.array(item, { error: msg }).min(1, { error: msg });
+
+const regexCondition = condition(['regex'], z.string({ error: 'expected a regular expression (a string)' }), 'The string argument matches this RE2 regular expression (unanchored).').superRefine(
+  (c, ctx) => {
+    const problem = checkRegex(c, c.value as string);
+    if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem, path: ['value'] });
+  },
+);
+
+const PREFIX_MSG = 'expected a directory prefix without ".." or NUL bytes';
+const HOST_MSG = 'expected a host name like "example.com" or "*.example.com" (no scheme, port or path)';
+
+export const ConditionSchema = z
+  .discriminatedUnion(
+    'op',
+    [
+      condition(['eq', 'neq'], jsonValue(), 'The argument is (eq) or is not (neq) deep-equal to value.'),
+      condition(
+        ['lt', 'lte', 'gt', 'gte'],
+        z.number({ error: 'expected a number' }),
+        'Numeric comparison; an argument that is not a number fails it.',
+      ),
+      condition(
+        ['in', 'not_in'],
+        nonEmptyList(jsonValue(), 'expected a non-empty array of values'),
+        'The argument is (in) or is not (not_in) deep-equal to one of the values.',
+      ),
+      condition(['exists'], z.boolean({ error: 'expected true or false' }), 'The argument is present (true) or absent (false).'),
+      regexCondition,
+      condition(['contains'], jsonValue(), 'A string argument contains value as a substring; an array argument has an element deep-equal to value.'),
+      condition(
+        ['path_prefix'],
+        nonEmptyList(
+          z.string({ error: PREFIX_MSG }).refine((p) => normalisePrefix(p) !== undefined, { error: PREFIX_MSG }),
+          'expected a non-empty array of directory prefixes',
+        ),
+        'The argument, normalised lexically as a POSIX path, stays inside one of these directories.',
+      ),
+      condition(
+        ['url_host'],
+        nonEmptyList(
+          z.string({ error: HOST_MSG }).refine((h) => normaliseHostPattern(h) !== undefined, { error: HOST_MSG }),
+          'expected a non-empty array of host names',
+        ),
+        'The argument is an http(s) URL whose host is one of these (*.example.com: any subdomain).',
+      ),
+    ],
+    { error: OP_MSG },
+  )
+  .meta({ description: 'A condition on the call’s arguments.' });
+
+const conditionsSchema = (what: string) => z.array(ConditionSchema, { error: 'expected an array of conditions' }).meta({ description: what });
+const REQUIRE_DESC = 'Conditions that must all hold, else the call is denied (checked in order; the first failing one is named).';
+const DENY_IF_DESC = 'Conditions any of which denies the call (checked in order; the first matching one is named).';
+
+// ---- approval and shadow ----
+
+const DURATION_MSG = 'expected a duration like "10m" or a number of seconds';
+
+const durationSchema = z.union(
+  [
+    z
+      .string({ error: DURATION_MSG })
+      .regex(new RegExp(DURATION_PATTERN), { error: DURATION_MSG, abort: true })
+      .refine((s) => (durationMs(s) ?? 0) > 0, { error: 'expected a duration longer than zero and shorter than 100 years' }),
+    positiveInt(DURATION_MSG).max(MAX_WINDOW_SECONDS, { error: 'expected at most 100 years of seconds' }),
+  ],
+  { error: DURATION_MSG },
+);
+
+export const ApprovalSchema = strictObject(
+  {
+    timeout: durationSchema.meta({ description: 'How long to wait for a human before denying.' }),
+    remember: durationSchema.optional().meta({ description: 'How long an approval covers repeated identical calls.' }),
+    via: z
+      .enum(APPROVAL_VIA, { error: `expected ${APPROVAL_VIA.join('|')}` })
+      .optional()
+      .meta({ description: 'How the human is asked.' }),
+  },
+  'an approval object with timeout',
+).meta({ description: 'Human approval settings (parsed and carried in decisions; not enforced yet).' });
+
+const shadowSchema = (description: string) => z.boolean({ error: 'expected true or false' }).optional().meta({ description });
+
 export const ToolRuleSchema = strictObject(
   {
     action: z
@@ -105,6 +230,10 @@ export const ToolRuleSchema = strictObject(
       .meta({ description: 'Text the agent sees when this rule denies a call.' }),
     on_deny: nonEmpty('expected a non-empty string').optional().meta({ description: 'Alias of reason.' }),
     limits: limitsSchema.optional(),
+    require: conditionsSchema(REQUIRE_DESC).optional(),
+    deny_if: conditionsSchema(DENY_IF_DESC).optional(),
+    approval: ApprovalSchema.optional(),
+    shadow: shadowSchema('Decide but do not enforce: decisions by this rule say what would have happened (overrides the policy’s shadow).'),
   },
   'a tool rule object (use {} to allow the tool)',
 ).refine((r) => r.reason === undefined || r.on_deny === undefined, {
@@ -127,9 +256,17 @@ export const PolicySchema = strictObject(
       .meta({
         description: 'Tools removed from tools/list; calling one answers as an unknown tool. Globs: * any run, ? one character.',
       }),
-    all_tools: strictObject({ limits: limitsSchema.optional() }, 'an object with limits')
+    shadow: shadowSchema('Decide but do not enforce any decision: each says what would have happened.'),
+    all_tools: strictObject(
+      {
+        limits: limitsSchema.optional(),
+        require: conditionsSchema(`${REQUIRE_DESC} Checked after the tool’s own.`).optional(),
+        deny_if: conditionsSchema(`${DENY_IF_DESC} Checked after the tool’s own.`).optional(),
+      },
+      'an object with limits, require or deny_if',
+    )
       .optional()
-      .meta({ description: 'Limits applied to every allowed call, in addition to the tool’s own.' }),
+      .meta({ description: 'Limits and conditions applied to every allowed call, after the tool’s own.' }),
     tools: z
       .record(nonEmpty('expected a tool name or glob (a non-empty string)'), ToolRuleSchema, {
         error: 'expected an object mapping tool names or globs to rules',
@@ -146,3 +283,5 @@ export const PolicySchema = strictObject(
 export type PolicyDocument = z.output<typeof PolicySchema>;
 export type ToolRuleDocument = z.output<typeof ToolRuleSchema>;
 export type LimitDocument = z.output<typeof LimitSchema>;
+export type ConditionDocument = z.output<typeof ConditionSchema>;
+export type ApprovalDocument = z.output<typeof ApprovalSchema>;

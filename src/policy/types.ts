@@ -1,3 +1,4 @@
+import type { PathStep } from './path.js';
 import type { PolicyDocument } from './schema.js';
 
 /** One limit of a call, normalised: the limiter reserves every limit of a decision at once. */
@@ -19,6 +20,48 @@ export type Effect = 'allow' | 'deny' | 'hidden';
 
 export type Action = 'allow' | 'deny' | 'require_approval';
 
+export type ConditionOp =
+  | 'eq'
+  | 'neq'
+  | 'lt'
+  | 'lte'
+  | 'gt'
+  | 'gte'
+  | 'in'
+  | 'not_in'
+  | 'exists'
+  | 'regex'
+  | 'contains'
+  | 'path_prefix'
+  | 'url_host';
+
+/** A `require` or `deny_if` entry, compiled: the path split and the operator bound to its value. */
+export interface CompiledCondition {
+  /** Where it is written, e.g. `/tools/create_charge/deny_if/0` or `/all_tools/require/1`. */
+  readonly pointer: string;
+  /** `require`: every leaf must pass, else deny. `deny_if`: any leaf passing denies. */
+  readonly kind: 'require' | 'deny_if';
+  /** The path as written, e.g. `args.items[*].price`. */
+  readonly path: string;
+  readonly steps: readonly PathStep[];
+  readonly op: ConditionOp;
+  /** Whether one leaf (a value, or MISSING) passes the operator. Pure and never throws on JSON. */
+  readonly test: (v: unknown) => boolean;
+  /** The condition's own `reason`, if written. */
+  readonly reason: string | undefined;
+  /** What the argument must do, for generated reasons: `be at most 50000`. */
+  readonly must: string;
+}
+
+/** `approval` of a tool rule, normalised. Parsed and carried; not enforced yet. */
+export interface ApprovalSpec {
+  readonly timeoutMs: number;
+  readonly rememberMs?: number;
+  readonly via?: 'dashboard' | 'elicitation' | 'webhook';
+  /** `/tools/<tool>/approval`. */
+  readonly pointer: string;
+}
+
 /**
  * The outcome of evaluating one call. Most decisions are built at compile time and shared
  * between calls (those are frozen); treat every decision as read-only.
@@ -32,6 +75,16 @@ export interface Decision {
   readonly policyVersion: string;
   /** Limits to reserve before forwarding; empty unless the effect is `allow`. */
   readonly limits: readonly LimitSpec[];
+  /**
+   * False when the deciding rule (or the whole policy) is in shadow mode: the gateway should let
+   * the call through and record `effect` as what would have happened. True otherwise, and
+   * always true when the policy could not be evaluated (that denial is never shadowed).
+   */
+  readonly enforced: boolean;
+  /** Present, and true, only when shadowed (then `enforced` is false). */
+  readonly shadow?: true;
+  /** The deciding tool rule's `approval` block, when it has one (parsed only, not enforced). */
+  readonly approval?: ApprovalSpec;
 }
 
 /** A rule under `tools`, compiled. */
@@ -44,6 +97,14 @@ export interface CompiledRule {
   readonly reason: string | undefined;
   /** The rule's own limits followed by those of `all_tools`. */
   readonly limits: readonly LimitSpec[];
+  /**
+   * Checked in this order for an allowed call: the rule's `require`, its `deny_if`, then those
+   * of `all_tools`. Empty for most rules, which then answer with `decision` directly.
+   */
+  readonly conditions: readonly CompiledCondition[];
+  /** The rule's `shadow`, else the policy's. */
+  readonly shadow: boolean;
+  readonly approval: ApprovalSpec | undefined;
   /** Pre-built when it does not depend on the called tool's name; undefined otherwise. */
   readonly decision: Decision | undefined;
 }
@@ -77,6 +138,10 @@ export interface CompiledPolicy {
   /** All hide globs as one anchored expression, or undefined if there are none. */
   readonly hiddenMatcher: RegExp | undefined;
   readonly allToolsLimits: readonly LimitSpec[];
+  /** `all_tools.require` then `all_tools.deny_if`; also checked for unlisted tools under default allow. */
+  readonly allToolsConditions: readonly CompiledCondition[];
+  /** The policy-level `shadow`: every decision not made by a tool rule that sets its own. */
+  readonly shadow: boolean;
   /** The shared decision for unlisted tools under `default: allow`; undefined under deny. */
   readonly defaultAllow: Decision | undefined;
 }
