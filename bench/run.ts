@@ -509,6 +509,10 @@ async function main(argv: string[]): Promise<number> {
       writeSection(file, md, '# Benchmarks\n\nRun `npm run bench`; the section below is rewritten by each full run.');
       log(`\nwrote ${file}`);
     }
+    // The policy-decision benchmark (bench/policy.ts) runs with the same --quick and --write.
+    execFileSync(process.execPath, [join(HERE, 'policy.js'), ...(opts.quick ? ['--quick'] : []), ...(opts.write ? ['--write'] : [])], {
+      stdio: ['ignore', opts.json ? 2 : 'inherit', 'inherit'],
+    });
     const missed = cs.filter((c) => c.met === false);
     if (opts.enforce && missed.length > 0) {
       log(`--enforce: ${missed.length} target(s) missed`);
