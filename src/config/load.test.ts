@@ -191,7 +191,7 @@ test('reports inline policy errors at their place in gateway.yaml', () => {
 `),
   );
   assert.deepEqual(f.issues, [
-    'gateway.yaml: /servers/s/policy/tools/read_file/deny_when: unknown field; expected one of: action, reason, on_deny, limits, require, deny_if, approval, shadow (line 8:37)',
+    'gateway.yaml: /servers/s/policy/tools/read_file/deny_when: unknown field; expected one of: action, reason, on_deny, limits, require, deny_if, approval, shadow, validate_arguments (line 8:37)',
   ]);
 });
 

@@ -33,24 +33,27 @@ function setup(policyText: string) {
       const handlers: CallHandlers = { onRelated() {}, onResponse: (m) => resolve(m) };
       gateway.call(session, JSON.parse(raw) as JsonRpcRequest, raw, handlers);
     });
-  return { call, sent };
+  // The gateway lists the tools itself before the first call of a tool it has no schema for
+  // (argument validation); only the tools/call requests matter here.
+  const calls = () => sent.filter((s) => s.req.method === 'tools/call');
+  return { call, sent, calls };
 }
 
 test('forwards the client\'s own bytes when nothing in them is ambiguous', async () => {
-  const { call, sent } = setup('{"version":"1","default":"deny","tools":{"echo":{}}}');
+  const { call, calls } = setup('{"version":"1","default":"deny","tools":{"echo":{}}}');
   const raw = '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"x":1}}}';
   await call(raw);
-  assert.equal(sent[0]?.raw, raw);
+  assert.equal(calls()[0]?.raw, raw);
 });
 
 test('re-serialises a request that repeats a key, so the server reads the call the policy allowed', async () => {
-  const { call, sent } = setup('{"version":"1","default":"deny","tools":{"echo":{}}}');
+  const { call, calls } = setup('{"version":"1","default":"deny","tools":{"echo":{}}}');
   // A first-key-wins parser upstream would run delete_all; the policy (like JSON.parse) saw echo.
   const raw = '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_all","name":"echo"}}';
   const answer = await call(raw);
   assert.equal((answer.result as { isError?: boolean }).isError, undefined);
-  assert.equal(sent[0]?.raw, undefined);
-  assert.equal(sent[0]?.req.params?.name, 'echo');
+  assert.equal(calls()[0]?.raw, undefined);
+  assert.equal(calls()[0]?.req.params?.name, 'echo');
 });
 
 test('denies by the name the policy read and never forwards the call', async () => {

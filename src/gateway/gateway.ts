@@ -5,7 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from '../telemetry/logger.js';
 import { ErrorCodes, JsonRpcErrors, PolicyLayerError } from '../errors.js';
-import { evaluate, visibleTools, type CompiledPolicy, type Decision } from '../policy/index.js';
+import { evaluate, validatesArguments, visibleTools, type CompiledPolicy, type Decision } from '../policy/index.js';
 import {
   errorResponse,
   resultResponse,
@@ -16,6 +16,7 @@ import {
 import type { CallHandlers, CallOptions, ListenHandle, ServerMessage, Upstream, UpstreamSession } from '../transport/upstream/types.js';
 import { hasUniqueKeys } from '../util/raw-id.js';
 import { negotiateSessionVersion } from './protocol.js';
+import { ArgumentValidator } from './validate.js';
 
 export interface ServerRuntime {
   readonly name: string;
@@ -24,7 +25,15 @@ export interface ServerRuntime {
   policy: CompiledPolicy;
   /** Tool names the upstream has listed, so a reload can tell whether the visible set changed. */
   knownTools?: Set<string>;
+  /** Validators of the tools' own input schemas, learned from tools/list answers (created on first use). */
+  validator?: ArgumentValidator;
 }
+
+/** The rule a refusal by argument validation names: the tool's own input schema, not a policy entry. */
+export const INPUT_SCHEMA_RULE = '(input schema)';
+
+/** Most pages the gateway follows when it lists a server's tools itself. */
+const MAX_LIST_PAGES = 100;
 
 export class Session {
   readonly id: string;
@@ -71,6 +80,7 @@ export class Gateway {
   private draining = false;
   private inflightTotal = 0;
   private drainWaiters: Array<() => void> = [];
+  private listSeq = 0;
 
   constructor(opts: GatewayOptions) {
     this.opts = opts;
@@ -161,7 +171,8 @@ export class Gateway {
         reply.onResponse(errorResponse(req.id, JsonRpcErrors.INVALID_PARAMS, 'tools/call needs a string "name"'), undefined);
         return;
       }
-      const decision = evaluate({ tool: name, args: req.params?.arguments ?? {} }, policy);
+      const args: unknown = req.params?.arguments ?? {};
+      const decision = evaluate({ tool: name, args }, policy);
       if (decision.effect !== 'allow' && !decision.enforced) {
         // Shadow mode: what the rule would have done is recorded, and the call goes through.
         this.log.info(
@@ -180,17 +191,113 @@ export class Gateway {
         );
         return;
       }
+      if (validatesArguments(policy, name)) {
+        const validator = this.validatorFor(session.server);
+        if (!decision.enforced) {
+          // Shadowed calls go through whatever their arguments; a known schema still says what would have happened.
+          const problem = validator.check(name, args);
+          if (problem !== undefined) {
+            this.log.info(
+              { server: session.server.name, tool: name, rule: INPUT_SCHEMA_RULE, wouldBe: 'deny', reason: problem },
+              'shadow: the arguments would have been refused',
+            );
+          }
+        } else if (validator.needsListing(name)) {
+          this.listThenCheck(session, req, raw, reply, options, name, args, policy);
+          return;
+        } else {
+          const problem = validator.check(name, args);
+          if (problem !== undefined) {
+            this.refuseArguments(session, req, reply, name, problem, policy);
+            return;
+          }
+        }
+      }
     } else if (req.method === 'tools/list') {
       handlers = {
         ...reply,
         onResponse: (msg, rawResponse) => {
           rememberTools(session.server, msg);
+          this.learnTools(session.server, msg, req.params?.cursor === undefined);
           const filtered = filterToolsList(msg, policy);
           reply.onResponse(filtered, filtered === msg ? rawResponse : undefined);
         },
       };
     }
     this.track(session, req, raw, handlers, options);
+  }
+
+  private validatorFor(server: ServerRuntime): ArgumentValidator {
+    return (server.validator ??= new ArgumentValidator({ logger: this.log, server: server.name, now: this.now }));
+  }
+
+  /** Feeds a tools/list answer to the server's validators; `firstPage` when the request had no cursor. */
+  private learnTools(server: ServerRuntime, msg: JsonRpcResponse, firstPage: boolean): void {
+    const result = msg.result as { tools?: unknown; nextCursor?: unknown } | undefined;
+    if (!Array.isArray(result?.tools)) return;
+    this.validatorFor(server).learn(result.tools, firstPage && result.nextCursor === undefined);
+  }
+
+  private refuseArguments(session: Session, req: JsonRpcRequest, reply: CallHandlers, tool: string, reason: string, policy: CompiledPolicy): void {
+    const d: Decision = { effect: 'deny', rule: INPUT_SCHEMA_RULE, reason, policyVersion: policy.version, limits: [], enforced: true };
+    this.log.info({ server: session.server.name, tool, rule: INPUT_SCHEMA_RULE, reason }, 'call refused: arguments do not match the tool’s input schema');
+    reply.onResponse(resultResponse(req.id, { content: [{ type: 'text', text: denialText(tool, d) }], isError: true }), undefined);
+  }
+
+  /**
+   * The tool's schema is not known yet (the client called before listing): the gateway lists the
+   * server's tools itself, once for all the calls waiting, then checks. A listing that fails lets
+   * the call through unchecked rather than blocking every call on a broken upstream list.
+   */
+  private listThenCheck(
+    session: Session,
+    req: JsonRpcRequest,
+    raw: string | undefined,
+    reply: CallHandlers,
+    options: CallOptions | undefined,
+    tool: string,
+    args: unknown,
+    policy: CompiledPolicy,
+  ): void {
+    const validator = this.validatorFor(session.server);
+    void validator
+      .listOnce(() => this.listTools(session, validator))
+      .then(() => {
+        if (this.draining || session.closed) {
+          reply.onResponse(errorResponse(req.id, JsonRpcErrors.UPSTREAM_ERROR, 'the gateway is shutting down'), undefined);
+          return;
+        }
+        const problem = validator.check(tool, args);
+        if (problem !== undefined) this.refuseArguments(session, req, reply, tool, problem, policy);
+        else this.track(session, req, raw, reply, options);
+      });
+  }
+
+  /** Lists every page of the server's tools through `session` and teaches `validator`; rejects on failure. */
+  private listTools(session: Session, validator: ArgumentValidator): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const page = (cursor: string | undefined, n: number): void => {
+        const req: JsonRpcRequest = { jsonrpc: '2.0', id: `policylayer-tools-list-${++this.listSeq}`, method: 'tools/list' };
+        if (cursor !== undefined) req.params = { cursor };
+        session.upstream.call(req, undefined, {
+          onRelated: () => {},
+          onResponse: (msg) => {
+            const result = msg.result as { tools?: unknown; nextCursor?: unknown } | undefined;
+            if (msg.error !== undefined || !Array.isArray(result?.tools)) {
+              reject(new Error(msg.error?.message ?? 'tools/list answered without a tools array'));
+              return;
+            }
+            rememberTools(session.server, msg);
+            const next = result.nextCursor;
+            const more = typeof next === 'string' && next !== '' && n + 1 < MAX_LIST_PAGES;
+            validator.learn(result.tools, !more);
+            if (more) page(next, n + 1);
+            else resolve();
+          },
+        });
+      };
+      page(undefined, 0);
+    });
   }
 
   private track(session: Session, req: JsonRpcRequest, raw: string | undefined, reply: CallHandlers, options?: CallOptions): void {

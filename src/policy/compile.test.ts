@@ -41,7 +41,7 @@ test('validates documents built in code and reports every problem', () => {
       err instanceof ConfigError &&
       err.issues.length === 2 &&
       err.issues.includes('code: /default: expected allow|deny') &&
-      err.issues.includes('code: /tools/x/bogus: unknown field; expected one of: action, reason, on_deny, limits, require, deny_if, approval, shadow'),
+      err.issues.includes('code: /tools/x/bogus: unknown field; expected one of: action, reason, on_deny, limits, require, deny_if, approval, shadow, validate_arguments'),
   );
 });
 

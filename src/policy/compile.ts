@@ -42,7 +42,8 @@ export function compileValidated(doc: PolicyDocument, source: string): CompiledP
   const allToolsConditions = compileConditions(frozenDoc.all_tools, ['all_tools']);
   const shadow = frozenDoc.shadow === true;
   const policyCtx: DecisionContext = shadow ? Object.freeze({ shadow }) : ENFORCED;
-  const shared = { allToolsLimits, allToolsConditions, shadow, version };
+  const validateArguments = frozenDoc.all_tools?.validate_arguments ?? true;
+  const shared = { allToolsLimits, allToolsConditions, shadow, version, validateArguments };
 
   const exact = new Map<string, CompiledRule>();
   const globs: CompiledGlobRule[] = [];
@@ -78,6 +79,7 @@ export function compileValidated(doc: PolicyDocument, source: string): CompiledP
     allToolsLimits,
     allToolsConditions,
     shadow,
+    validateArguments,
     defaultAllow:
       frozenDoc.default === 'allow'
         ? decision('allow', '(default allow)', 'allowed by the policy (default: allow)', version, allToolsLimits, policyCtx)
@@ -129,6 +131,7 @@ interface Shared {
   readonly allToolsConditions: readonly CompiledCondition[];
   readonly shadow: boolean;
   readonly version: string;
+  readonly validateArguments: boolean;
 }
 
 function compileRule(pattern: string, rule: ToolRuleDocument, shared: Shared, exactName: string | undefined): CompiledRule {
@@ -142,7 +145,8 @@ function compileRule(pattern: string, rule: ToolRuleDocument, shared: Shared, ex
     ownConditions.length === 0 ? shared.allToolsConditions : Object.freeze([...ownConditions, ...shared.allToolsConditions]);
   const shadow = rule.shadow ?? shared.shadow;
   const approval = rule.approval === undefined ? undefined : compileApproval(rule.approval, jsonPointer(['tools', pattern, 'approval']));
-  const base = { pattern, pointer, action, reason, limits, conditions, shadow, approval };
+  const validateArguments = rule.validate_arguments ?? shared.validateArguments;
+  const base = { pattern, pointer, action, reason, limits, conditions, shadow, approval, validateArguments };
   return { ...base, decision: prebuiltDecision(base, shared.version, exactName) };
 }
 

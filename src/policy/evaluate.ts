@@ -80,6 +80,15 @@ function safeVersion(policy: CompiledPolicy): string {
   }
 }
 
+/**
+ * Whether an allowed call of `tool` has its arguments checked against the tool's own
+ * `inputSchema`: the matching rule's `validate_arguments`, else `all_tools.validate_arguments`
+ * (both default true).
+ */
+export function validatesArguments(policy: CompiledPolicy, tool: string): boolean {
+  return (ruleFor(policy, tool) ?? policy).validateArguments;
+}
+
 /** True when `tool` is listed (by name or glob) under `hide`. */
 export function isHidden(policy: CompiledPolicy, tool: string): boolean {
   return policy.hiddenNames.has(tool) || (policy.hiddenMatcher !== undefined && policy.hiddenMatcher.test(tool));

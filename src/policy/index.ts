@@ -13,7 +13,7 @@ export type {
 export type { ApprovalDocument, ConditionDocument, LimitDocument, PolicyDocument, ToolRuleDocument } from './schema.js';
 export { CONDITION_OPS, PolicySchema } from './schema.js';
 export { APPROVAL_UNSUPPORTED_REASON, compilePolicy, policyVersion } from './compile.js';
-export { evaluate, isHidden, visibleTools } from './evaluate.js';
+export { evaluate, isHidden, validatesArguments, visibleTools } from './evaluate.js';
 export { checkPolicyValue, loadPolicyFile, parsePolicy } from './load.js';
 export type { PolicyCheck } from './load.js';
 export { CONDITION_PATH_PATTERN, parseConditionPath } from './path.js';

@@ -217,6 +217,9 @@ export const ApprovalSchema = strictObject(
   'an approval object with timeout',
 ).meta({ description: 'Human approval settings (parsed and carried in decisions; not enforced yet).' });
 
+const validateArgumentsSchema = (description: string) =>
+  z.boolean({ error: 'expected true or false' }).optional().meta({ description });
+
 const shadowSchema = (description: string) => z.boolean({ error: 'expected true or false' }).optional().meta({ description });
 
 export const ToolRuleSchema = strictObject(
@@ -234,6 +237,9 @@ export const ToolRuleSchema = strictObject(
     deny_if: conditionsSchema(DENY_IF_DESC).optional(),
     approval: ApprovalSchema.optional(),
     shadow: shadowSchema('Decide but do not enforce: decisions by this rule say what would have happened (overrides the policy’s shadow).'),
+    validate_arguments: validateArgumentsSchema(
+      'Check the arguments of an allowed call against the tool’s own inputSchema from tools/list before forwarding it (default: all_tools.validate_arguments, else true).',
+    ),
   },
   'a tool rule object (use {} to allow the tool)',
 ).refine((r) => r.reason === undefined || r.on_deny === undefined, {
@@ -262,11 +268,14 @@ export const PolicySchema = strictObject(
         limits: limitsSchema.optional(),
         require: conditionsSchema(`${REQUIRE_DESC} Checked after the tool’s own.`).optional(),
         deny_if: conditionsSchema(`${DENY_IF_DESC} Checked after the tool’s own.`).optional(),
+        validate_arguments: validateArgumentsSchema(
+          'The default for every tool: check arguments against the tool’s own inputSchema (true when omitted; a rule’s validate_arguments overrides it).',
+        ),
       },
-      'an object with limits, require or deny_if',
+      'an object with limits, require, deny_if or validate_arguments',
     )
       .optional()
-      .meta({ description: 'Limits and conditions applied to every allowed call, after the tool’s own.' }),
+      .meta({ description: 'Limits, conditions and argument validation applied to every allowed call, after the tool’s own.' }),
     tools: z
       .record(nonEmpty('expected a tool name or glob (a non-empty string)'), ToolRuleSchema, {
         error: 'expected an object mapping tool names or globs to rules',

@@ -105,6 +105,11 @@ export interface CompiledRule {
   /** The rule's `shadow`, else the policy's. */
   readonly shadow: boolean;
   readonly approval: ApprovalSpec | undefined;
+  /**
+   * Whether the gateway checks an allowed call's arguments against the tool's own `inputSchema`:
+   * the rule's `validate_arguments`, else `all_tools.validate_arguments`, else true.
+   */
+  readonly validateArguments: boolean;
   /** Pre-built when it does not depend on the called tool's name; undefined otherwise. */
   readonly decision: Decision | undefined;
 }
@@ -142,6 +147,8 @@ export interface CompiledPolicy {
   readonly allToolsConditions: readonly CompiledCondition[];
   /** The policy-level `shadow`: every decision not made by a tool rule that sets its own. */
   readonly shadow: boolean;
+  /** `all_tools.validate_arguments` (default true): argument validation for tools no rule matches. */
+  readonly validateArguments: boolean;
   /** The shared decision for unlisted tools under `default: allow`; undefined under deny. */
   readonly defaultAllow: Decision | undefined;
 }
