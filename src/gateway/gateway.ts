@@ -67,7 +67,9 @@ export interface GatewayOptions {
 
 /** The text an agent reads when a policy refuses its call. */
 export function denialText(tool: string, d: Decision): string {
-  return `Blocked by PolicyLayer policy: the call to '${tool}' was refused. Reason: ${d.reason} (rule ${d.rule}, policy ${d.policyVersion}).`;
+  // Generated reasons already name their rule; saying it twice only makes the text harder to read.
+  const rule = d.reason.endsWith(`(rule ${d.rule})`) ? '' : `rule ${d.rule}, `;
+  return `Blocked by PolicyLayer policy: the call to '${tool}' was refused. Reason: ${d.reason} (${rule}policy ${d.policyVersion}).`;
 }
 
 export class Gateway {
