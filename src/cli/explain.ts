@@ -94,7 +94,7 @@ export function agentView(tool: string, d: Decision): string {
 }
 
 // `enforced` is shown only through `shadow`, which is present exactly when it is false.
-const DECISION_FIELDS = new Set(['effect', 'rule', 'reason', 'policyVersion', 'limits', 'enforced']);
+const DECISION_FIELDS = new Set(['effect', 'rule', 'reason', 'policyVersion', 'limits', 'enforced', 'validateArguments']);
 const LIMIT_FIELDS = new Set(['counter', 'windowMs', 'max', 'scope', 'increment', 'incrementFrom', 'pointer']);
 
 /** Fields of a decision that this command does not know by name (added to the policy language later). */

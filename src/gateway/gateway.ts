@@ -5,7 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from '../telemetry/logger.js';
 import { ErrorCodes, JsonRpcErrors, PolicyLayerError } from '../errors.js';
-import { evaluate, validatesArguments, visibleTools, type CompiledPolicy, type Decision } from '../policy/index.js';
+import { evaluate, visibleTools, type CompiledPolicy, type Decision } from '../policy/index.js';
 import {
   errorResponse,
   resultResponse,
@@ -193,7 +193,7 @@ export class Gateway {
         );
         return;
       }
-      if (validatesArguments(policy, name)) {
+      if (decision.validateArguments === true) {
         const validator = this.validatorFor(session.server);
         if (!decision.enforced) {
           // Shadowed calls go through whatever their arguments; a known schema still says what would have happened.

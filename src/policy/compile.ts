@@ -18,6 +18,8 @@ const NO_CONDITIONS: readonly CompiledCondition[] = Object.freeze([]);
 export interface DecisionContext {
   readonly shadow: boolean;
   readonly approval?: ApprovalSpec | undefined;
+  /** The deciding rule's (or the policy's) `validate_arguments`, carried so the gateway need not look the rule up again. */
+  readonly validateArguments?: boolean;
 }
 
 const ENFORCED: DecisionContext = Object.freeze({ shadow: false });
@@ -41,8 +43,8 @@ export function compileValidated(doc: PolicyDocument, source: string): CompiledP
   const allToolsLimits = compileLimits(frozenDoc.all_tools?.limits, ['all_tools']);
   const allToolsConditions = compileConditions(frozenDoc.all_tools, ['all_tools']);
   const shadow = frozenDoc.shadow === true;
-  const policyCtx: DecisionContext = shadow ? Object.freeze({ shadow }) : ENFORCED;
   const validateArguments = frozenDoc.all_tools?.validate_arguments ?? true;
+  const policyCtx: DecisionContext = Object.freeze({ shadow, validateArguments });
   const shared = { allToolsLimits, allToolsConditions, shadow, version, validateArguments };
 
   const exact = new Map<string, CompiledRule>();
@@ -187,6 +189,8 @@ export function decision(
   const d: { -readonly [K in keyof Decision]: Decision[K] } = { effect, rule, reason, policyVersion, limits, enforced: !ctx.shadow };
   if (ctx.shadow) d.shadow = true;
   if (ctx.approval !== undefined) d.approval = ctx.approval;
+  // Only an allowed call goes on to argument validation.
+  if (effect === 'allow' && ctx.validateArguments !== undefined) d.validateArguments = ctx.validateArguments;
   return Object.freeze(d);
 }
 

@@ -5,8 +5,6 @@ import { quantify } from './path.js';
 import type { CompiledCondition, CompiledPolicy, CompiledRule, Decision } from './types.js';
 
 const NO_LIMITS = Object.freeze([]);
-const ENFORCED: DecisionContext = Object.freeze({ shadow: false });
-const SHADOWED: DecisionContext = Object.freeze({ shadow: true });
 
 /**
  * Decides one `tools/call`. Pure: no I/O, no clock, no mutation of the policy or the arguments.
@@ -20,7 +18,8 @@ const SHADOWED: DecisionContext = Object.freeze({ shadow: true });
  */
 export function evaluate(call: { tool: string; args: unknown }, policy: CompiledPolicy): Decision {
   try {
-    const ctx = policy.shadow ? SHADOWED : ENFORCED;
+    // The policy itself is the context of decisions no rule made: its `shadow` and `validateArguments`.
+    const ctx: DecisionContext = policy;
     const tool: unknown = call?.tool;
     if (typeof tool !== 'string') {
       return decision('deny', '(default deny)', 'the call does not name a tool', policy.version, NO_LIMITS, ctx);

@@ -85,6 +85,11 @@ export interface Decision {
   readonly shadow?: true;
   /** The deciding tool rule's `approval` block, when it has one (parsed only, not enforced). */
   readonly approval?: ApprovalSpec;
+  /**
+   * On allow decisions: whether the call's arguments are checked against the tool's own
+   * `inputSchema` (the deciding rule's `validate_arguments`, else the policy's).
+   */
+  readonly validateArguments?: boolean;
 }
 
 /** A rule under `tools`, compiled. */
