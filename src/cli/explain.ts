@@ -4,6 +4,7 @@ import { evaluate, loadPolicyFile } from '../policy/index.js';
 import type { CompiledPolicy, Decision, LimitSpec } from '../policy/index.js';
 import { parse } from './args.js';
 import type { Command } from './index.js';
+import { windowText } from '../util/duration.js';
 
 export const explainCommand: Command = {
   summary: 'show what a policy decides for one tool call, and why',
@@ -44,7 +45,8 @@ Examples:
     const decision = evaluate({ tool: values.tool, args }, policy);
     const agent = agentView(values.tool, decision);
     if (format === 'json') {
-      const out = { ok: true, policy: { source: policy.source, version: policy.version }, call: { tool: values.tool, args }, decision, agentSees: agent };
+      const source = { source: policy.source, version: policy.version, ...(policy.convertedFrom !== undefined ? { convertedFrom: policy.convertedFrom } : {}) };
+      const out = { ok: true, policy: source, call: { tool: values.tool, args }, decision, agentSees: agent };
       process.stdout.write(JSON.stringify(out, null, 2) + '\n');
     } else {
       process.stdout.write(explainText(policy, values.tool, args, decision, agent));
@@ -95,7 +97,7 @@ export function agentView(tool: string, d: Decision): string {
 
 // `enforced` is shown only through `shadow`, which is present exactly when it is false.
 const DECISION_FIELDS = new Set(['effect', 'rule', 'reason', 'policyVersion', 'limits', 'enforced', 'validateArguments']);
-const LIMIT_FIELDS = new Set(['counter', 'windowMs', 'max', 'scope', 'increment', 'incrementFrom', 'pointer']);
+const LIMIT_FIELDS = new Set(['counter', 'kind', 'windowMs', 'max', 'scope', 'increment', 'incrementFrom', 'pointer']);
 
 /** Fields of a decision that this command does not know by name (added to the policy language later). */
 export function extraFields(d: Decision): Array<[string, unknown]> {
@@ -105,7 +107,7 @@ export function extraFields(d: Decision): Array<[string, unknown]> {
 function explainText(policy: CompiledPolicy, tool: string, args: Record<string, unknown>, d: Decision, agent: string): string {
   const lines = [
     `call:        ${tool} ${JSON.stringify(args)}`,
-    `policy:      ${policy.source} (${d.policyVersion})`,
+    `policy:      ${policy.source} (${d.policyVersion})${policy.convertedFrom === 'intercept' ? ', an Intercept policy converted on load: rule pointers are into the converted policy (policylayer convert shows it)' : ''}`,
     `effect:      ${d.effect}`,
     `rule:        ${d.rule}`,
     `reason:      ${d.reason}`,
@@ -121,7 +123,10 @@ function explainText(policy: CompiledPolicy, tool: string, args: Record<string, 
 }
 
 function limitText(l: LimitSpec): string {
-  const parts = [`counter ${l.counter}`, `window ${windowText(l.windowMs)}`, `max ${l.max}`, `scope ${l.scope}`];
+  const parts =
+    l.kind === 'in_flight'
+      ? [`counter ${l.counter}`, `max in flight ${l.max}`, `scope ${l.scope}`]
+      : [`counter ${l.counter}`, `window ${windowText(l.windowMs)}${l.kind === 'calendar' ? ' (calendar, UTC)' : ''}`, `max ${l.max}`, `scope ${l.scope}`];
   if (l.incrementFrom !== undefined) parts.push(`increment from ${l.incrementFrom}`);
   else if (l.increment !== undefined) parts.push(`increment ${l.increment}`);
   for (const [k, v] of Object.entries(l)) {
@@ -130,31 +135,4 @@ function limitText(l: LimitSpec): string {
   return `${parts.join(', ')} (${l.pointer})`;
 }
 
-const NAMED_WINDOWS: ReadonlyArray<[number, string]> = [
-  [86_400_000, 'day'],
-  [3_600_000, 'hour'],
-  [60_000, 'minute'],
-  [1_000, 'second'],
-];
-const UNITS: ReadonlyArray<[number, string]> = [
-  [86_400_000, 'd'],
-  [3_600_000, 'h'],
-  [60_000, 'm'],
-  [1_000, 's'],
-  [1, 'ms'],
-];
-
-/** 60000 → `minute`, 90000 → `1m30s`: the shortest way the policy could have written it. */
-export function windowText(ms: number): string {
-  const named = NAMED_WINDOWS.find(([n]) => n === ms);
-  if (named !== undefined) return named[1];
-  if (!Number.isSafeInteger(ms) || ms <= 0) return `${ms}ms`;
-  let rest = ms;
-  let out = '';
-  for (const [n, unit] of UNITS) {
-    const q = Math.floor(rest / n);
-    if (q > 0) out += `${q}${unit}`;
-    rest -= q * n;
-  }
-  return out;
-}
+export { windowText };

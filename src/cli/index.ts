@@ -4,6 +4,7 @@ import { runCommand } from './run.js';
 import { validateCommand } from './validate.js';
 import { explainCommand } from './explain.js';
 import { testCommand } from './test.js';
+import { convertCommand } from './convert.js';
 
 export interface Command {
   summary: string;
@@ -17,6 +18,7 @@ const COMMANDS: Record<string, Command> = {
   validate: validateCommand,
   explain: explainCommand,
   test: testCommand,
+  convert: convertCommand,
 };
 
 function help(): string {

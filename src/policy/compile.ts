@@ -220,8 +220,14 @@ function compileLimits(limits: readonly LimitDocument[] | undefined, at: readonl
 }
 
 function compileLimit(l: LimitDocument, pointer: string): LimitSpec {
-  const windowMs = typeof l.window === 'string' ? (WINDOW_MS[l.window] ?? parseDuration(l.window)) : parseDuration(l.window);
-  const spec: { -readonly [K in keyof LimitSpec]: LimitSpec[K] } = { counter: l.counter, windowMs, max: l.max, scope: l.scope, pointer };
+  // The schema guarantees either max_in_flight, or window and max.
+  if (l.max_in_flight !== undefined) {
+    return Object.freeze({ counter: l.counter, kind: 'in_flight', windowMs: 0, max: l.max_in_flight, scope: l.scope, pointer });
+  }
+  const window = l.window ?? 'minute';
+  const windowMs = typeof window === 'string' ? (WINDOW_MS[window] ?? parseDuration(window)) : parseDuration(window);
+  const kind = l.align === 'calendar' ? 'calendar' : 'rolling';
+  const spec: { -readonly [K in keyof LimitSpec]: LimitSpec[K] } = { counter: l.counter, kind, windowMs, max: l.max ?? 1, scope: l.scope, pointer };
   if (l.increment !== undefined) spec.increment = l.increment;
   if (l.increment_from !== undefined) spec.incrementFrom = l.increment_from;
   return Object.freeze(spec);

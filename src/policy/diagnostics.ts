@@ -143,10 +143,19 @@ export function formatProblems(
  * what it expected); this only splits unknown keys into one line each and notes missing fields.
  */
 export function zodProblems(error: z.ZodError, input: unknown): Problem[] {
+  return problemsOf(error.issues, [], input);
+}
+
+function problemsOf(issues: readonly z.core.$ZodIssue[], at: readonly PathSegment[], input: unknown): Problem[] {
   const out: Problem[] = [];
-  for (const issue of error.issues) {
-    const path = issue.path.filter((s): s is PathSegment => typeof s !== 'symbol');
-    if (issue.code === 'unrecognized_keys') {
+  for (const issue of issues) {
+    const path = [...at, ...issue.path.filter((s): s is PathSegment => typeof s !== 'symbol')];
+    const branch = issue.code === 'invalid_union' ? matchedBranch(issue.errors) : undefined;
+    if (branch !== undefined) {
+      // The value had the shape of exactly one alternative (an object where a string or an
+      // object is allowed): that alternative's own problems say far more than "expected A or B".
+      out.push(...problemsOf(branch, path, input));
+    } else if (issue.code === 'unrecognized_keys') {
       for (const key of issue.keys) out.push({ path: [...path, key], message: issue.message, atKey: true });
     } else if (issue.code === 'invalid_key') {
       out.push({ path, message: issue.issues[0]?.message ?? issue.message, atKey: true });
@@ -157,6 +166,12 @@ export function zodProblems(error: z.ZodError, input: unknown): Problem[] {
     }
   }
   return out;
+}
+
+/** The one alternative of a union whose problems are not just "wrong type here", if exactly one. */
+function matchedBranch(branches: readonly (readonly z.core.$ZodIssue[])[]): readonly z.core.$ZodIssue[] | undefined {
+  const typed = branches.filter((b) => !b.every((i) => i.code === 'invalid_type' && i.path.length === 0));
+  return typed.length === 1 ? typed[0] : undefined;
 }
 
 function isMissing(input: unknown, path: readonly PathSegment[]): boolean {

@@ -14,7 +14,7 @@ export type { ApprovalDocument, ConditionDocument, LimitDocument, PolicyDocument
 export { CONDITION_OPS, PolicySchema } from './schema.js';
 export { APPROVAL_UNSUPPORTED_REASON, compilePolicy, policyVersion } from './compile.js';
 export { evaluate, isHidden, validatesArguments, visibleTools } from './evaluate.js';
-export { checkPolicyValue, loadPolicyFile, parsePolicy } from './load.js';
+export { checkPolicyValue, compileChecked, loadPolicyFile, parsePolicy } from './load.js';
 export type { PolicyCheck } from './load.js';
 export { CONDITION_PATH_PATTERN, parseConditionPath } from './path.js';
 export type { PathStep } from './path.js';

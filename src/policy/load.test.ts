@@ -54,7 +54,7 @@ test('loads the seed policy unchanged and rate-limits create_session per grant',
   assert.equal(d.effect, 'allow');
   assert.equal(d.rule, '/tools/create_session');
   assert.deepEqual(d.limits, [
-    { counter: 'create_session_rate', windowMs: 60_000, max: 10, scope: 'grant', pointer: '/tools/create_session/limits/0' },
+    { counter: 'create_session_rate', kind: 'rolling', windowMs: 60_000, max: 10, scope: 'grant', pointer: '/tools/create_session/limits/0' },
   ]);
   assert.equal(evaluate({ tool: 'run_command', args: {} }, p).effect, 'deny');
 });
@@ -136,8 +136,8 @@ test('carries scope, increment and increment_from into the limit spec', () => {
     'p.json',
   );
   const [a, b, c] = evaluate({ tool: 't', args: {} }, p).limits;
-  assert.deepEqual(a, { counter: 'spend', windowMs: 86_400_000, max: 1_000_000, scope: 'args.account.id', incrementFrom: 'args.amount', pointer: '/tools/t/limits/0' });
-  assert.deepEqual(b, { counter: 'weighted', windowMs: 3_600_000, max: 100, scope: 'session', increment: 2.5, pointer: '/tools/t/limits/1' });
+  assert.deepEqual(a, { counter: 'spend', kind: 'rolling', windowMs: 86_400_000, max: 1_000_000, scope: 'args.account.id', incrementFrom: 'args.amount', pointer: '/tools/t/limits/0' });
+  assert.deepEqual(b, { counter: 'weighted', kind: 'rolling', windowMs: 3_600_000, max: 100, scope: 'session', increment: 2.5, pointer: '/tools/t/limits/1' });
   assert.equal(c?.scope, 'server');
   assert.equal(Object.hasOwn(c ?? {}, 'increment'), false);
 });
@@ -164,7 +164,7 @@ test('collects every problem in the file into one error, in file order', () => {
     'policy.json: /tools/x/limits/0/max: expected a positive integer (line 3:64)',
     'policy.json: /tools/x/limits/0/scope: expected grant|session|server or args.<path> (line 3:76)',
     'policy.json: /tools/y/action: expected allow|deny|require_approval (line 4:22)',
-    'policy.json: /extra: unknown field; expected one of: $schema, version, default, hide, shadow, all_tools, tools (line 6:3)',
+    'policy.json: /extra: unknown field; expected one of: $schema, version, description, default, hide, shadow, all_tools, tools (line 6:3)',
   ]);
 });
 
@@ -185,7 +185,7 @@ tools:
 test('reports a missing required field at the object that lacks it', () => {
   assert.deepEqual(issuesOf(() => parsePolicy('{ "version": "1",\n  "tools": { "t": { "limits": [ { "counter": "c", "window": "day", "scope": "grant" } ] } } }', 'p.json')), [
     'p.json: /default: required field is missing; expected allow|deny (line 1:1)',
-    'p.json: /tools/t/limits/0/max: required field is missing; expected a positive integer (line 2:33)',
+    'p.json: /tools/t/limits/0/max: required field is missing; expected max (a positive integer), or max_in_flight (line 2:33)',
   ]);
 });
 
@@ -250,4 +250,44 @@ test('answers a missing policy file with CONFIG_UNREADABLE naming the file', () 
     assert.equal(err.code, ErrorCodes.CONFIG_UNREADABLE);
     assert.equal(err.message, '/nonexistent/policy.json: cannot read: no such file');
   }
+});
+
+test('compiles calendar-aligned windows and concurrency limits into the limit spec', () => {
+  const p = parsePolicy(
+    JSON.stringify({
+      version: '1',
+      default: 'deny',
+      tools: {
+        t: {
+          limits: [
+            { counter: 'daily', window: 'day', align: 'calendar', max: 5, scope: 'grant' },
+            { counter: 'busy', max_in_flight: 2, scope: 'session' },
+          ],
+        },
+      },
+    }),
+    'p.json',
+  );
+  const [daily, busy] = evaluate({ tool: 't', args: {} }, p).limits;
+  assert.deepEqual(daily, { counter: 'daily', kind: 'calendar', windowMs: 86_400_000, max: 5, scope: 'grant', pointer: '/tools/t/limits/0' });
+  assert.deepEqual(busy, { counter: 'busy', kind: 'in_flight', windowMs: 0, max: 2, scope: 'session', pointer: '/tools/t/limits/1' });
+});
+
+test('refuses a concurrency limit that also has a window, max or increment, and a rate limit without window or max', () => {
+  const text = `{"version":"1","default":"deny","tools":{"t":{"limits":[
+{"counter":"a","max_in_flight":2,"window":"minute","scope":"grant"},
+{"counter":"b","max_in_flight":2,"increment_from":"args.n","scope":"grant"},
+{"counter":"c","scope":"grant"}]}}}`;
+  assert.throws(
+    () => parsePolicy(text, 'p.json'),
+    (err: Error) => {
+      assert.deepEqual(err.message.split('\n'), [
+        'p.json: /tools/t/limits/0/window: a max_in_flight limit takes no window (line 2:43)',
+        'p.json: /tools/t/limits/1/increment_from: a max_in_flight limit takes no increment_from (line 3:51)',
+        'p.json: /tools/t/limits/2/window: required field is missing; expected a window (second|minute|hour|day or a duration), or max_in_flight (line 4:1)',
+        'p.json: /tools/t/limits/2/max: required field is missing; expected max (a positive integer), or max_in_flight (line 4:1)',
+      ]);
+      return true;
+    },
+  );
 });

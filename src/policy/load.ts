@@ -3,6 +3,7 @@ import { ConfigError, ErrorCodes } from '../errors.js';
 import { compileValidated } from './compile.js';
 import { formatProblems, readSource, zodProblems } from './diagnostics.js';
 import type { PathSegment, SourceText } from './diagnostics.js';
+import { convertIntercept, isInterceptPolicy } from './intercept.js';
 import { PolicySchema } from './schema.js';
 import type { PolicyDocument } from './schema.js';
 import type { CompiledPolicy } from './types.js';
@@ -21,10 +22,27 @@ export function parsePolicy(text: string, source: string): CompiledPolicy {
   if (read.errors.length > 0) throw new ConfigError([...read.errors]);
   const checked = checkPolicyValue(read.value, read.text);
   if (!checked.ok) throw new ConfigError(checked.issues);
-  return compileValidated(checked.document, source);
+  return compileChecked(checked, source);
 }
 
-export type PolicyCheck = { ok: true; document: PolicyDocument } | { ok: false; issues: string[] };
+/** Compiles a policy that passed checkPolicyValue, keeping what a conversion said about it. */
+export function compileChecked(checked: PolicyCheck & { ok: true }, source: string): CompiledPolicy {
+  const policy = compileValidated(checked.document, source);
+  if (checked.convertedFrom === undefined) return policy;
+  const warnings = checked.warnings ?? [];
+  return Object.freeze({ ...policy, convertedFrom: checked.convertedFrom, ...(warnings.length > 0 ? { warnings: Object.freeze([...warnings]) } : {}) });
+}
+
+export type PolicyCheck =
+  | {
+      ok: true;
+      document: PolicyDocument;
+      /** Set when the value was an Intercept policy, converted into `document`. */
+      convertedFrom?: 'intercept';
+      /** The conversion's caveats, located in the file. */
+      warnings?: readonly string[];
+    }
+  | { ok: false; issues: string[] };
 
 /**
  * Validates a policy value that sits at `prefix` inside a parsed file: the whole file for a
@@ -32,6 +50,16 @@ export type PolicyCheck = { ok: true; document: PolicyDocument } | { ok: false; 
  * messages name the file and line the operator has to edit.
  */
 export function checkPolicyValue(value: unknown, text: SourceText, prefix: readonly PathSegment[] = []): PolicyCheck {
+  // An Intercept policy loads as the PolicyLayer policy it converts to, wherever a policy loads.
+  if (isInterceptPolicy(value)) {
+    try {
+      const converted = convertIntercept(value, text.source, text, prefix);
+      return { ok: true, document: converted.document, convertedFrom: 'intercept', warnings: converted.warnings };
+    } catch (err) {
+      if (err instanceof ConfigError) return { ok: false, issues: err.issues };
+      throw err;
+    }
+  }
   const parsed = PolicySchema.safeParse(value);
   if (parsed.success) return { ok: true, document: parsed.data };
   return { ok: false, issues: formatProblems(text.source, text, zodProblems(parsed.error, value), prefix) };

@@ -85,13 +85,25 @@ const scopeSchema = z
       'Who shares the counter: grant (one agent identity), session, server (all callers) or args.<path> (per argument value).',
   });
 
+export const LIMIT_ALIGNS = ['rolling', 'calendar'] as const;
+
 export const LimitSchema = strictObject(
   {
     counter: nonEmpty('expected a counter name (a non-empty string)').meta({
-      description: 'Counter name; limits with the same counter and scope share one count.',
+      description: 'Counter name; limits with the same counter, window and scope share one count.',
     }),
-    window: windowSchema,
-    max: positiveInt(POS_INT_MSG).meta({ description: 'Most calls (or increments) allowed per window.' }),
+    window: windowSchema.optional(),
+    max: positiveInt(POS_INT_MSG).optional().meta({ description: 'Most calls (or increments) admitted per window.' }),
+    align: z
+      .enum(LIMIT_ALIGNS, { error: 'expected rolling|calendar' })
+      .optional()
+      .meta({
+        description:
+          'rolling (default): in any interval as long as the window, at most max. calendar: fixed UTC windows (a day resets at 00:00 UTC).',
+      }),
+    max_in_flight: positiveInt(POS_INT_MSG)
+      .optional()
+      .meta({ description: 'A concurrency limit instead of a rate: at most this many calls in flight at once (no window or max).' }),
     scope: scopeSchema,
     increment: z
       .number({ error: 'expected a positive number' })
@@ -100,15 +112,23 @@ export const LimitSchema = strictObject(
       .meta({ description: 'Amount each call adds to the counter (default 1).' }),
     increment_from: argPath()
       .optional()
-      .meta({ description: 'Add the numeric value of this argument instead of a fixed increment.' }),
+      .meta({ description: 'Add the numeric value of this argument instead of a fixed increment (a quota, e.g. spend per day).' }),
   },
-  'a limit object with counter, window, max and scope',
+  'a limit object with counter, scope and either window and max, or max_in_flight',
 )
-  .refine((l) => l.increment === undefined || l.increment_from === undefined, {
-    error: 'use increment or increment_from, not both',
-    path: ['increment_from'],
+  .superRefine((l, ctx) => {
+    const issue = (message: string, path: string) => ctx.addIssue({ code: 'custom', message, path: [path] });
+    if (l.max_in_flight !== undefined) {
+      for (const k of ['window', 'max', 'align', 'increment', 'increment_from'] as const) {
+        if (l[k] !== undefined) issue(`a max_in_flight limit takes no ${k}`, k);
+      }
+      return;
+    }
+    if (l.window === undefined) issue('expected a window (second|minute|hour|day or a duration), or max_in_flight', 'window');
+    if (l.max === undefined) issue('expected max (a positive integer), or max_in_flight', 'max');
+    if (l.increment !== undefined && l.increment_from !== undefined) issue('use increment or increment_from, not both', 'increment_from');
   })
-  .meta({ description: 'A rate limit or quota (carried in the decision; enforced by the limiter).' });
+  .meta({ description: 'A rate limit, a quota or a concurrency limit, reserved before the call is forwarded.' });
 
 const limitsSchema = z.array(LimitSchema, { error: 'expected an array of limits' });
 
@@ -253,6 +273,10 @@ export const PolicySchema = strictObject(
     version: z
       .union([z.literal('1', { error: 'expected "1"' }), z.literal(1, { error: 'expected "1"' })], { error: 'expected "1"' })
       .meta({ description: 'Policy format version.' }),
+    description: z
+      .string({ error: 'expected a string' })
+      .optional()
+      .meta({ description: 'What the policy is for, for people reading it; decisions do not use it.' }),
     default: z
       .enum(['allow', 'deny'], { error: 'expected allow|deny' })
       .meta({ description: 'What happens to a tool that no entry under tools matches.' }),

@@ -4,7 +4,11 @@ import type { PolicyDocument } from './schema.js';
 /** One limit of a call, normalised: the limiter reserves every limit of a decision at once. */
 export interface LimitSpec {
   readonly counter: string;
+  /** `rolling` (sliding window), `calendar` (fixed UTC windows) or `in_flight` (concurrency). */
+  readonly kind: 'rolling' | 'calendar' | 'in_flight';
+  /** Window length; 0 for `in_flight`. */
   readonly windowMs: number;
+  /** Most admitted per window, or most in flight at once. */
   readonly max: number;
   /** `grant`, `session`, `server` or `args.<path>`. */
   readonly scope: string;
@@ -156,4 +160,11 @@ export interface CompiledPolicy {
   readonly validateArguments: boolean;
   /** The shared decision for unlisted tools under `default: allow`; undefined under deny. */
   readonly defaultAllow: Decision | undefined;
+  /**
+   * Set when the file was written in another proxy's format and converted as it loaded; then
+   * `document` (and so `version` and every rule pointer) is the converted policy.
+   */
+  readonly convertedFrom?: 'intercept';
+  /** What the conversion carried over with a caveat, one located line each (absent when none). */
+  readonly warnings?: readonly string[];
 }

@@ -41,3 +41,32 @@ function checked(ms: number, original: string | number): number {
   if (!Number.isSafeInteger(rounded)) throw new RangeError(`invalid duration: ${JSON.stringify(original)} is too large`);
   return rounded;
 }
+
+const NAMED_WINDOWS: ReadonlyArray<[number, string]> = [
+  [86_400_000, 'day'],
+  [3_600_000, 'hour'],
+  [60_000, 'minute'],
+  [1_000, 'second'],
+];
+const UNITS: ReadonlyArray<[number, string]> = [
+  [86_400_000, 'd'],
+  [3_600_000, 'h'],
+  [60_000, 'm'],
+  [1_000, 's'],
+  [1, 'ms'],
+];
+
+/** 60000 → `minute`, 90000 → `1m30s`: the shortest way the policy could have written it. */
+export function windowText(ms: number): string {
+  const named = NAMED_WINDOWS.find(([n]) => n === ms);
+  if (named !== undefined) return named[1];
+  if (!Number.isSafeInteger(ms) || ms <= 0) return `${ms}ms`;
+  let rest = ms;
+  let out = '';
+  for (const [n, unit] of UNITS) {
+    const q = Math.floor(rest / n);
+    if (q > 0) out += `${q}${unit}`;
+    rest -= q * n;
+  }
+  return out;
+}
