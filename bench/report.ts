@@ -8,9 +8,10 @@ import type { Summary } from './stats.js';
 /**
  * How the client reaches the upstream: `direct`; through a null proxy (`floor`); over HTTP through
  * `policylayer serve` (`gateway`); over stdio through `policylayer run -- <server>` (`wrap`). The
- * `compared-` paths are the same through the build given with `--compare`.
+ * `compared-` paths are the same through the build given with `--compare`. `limits` is the same
+ * gateway process as `gateway`, on a server whose allowed tool has three limits (memory store).
  */
-export type Path = 'direct' | 'gateway' | 'compared' | 'floor' | 'wrap' | 'compared-wrap';
+export type Path = 'direct' | 'gateway' | 'compared' | 'floor' | 'wrap' | 'compared-wrap' | 'limits';
 export type UpstreamKind = 'http' | 'stdio';
 
 export interface ScenarioResult {
@@ -39,6 +40,8 @@ export const TARGETS = {
   throughputRatio: 0.45,
   /** mcp-proxy and supergateway manage about 250 calls/s at concurrency 1 here: an order of magnitude more. */
   minGatewayRateC1: 2500,
+  /** Limits on (memory store) against limits off, same gateway: throughput and p50 within 10%. */
+  limitsOverhead: 0.1,
 } as const;
 
 export interface Check {
@@ -140,6 +143,22 @@ export function checks(results: ScenarioResult[]): Check[] {
     const ratio = f16.summary.rate / d16.summary.rate;
     out.push({ upstream: 'http', name: 'floor: null proxy throughput, c=16', target: 'for reference', value: ratio, shown: `${pct(ratio)} of direct`, met: undefined });
   }
+  // Limits on against limits off: the same gateway process, two servers that differ only in the policy.
+  for (const g of results.filter((r) => r.path === 'gateway' && r.upstream === 'http')) {
+    const l = find(results, 'limits', 'http', g.concurrency);
+    if (!l) continue;
+    const rateLoss = 1 - l.summary.rate / g.summary.rate;
+    const p50Gain = l.summary.p50 / g.summary.p50 - 1;
+    const worst = Math.max(rateLoss, p50Gain);
+    out.push({
+      upstream: 'http',
+      name: `limits on (3 limits, memory store) vs off, c=${g.concurrency}`,
+      target: `within ${pct(TARGETS.limitsOverhead)}`,
+      value: worst,
+      shown: `calls/s ${signed(-rateLoss * 100)}% (${fmt(l.summary.rate)} / ${fmt(g.summary.rate)}), p50 ${signed(p50Gain * 100)}% (${fmt(l.summary.p50)} / ${fmt(g.summary.p50)} µs)`,
+      met: worst <= TARGETS.limitsOverhead,
+    });
+  }
   // This build against the one given with --compare, by the same way in.
   const pairs = [
     ['gateway', 'compared'],
@@ -205,6 +224,8 @@ function pathLabel(r: ScenarioResult): string {
       return 'stdio client → compared `policylayer run` → stdio server';
     case 'floor':
       return 'through a null proxy (floor)';
+    case 'limits':
+      return 'through the gateway, 3 limits on the tool (memory store)';
     case 'direct':
       return http ? 'direct (HTTP client)' : 'direct (stdio client)';
   }
@@ -215,7 +236,7 @@ function pathLabel(r: ScenarioResult): string {
  * targets measure right after it (through `policylayer run` for stdio), the HTTP client's way to a
  * stdio server last.
  */
-const PATH_ORDER: Path[] = ['direct', 'wrap', 'compared-wrap', 'floor', 'gateway', 'compared'];
+const PATH_ORDER: Path[] = ['direct', 'wrap', 'compared-wrap', 'floor', 'gateway', 'limits', 'compared'];
 
 export function markdown(results: ScenarioResult[], info: RunInfo): string {
   const lines: string[] = [];

@@ -46,6 +46,24 @@ export const BENCH_POLICY = {
   tools: { echo: {}, 'delete_*': { action: 'deny', reason: 'no' } },
 };
 
+/**
+ * BENCH_POLICY with three limits on the allowed tool, none of which a benchmark run can reach: what
+ * reserving and settling counters costs on every call, not what refusing does.
+ */
+export const BENCH_LIMITS_POLICY = {
+  ...BENCH_POLICY,
+  tools: {
+    ...BENCH_POLICY.tools,
+    echo: {
+      limits: [
+        { counter: 'echo_rate', window: 'minute', max: 1_000_000_000, scope: 'grant' },
+        { counter: 'echo_session', window: 'hour', max: 1_000_000_000, scope: 'session' },
+        { counter: 'echo_daily', window: 'day', align: 'calendar', max: 1_000_000_000, scope: 'server' },
+      ],
+    },
+  },
+};
+
 const USAGE = `Usage: node dist/bench/run.js [options]     (npm run bench builds first)
 
 Measures a tools/call round trip direct to a minimal MCP server and through the gateway,
@@ -61,7 +79,7 @@ Options:
   --warmup S                warm-up seconds before each round (default 0.5)
   --concurrency LIST        default 1,16
   --payload BYTES           length of the text each call sends and gets back (default: 'hello')
-  --only LIST               scenarios to run, of: direct-http,gateway-http,floor-http,
+  --only LIST               scenarios to run, of: direct-http,gateway-http,floor-http,limits-http,
                             direct-stdio,wrap-stdio,gateway-stdio (default: all)
   --gateway PATH            the gateway's bin/policylayer.js to measure (default: this checkout's)
   --compare PATH            also measure another build's bin/policylayer.js (a worktree of main, say) in
@@ -145,7 +163,7 @@ function options(argv: string[]): Options | undefined {
     if (!Number.isFinite(n) || n <= 0) throw new UsageError(`--${what} expects a positive number, got '${v}'`);
     return n;
   };
-  const scenarios = ['direct-http', 'gateway-http', 'floor-http', 'direct-stdio', 'wrap-stdio', 'gateway-stdio'];
+  const scenarios = ['direct-http', 'gateway-http', 'floor-http', 'limits-http', 'direct-stdio', 'wrap-stdio', 'gateway-stdio'];
   const only = new Set(values.only ? values.only.split(',').map((s) => s.trim()) : scenarios);
   for (const s of only) if (!scenarios.includes(s)) throw new UsageError(`--only: unknown scenario '${s}' (${scenarios.join(', ')})`);
   const gatewayNodeArgs = [...(values['gateway-node-arg'] ?? [])];
@@ -250,11 +268,12 @@ async function main(argv: string[]): Promise<number> {
   const ticks = 100;
   try {
     const wants = (s: string) => opts.only.has(s);
-    const needHttp = wants('direct-http') || wants('gateway-http') || wants('floor-http');
-    const needGateway = wants('gateway-http') || wants('gateway-stdio');
+    const needHttp = wants('direct-http') || wants('gateway-http') || wants('floor-http') || wants('limits-http');
+    const needGateway = wants('gateway-http') || wants('gateway-stdio') || wants('limits-http');
     const builds: Array<['gateway' | 'compared', string]> = [['gateway', opts.gatewayBin]];
     if (opts.compareBin) builds.push(['compared', opts.compareBin]);
     if (needGateway || wants('wrap-stdio')) writeFileSync(join(tmp, 'policy.json'), JSON.stringify(BENCH_POLICY, null, 2));
+    if (wants('limits-http')) writeFileSync(join(tmp, 'policy-limits.json'), JSON.stringify(BENCH_LIMITS_POLICY, null, 2));
 
     let upstreamHttp: Started | undefined;
     let upstreamUrl = '';
@@ -274,6 +293,7 @@ async function main(argv: string[]): Promise<number> {
       const servers: Record<string, unknown> = {};
       if (wants('gateway-http')) servers['bench-http'] = { url: upstreamUrl, policy: 'policy.json' };
       if (wants('gateway-stdio')) servers['bench-stdio'] = { command: [node, join(HERE, 'upstream-stdio.js')], policy: 'policy.json' };
+      if (wants('limits-http')) servers['bench-limits'] = { url: upstreamUrl, policy: 'policy-limits.json' };
       // JSON is YAML: the file is read by the same loader as any gateway.yaml.
       writeFileSync(join(tmp, 'gateway.yaml'), JSON.stringify({ listen: '127.0.0.1:0', servers }, null, 2));
       for (const [which, bin] of builds) {
@@ -366,6 +386,7 @@ async function main(argv: string[]): Promise<number> {
         ['gateway', 'http', 'gateway-http'],
         ['compared', 'http', 'gateway-http'],
         ['floor', 'http', 'floor-http'],
+        ['limits', 'http', 'limits-http'],
         ['direct', 'stdio', 'direct-stdio'],
         ['wrap', 'stdio', 'wrap-stdio'],
         ['compared-wrap', 'stdio', 'wrap-stdio'],
@@ -387,8 +408,9 @@ async function main(argv: string[]): Promise<number> {
           gatewayPid = w.pid;
           upstreamPid = w.upstreamPid;
         } else {
-          const gw = path === 'gateway' || path === 'compared' ? gateways.get(path)! : undefined;
-          const url = gw ? `${gw.url}/mcp/bench-${upstream}` : path === 'direct' ? upstreamUrl : floorUrl;
+          const gw = path === 'gateway' || path === 'compared' || path === 'limits' ? gateways.get(path === 'limits' ? 'gateway' : path)! : undefined;
+          const server = path === 'limits' ? 'bench-limits' : `bench-${upstream}`;
+          const url = gw ? `${gw.url}/mcp/${server}` : path === 'direct' ? upstreamUrl : floorUrl;
           const pool = httpPool(url, concurrency);
           pools.push(pool);
           const opened: HttpCaller[] = [];

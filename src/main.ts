@@ -2,10 +2,13 @@
  * Composition root: turns a loaded config into running parts. Only this file (and the CLI)
  * chooses concrete transports and backends.
  */
-import type { GatewayConfig, ServerConfig } from './config/index.js';
+import type { CountersConfig, GatewayConfig, ServerConfig } from './config/index.js';
 import { ConfigError } from './errors.js';
 import { Gateway } from './gateway/gateway.js';
-import { watchPolicies } from './gateway/reload.js';
+import { logConversionWarnings, watchPolicies } from './gateway/reload.js';
+import { Limiter } from './limits/limiter.js';
+import type { CounterStore } from './limits/store.js';
+import { createMemoryStore } from './limits/store/memory.js';
 import type { Logger } from './telemetry/logger.js';
 import { HttpListener } from './transport/downstream/http.js';
 import { originPolicy } from './transport/downstream/origin.js';
@@ -30,8 +33,43 @@ export function createUpstream(server: ServerConfig, logger: Logger): Upstream {
   return server.transport === 'sse' ? new LegacySseUpstream(opts) : new HttpUpstream(opts);
 }
 
-export function createGateway(config: GatewayConfig, logger: Logger): Gateway {
-  const gateway = new Gateway({ logger, sessionIdleTimeoutMs: config.sessionIdleTimeoutMs });
+/** The counter store the config names: in-process memory, or Redis (its client loaded only then). */
+export async function createCounterStore(counters: Pick<CountersConfig, 'url'>, logger: Logger): Promise<CounterStore> {
+  if (counters.url === 'memory') return createMemoryStore();
+  const { createRedisStore } = await import('./limits/store/redis.js');
+  let down = false;
+  return createRedisStore({
+    url: counters.url,
+    onError: (err) => {
+      // One line when it goes away, not one per call while it stays away.
+      if (down) return;
+      down = true;
+      logger.error({ err: (err as Error).message }, 'counter store unreachable');
+      setTimeout(() => (down = false), 10_000).unref();
+    },
+  });
+}
+
+/** A limiter over `store` that logs every store failure it is told about. */
+export function createLimiter(store: CounterStore, counters: Pick<CountersConfig, 'onStoreError'>, logger: Logger): Limiter {
+  return new Limiter(store, {
+    onStoreError: counters.onStoreError,
+    onStoreFailure: (err, during) => {
+      logger.warn(
+        { store: store.name, during, onStoreError: counters.onStoreError, err: err instanceof Error ? err.message : String(err) },
+        during === 'reserve' ? `counter store failed: calls with limits are ${counters.onStoreError === 'deny' ? 'refused' : 'admitted uncounted'}` : 'counter store failed to settle a reservation',
+      );
+    },
+  });
+}
+
+export function createGateway(config: GatewayConfig, logger: Logger, limiter: Limiter): Gateway {
+  const gateway = new Gateway({
+    logger,
+    sessionIdleTimeoutMs: config.sessionIdleTimeoutMs,
+    limiter,
+    refundToolErrors: config.counters.refundToolErrors,
+  });
   for (const server of config.servers.values()) {
     gateway.addServer({ name: server.name, upstream: createUpstream(server, logger), policy: server.policy });
   }
@@ -53,7 +91,9 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
       `${config.source}: /auth/required: grants are not implemented in this version; set it to false (local use only) or remove it`,
     ]);
   }
-  const gateway = createGateway(config, logger);
+  for (const server of config.servers.values()) logConversionWarnings(logger, server.name, server.policy);
+  const store = await createCounterStore(config.counters, logger);
+  const gateway = createGateway(config, logger, createLimiter(store, config.counters, logger));
   const listener = new HttpListener(gateway, {
     host: config.listen.host,
     port: config.listen.port,

@@ -1,6 +1,8 @@
 import path from 'node:path';
 import { Gateway } from '../gateway/gateway.js';
-import { watchPolicies } from '../gateway/reload.js';
+import { createMemoryStore } from '../limits/store/memory.js';
+import { createLimiter } from '../main.js';
+import { logConversionWarnings, watchPolicies } from '../gateway/reload.js';
 import { loadPolicyFile } from '../policy/index.js';
 import { createLogger } from '../telemetry/logger.js';
 import { StdioListener } from '../transport/downstream/stdio.js';
@@ -39,7 +41,10 @@ Example (.mcp.json for Claude Code, or .cursor/mcp.json):
     const timeoutMs = values.timeout ? parseDuration(values.timeout) : 60_000;
     // stdio is single-user and local by construction: the client that spawned us is the only caller.
     logger.warn({ server: name }, 'stdio mode: no authentication (the client that started this process is the only caller)');
-    const gateway = new Gateway({ logger, sessionIdleTimeoutMs: 365 * 24 * 3600_000 });
+    // One local client: its counters live and die with this process.
+    const limiter = createLimiter(createMemoryStore(), { onStoreError: 'deny' }, logger);
+    const gateway = new Gateway({ logger, sessionIdleTimeoutMs: 365 * 24 * 3600_000, limiter });
+    logConversionWarnings(logger, name, policy);
     const upstream = new StdioUpstream({ name, command, timeoutMs, logger });
     const server = { name, upstream, policy };
     gateway.addServer(server);

@@ -1,5 +1,5 @@
 export { interpolate, loadGatewayConfig, parseGatewayConfig } from './load.js';
-export type { Env, GatewayConfig, ServerConfig } from './load.js';
+export type { CountersConfig, Env, GatewayConfig, ServerConfig } from './load.js';
 export {
   DEFAULT_ALLOWED_HOSTS,
   DEFAULT_ALLOWED_ORIGINS,

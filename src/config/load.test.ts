@@ -81,7 +81,7 @@ servers:
       assert.deepEqual(c.listen, { host: '127.0.0.1', port: 4100 });
       assert.deepEqual(c.admin, { host: '127.0.0.1', port: 4101 });
       assert.equal(c.store, 'sqlite:./data/policylayer.db');
-      assert.equal(c.counters, 'memory');
+      assert.deepEqual(c.counters, { url: 'memory', onStoreError: 'deny', refundToolErrors: true });
       assert.deepEqual(c.auth, { required: false });
       assert.equal(c.maxBodyBytes, 4_194_304);
       assert.equal(c.sessionIdleTimeoutMs, 30 * 60_000);
@@ -111,7 +111,7 @@ test('applies every default when only servers is given', () => {
   assert.deepEqual(c.listen, { host: '127.0.0.1', port: 4100 });
   assert.equal(c.admin, undefined);
   assert.equal(c.store, 'sqlite:./data/policylayer.db');
-  assert.equal(c.counters, 'memory');
+  assert.deepEqual(c.counters, { url: 'memory', onStoreError: 'deny', refundToolErrors: true });
   assert.deepEqual(c.auth, { required: false });
   assert.equal(c.maxBodyBytes, 4 * 1024 * 1024);
   assert.deepEqual(c.allowedHosts, ['localhost', '127.0.0.1', '[::1]']);
@@ -253,8 +253,9 @@ servers:
   assert.deepEqual(failure(() => parse(text)).issues, [
     'gateway.yaml: /servers/piloty/command: expected a non-empty array of strings (line 12:14)',
   ]);
+  // The offending element itself is named.
   assert.deepEqual(failure(() => parse(text.replace('command: []', 'command: [ uvx, 3 ]'))).issues, [
-    'gateway.yaml: /servers/piloty/command: expected a non-empty array of strings (line 12:14)',
+    'gateway.yaml: /servers/piloty/command/1: expected a non-empty array of strings (line 12:21)',
   ]);
   assert.deepEqual(failure(() => parse(text.replace('command: []', 'command: "   "'))).issues, [
     'gateway.yaml: /servers/piloty/command: expected a non-empty array of strings (line 12:14)',
@@ -481,4 +482,23 @@ test('reports problems in gateway.yaml and in every policy it names in one error
     assert.match(f.issues[1] ?? '', /p\.json: \/default: expected allow\|deny \(line 1:30\)$/);
     assert.equal(f.issues[2], 'gateway.yaml: /servers/b/policy/default: required field is missing; expected allow|deny (line 4:28)');
   });
+});
+
+test('reads counters as a URL or as an object with on_store_error and refund_tool_errors', () => {
+  const servers = `servers:\n  s: { command: x, policy: ${ALLOW_ALL} }\n`;
+  assert.deepEqual(parse(`counters: redis://cache:6379\n${servers}`).counters, {
+    url: 'redis://cache:6379',
+    onStoreError: 'deny',
+    refundToolErrors: true,
+  });
+  assert.deepEqual(parse(`counters: { url: rediss://cache:6380, on_store_error: allow, refund_tool_errors: false }\n${servers}`).counters, {
+    url: 'rediss://cache:6380',
+    onStoreError: 'allow',
+    refundToolErrors: false,
+  });
+  assert.deepEqual(parse(`counters: { on_store_error: allow }\n${servers}`).counters, { url: 'memory', onStoreError: 'allow', refundToolErrors: true });
+  assert.deepEqual(failure(() => parse(`counters: { url: redis://x, on_store_error: maybe, retries: 3 }\n${servers}`)).issues, [
+    'gateway.yaml: /counters/on_store_error: expected deny|allow (line 1:45)',
+    'gateway.yaml: /counters/retries: unknown field; expected one of: url, on_store_error, refund_tool_errors (line 1:52)',
+  ]);
 });

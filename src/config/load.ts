@@ -3,8 +3,7 @@ import { ConfigError, ErrorCodes } from '../errors.js';
 import type { ErrorCode } from '../errors.js';
 import { formatProblems, readSource, zodProblems } from '../policy/diagnostics.js';
 import type { PathSegment, Problem, SourceText } from '../policy/diagnostics.js';
-import { compileValidated } from '../policy/compile.js';
-import { checkPolicyValue, readText, tryReadText } from '../policy/load.js';
+import { checkPolicyValue, compileChecked, readText, tryReadText } from '../policy/load.js';
 import type { CompiledPolicy } from '../policy/types.js';
 import { GatewayConfigSchema } from './schema.js';
 import type { ServerDocument } from './schema.js';
@@ -35,7 +34,7 @@ export interface GatewayConfig {
   listen: { host: string; port: number };
   admin?: { host: string; port: number };
   store: string;
-  counters: string;
+  counters: CountersConfig;
   auth: { required: boolean };
   maxBodyBytes: number;
   /** Host names, lowercase, without port: a Host header naming one of them on any port passes. */
@@ -51,6 +50,15 @@ export interface GatewayConfig {
    * Longest first, so redacting in order never leaves part of a longer secret behind.
    */
   secretValues: readonly string[];
+}
+
+export interface CountersConfig {
+  /** `memory`, or a `redis://` / `rediss://` URL. */
+  url: string;
+  /** What a call with limits gets while the store cannot answer. */
+  onStoreError: 'deny' | 'allow';
+  /** Whether a tool result with `isError: true` gives its limits back like a failed call. */
+  refundToolErrors: boolean;
 }
 
 export type Env = Record<string, string | undefined>;
@@ -109,7 +117,7 @@ export function parseGatewayConfig(text: string, source: string, env: Env = proc
   }
   if (issues.length > 0) throw failure(issues, unreadableOnly ? ErrorCodes.CONFIG_UNREADABLE : ErrorCodes.CONFIG_INVALID);
 
-  for (const s of [doc.store, doc.counters]) addUrlCredentials(s, secrets);
+  for (const s of [doc.store, doc.counters.url]) addUrlCredentials(s, secrets);
   for (const server of servers.values()) {
     for (const v of Object.values(server.headers ?? {})) secrets.add(v);
     for (const v of Object.values(server.env ?? {})) secrets.add(v);
@@ -120,7 +128,11 @@ export function parseGatewayConfig(text: string, source: string, env: Env = proc
     source,
     listen: doc.listen,
     store: doc.store,
-    counters: doc.counters,
+    counters: {
+      url: doc.counters.url,
+      onStoreError: doc.counters.on_store_error,
+      refundToolErrors: doc.counters.refund_tool_errors,
+    },
     auth: { required: doc.auth.required },
     maxBodyBytes: doc.limits.max_body_bytes,
     allowedHosts: doc.allowed_hosts.map((h) => h.toLowerCase()),
@@ -169,7 +181,7 @@ function loadServerPolicy(name: string, policy: string | Record<string, unknown>
   const at: PathSegment[] = ['servers', name, 'policy'];
   if (typeof policy !== 'string') {
     const checked = checkPolicyValue(policy, config, at);
-    return checked.ok ? { ok: true, policy: compileValidated(checked.document, '<inline>') } : { ok: false, issues: checked.issues, unreadable: false };
+    return checked.ok ? { ok: true, policy: compileChecked(checked, '<inline>') } : { ok: false, issues: checked.issues, unreadable: false };
   }
   const file = resolve(baseDir, policy);
   const shown = displayPath(file);
@@ -182,7 +194,7 @@ function loadServerPolicy(name: string, policy: string | Record<string, unknown>
   if (read.errors.length > 0) return { ok: false, issues: [...read.errors], unreadable: false };
   const checked = checkPolicyValue(read.value, read.text);
   if (!checked.ok) return { ok: false, issues: checked.issues, unreadable: false };
-  return { ok: true, policy: compileValidated(checked.document, file) };
+  return { ok: true, policy: compileChecked(checked, file) };
 }
 
 // Paths under the working directory read best relative to it, as the operator would type them.

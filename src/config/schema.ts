@@ -147,6 +147,7 @@ const ServerSchema = strictObject(
 
 const STORE_MSG = 'expected sqlite:<path> or postgres://…';
 const COUNTERS_MSG = 'expected memory or redis://host:port';
+const countersUrl = z.string({ error: COUNTERS_MSG }).regex(/^(?:memory|rediss?:\/\/.+)$/, { error: COUNTERS_MSG });
 const ORIGIN_MSG = 'expected an origin like "https://app.example.com" or a host name (any scheme and port)';
 
 
@@ -176,8 +177,20 @@ export const GatewayConfigSchema = strictObject(
       .regex(/^(?:sqlite:.+|postgres(?:ql)?:\/\/.+)$/, { error: STORE_MSG })
       .prefault(DEFAULT_STORE),
     counters: z
-      .string({ error: COUNTERS_MSG })
-      .regex(/^(?:memory|rediss?:\/\/.+)$/, { error: COUNTERS_MSG })
+      .union(
+        [
+          countersUrl.transform((url) => ({ url, on_store_error: 'deny' as const, refund_tool_errors: true })),
+          strictObject(
+            {
+              url: countersUrl.prefault('memory'),
+              on_store_error: z.enum(['deny', 'allow'], { error: 'expected deny|allow' }).prefault('deny'),
+              refund_tool_errors: z.boolean({ error: 'expected true or false' }).prefault(true),
+            },
+            'an object with url, on_store_error or refund_tool_errors',
+          ),
+        ],
+        { error: `${COUNTERS_MSG}, or an object with url, on_store_error and refund_tool_errors` },
+      )
       .prefault('memory'),
     auth: strictObject(
       { required: z.boolean({ error: 'expected true or false' }).prefault(false) },

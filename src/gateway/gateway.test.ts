@@ -5,6 +5,8 @@ import { silentLogger } from '../telemetry/logger.js';
 import type { CallHandlers, Upstream, UpstreamSession } from '../transport/upstream/types.js';
 import type { JsonRpcRequest, JsonRpcResponse } from '../util/jsonrpc.js';
 import { Gateway, Session } from './gateway.js';
+import { Limiter } from '../limits/limiter.js';
+import { createMemoryStore } from '../limits/store/memory.js';
 
 /** An upstream session that records what it is sent and answers every call with an empty result. */
 function recordingSession() {
@@ -23,7 +25,7 @@ function recordingSession() {
 }
 
 function setup(policyText: string) {
-  const gateway = new Gateway({ logger: silentLogger(), sessionIdleTimeoutMs: 60_000 });
+  const gateway = new Gateway({ logger: silentLogger(), sessionIdleTimeoutMs: 60_000, limiter: new Limiter(createMemoryStore(), { onStoreError: 'deny' }) });
   const { session: upstreamSession, sent } = recordingSession();
   const server = { name: 's', upstream: {} as Upstream, policy: parsePolicy(policyText, '<test>') };
   gateway.addServer(server);

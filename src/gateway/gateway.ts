@@ -5,6 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from '../telemetry/logger.js';
 import { ErrorCodes, JsonRpcErrors, PolicyLayerError } from '../errors.js';
+import type { LimitOutcome, Limiter, Ticket } from '../limits/limiter.js';
 import { evaluate, visibleTools, type CompiledPolicy, type Decision } from '../policy/index.js';
 import {
   errorResponse,
@@ -29,6 +30,9 @@ export interface ServerRuntime {
   validator?: ArgumentValidator;
 }
 
+/** The grant of every caller while authentication is off. */
+export const ANONYMOUS_GRANT = 'anonymous';
+
 /** The rule a refusal by argument validation names: the tool's own input schema, not a policy entry. */
 export const INPUT_SCHEMA_RULE = '(input schema)';
 
@@ -48,6 +52,13 @@ export class Session {
   /** Writes a message of the gateway's own to that stream (tools/list_changed after a policy reload). */
   toClient: ((m: ServerMessage) => void) | undefined;
   closed = false;
+  /** The agent identity calling through this session: the `grant` scope of limits. */
+  grant = ANONYMOUS_GRANT;
+  /**
+   * True for the one session all stateless clients share: it is no client's own session, so its
+   * `session`-scoped limits count per grant instead.
+   */
+  shared = false;
 
   constructor(id: string, server: ServerRuntime, upstream: UpstreamSession, protocolVersion: string, now: number) {
     this.id = id;
@@ -61,15 +72,26 @@ export class Session {
 export interface GatewayOptions {
   logger: Logger;
   sessionIdleTimeoutMs: number;
+  /** Reserves the limits of allowed calls (memory or Redis store, chosen by the composition root). */
+  limiter: Limiter;
+  /** Whether a tool result with `isError: true` gives its limits back, like a failed call (default true). */
+  refundToolErrors?: boolean;
   /** Injected for exact expiry tests. */
   now?: () => number;
 }
 
 /** The text an agent reads when a policy refuses its call. */
-export function denialText(tool: string, d: Decision): string {
+export function denialText(tool: string, d: Pick<Decision, 'rule' | 'reason' | 'policyVersion'>): string {
   // Generated reasons already name their rule; saying it twice only makes the text harder to read.
   const rule = d.reason.endsWith(`(rule ${d.rule})`) ? '' : `rule ${d.rule}, `;
   return `Blocked by PolicyLayer policy: the call to '${tool}' was refused. Reason: ${d.reason} (${rule}policy ${d.policyVersion}).`;
+}
+
+/** The isError result of a refusal; a limit's refusal also says when to retry, for agents that read structure. */
+function refusalResult(tool: string, d: Pick<Decision, 'rule' | 'reason' | 'policyVersion'>, retryAfterSeconds?: number): Record<string, unknown> {
+  const result: Record<string, unknown> = { content: [{ type: 'text', text: denialText(tool, d) }], isError: true };
+  if (retryAfterSeconds !== undefined) result._meta = { 'policylayer/retryAfterSeconds': retryAfterSeconds };
+  return result;
 }
 
 export class Gateway {
@@ -187,10 +209,7 @@ export class Gateway {
         return;
       } else if (decision.effect === 'deny') {
         this.log.info({ server: session.server.name, tool: name, rule: decision.rule }, 'call denied by policy');
-        reply.onResponse(
-          resultResponse(req.id, { content: [{ type: 'text', text: denialText(name, decision) }], isError: true }),
-          undefined,
-        );
+        reply.onResponse(resultResponse(req.id, refusalResult(name, decision)), undefined);
         return;
       }
       if (decision.validateArguments === true) {
@@ -205,15 +224,19 @@ export class Gateway {
             );
           }
         } else if (validator.needsListing(name)) {
-          this.listThenCheck(session, req, raw, reply, options, name, args, policy);
+          this.listThenCheck(session, req, raw, reply, options, name, args, decision);
           return;
         } else {
           const problem = validator.check(name, args);
           if (problem !== undefined) {
-            this.refuseArguments(session, req, reply, name, problem, policy);
+            this.refuseArguments(session, req, reply, name, problem, policy.version);
             return;
           }
         }
+      }
+      if (decision.limits.length > 0) {
+        this.admit(session, req, raw, reply, options, name, args, decision);
+        return;
       }
     } else if (req.method === 'tools/list') {
       handlers = {
@@ -240,10 +263,97 @@ export class Gateway {
     this.validatorFor(server).learn(result.tools, firstPage && result.nextCursor === undefined);
   }
 
-  private refuseArguments(session: Session, req: JsonRpcRequest, reply: CallHandlers, tool: string, reason: string, policy: CompiledPolicy): void {
-    const d: Decision = { effect: 'deny', rule: INPUT_SCHEMA_RULE, reason, policyVersion: policy.version, limits: [], enforced: true };
+  private refuseArguments(session: Session, req: JsonRpcRequest, reply: CallHandlers, tool: string, reason: string, policyVersion: string): void {
+    const d = { rule: INPUT_SCHEMA_RULE, reason, policyVersion };
     this.log.info({ server: session.server.name, tool, rule: INPUT_SCHEMA_RULE, reason }, 'call refused: arguments do not match the tool’s input schema');
-    reply.onResponse(resultResponse(req.id, { content: [{ type: 'text', text: denialText(tool, d) }], isError: true }), undefined);
+    reply.onResponse(resultResponse(req.id, refusalResult(tool, d)), undefined);
+  }
+
+  /**
+   * Reserves the call's limits (all of them or none), then forwards it; the reservation is
+   * settled with the answer: kept for a success, given back for a failure.
+   */
+  private admit(
+    session: Session,
+    req: JsonRpcRequest,
+    raw: string | undefined,
+    reply: CallHandlers,
+    options: CallOptions | undefined,
+    tool: string,
+    args: unknown,
+    decision: Decision,
+  ): void {
+    const ctx = { server: session.server.name, grant: session.grant, session: session.shared ? undefined : session.id, args };
+    const outcome = this.opts.limiter.reserve(decision.limits, ctx);
+    if (outcome instanceof Promise) {
+      session.inflight++;
+      void outcome.then((o) => {
+        session.inflight--;
+        if (this.draining || session.closed) {
+          if (o.ok) this.opts.limiter.settle(o.ticket, true);
+          reply.onResponse(errorResponse(req.id, JsonRpcErrors.UPSTREAM_ERROR, 'the gateway is shutting down'), undefined);
+          return;
+        }
+        this.afterLimits(o, session, req, raw, reply, options, tool, decision);
+      });
+    } else {
+      this.afterLimits(outcome, session, req, raw, reply, options, tool, decision);
+    }
+  }
+
+  private afterLimits(
+    o: LimitOutcome,
+    session: Session,
+    req: JsonRpcRequest,
+    raw: string | undefined,
+    reply: CallHandlers,
+    options: CallOptions | undefined,
+    tool: string,
+    decision: Decision,
+  ): void {
+    if (o.ok) {
+      this.track(session, req, raw, this.settling(reply, o.ticket), options);
+      return;
+    }
+    const log = { server: session.server.name, tool, rule: o.rule, reason: o.reason };
+    if (!decision.enforced) {
+      // Shadow mode: the refusal is recorded and the call goes through, uncounted.
+      this.log.info({ ...log, wouldBe: 'deny' }, 'shadow: a limit would have refused this call');
+      this.track(session, req, raw, reply, options);
+      return;
+    }
+    this.log.info(log, 'call refused by a limit');
+    const d = { rule: o.rule, reason: o.reason, policyVersion: decision.policyVersion };
+    reply.onResponse(resultResponse(req.id, refusalResult(tool, d, o.retryAfterSeconds)), undefined);
+  }
+
+  /** Wraps `reply` so the call's answer settles its reservation: a failure gives the counts back. */
+  private settling(reply: CallHandlers, ticket: Ticket | undefined): CallHandlers {
+    if (ticket === undefined) return reply;
+    const refundToolErrors = this.opts.refundToolErrors ?? true;
+    let settled = false;
+    const settle = (refund: boolean) => {
+      if (settled) return;
+      settled = true;
+      this.opts.limiter.settle(ticket, refund);
+    };
+    return {
+      ...reply,
+      onResponse: (msg, rawResponse) => {
+        const isError = (msg.result as { isError?: unknown } | undefined)?.isError === true;
+        settle(msg.error !== undefined || (refundToolErrors && isError));
+        reply.onResponse(msg, rawResponse);
+      },
+      onStreamEnd: reply.onStreamEnd
+        ? (lastEventId) => {
+            const handedOver = reply.onStreamEnd!(lastEventId);
+            // The client takes the stream over: the outcome is no longer the gateway's to see, so
+            // the call counts as made.
+            if (handedOver) settle(false);
+            return handedOver;
+          }
+        : undefined,
+    };
   }
 
   /**
@@ -259,7 +369,7 @@ export class Gateway {
     options: CallOptions | undefined,
     tool: string,
     args: unknown,
-    policy: CompiledPolicy,
+    decision: Decision,
   ): void {
     const validator = this.validatorFor(session.server);
     void validator
@@ -270,7 +380,8 @@ export class Gateway {
           return;
         }
         const problem = validator.check(tool, args);
-        if (problem !== undefined) this.refuseArguments(session, req, reply, tool, problem, policy);
+        if (problem !== undefined) this.refuseArguments(session, req, reply, tool, problem, decision.policyVersion);
+        else if (decision.limits.length > 0) this.admit(session, req, raw, reply, options, tool, args, decision);
         else this.track(session, req, raw, reply, options);
       });
   }
@@ -399,6 +510,7 @@ export class Gateway {
     }
     await Promise.allSettled([...this.sessions.values()].map((s) => this.closeSession(s)));
     await Promise.allSettled([...this.servers.values()].map((s) => s.upstream.close()));
+    await this.opts.limiter.store.close().catch(() => {});
   }
 }
 

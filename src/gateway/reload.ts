@@ -38,6 +38,7 @@ export function reloadPolicy(gateway: Gateway, server: ServerRuntime, file: stri
   const changed = visibleSet(before, server.knownTools) !== visibleSet(next, server.knownTools);
   const told = changed ? gateway.notifyToolsChanged(server) : 0;
   log.info({ server: server.name, file, from: before.version, to: next.version, clientsNotified: told }, 'policy reloaded');
+  logConversionWarnings(log, server.name, next);
   return 'reloaded';
 }
 
@@ -84,4 +85,9 @@ export function watchPolicies(gateway: Gateway, log: Logger): () => void {
     for (const w of watchers) w.close();
     for (const t of timers) clearTimeout(t);
   };
+}
+
+/** Says, once per load, what converting a policy from another format carried over with a caveat. */
+export function logConversionWarnings(log: Logger, server: string, policy: CompiledPolicy): void {
+  for (const warning of policy.warnings ?? []) log.warn({ server, from: policy.convertedFrom, warning }, 'policy converted with a caveat');
 }

@@ -108,6 +108,7 @@ export class StatelessBridge {
       const up = this.server.upstream;
       if (up instanceof HttpUpstream && (await up.speaksStateless())) {
         const session = new Session(`stateless:${this.server.name}`, this.server, up.statelessChannel(), STATELESS_PROTOCOL_VERSION, Date.now());
+        session.shared = true;
         return { kind: 'forward', session };
       }
       const init: JsonRpcRequest = {
@@ -120,6 +121,7 @@ export class StatelessBridge {
       inner.send({ jsonrpc: '2.0', method: 'notifications/initialized' }, undefined);
       const shared = new SharedUpstream(inner);
       const session = new Session(`stateless:${this.server.name}`, this.server, shared, LATEST_SESSION_VERSION, Date.now());
+      session.shared = true;
       this.log.debug({ server: this.server.name }, 'opened a shared upstream session for stateless clients');
       return { kind: 'shared', session, shared };
     })();

@@ -6,6 +6,8 @@ import type { CallHandlers, Upstream, UpstreamSession } from '../transport/upstr
 import type { JsonRpcRequest, JsonRpcResponse } from '../util/jsonrpc.js';
 import { Gateway, Session, type ServerRuntime } from './gateway.js';
 import { ArgumentValidator } from './validate.js';
+import { Limiter } from '../limits/limiter.js';
+import { createMemoryStore } from '../limits/store/memory.js';
 
 const FILE_TOOL = {
   name: 'write_file',
@@ -174,7 +176,7 @@ const SUM_TOOL = {
 };
 
 function setup(policyText: string, listAnswer: (req: JsonRpcRequest) => JsonRpcResponse) {
-  const gateway = new Gateway({ logger: silentLogger(), sessionIdleTimeoutMs: 60_000 });
+  const gateway = new Gateway({ logger: silentLogger(), sessionIdleTimeoutMs: 60_000, limiter: new Limiter(createMemoryStore(), { onStoreError: 'deny' }) });
   const sent: JsonRpcRequest[] = [];
   const upstream: UpstreamSession = {
     initializeResult: {},

@@ -1,0 +1,256 @@
+/**
+ * The limiter: turns the limits of an allowed decision into counters of a store, reserves them
+ * all at once, and says in words why a refused call was refused and when to retry.
+ */
+import { createHash } from 'node:crypto';
+import type { LimitSpec } from '../policy/types.js';
+import { windowText } from '../util/duration.js';
+import type { CounterRequest, CounterStore, Reservation, ReserveOutcome } from './store.js';
+
+/** Who is calling and with what: everything a limit's scope or increment can refer to. */
+export interface CallContext {
+  /** The server name: the store groups one call's counters under it. */
+  readonly server: string;
+  /** The grant (agent identity) making the call. */
+  readonly grant: string;
+  /** The client's session; undefined for stateless clients, whose `session` limits count per grant. */
+  readonly session: string | undefined;
+  readonly args: unknown;
+}
+
+/** What to do with a call that has limits when the store cannot answer. */
+export type OnStoreError = 'deny' | 'allow';
+
+export interface LimiterOptions {
+  readonly onStoreError: OnStoreError;
+  /** Injected for exact window tests. */
+  readonly now?: () => number;
+  /** Told about every store failure (the gateway logs it and counts it). */
+  readonly onStoreFailure?: (err: unknown, during: 'reserve' | 'settle') => void;
+}
+
+/** A held reservation; settle it exactly once when the call's outcome is known. */
+export interface Ticket {
+  readonly reservation: Reservation | undefined;
+}
+
+export type LimitOutcome =
+  | { readonly ok: true; readonly ticket: Ticket | undefined }
+  | {
+      readonly ok: false;
+      /** The limit that refused (its JSON pointer), or `(counter store)` when the store failed. */
+      readonly rule: string;
+      readonly reason: string;
+      /** Whole seconds until the call could be admitted; absent when waiting cannot help. */
+      readonly retryAfterSeconds?: number;
+    };
+
+export const STORE_RULE = '(counter store)';
+
+const ADMITTED_WITHOUT_LIMITS: LimitOutcome = Object.freeze({ ok: true, ticket: undefined });
+const UNCOUNTED: Ticket = Object.freeze({ reservation: undefined });
+// Keys name argument values; beyond this a value is represented by its hash so one long
+// argument cannot make a key (and a Redis command) arbitrarily large.
+const MAX_VALUE_IN_KEY = 128;
+const SEP = '\u0001';
+
+export class Limiter {
+  readonly store: CounterStore;
+  private readonly opts: LimiterOptions;
+  private readonly now: () => number;
+  private readonly paths = new Map<string, readonly string[]>();
+
+  constructor(store: CounterStore, opts: LimiterOptions) {
+    this.store = store;
+    this.opts = opts;
+    this.now = opts.now ?? Date.now;
+  }
+
+  /**
+   * Reserves every limit of one call together: all or none. Answers synchronously when the store
+   * does (the memory store), so a call without a store round trip pays no promise.
+   */
+  reserve(limits: readonly LimitSpec[], ctx: CallContext): LimitOutcome | Promise<LimitOutcome> {
+    if (limits.length === 0) return ADMITTED_WITHOUT_LIMITS;
+    const resolved = this.resolve(limits, ctx);
+    if (!Array.isArray(resolved)) return resolved;
+    const { requests, specs } = merge(resolved);
+    let outcome: ReserveOutcome | Promise<ReserveOutcome>;
+    try {
+      outcome = this.store.reserve(ctx.server, requests, this.now());
+    } catch (err) {
+      return this.storeFailed(err);
+    }
+    if (outcome instanceof Promise) {
+      return outcome.then(
+        (o) => this.answer(o, requests, specs),
+        (err: unknown) => this.storeFailed(err),
+      );
+    }
+    return this.answer(outcome, requests, specs);
+  }
+
+  /** Ends a reservation: `refund` when the call failed, so it consumes nothing. Never throws. */
+  settle(ticket: Ticket | undefined, refund: boolean): void {
+    const reservation = ticket?.reservation;
+    if (reservation === undefined) return;
+    try {
+      const r = this.store.settle(reservation, refund, this.now());
+      if (r instanceof Promise) r.catch((err: unknown) => this.opts.onStoreFailure?.(err, 'settle'));
+    } catch (err) {
+      this.opts.onStoreFailure?.(err, 'settle');
+    }
+  }
+
+  private answer(o: ReserveOutcome, requests: readonly CounterRequest[], specs: readonly LimitSpec[]): LimitOutcome {
+    if (o.ok) return { ok: true, ticket: { reservation: o.reservation } };
+    const spec = specs[o.index];
+    const req = requests[o.index];
+    if (spec === undefined || req === undefined) return this.storeFailed(new Error(`the store refused counter ${o.index} of ${requests.length}`));
+    return refusal(spec, req, o.retryAfterMs);
+  }
+
+  private storeFailed(err: unknown): LimitOutcome {
+    this.opts.onStoreFailure?.(err, 'reserve');
+    if (this.opts.onStoreError === 'allow') return { ok: true, ticket: UNCOUNTED };
+    return {
+      ok: false,
+      rule: STORE_RULE,
+      reason: 'the rate-limit store is unavailable, and this call has limits (on_store_error: deny)',
+      retryAfterSeconds: 1,
+    };
+  }
+
+  /** Counter requests for each limit, in order, or the refusal of an increment that cannot be read. */
+  private resolve(limits: readonly LimitSpec[], ctx: CallContext): Array<[CounterRequest, LimitSpec]> | LimitOutcome {
+    const out: Array<[CounterRequest, LimitSpec]> = [];
+    for (const l of limits) {
+      let amount = l.increment ?? 1;
+      if (l.incrementFrom !== undefined) {
+        const v = this.valueAt(ctx.args, l.incrementFrom);
+        if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) {
+          const what = v === undefined ? 'is missing' : `is ${describe(v)}, not a number of at least 0`;
+          return {
+            ok: false,
+            rule: l.pointer,
+            reason: `${l.incrementFrom} ${what}; the quota '${l.counter}' counts it, so the call cannot be admitted without it`,
+          };
+        }
+        amount = v;
+      }
+      const key = [ctx.server, l.counter, `${l.kind}:${l.windowMs}`, l.scope, this.scopeValue(l.scope, ctx)].join(SEP);
+      out.push([{ key, kind: l.kind, windowMs: l.windowMs, max: l.max, amount }, l]);
+    }
+    return out;
+  }
+
+  private scopeValue(scope: string, ctx: CallContext): string {
+    switch (scope) {
+      case 'grant':
+        return ctx.grant;
+      case 'session':
+        // A stateless client has no session: its own grant is the narrowest thing that persists.
+        return ctx.session ?? `grant:${ctx.grant}`;
+      case 'server':
+        return '';
+      default: {
+        const v = this.valueAt(ctx.args, scope);
+        // A missing argument is one bucket of its own, distinct from every JSON value.
+        const text = v === undefined ? '(missing)' : (JSON.stringify(v) ?? '(missing)');
+        return text.length <= MAX_VALUE_IN_KEY ? text : 'sha256:' + createHash('sha256').update(text).digest('base64url');
+      }
+    }
+  }
+
+  private valueAt(args: unknown, path: string): unknown {
+    let steps = this.paths.get(path);
+    if (steps === undefined) {
+      steps = Object.freeze(path.split('.').slice(1));
+      this.paths.set(path, steps);
+    }
+    let v = args;
+    for (const key of steps) {
+      if (Array.isArray(v)) {
+        v = /^(?:0|[1-9][0-9]*)$/.test(key) ? v[Number(key)] : undefined;
+      } else if (typeof v === 'object' && v !== null && Object.hasOwn(v, key)) {
+        v = (v as Record<string, unknown>)[key];
+      } else {
+        return undefined;
+      }
+    }
+    return v;
+  }
+}
+
+/**
+ * Limits that resolve to the same counter (the same name, window and scope value, e.g. written
+ * both for the tool and under all_tools) are one count: the call adds to it once, the largest of
+ * their amounts, and must fit under the smallest of their maxima.
+ */
+function merge(resolved: Array<[CounterRequest, LimitSpec]>): { requests: CounterRequest[]; specs: LimitSpec[] } {
+  if (resolved.length === 1) return { requests: [resolved[0]![0]], specs: [resolved[0]![1]] };
+  const byKey = new Map<string, number>();
+  const requests: CounterRequest[] = [];
+  const specs: LimitSpec[] = [];
+  for (const [req, spec] of resolved) {
+    const at = byKey.get(req.key);
+    if (at === undefined) {
+      byKey.set(req.key, requests.length);
+      requests.push(req);
+      specs.push(spec);
+      continue;
+    }
+    const prev = requests[at]!;
+    requests[at] = { ...prev, max: Math.min(prev.max, req.max), amount: Math.max(prev.amount, req.amount) };
+    if (req.max < prev.max) specs[at] = spec;
+  }
+  return { requests, specs };
+}
+
+function refusal(spec: LimitSpec, req: CounterRequest, retryAfterMs: number): LimitOutcome {
+  const scope = scopeText(spec.scope);
+  if (spec.kind === 'in_flight') {
+    return {
+      ok: false,
+      rule: spec.pointer,
+      reason: `concurrency limit reached: at most ${spec.max} of these calls in flight at once ${scope} (counter '${spec.counter}')`,
+      retryAfterSeconds: 1,
+    };
+  }
+  const per = `per ${spec.kind === 'calendar' ? 'calendar ' : ''}${windowText(spec.windowMs)}`;
+  const quota = spec.incrementFrom !== undefined;
+  const limitText = quota
+    ? `quota '${spec.counter}' allows at most ${spec.max} of ${spec.incrementFrom} ${per} ${scope}`
+    : `rate limit '${spec.counter}' allows at most ${spec.max} ${spec.max === 1 ? 'call' : 'calls'} ${per} ${scope}`;
+  if (!Number.isFinite(retryAfterMs) || req.amount > spec.max) {
+    return { ok: false, rule: spec.pointer, reason: `${limitText}, and this call's ${req.amount} alone exceeds it` };
+  }
+  const retryAfterSeconds = Math.max(1, Math.ceil(retryAfterMs / 1000));
+  const used = quota ? `this call's ${req.amount} does not fit in what is left` : 'it is used up';
+  return {
+    ok: false,
+    rule: spec.pointer,
+    reason: `${limitText}; ${used}. Retry in ${retryAfterSeconds} s`,
+    retryAfterSeconds,
+  };
+}
+
+function scopeText(scope: string): string {
+  switch (scope) {
+    case 'grant':
+      return 'per agent grant';
+    case 'session':
+      return 'per session';
+    case 'server':
+      return 'for all callers of this server';
+    default:
+      return `per value of ${scope}`;
+  }
+}
+
+function describe(v: unknown): string {
+  if (v === null) return 'null';
+  if (typeof v === 'string') return `the string ${JSON.stringify(v.length > 40 ? v.slice(0, 40) + '…' : v)}`;
+  if (typeof v === 'number') return String(v);
+  return `a${Array.isArray(v) ? 'n array' : typeof v === 'object' ? 'n object' : ` ${typeof v}`}`;
+}
