@@ -20,10 +20,11 @@ import { randomBytes } from 'node:crypto';
 import { cpus, platform, release } from 'node:os';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
-import type { CounterRequest, CounterStore } from '../src/limits/store.js';
+import type { CounterRequest, CounterStore } from '../src/limits/limiter.js';
 import { createRedisStore } from '../src/limits/store/redis.js';
 import { Samples } from './stats.js';
 import type { Summary } from './stats.js';
+import { BENCH_DOC, writeMarkedSection } from './report.js';
 
 // The issue's targets: throughput of the concurrent run, p50 of the sequential run.
 const REDIS_LIMIT_TARGETS = { decisionsPerSecond: 12_000, sequentialP50Us: 300 } as const;
@@ -36,6 +37,7 @@ counter store at REDIS_URL (default redis://127.0.0.1:6379), with N decisions in
 
 Options:
   --quick           about 8 s instead of about 30 s
+  --write           also write the table into docs/benchmarks.md (between its limits-redis-bench markers)
   --concurrency N   loops in the concurrent run (default 64)
   -h, --help
 `;
@@ -55,13 +57,18 @@ interface Run {
 }
 
 // One pre-built call per tool: the counters the limiter would resolve for it.
-function calls(): CounterRequest[][] {
+// The third counter is either a rolling one per grant (then settling a kept call costs nothing:
+// one round trip per decision) or an in-flight slot (which settle must release: two).
+function calls(withInFlight: boolean): CounterRequest[][] {
   const out: CounterRequest[][] = [];
   for (let i = 0; i < TOOLS; i++) {
+    const third: CounterRequest = withInFlight
+      ? { key: 'server\u0001concurrent\u0001in_flight:0', kind: 'in_flight', windowMs: 0, max: HUGE, amount: 1 }
+      : { key: `grant_${i % 8}\u0001all\u0001rolling:${ROLLING_WINDOW_MS}`, kind: 'rolling', windowMs: ROLLING_WINDOW_MS, max: HUGE, amount: 1 };
     out.push([
       { key: `tool_${i}\u0001calls\u0001rolling:${ROLLING_WINDOW_MS}`, kind: 'rolling', windowMs: ROLLING_WINDOW_MS, max: HUGE, amount: 1 },
       { key: 'server\u0001spend\u0001calendar:86400000', kind: 'calendar', windowMs: 86_400_000, max: HUGE, amount: 0.25 },
-      { key: 'server\u0001concurrent\u0001in_flight:0', kind: 'in_flight', windowMs: 0, max: HUGE, amount: 1 },
+      third,
     ]);
   }
   return out;
@@ -105,9 +112,10 @@ function markdown(runs: Run[], info: { command: string; date: string; redis: str
       `${platform()} ${release()}; Redis ${info.redis} at ${info.url}, clock \`redis\`.`,
   );
   lines.push(
-    `A decision reserves a call of three counters (rolling ${ROLLING_WINDOW_MS / 1000} s per tool over ${TOOLS} tools, calendar day ` +
-      `with a fractional amount, in-flight) in one script call, then settles it without refund (a second round trip, to release ` +
-      `the in-flight slot). Latencies are of every single call (no sampling), in µs.`,
+    `A decision reserves a call of three counters in one script call, then settles it without refund. Rate limits: rolling ` +
+      `${ROLLING_WINDOW_MS / 1000} s per tool over ${TOOLS} tools, a calendar-day quota with a fractional amount, rolling per grant ` +
+      `over 8 grants; a kept call needs no settle command, so one round trip per decision. With in-flight: the third counter is ` +
+      `an in-flight slot, which settle must release (a second round trip). Latencies are of every single call (no sampling), in µs.`,
   );
   lines.push('');
   lines.push('| run | in flight | decisions | decisions/s | reserve p50 µs | p90 | p99 | max | settle p50 µs | p99 |');
@@ -168,7 +176,7 @@ async function main(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
     strict: true,
-    options: { quick: { type: 'boolean' }, concurrency: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    options: { quick: { type: 'boolean' }, write: { type: 'boolean' }, concurrency: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
   });
   if (values.help) {
     process.stdout.write(USAGE);
@@ -178,19 +186,22 @@ async function main(argv: string[]): Promise<number> {
   const concurrency = Number(values.concurrency ?? 64);
   if (!Number.isInteger(concurrency) || concurrency < 1) throw new Error(`--concurrency must be a positive integer, not ${values.concurrency}`);
   const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
-  const plan = quick ? { warmupMs: ROLLING_WINDOW_MS + 500, concurrentMs: 3_000, sequentialMs: 2_000 } : { warmupMs: 2 * ROLLING_WINDOW_MS, concurrentMs: 15_000, sequentialMs: 10_000 };
+  const plan = quick ? { warmupMs: ROLLING_WINDOW_MS + 500, concurrentMs: 3_000, sequentialMs: 2_000 } : { warmupMs: 2 * ROLLING_WINDOW_MS, concurrentMs: 10_000, sequentialMs: 5_000 };
 
   const prefix = `pl-bench-${randomBytes(5).toString('hex')}:`;
   const store = createRedisStore({ url, keyPrefix: prefix, onError: (err) => log(`store: ${err instanceof Error ? err.message : String(err)}`) });
-  const all = calls();
+  const all = calls(false);
+  const withSlots = calls(true);
   const runs: Run[] = [];
   try {
-    log(`limits-redis bench against ${url}${quick ? ' (quick)' : ''}: warming up for ${plan.warmupMs} ms`);
-    await drive(store, all, concurrency, plan.warmupMs, 'warm-up');
-    log(`concurrent run: ${concurrency} loops for ${plan.concurrentMs} ms`);
-    runs.push(await drive(store, all, concurrency, plan.concurrentMs, 'concurrent'));
-    log(`sequential run: 1 loop for ${plan.sequentialMs} ms`);
-    runs.push(await drive(store, all, 1, plan.sequentialMs, 'sequential'));
+    for (const [mix, label] of [[all, 'rate limits'], [withSlots, 'with in-flight']] as const) {
+      log(`limits-redis bench (${label}) against ${url}${quick ? ' (quick)' : ''}: warming up for ${plan.warmupMs} ms`);
+      await drive(store, mix, concurrency, plan.warmupMs, 'warm-up');
+      log(`concurrent run: ${concurrency} loops for ${plan.concurrentMs} ms`);
+      runs.push(await drive(store, mix, concurrency, plan.concurrentMs, `concurrent, ${label}`));
+      log(`sequential run: 1 loop for ${plan.sequentialMs} ms`);
+      runs.push(await drive(store, mix, 1, plan.sequentialMs, `sequential, ${label}`));
+    }
   } finally {
     await store.close();
     const deleted = await deleteKeys(url, prefix);
@@ -203,6 +214,7 @@ async function main(argv: string[]): Promise<number> {
     url: url.replace(/\/\/[^@/]*@/, '//…@'),
   });
   process.stdout.write(`\n${md}\n`);
+  if (values.write) writeMarkedSection(BENCH_DOC, 'limits-redis-bench', md);
   return 0;
 }
 

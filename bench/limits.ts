@@ -21,9 +21,10 @@
 import { cpus, platform, release } from 'node:os';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import type { CounterRequest, CounterStore, ReserveOutcome } from '../src/limits/store.js';
+import type { CounterRequest, CounterStore, ReserveOutcome } from '../src/limits/limiter.js';
 import { createMemoryStore } from '../src/limits/store/memory.js';
 import { Samples } from './stats.js';
+import { BENCH_DOC, writeMarkedSection } from './report.js';
 
 /** The target of the in-process store. */
 export const LIMITS_TARGETS = { memoryDecisionsPerSecond: 1_000_000 } as const;
@@ -36,6 +37,7 @@ each decision a reserve followed by a settle. Prints a Markdown table.
 
 Options:
   --quick     about 3 s instead of about 20 s (fewer samples)
+  --write     also write the table into docs/benchmarks.md (between its limits-bench markers)
   -h, --help
 `;
 
@@ -211,7 +213,11 @@ export function limitsMarkdown(results: StoreBenchResult[], command: string): st
 }
 
 async function main(argv: string[]): Promise<number> {
-  const { values } = parseArgs({ args: argv, strict: true, options: { quick: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } });
+  const { values } = parseArgs({
+    args: argv,
+    strict: true,
+    options: { quick: { type: 'boolean' }, write: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+  });
   if (values.help) {
     process.stdout.write(USAGE);
     return 0;
@@ -231,7 +237,9 @@ async function main(argv: string[]): Promise<number> {
       await store.close();
     }
   }
-  process.stdout.write(`\n${limitsMarkdown(results, `node dist/bench/limits.js${argv.length > 0 ? ` ${argv.join(' ')}` : ''}`)}\n`);
+  const md = limitsMarkdown(results, `node dist/bench/limits.js${argv.length > 0 ? ` ${argv.join(' ')}` : ''}`);
+  process.stdout.write(`\n${md}\n`);
+  if (values.write) writeMarkedSection(BENCH_DOC, 'limits-bench', md);
   return 0;
 }
 

@@ -3,7 +3,11 @@
  * targets, and renders the Markdown that goes between the markers in docs/benchmarks.md.
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import type { Summary } from './stats.js';
+
+/** docs/benchmarks.md, from the compiled dist/bench/. */
+export const BENCH_DOC = fileURLToPath(new URL('../../docs/benchmarks.md', import.meta.url));
 
 /**
  * How the client reaches the upstream: `direct`; through a null proxy (`floor`); over HTTP through
@@ -283,4 +287,19 @@ export function writeSection(file: string, section: string, fallbackProse: strin
     return;
   }
   writeFileSync(file, text.slice(0, a) + block + text.slice(b + END.length));
+}
+
+/**
+ * Replaces the text between `<!-- name:start -->` and `<!-- name:end -->` in `file`, appending the
+ * marked section at the end when the file does not have it yet.
+ */
+export function writeMarkedSection(file: string, name: string, section: string): void {
+  const start = `<!-- ${name}:start -->`;
+  const end = `<!-- ${name}:end -->`;
+  const block = `${start}\n${section}\n${end}`;
+  const text = readFileSync(file, 'utf8');
+  const a = text.indexOf(start);
+  const b = text.indexOf(end, a);
+  if (a < 0 || b < 0) writeFileSync(file, `${text.trimEnd()}\n\n${block}\n`);
+  else writeFileSync(file, text.slice(0, a) + block + text.slice(b + end.length));
 }

@@ -532,9 +532,16 @@ async function main(argv: string[]): Promise<number> {
       log(`\nwrote ${file}`);
     }
     // The policy-decision benchmark (bench/policy.ts) runs with the same --quick and --write.
-    execFileSync(process.execPath, [join(HERE, 'policy.js'), ...(opts.quick ? ['--quick'] : []), ...(opts.write ? ['--write'] : [])], {
-      stdio: ['ignore', opts.json ? 2 : 'inherit', 'inherit'],
-    });
+    // So do the counter-store benchmarks: memory always, Redis when one answers at REDIS_URL.
+    const sub = [...(opts.quick ? ['--quick'] : []), ...(opts.write ? ['--write'] : [])];
+    for (const script of ['policy.js', 'limits.js', 'limits-redis.js']) {
+      try {
+        execFileSync(process.execPath, [join(HERE, script), ...sub], { stdio: ['ignore', opts.json ? 2 : 'inherit', 'inherit'] });
+      } catch (err) {
+        if (script !== 'limits-redis.js') throw err;
+        log('limits-redis bench skipped: no Redis answered (set REDIS_URL)');
+      }
+    }
     const missed = cs.filter((c) => c.met === false);
     if (opts.enforce && missed.length > 0) {
       log(`--enforce: ${missed.length} target(s) missed`);

@@ -7,7 +7,7 @@ import { ConfigError } from './errors.js';
 import { Gateway } from './gateway/gateway.js';
 import { logConversionWarnings, watchPolicies } from './gateway/reload.js';
 import { Limiter } from './limits/limiter.js';
-import type { CounterStore } from './limits/store.js';
+import type { CounterStore } from './limits/limiter.js';
 import { createMemoryStore } from './limits/store/memory.js';
 import type { Logger } from './telemetry/logger.js';
 import { HttpListener } from './transport/downstream/http.js';

@@ -30,6 +30,18 @@ export interface ServerRuntime {
   validator?: ArgumentValidator;
 }
 
+/** An allowed tools/call on its way upstream: what the later checks (schema, limits) need. */
+interface AllowedCall {
+  readonly session: Session;
+  readonly req: JsonRpcRequest;
+  readonly raw: string | undefined;
+  readonly reply: CallHandlers;
+  readonly options: CallOptions | undefined;
+  readonly tool: string;
+  readonly args: unknown;
+  readonly decision: Decision;
+}
+
 /** The grant of every caller while authentication is off. */
 export const ANONYMOUS_GRANT = 'anonymous';
 
@@ -224,7 +236,7 @@ export class Gateway {
             );
           }
         } else if (validator.needsListing(name)) {
-          this.listThenCheck(session, req, raw, reply, options, name, args, decision);
+          this.listThenCheck({ session, req, raw, reply, options, tool: name, args, decision });
           return;
         } else {
           const problem = validator.check(name, args);
@@ -235,7 +247,7 @@ export class Gateway {
         }
       }
       if (decision.limits.length > 0) {
-        this.admit(session, req, raw, reply, options, name, args, decision);
+        this.admit({ session, req, raw, reply, options, tool: name, args, decision });
         return;
       }
     } else if (req.method === 'tools/list') {
@@ -273,17 +285,9 @@ export class Gateway {
    * Reserves the call's limits (all of them or none), then forwards it; the reservation is
    * settled with the answer: kept for a success, given back for a failure.
    */
-  private admit(
-    session: Session,
-    req: JsonRpcRequest,
-    raw: string | undefined,
-    reply: CallHandlers,
-    options: CallOptions | undefined,
-    tool: string,
-    args: unknown,
-    decision: Decision,
-  ): void {
-    const ctx = { server: session.server.name, grant: session.grant, session: session.shared ? undefined : session.id, args };
+  private admit(call: AllowedCall): void {
+    const { session, req, reply, decision } = call;
+    const ctx = { server: session.server.name, grant: session.grant, session: session.shared ? undefined : session.id, args: call.args };
     const outcome = this.opts.limiter.reserve(decision.limits, ctx);
     if (outcome instanceof Promise) {
       session.inflight++;
@@ -294,23 +298,15 @@ export class Gateway {
           reply.onResponse(errorResponse(req.id, JsonRpcErrors.UPSTREAM_ERROR, 'the gateway is shutting down'), undefined);
           return;
         }
-        this.afterLimits(o, session, req, raw, reply, options, tool, decision);
+        this.afterLimits(o, call);
       });
     } else {
-      this.afterLimits(outcome, session, req, raw, reply, options, tool, decision);
+      this.afterLimits(outcome, call);
     }
   }
 
-  private afterLimits(
-    o: LimitOutcome,
-    session: Session,
-    req: JsonRpcRequest,
-    raw: string | undefined,
-    reply: CallHandlers,
-    options: CallOptions | undefined,
-    tool: string,
-    decision: Decision,
-  ): void {
+  private afterLimits(o: LimitOutcome, call: AllowedCall): void {
+    const { session, req, raw, reply, options, tool, decision } = call;
     if (o.ok) {
       this.track(session, req, raw, this.settling(reply, o.ticket), options);
       return;
@@ -361,16 +357,8 @@ export class Gateway {
    * server's tools itself, once for all the calls waiting, then checks. A listing that fails lets
    * the call through unchecked rather than blocking every call on a broken upstream list.
    */
-  private listThenCheck(
-    session: Session,
-    req: JsonRpcRequest,
-    raw: string | undefined,
-    reply: CallHandlers,
-    options: CallOptions | undefined,
-    tool: string,
-    args: unknown,
-    decision: Decision,
-  ): void {
+  private listThenCheck(call: AllowedCall): void {
+    const { session, req, raw, reply, options, tool, args, decision } = call;
     const validator = this.validatorFor(session.server);
     void validator
       .listOnce(() => this.listTools(session, validator))
@@ -381,7 +369,7 @@ export class Gateway {
         }
         const problem = validator.check(tool, args);
         if (problem !== undefined) this.refuseArguments(session, req, reply, tool, problem, decision.policyVersion);
-        else if (decision.limits.length > 0) this.admit(session, req, raw, reply, options, tool, args, decision);
+        else if (decision.limits.length > 0) this.admit(call);
         else this.track(session, req, raw, reply, options);
       });
   }

@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { evaluate, parsePolicy } from '../policy/index.js';
 import type { LimitSpec } from '../policy/index.js';
-import { Limiter, STORE_RULE, type CallContext, type LimitOutcome } from './limiter.js';
-import { CounterStoreError, type CounterStore } from './store.js';
+import { CounterStoreError, Limiter, STORE_RULE, type CallContext, type CounterStore, type LimitOutcome } from './limiter.js';
+
 import { createMemoryStore } from './store/memory.js';
 
 const T0 = Date.UTC(2026, 10, 22, 12, 0, 0);

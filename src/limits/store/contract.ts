@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { describe, test } from 'node:test';
-import type { CounterKind, CounterRequest, CounterStore, Refusal, Reservation, ReserveOutcome } from '../store.js';
+import type { CounterKind, CounterRequest, CounterStore, Refusal, Reservation, ReserveOutcome } from '../limiter.js';
 
 /** Options of {@link counterStoreContract}. */
 export interface ContractOptions {

@@ -1,5 +1,5 @@
-import { CounterStoreError } from '../store.js';
-import type { Admission, CounterRequest, CounterStore, Reservation, ReserveOutcome } from '../store.js';
+import { CounterStoreError } from '../limiter.js';
+import type { Admission, CounterRequest, CounterStore, Reservation, ReserveOutcome } from '../limiter.js';
 
 /** Options of {@link createMemoryStore}. */
 export interface MemoryStoreOptions {

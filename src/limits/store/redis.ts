@@ -4,8 +4,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
-import { CounterStoreError } from '../store.js';
-import type { CounterKind, CounterRequest, CounterStore, Reservation, ReserveOutcome } from '../store.js';
+import { CounterStoreError } from '../limiter.js';
+import type { CounterKind, CounterRequest, CounterStore, Reservation, ReserveOutcome } from '../limiter.js';
 import { RESERVE_LUA, SETTLE_LUA } from './redis-scripts.js';
 
 export interface RedisStoreOptions {
