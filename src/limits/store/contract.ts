@@ -76,6 +76,17 @@ export function counterStoreContract(label: string, open: () => Promise<CounterS
       }
     }));
 
+    test('counts fractional amounts exactly, to a millionth: 0.1 + 0.2 + 0.7 fills a max of 1, in any order', withStore(async (s) => {
+      for (const kind of ['rolling', 'calendar', 'in_flight'] as const) {
+        const k = s.counter(kind, `frac-${kind}`, kind === 'in_flight' ? 0 : HOUR, 1);
+        for (const [i, a] of [0.1, 0.2, 0.7].entries()) await s.admit([k(a)], s.t0 + i);
+        await s.refuse([k(0.000001)], s.t0 + 3);
+        const k2 = s.counter(kind, `frac2-${kind}`, kind === 'in_flight' ? 0 : HOUR, 2);
+        // In doubles these sum to 2.0000000000000004 and the last would be refused.
+        for (const [i, a] of [0.7, 0.9, 0.1, 0.1, 0.2].entries()) await s.admit([k2(a)], s.t0 + i);
+      }
+    }));
+
     test('refuses an amount larger than max with retryAfterMs Infinity, on an empty counter of every kind', withStore(async (s) => {
       for (const kind of ['rolling', 'calendar', 'in_flight'] as const) {
         const k = s.counter(kind, `big-${kind}`, kind === 'in_flight' ? 0 : MINUTE, 5);

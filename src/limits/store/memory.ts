@@ -34,6 +34,11 @@ export interface MemoryStore extends CounterStore {
 }
 
 const DEFAULT_MAX_KEYS = 1_000_000;
+// Amounts count in millionths, as whole numbers, exactly as the Redis store counts them: sums of
+// doubles drift (0.1 + 0.2 + 0.7 > 1), sums of integers below 2^53 do not, and both stores must
+// admit the same calls.
+const UNITS_PER_AMOUNT = 1_000_000;
+const units = (amount: number): number => Math.round(amount * UNITS_PER_AMOUNT);
 const DEFAULT_SWEEP_INTERVAL_MS = 60_000;
 // An in-flight slot frees when some call ends, which the store cannot predict: a hint, not a promise.
 const IN_FLIGHT_RETRY_MS = 1_000;
@@ -294,10 +299,10 @@ class MemoryCounterStore implements MemoryStore {
 
     for (let i = 0; i < n; i++) {
       const c = counters[i]!;
-      const amount = c.amount;
-      const max = c.max;
-      if (!(amount >= 0 && amount <= Number.MAX_VALUE)) throw invalid(c, `amount must be a finite number >= 0, got ${amount}`);
-      if (!(max > 0 && max <= Number.MAX_VALUE)) throw invalid(c, `max must be a positive number, got ${max}`);
+      if (!(c.amount >= 0 && c.amount <= Number.MAX_VALUE)) throw invalid(c, `amount must be a finite number >= 0, got ${c.amount}`);
+      if (!(c.max > 0 && c.max <= Number.MAX_VALUE)) throw invalid(c, `max must be a positive number, got ${c.max}`);
+      const amount = units(c.amount);
+      const max = units(c.max);
       const kind = c.kind;
       if (kind !== 'in_flight') {
         if (kind !== 'rolling' && kind !== 'calendar') throw invalid(c, `unknown kind ${JSON.stringify(kind)}`);
@@ -354,7 +359,7 @@ class MemoryCounterStore implements MemoryStore {
     const admitted = new Admitted(this.id);
     for (let i = 0; i < n; i++) {
       const c = counters[i]!;
-      const amount = c.amount;
+      const amount = units(c.amount);
       if (amount === 0) continue;
       const kind = c.kind;
       if (kind === 'rolling') {
