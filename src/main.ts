@@ -10,6 +10,7 @@ import { Limiter } from './limits/limiter.js';
 import type { CounterStore } from './limits/limiter.js';
 import { createMemoryStore } from './limits/store/memory.js';
 import type { Logger } from './telemetry/logger.js';
+import { Metrics } from './telemetry/metrics.js';
 import { HttpListener } from './transport/downstream/http.js';
 import { originPolicy } from './transport/downstream/origin.js';
 import { HttpUpstream } from './transport/upstream/http.js';
@@ -50,11 +51,12 @@ export async function createCounterStore(counters: Pick<CountersConfig, 'url'>, 
   });
 }
 
-/** A limiter over `store` that logs every store failure it is told about. */
-export function createLimiter(store: CounterStore, counters: Pick<CountersConfig, 'onStoreError'>, logger: Logger): Limiter {
+/** A limiter over `store` that logs (and counts, given metrics) every store failure it is told about. */
+export function createLimiter(store: CounterStore, counters: Pick<CountersConfig, 'onStoreError'>, logger: Logger, metrics?: Metrics): Limiter {
   return new Limiter(store, {
     onStoreError: counters.onStoreError,
     onStoreFailure: (err, during) => {
+      metrics?.storeError(store.name, during);
       logger.warn(
         { store: store.name, during, onStoreError: counters.onStoreError, err: err instanceof Error ? err.message : String(err) },
         during === 'reserve' ? `counter store failed: calls with limits are ${counters.onStoreError === 'deny' ? 'refused' : 'admitted uncounted'}` : 'counter store failed to settle a reservation',
@@ -63,9 +65,10 @@ export function createLimiter(store: CounterStore, counters: Pick<CountersConfig
   });
 }
 
-export function createGateway(config: GatewayConfig, logger: Logger, limiter: Limiter): Gateway {
+export function createGateway(config: GatewayConfig, logger: Logger, limiter: Limiter, metrics?: Metrics): Gateway {
   const gateway = new Gateway({
     logger,
+    metrics,
     sessionIdleTimeoutMs: config.sessionIdleTimeoutMs,
     limiter,
     refundToolErrors: config.counters.refundToolErrors,
@@ -93,7 +96,8 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
   }
   for (const server of config.servers.values()) logConversionWarnings(logger, server.name, server.policy);
   const store = await createCounterStore(config.counters, logger);
-  const gateway = createGateway(config, logger, createLimiter(store, config.counters, logger));
+  const metrics = new Metrics();
+  const gateway = createGateway(config, logger, createLimiter(store, config.counters, logger, metrics), metrics);
   const listener = new HttpListener(gateway, {
     host: config.listen.host,
     port: config.listen.port,

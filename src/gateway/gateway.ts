@@ -4,6 +4,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Logger } from '../telemetry/logger.js';
+import type { CallOutcome, Metrics } from '../telemetry/metrics.js';
 import { ErrorCodes, JsonRpcErrors, PolicyLayerError } from '../errors.js';
 import type { LimitOutcome, Limiter, Ticket } from '../limits/limiter.js';
 import { evaluate, visibleTools, type CompiledPolicy, type Decision } from '../policy/index.js';
@@ -88,6 +89,8 @@ export interface GatewayOptions {
   limiter: Limiter;
   /** Whether a tool result with `isError: true` gives its limits back, like a failed call (default true). */
   refundToolErrors?: boolean;
+  /** Counts every tools/call by outcome, when given. */
+  metrics?: Metrics;
   /** Injected for exact expiry tests. */
   now?: () => number;
 }
@@ -140,6 +143,11 @@ export class Gateway {
     const every = Math.max(1000, Math.min(60_000, Math.floor(this.opts.sessionIdleTimeoutMs / 4)));
     this.sweepTimer = setInterval(() => this.sweep(), every);
     this.sweepTimer.unref();
+  }
+
+  /** The gateway's metrics, served at /metrics, if it counts them. */
+  get metrics(): Metrics | undefined {
+    return this.opts.metrics;
   }
 
   get isDraining(): boolean {
@@ -215,12 +223,15 @@ export class Gateway {
           { server: session.server.name, tool: name, rule: decision.rule, wouldBe: decision.effect, reason: decision.reason },
           'shadow: the policy would have refused this call',
         );
+        this.count(session, 'shadow_refused');
       } else if (decision.effect === 'hidden') {
         // Exactly what a server answers for a tool it does not have: the agent learns nothing more.
+        this.count(session, 'hidden');
         reply.onResponse(errorResponse(req.id, JsonRpcErrors.INVALID_PARAMS, `Unknown tool: ${name}`), undefined);
         return;
       } else if (decision.effect === 'deny') {
         this.log.info({ server: session.server.name, tool: name, rule: decision.rule }, 'call denied by policy');
+        this.count(session, 'denied');
         reply.onResponse(resultResponse(req.id, refusalResult(name, decision)), undefined);
         return;
       }
@@ -234,6 +245,7 @@ export class Gateway {
               { server: session.server.name, tool: name, rule: INPUT_SCHEMA_RULE, wouldBe: 'deny', reason: problem },
               'shadow: the arguments would have been refused',
             );
+            this.count(session, 'shadow_refused');
           }
         } else if (validator.needsListing(name)) {
           this.listThenCheck({ session, req, raw, reply, options, tool: name, args, decision });
@@ -250,6 +262,7 @@ export class Gateway {
         this.admit({ session, req, raw, reply, options, tool: name, args, decision });
         return;
       }
+      this.count(session, 'allowed');
     } else if (req.method === 'tools/list') {
       handlers = {
         ...reply,
@@ -278,6 +291,7 @@ export class Gateway {
   private refuseArguments(session: Session, req: JsonRpcRequest, reply: CallHandlers, tool: string, reason: string, policyVersion: string): void {
     const d = { rule: INPUT_SCHEMA_RULE, reason, policyVersion };
     this.log.info({ server: session.server.name, tool, rule: INPUT_SCHEMA_RULE, reason }, 'call refused: arguments do not match the tool’s input schema');
+    this.count(session, 'invalid_arguments');
     reply.onResponse(resultResponse(req.id, refusalResult(tool, d)), undefined);
   }
 
@@ -308,6 +322,7 @@ export class Gateway {
   private afterLimits(o: LimitOutcome, call: AllowedCall): void {
     const { session, req, raw, reply, options, tool, decision } = call;
     if (o.ok) {
+      this.count(session, 'allowed');
       this.track(session, req, raw, this.settling(reply, o.ticket), options);
       return;
     }
@@ -315,12 +330,19 @@ export class Gateway {
     if (!decision.enforced) {
       // Shadow mode: the refusal is recorded and the call goes through, uncounted.
       this.log.info({ ...log, wouldBe: 'deny' }, 'shadow: a limit would have refused this call');
+      this.count(session, 'shadow_refused');
+      this.count(session, 'allowed');
       this.track(session, req, raw, reply, options);
       return;
     }
     this.log.info(log, 'call refused by a limit');
+    this.count(session, 'limited');
     const d = { rule: o.rule, reason: o.reason, policyVersion: decision.policyVersion };
     reply.onResponse(resultResponse(req.id, refusalResult(tool, d, o.retryAfterSeconds)), undefined);
+  }
+
+  private count(session: Session, outcome: CallOutcome): void {
+    this.opts.metrics?.call(session.server.name, outcome);
   }
 
   /** Wraps `reply` so the call's answer settles its reservation: a failure gives the counts back. */
@@ -370,7 +392,10 @@ export class Gateway {
         const problem = validator.check(tool, args);
         if (problem !== undefined) this.refuseArguments(session, req, reply, tool, problem, decision.policyVersion);
         else if (decision.limits.length > 0) this.admit(call);
-        else this.track(session, req, raw, reply, options);
+        else {
+          this.count(session, 'allowed');
+          this.track(session, req, raw, reply, options);
+        }
       });
   }
 

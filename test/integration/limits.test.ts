@@ -79,6 +79,18 @@ servers:
     assert.match(r.text, /create_session_rate/);
   });
 
+  test('counts allowed and limited calls in the Prometheus metrics at /metrics', async () => {
+    const res = await fetch(`${gw.url}/metrics`);
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get('content-type') ?? '', /^text\/plain/);
+    const text = await res.text();
+    assert.match(text, /^policylayer_tool_calls_total\{server="piloty",outcome="allowed"\} 10$/m);
+    assert.match(text, /^policylayer_tool_calls_total\{server="piloty",outcome="limited"\} 2$/m);
+    // A page on another site cannot read them through the user's browser.
+    const foreign = await fetch(`${gw.url}/metrics`, { headers: { origin: 'https://evil.example' } });
+    assert.equal(foreign.status, 403);
+  });
+
   test('admits 30 create_join_session and 30 submit_media_block calls in a minute, each on its own counter', async () => {
     const c = await connect('poolparty');
     assert.equal(admitted(await callMany(c, 31, 'create_join_session')), 30);
@@ -221,6 +233,9 @@ servers:
           assert.equal(limited.text, 'called limited');
         }
         assert.equal((await call(c, 'free')).text, 'called free');
+        // The failure is a metric too, so an operator's alert does not depend on reading logs.
+        const metrics = await (await fetch(`${gw.url}/metrics`)).text();
+        assert.match(metrics, /^policylayer_counter_store_errors_total\{store="redis",during="reserve"\} [1-9]/m);
       } finally {
         await c.close();
         await gw.stop();

@@ -92,6 +92,15 @@ export class HttpListener {
       this.sendJson(res, this.gateway.isDraining ? 503 : 200, { status: this.gateway.isDraining ? 'draining' : 'ok' });
       return;
     }
+    const metrics = this.gateway.metrics;
+    if (path === '/metrics' && metrics !== undefined) {
+      // Same Host/Origin check as the MCP endpoints: a web page must not read them through the browser.
+      checkHostAndOrigin(req, this.opts.origins);
+      const text = await metrics.text();
+      res.writeHead(200, { 'content-type': metrics.contentType, 'cache-control': 'no-store' });
+      res.end(text);
+      return;
+    }
     if (!path.startsWith(MCP_PREFIX)) {
       this.sendJson(res, 404, { error: 'not found: MCP endpoints are at /mcp/<server>' });
       return;
