@@ -2,13 +2,15 @@
  * Composition root: turns a loaded config into running parts. Only this file (and the CLI)
  * chooses concrete transports and backends.
  */
+import path from 'node:path';
 import type { CountersConfig, GatewayConfig, ServerConfig } from './config/index.js';
-import { ConfigError } from './errors.js';
 import { Gateway } from './gateway/gateway.js';
 import { logConversionWarnings, watchPolicies } from './gateway/reload.js';
 import { Limiter } from './limits/limiter.js';
 import type { CounterStore } from './limits/limiter.js';
 import { createMemoryStore } from './limits/store/memory.js';
+import { GrantAuthenticator } from './identity/authenticator.js';
+import type { ControlStore } from './store/store.js';
 import type { Logger } from './telemetry/logger.js';
 import { Metrics } from './telemetry/metrics.js';
 import { HttpListener } from './transport/downstream/http.js';
@@ -32,6 +34,29 @@ export function createUpstream(server: ServerConfig, logger: Logger): Upstream {
   }
   const opts = { name: server.name, url: server.url!, headers: server.headers, timeoutMs: server.timeoutMs, logger };
   return server.transport === 'sse' ? new LegacySseUpstream(opts) : new HttpUpstream(opts);
+}
+
+/**
+ * The control-plane store a `store` setting names: `sqlite:<path>` (relative to `baseDir`, the
+ * config's folder) or `postgres://…`. Its driver is loaded only then; migrations are applied.
+ */
+export async function openControlStore(store: string, baseDir: string): Promise<ControlStore> {
+  let opened: ControlStore;
+  if (store.startsWith('sqlite:')) {
+    const { openSqliteStore } = await import('./store/sqlite.js');
+    const file = store.slice('sqlite:'.length);
+    opened = openSqliteStore(file === ':memory:' ? file : path.resolve(baseDir, file));
+  } else {
+    const { openPostgresStore } = await import('./store/postgres.js');
+    opened = openPostgresStore(store);
+  }
+  try {
+    await opened.migrate();
+  } catch (err) {
+    await opened.close().catch(() => {});
+    throw err;
+  }
+  return opened;
 }
 
 /** The counter store the config names: in-process memory, or Redis (its client loaded only then). */
@@ -88,12 +113,9 @@ export interface RunningGateway {
 }
 
 export async function startGateway(config: GatewayConfig, logger: Logger): Promise<RunningGateway> {
-  if (config.auth.required) {
-    // Serving without the authentication the operator asked for would be worse than not serving.
-    throw new ConfigError([
-      `${config.source}: /auth/required: grants are not implemented in this version; set it to false (local use only) or remove it`,
-    ]);
-  }
+  // The control-plane store is opened only when grants are checked: a local gateway without
+  // authentication writes no database file.
+  const control = config.auth.required ? await openControlStore(config.store, process.cwd()) : undefined;
   for (const server of config.servers.values()) logConversionWarnings(logger, server.name, server.policy);
   const store = await createCounterStore(config.counters, logger);
   const metrics = new Metrics();
@@ -104,9 +126,19 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
     maxBodyBytes: config.maxBodyBytes,
     origins: originPolicy(config.allowedHosts, config.allowedOrigins),
     logger,
+    authenticator: control === undefined ? undefined : new GrantAuthenticator(control),
   });
-  await listener.listen();
-  logger.warn('authentication is off: any local client may call these servers (grants come in a later version)');
+  try {
+    await listener.listen();
+  } catch (err) {
+    await control?.close();
+    throw err;
+  }
+  if (control === undefined) {
+    logger.warn('authentication is off (auth.required: false): any client that reaches this address may call these servers; use it for local, single-user setups only');
+  } else {
+    logger.info({ store: control.kind }, 'authentication on: every MCP request needs a grant token');
+  }
   // Upstreams start after the port is bound so a port clash fails fast, before any child is spawned.
   void gateway.start();
   const stopWatching = watchPolicies(gateway, logger);
@@ -121,6 +153,7 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
         listener.stopAccepting();
         await gateway.shutdown(config.shutdownGraceMs);
         await listener.close();
+        await control?.close();
       })()),
   };
 }

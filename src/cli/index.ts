@@ -5,6 +5,7 @@ import { validateCommand } from './validate.js';
 import { explainCommand } from './explain.js';
 import { testCommand } from './test.js';
 import { convertCommand } from './convert.js';
+import { grantsCommand } from './grants.js';
 
 export interface Command {
   summary: string;
@@ -19,6 +20,7 @@ const COMMANDS: Record<string, Command> = {
   explain: explainCommand,
   test: testCommand,
   convert: convertCommand,
+  grants: grantsCommand,
 };
 
 function help(): string {

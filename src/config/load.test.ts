@@ -80,7 +80,8 @@ servers:
       const c = loadGatewayConfig(join(dir, 'gateway.yaml'), { POOLPARTY_API_KEY: 'pp-secret-key' });
       assert.deepEqual(c.listen, { host: '127.0.0.1', port: 4100 });
       assert.deepEqual(c.admin, { host: '127.0.0.1', port: 4101 });
-      assert.equal(c.store, 'sqlite:./data/policylayer.db');
+      // The store file, like every path in the config, is relative to the config's folder.
+      assert.equal(c.store, `sqlite:${join(dir, 'data/policylayer.db')}`);
       assert.deepEqual(c.counters, { url: 'memory', onStoreError: 'deny', refundToolErrors: true });
       assert.deepEqual(c.auth, { required: false });
       assert.equal(c.maxBodyBytes, 4_194_304);
@@ -110,7 +111,7 @@ test('applies every default when only servers is given', () => {
   const c = parse(`servers:\n  s: { command: server, policy: ${ALLOW_ALL} }\n`);
   assert.deepEqual(c.listen, { host: '127.0.0.1', port: 4100 });
   assert.equal(c.admin, undefined);
-  assert.equal(c.store, 'sqlite:./data/policylayer.db');
+  assert.equal(c.store, 'sqlite:/srv/pl/data/policylayer.db');
   assert.deepEqual(c.counters, { url: 'memory', onStoreError: 'deny', refundToolErrors: true });
   assert.deepEqual(c.auth, { required: false });
   assert.equal(c.maxBodyBytes, 4 * 1024 * 1024);

@@ -127,7 +127,8 @@ export function parseGatewayConfig(text: string, source: string, env: Env = proc
   const config: GatewayConfig = {
     source,
     listen: doc.listen,
-    store: doc.store,
+    // A SQLite file is relative to this config's folder, like every other path in it.
+    store: doc.store.startsWith('sqlite:') && doc.store !== 'sqlite::memory:' ? `sqlite:${resolve(baseDir, doc.store.slice('sqlite:'.length))}` : doc.store,
     counters: {
       url: doc.counters.url,
       onStoreError: doc.counters.on_store_error,

@@ -67,6 +67,8 @@ export class Session {
   closed = false;
   /** The agent identity calling through this session: the `grant` scope of limits. */
   grant = ANONYMOUS_GRANT;
+  /** The grant's own policy on this server, when it has one; else the server's applies. */
+  policy: CompiledPolicy | undefined;
   /**
    * True for the one session all stateless clients share: it is no client's own session, so its
    * `session`-scoped limits count per grant instead.
@@ -207,7 +209,7 @@ export class Gateway {
     // repeated, parsers disagree on which one wins (JavaScript keeps the last, some the first), so
     // such a request is re-serialised from the parsed message the policy was evaluated on.
     if (raw !== undefined && !hasUniqueKeys(raw)) raw = undefined;
-    const policy = session.server.policy;
+    const policy = options?.policy ?? session.policy ?? session.server.policy;
     let handlers = reply;
     if (req.method === 'tools/call') {
       const name = req.params?.name;
@@ -301,7 +303,8 @@ export class Gateway {
    */
   private admit(call: AllowedCall): void {
     const { session, req, reply, decision } = call;
-    const ctx = { server: session.server.name, grant: session.grant, session: session.shared ? undefined : session.id, args: call.args };
+    const grant = call.options?.grant ?? session.grant;
+    const ctx = { server: session.server.name, grant, session: session.shared ? undefined : session.id, args: call.args };
     const outcome = this.opts.limiter.reserve(decision.limits, ctx);
     if (outcome instanceof Promise) {
       session.inflight++;

@@ -19,6 +19,8 @@ export interface V1Options {
   capabilities?: ClientCapabilities;
   /** Called before connect, to register request handlers (sampling, elicitation) the capabilities promise. */
   setup?: (client: Client) => void;
+  /** Extra HTTP headers on every request (Authorization, for a gateway with grants). */
+  headers?: Record<string, string>;
 }
 
 function makeClient(opts: V1Options): Client {
@@ -30,7 +32,7 @@ function makeClient(opts: V1Options): Client {
 /** A v1 SDK client over Streamable HTTP (session era). */
 export async function connectHttp(url: string, opts: V1Options = {}): Promise<V1Connection> {
   const client = makeClient(opts);
-  const transport = new StreamableHTTPClientTransport(new URL(url));
+  const transport = new StreamableHTTPClientTransport(new URL(url), opts.headers ? { requestInit: { headers: opts.headers } } : undefined);
   await client.connect(transport);
   return {
     client,

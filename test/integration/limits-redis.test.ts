@@ -10,6 +10,8 @@ import { after, before, describe, test } from 'node:test';
 import { connectHttp, textOf, type V1Connection } from '../helpers/clients.js';
 import { tempDir, type TempDir } from '../helpers/fs.js';
 import { REPO_ROOT, startProcess, type StartedProcess } from '../helpers/processes.js';
+import { hashToken, newToken } from '../../src/identity/tokens.js';
+import { openControlStore } from '../../src/main.js';
 
 const REDIS_URL = process.env.REDIS_URL;
 const REQUIRED = process.env.REQUIRE_SERVICES === '1';
@@ -25,6 +27,7 @@ describe('three gateway replicas sharing one Redis', { skip }, () => {
   const replicas: StartedProcess[] = [];
   const urls: string[] = [];
   const clients: V1Connection[] = [];
+  const others: V1Connection[] = [];
 
   before(async () => {
     assert.ok(REDIS_URL, 'REDIS_URL must be set when REQUIRE_SERVICES=1');
@@ -46,12 +49,21 @@ describe('three gateway replicas sharing one Redis', { skip }, () => {
       'gateway.yaml',
       `listen: 127.0.0.1:0
 counters: ${REDIS_URL}
+auth: { required: true }
+store: sqlite:./control.db
 servers:
   shared:
     command: ${JSON.stringify([process.execPath, FIXTURE, '--tools', 'create_session,charge'])}
     policy: policy.json
 `,
     );
+    // Two agents, each with its own grant: the `grant` scope counts them apart on every replica.
+    const store = await openControlStore(`sqlite:${path.join(tmp.path, 'control.db')}`, tmp.path);
+    const alice = newToken();
+    const bob = newToken();
+    await store.createGrant({ label: 'alice', servers: ['shared'] }, hashToken(alice), Date.now());
+    await store.createGrant({ label: 'bob', servers: ['shared'] }, hashToken(bob), Date.now());
+    await store.close();
     const started = await Promise.all(
       Array.from({ length: REPLICAS }, () =>
         startProcess([process.execPath, CLI, 'serve', '-c', path.join(tmp.path, 'gateway.yaml'), '--log-level', 'warn'], {
@@ -64,11 +76,13 @@ servers:
       replicas.push(p);
       urls.push(`${p.ready![1]!}/mcp/shared`);
     }
-    for (let i = 0; i < CLIENTS; i++) clients.push(await connectHttp(urls[i % REPLICAS]!));
+    const as = (token: string) => ({ headers: { authorization: `Bearer ${token}` } });
+    for (let i = 0; i < CLIENTS; i++) clients.push(await connectHttp(urls[i % REPLICAS]!, as(alice)));
+    for (let i = 0; i < REPLICAS * 2; i++) others.push(await connectHttp(urls[i % REPLICAS]!, as(bob)));
   });
 
   after(async () => {
-    await Promise.all(clients.map((c) => c.close().catch(() => {})));
+    await Promise.all([...clients, ...others].map((c) => c.close().catch(() => {})));
     await Promise.all(replicas.map((p) => p.stop()));
     tmp?.remove();
   });
@@ -79,12 +93,18 @@ servers:
     return { admitted: results.length - refusals.length, refusals };
   }
 
-  test('admits exactly 100 of 180 concurrent create_session calls from 60 clients over 3 replicas', async () => {
+  test('admits exactly 100 of 180 concurrent create_session calls from 60 clients of one grant over 3 replicas', async () => {
     const calls = clients.flatMap((c) => [0, 1, 2].map(() => c.client.callTool({ name: 'create_session', arguments: {} })));
     const { admitted, refusals } = await admittedOf(calls);
     assert.equal(admitted, 100);
     assert.equal(refusals.length, 80);
     for (const r of refusals) assert.match(r, /allows at most 100 calls per minute per agent grant/);
+  });
+
+  test('gives a second grant its own 100, over the same replicas', async () => {
+    const calls = others.flatMap((c) => Array.from({ length: 20 }, () => c.client.callTool({ name: 'create_session', arguments: {} })));
+    const { admitted } = await admittedOf(calls);
+    assert.equal(admitted, 100);
   });
 
   test('admits spend up to exactly the 1000 quota across replicas, whatever the interleaving', async () => {

@@ -4,6 +4,9 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { GrantAuthenticator, Principal } from '../../identity/authenticator.js';
+import { parsePolicy } from '../../policy/index.js';
+import type { CompiledPolicy } from '../../policy/types.js';
 import type { Logger } from '../../telemetry/logger.js';
 import { ErrorCodes, PolicyLayerError, wireOf } from '../../errors.js';
 import type { Gateway, ServerRuntime, Session } from '../../gateway/gateway.js';
@@ -28,9 +31,13 @@ export interface HttpListenerOptions {
   maxBodyBytes: number;
   origins: OriginPolicy;
   logger: Logger;
+  /** Present when `auth.required`: every MCP request must carry a grant's bearer token. */
+  authenticator?: GrantAuthenticator | undefined;
 }
 
 const MCP_PREFIX = '/mcp/';
+/** RFC 9728 section 3: the metadata of resource `/mcp/<server>` is at this path followed by it. */
+const RESOURCE_METADATA = '/.well-known/oauth-protected-resource';
 
 export class HttpListener {
   readonly gateway: Gateway;
@@ -40,6 +47,8 @@ export class HttpListener {
   private readonly stateless: StatelessHandler;
   /** Open SSE responses, ended at shutdown so clients see a clean close rather than a reset. */
   private readonly streams = new Set<ServerResponse>();
+  /** Grants' own policies, compiled once per grant, server and text. */
+  private readonly grantPolicies = new Map<string, { text: string; policy: CompiledPolicy }>();
 
   constructor(gateway: Gateway, opts: HttpListenerOptions) {
     this.gateway = gateway;
@@ -101,6 +110,11 @@ export class HttpListener {
       res.end(text);
       return;
     }
+    const auth = this.opts.authenticator;
+    if (auth !== undefined && (path === RESOURCE_METADATA || path.startsWith(`${RESOURCE_METADATA}${MCP_PREFIX}`))) {
+      this.resourceMetadata(req, res, path.slice(RESOURCE_METADATA.length));
+      return;
+    }
     if (!path.startsWith(MCP_PREFIX)) {
       this.sendJson(res, 404, { error: 'not found: MCP endpoints are at /mcp/<server>' });
       return;
@@ -108,6 +122,11 @@ export class HttpListener {
     checkHostAndOrigin(req, this.opts.origins);
     const server = this.gateway.server(decodeSegment(path.slice(MCP_PREFIX.length)));
     if (this.gateway.isDraining) throw new PolicyLayerError(ErrorCodes.SHUTTING_DOWN, 'the gateway is shutting down');
+    let principal: Principal | undefined;
+    if (auth !== undefined) {
+      principal = await this.authenticate(req, res, auth, server, q >= 0 ? url.slice(q + 1) : '');
+      if (principal === undefined) return;
+    }
     const version = header(req, 'mcp-protocol-version');
     // A POST is checked once its body is read: a request of the stateless revision naming a version
     // the gateway lacks must get -32022 with the supported list, so its client can choose again.
@@ -116,18 +135,91 @@ export class HttpListener {
     }
     switch (req.method) {
       case 'POST':
-        return this.post(req, res, server, version);
+        return this.post(req, res, server, version, principal);
       case 'GET':
-        return this.get(req, res, server, version);
+        return this.get(req, res, server, version, principal);
       case 'DELETE':
-        return this.delete(req, res, server);
+        return this.delete(req, res, server, principal);
       default:
         res.setHeader('allow', 'GET, POST, DELETE');
         throw new PolicyLayerError(ErrorCodes.METHOD_NOT_ALLOWED, `method ${req.method} is not allowed here`);
     }
   }
 
-  private async post(req: IncomingMessage, res: ServerResponse, server: ServerRuntime, version: string | undefined): Promise<void> {
+  /**
+   * Checks the request's bearer token; on failure answers 401 or 403 with the WWW-Authenticate
+   * challenge that points at the resource metadata (RFC 6750 section 3, RFC 9728 section 5.1) and
+   * returns undefined. Nothing reaches the gateway, let alone the upstream.
+   */
+  private async authenticate(
+    req: IncomingMessage,
+    res: ServerResponse,
+    auth: GrantAuthenticator,
+    server: ServerRuntime,
+    query: string,
+  ): Promise<Principal | undefined> {
+    const challenge = (status: 401 | 403, error: string | undefined, description: string) => {
+      const metadata = `${this.baseUrl(req)}${RESOURCE_METADATA}${MCP_PREFIX}${encodeURIComponent(server.name)}`;
+      const parts = [`realm="policylayer"`, `resource_metadata="${metadata}"`];
+      if (error !== undefined) parts.push(`error="${error}"`, `error_description="${description.replace(/["\\]/g, '')}"`);
+      res.setHeader('www-authenticate', `Bearer ${parts.join(', ')}`);
+      this.sendJson(res, status, { error: error ?? 'unauthorized', error_description: description });
+      return undefined;
+    };
+    // A token in a URL ends up in logs, histories and Referer headers: refused even when valid.
+    const params = new URLSearchParams(query);
+    if (params.has('access_token') || /plg_[A-Za-z0-9_-]{20,}/.test(decodeURIComponentSafe(query))) {
+      return challenge(401, 'invalid_request', 'tokens are not accepted in the URL: send Authorization: Bearer <token>');
+    }
+    const result = await auth.authenticate(header(req, 'authorization'), server.name);
+    if (!result.ok) {
+      this.log.info({ server: server.name, status: result.status, error: result.error, reason: result.description }, 'request refused: authentication');
+      return challenge(result.status, result.error, result.description);
+    }
+    return result.principal;
+  }
+
+  /** The grant's own policy on `server`, compiled (once per text), or undefined when it has none. */
+  private policyOf(principal: Principal, server: ServerRuntime): CompiledPolicy | undefined {
+    const text = principal.policies[server.name];
+    if (text === undefined) return undefined;
+    const key = `${principal.grantId}\u0000${server.name}`;
+    const cached = this.grantPolicies.get(key);
+    if (cached !== undefined && cached.text === text) return cached.policy;
+    // Validated when the grant was created; a policy this build cannot read fails the request
+    // (and so fails closed) rather than falling back to a more permissive one.
+    const policy = parsePolicy(text, `grant ${principal.label}, server ${server.name}`);
+    this.grantPolicies.set(key, { text, policy });
+    return policy;
+  }
+
+  /** RFC 9728 protected-resource metadata of `/mcp/<server>` (or of the gateway as a whole). */
+  private resourceMetadata(req: IncomingMessage, res: ServerResponse, resourcePath: string): void {
+    checkHostAndOrigin(req, this.opts.origins);
+    if (resourcePath !== '') this.gateway.server(decodeSegment(resourcePath.slice(MCP_PREFIX.length)));
+    const base = this.baseUrl(req);
+    res.setHeader('cache-control', 'max-age=300');
+    this.sendJson(res, 200, {
+      resource: `${base}${resourcePath}`,
+      // Grant tokens are issued by the gateway's operators, not by an OAuth authorization server.
+      authorization_servers: [],
+      bearer_methods_supported: ['header'],
+      resource_name: resourcePath === '' ? 'PolicyLayer gateway' : `PolicyLayer: ${decodeSegment(resourcePath.slice(MCP_PREFIX.length))}`,
+    });
+  }
+
+  /** The URL the client used to reach this listener (its Host header has passed the origin check). */
+  private baseUrl(req: IncomingMessage): string {
+    return `http://${header(req, 'host') ?? this.url.slice('http://'.length)}`;
+  }
+
+  private async post(
+    req: IncomingMessage,
+    res: ServerResponse,
+    server: ServerRuntime,
+    version: string | undefined,
+    principal: Principal | undefined,
+  ): Promise<void> {
     const ct = header(req, 'content-type') ?? '';
     if (!ct.toLowerCase().startsWith('application/json')) {
       throw new PolicyLayerError(ErrorCodes.UNSUPPORTED_MEDIA_TYPE, 'Content-Type must be application/json');
@@ -155,7 +247,8 @@ export class HttpListener {
     if (version === STATELESS_PROTOCOL_VERSION || (kind === 'request' && isStatelessRequest(message as JsonRpcRequest))) {
       // A stateless client cannot resume a stream (the revision has no Last-Event-ID), so an early
       // close upstream is resumed by the gateway itself.
-      return this.stateless.post(req, res, server, message, kind, raw, this.replyOver(res, false));
+      const caller = principal === undefined ? undefined : { grant: principal.grantId, policy: this.policyOf(principal, server) };
+      return this.stateless.post(req, res, server, message, kind, raw, this.replyOver(res, false), caller);
     }
     if (version !== undefined && !isSessionVersion(version)) {
       throw Object.assign(new PolicyLayerError(ErrorCodes.UNSUPPORTED_PROTOCOL_VERSION, `unsupported MCP-Protocol-Version '${version}'`), {
@@ -172,11 +265,16 @@ export class HttpListener {
       const { session, response } = await this.gateway.initialize(server, message as JsonRpcRequest).catch((err: unknown) => {
         throw Object.assign(err as Error, { rpcId: (message as JsonRpcRequest).id });
       });
+      // The session is the grant's: limits count against it, and no other grant may use the session.
+      if (principal !== undefined) {
+        session.grant = principal.grantId;
+        session.policy = this.policyOf(principal, server);
+      }
       res.setHeader('mcp-session-id', session.id);
       this.sendJson(res, 200, response);
       return;
     }
-    const session = this.requireSession(sessionId, server, message);
+    const session = this.requireSession(sessionId, server, message, principal);
     if (kind === 'request') {
       this.gateway.call(session, message as JsonRpcRequest, raw, this.replyOver(res));
       return;
@@ -185,18 +283,28 @@ export class HttpListener {
     res.writeHead(202).end();
   }
 
-  private requireSession(sessionId: string | undefined, server: ServerRuntime, message: unknown): Session {
+  private requireSession(sessionId: string | undefined, server: ServerRuntime, message: unknown, principal: Principal | undefined): Session {
     if (sessionId === undefined) {
       throw Object.assign(
         new PolicyLayerError(ErrorCodes.SESSION_REQUIRED, 'Mcp-Session-Id header is required: send initialize first'),
         { rpcId: idOf(message) },
       );
     }
+    let session: Session;
     try {
-      return this.gateway.session(sessionId, server);
+      session = this.gateway.session(sessionId, server);
     } catch (err) {
       throw Object.assign(err as Error, { rpcId: idOf(message) });
     }
+    // A session id presented with another grant's token answers as unknown: a stolen id is worth
+    // nothing, and the answer does not even confirm that the session exists.
+    if (principal !== undefined && session.grant !== principal.grantId) {
+      this.log.warn({ server: server.name, grant: principal.label }, 'request refused: the session belongs to another grant');
+      throw Object.assign(new PolicyLayerError(ErrorCodes.UNKNOWN_SESSION, 'unknown or expired session: start a new one with initialize'), {
+        rpcId: idOf(message),
+      });
+    }
+    return session;
   }
 
   /**
@@ -255,7 +363,13 @@ export class HttpListener {
     return handlers;
   }
 
-  private async get(req: IncomingMessage, res: ServerResponse, server: ServerRuntime, version: string | undefined): Promise<void> {
+  private async get(
+    req: IncomingMessage,
+    res: ServerResponse,
+    server: ServerRuntime,
+    version: string | undefined,
+    principal: Principal | undefined,
+  ): Promise<void> {
     if (version === STATELESS_PROTOCOL_VERSION) {
       res.setHeader('allow', 'POST');
       throw new PolicyLayerError(ErrorCodes.METHOD_NOT_ALLOWED, 'the stateless protocol has no GET stream');
@@ -264,7 +378,7 @@ export class HttpListener {
     if (!/text\/event-stream/i.test(accept)) {
       throw new PolicyLayerError(ErrorCodes.NOT_ACCEPTABLE, 'Accept must include text/event-stream');
     }
-    const session = this.requireSession(header(req, 'mcp-session-id'), server, undefined);
+    const session = this.requireSession(header(req, 'mcp-session-id'), server, undefined, principal);
     const lastEventId = header(req, 'last-event-id');
     // A GET with Last-Event-ID resumes one earlier stream; only the plain GET is the session's one stream.
     const resuming = lastEventId !== undefined;
@@ -298,8 +412,8 @@ export class HttpListener {
     });
   }
 
-  private async delete(req: IncomingMessage, res: ServerResponse, server: ServerRuntime): Promise<void> {
-    const session = this.requireSession(header(req, 'mcp-session-id'), server, undefined);
+  private async delete(req: IncomingMessage, res: ServerResponse, server: ServerRuntime, principal: Principal | undefined): Promise<void> {
+    const session = this.requireSession(header(req, 'mcp-session-id'), server, undefined, principal);
     await this.gateway.closeSession(session);
     res.writeHead(200).end();
   }
@@ -337,6 +451,14 @@ function isStatelessRequest(req: JsonRpcRequest): boolean {
 }
 
 /** A malformed %-escape cannot name a configured server: it is an unknown server (404), not a gateway fault (500). */
+function decodeURIComponentSafe(text: string): string {
+  try {
+    return decodeURIComponent(text.replace(/\+/g, ' '));
+  } catch {
+    return text;
+  }
+}
+
 function decodeSegment(text: string): string {
   try {
     return decodeURIComponent(text);

@@ -26,6 +26,7 @@ import {
   type MessageKind,
 } from '../../util/jsonrpc.js';
 import type { CallHandlers } from '../upstream/types.js';
+import type { CompiledPolicy } from '../../policy/types.js';
 
 /** Header values that are not plain visible ASCII travel as `=?base64?...?=` (SEP-2243). */
 export function decodeHeaderValue(v: string): string {
@@ -64,6 +65,7 @@ export class StatelessHandler {
     kind: MessageKind,
     raw: string,
     reply: CallHandlers,
+    caller?: { grant: string; policy: CompiledPolicy | undefined },
   ): Promise<void> {
     if (kind === 'response') {
       send(res, 400, errorResponse(null, -32600, 'clients of the stateless protocol must not post responses'));
@@ -94,7 +96,7 @@ export class StatelessHandler {
     res.on('close', () => {
       if (!res.writableFinished) ac.abort();
     });
-    const options = { signal: ac.signal, headers, longLived: request.method === 'subscriptions/listen' };
+    const options = { signal: ac.signal, headers, longLived: request.method === 'subscriptions/listen', grant: caller?.grant, policy: caller?.policy };
     const bridge = this.bridge(server);
     try {
       if (request.method === 'server/discover') await bridge.discover(request, raw, reply, options);

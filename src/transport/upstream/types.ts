@@ -2,6 +2,7 @@
  * The contract between the gateway and an upstream MCP server, whatever its transport.
  * One `UpstreamSession` stands for one MCP session as the downstream client sees it.
  */
+import type { CompiledPolicy } from '../../policy/types.js';
 import type { JsonRpcMessage, JsonRpcNotification, JsonRpcRequest, JsonRpcResponse } from '../../util/jsonrpc.js';
 
 /** A server message on its way to the client, with what is needed to forward it unchanged. */
@@ -39,6 +40,13 @@ export interface CallOptions {
   headers?: Record<string, string> | undefined;
   /** The answer may take arbitrarily long (a subscription stream): no body timeout. */
   longLived?: boolean | undefined;
+  /**
+   * The grant making this call, when it is not the session's own: stateless clients share one
+   * session, so their identity travels with each call. Never sent upstream.
+   */
+  grant?: string | undefined;
+  /** The policy for this call when the grant has its own on this server. Never sent upstream. */
+  policy?: CompiledPolicy | undefined;
 }
 
 export interface ListenHandle {

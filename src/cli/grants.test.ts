@@ -1,0 +1,128 @@
+/** `policylayer grants`, end to end: the real binary on a SQLite store in a temporary folder. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { hashToken } from '../identity/tokens.js';
+import { openSqliteStore } from '../store/sqlite.js';
+
+// This file runs as dist/src/cli/grants.test.js.
+const ROOT = path.resolve(fileURLToPath(new URL('.', import.meta.url)), '../../..');
+const BIN = path.join(ROOT, 'bin/policylayer.js');
+
+const dir = mkdtempSync(path.join(tmpdir(), 'policylayer-grants-'));
+test.after(() => rmSync(dir, { recursive: true, force: true }));
+
+const CONFIG = path.join(dir, 'gateway.yaml');
+writeFileSync(
+  CONFIG,
+  `store: sqlite:./data/control.db
+servers:
+  piloty: { command: [ "true" ], policy: { version: "1", default: deny } }
+  poolparty: { url: "https://example.invalid/mcp", policy: { version: "1", default: deny } }
+`,
+);
+writeFileSync(path.join(dir, 'read-only.json'), JSON.stringify({ version: '1', default: 'deny', tools: { list_sessions: {} } }));
+writeFileSync(path.join(dir, 'broken.json'), '{"version":"1","default":"maybe"}');
+
+function cli(...args: string[]) {
+  const r = spawnSync(process.execPath, [BIN, 'grants', ...args], { encoding: 'utf8', cwd: dir });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+async function stored(label: string) {
+  const store = openSqliteStore(path.join(dir, 'data/control.db'));
+  try {
+    return await store.getGrant(label);
+  } finally {
+    await store.close();
+  }
+}
+
+test('creates a grant, prints its token once, and keeps only the hash in the store next to the config', async () => {
+  const r = cli('create', '-c', CONFIG, '--label', 'alice-laptop', '--server', 'piloty', '--server', 'poolparty', '--expires', '30d');
+  assert.equal(r.code, 0, r.stderr);
+  const token = /^token: +(plg_\S+)$/m.exec(r.stdout)?.[1];
+  assert.ok(token, r.stdout);
+  assert.match(r.stdout, /grant: +alice-laptop \(active\)/);
+  assert.match(r.stdout, /servers: +piloty, poolparty/);
+  assert.match(r.stdout, /shown once/);
+  assert.ok(existsSync(path.join(dir, 'data/control.db')));
+  assert.equal(readFileSync(path.join(dir, 'data/control.db')).includes(Buffer.from(token)), false);
+  const store = openSqliteStore(path.join(dir, 'data/control.db'));
+  try {
+    const found = await store.findByTokenHash(hashToken(token));
+    assert.equal(found?.grant.label, 'alice-laptop');
+    assert.ok(found.grant.expiresAt !== null && found.grant.expiresAt > Date.now() + 29 * 86_400_000);
+  } finally {
+    await store.close();
+  }
+});
+
+test('refuses a duplicate label, an unknown server, a bad label and a broken policy, storing nothing', async () => {
+  const dup = cli('create', '-c', CONFIG, '--label', 'alice-laptop', '--server', 'piloty');
+  assert.equal(dup.code, 1);
+  assert.match(dup.stderr, /a grant labelled 'alice-laptop' exists already/);
+  const unknown = cli('create', '-c', CONFIG, '--label', 'x', '--server', 'nope');
+  assert.equal(unknown.code, 1);
+  assert.match(unknown.stderr, /no server named 'nope'/);
+  const bad = cli('create', '-c', CONFIG, '--label', 'has space', '--server', 'piloty');
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr, /--label <name> is required/);
+  const broken = cli('create', '-c', CONFIG, '--label', 'y', '--server', 'piloty', '--policy', 'piloty=broken.json');
+  assert.equal(broken.code, 1);
+  assert.match(broken.stderr, /broken\.json: \/default: expected allow\|deny/);
+  assert.equal(await stored('x'), undefined);
+  assert.equal(await stored('y'), undefined);
+});
+
+test("stores a grant's own policy for a server, validated", async () => {
+  const r = cli('create', '-c', CONFIG, '--label', 'ci-runner', '--server', 'piloty', '--policy', 'piloty=read-only.json', '--format', 'json');
+  assert.equal(r.code, 0, r.stderr);
+  const out = JSON.parse(r.stdout) as { grant: { ownPolicies: string[] }; token: string };
+  assert.deepEqual(out.grant.ownPolicies, ['piloty']);
+  assert.match(out.token, /^plg_/);
+  assert.equal(JSON.parse((await stored('ci-runner'))!.policies.piloty!).default, 'deny');
+});
+
+test('lists and shows grants, as text and as JSON, never with a token', () => {
+  const list = cli('list', '-c', CONFIG);
+  assert.equal(list.code, 0, list.stderr);
+  assert.match(list.stdout, /grant: +alice-laptop/);
+  assert.match(list.stdout, /grant: +ci-runner/);
+  assert.doesNotMatch(list.stdout, /plg_/);
+  const show = cli('show', 'alice-laptop', '-c', CONFIG, '--format', 'json');
+  assert.equal(show.code, 0, show.stderr);
+  assert.equal((JSON.parse(show.stdout) as { label: string }).label, 'alice-laptop');
+  const missing = cli('show', 'nobody', '-c', CONFIG);
+  assert.equal(missing.code, 1);
+  assert.match(missing.stderr, /no grant 'nobody'/);
+});
+
+test('rotates a token with a grace period, and revokes a grant', async () => {
+  const r = cli('rotate', 'alice-laptop', '-c', CONFIG, '--grace', '1h');
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /the old token keeps working until \d{4}-/);
+  const token = /^token: +(plg_\S+)$/m.exec(r.stdout)?.[1];
+  assert.ok(token);
+  const revoke = cli('revoke', 'alice-laptop', '-c', CONFIG);
+  assert.equal(revoke.code, 0, revoke.stderr);
+  assert.match(revoke.stdout, /revoked 'alice-laptop'/);
+  assert.ok((await stored('alice-laptop'))!.revokedAt !== null);
+  const again = cli('rotate', 'alice-laptop', '-c', CONFIG);
+  assert.equal(again.code, 1);
+  assert.match(again.stderr, /may be revoked/);
+});
+
+test('explains a missing config, an unknown subcommand and --help', () => {
+  assert.match(cli('list').stderr, /missing -c <gateway.yaml>/);
+  const unknown = cli('frobnicate', '-c', CONFIG);
+  assert.equal(unknown.code, 1);
+  assert.match(unknown.stderr, /unknown subcommand 'frobnicate'/);
+  const help = cli('--help');
+  assert.equal(help.code, 0);
+  assert.match(help.stdout, /Example:\n {2}policylayer grants create/);
+});

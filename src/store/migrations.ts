@@ -1,0 +1,129 @@
+/**
+ * The control-plane schema as an ordered list of migrations, each written once per dialect, and
+ * the one rule both stores follow to decide what to apply.
+ *
+ * Why data rather than files: the list ships inside the build, so a gateway can never run with a
+ * schema its code does not match, and each store applies the same versions in the same order.
+ * Migrations are append-only: a released migration is never edited, a change is a new version.
+ *
+ * Why the runner, not migration 1, creates `schema_migrations`: the runner has to read that table
+ * before it can know whether migration 1 is applied, so the table must exist before any migration
+ * runs. Its shape (version, name, applied_at) therefore never changes.
+ *
+ * Choices shared by both dialects:
+ * - Times are integer milliseconds since the epoch (INTEGER in SQLite, bigint in PostgreSQL), like
+ *   every `now` the store is given: no time zones, no conversions, and the stores compare them
+ *   as plain numbers.
+ * - `servers` and `policies` are JSON: TEXT checked with json_valid in SQLite, jsonb in
+ *   PostgreSQL (not text[]), so both columns have one shape in both dialects and a future query
+ *   such as "grants that may call server X" can use `servers ? 'X'` in PostgreSQL.
+ * - A grant has at most one current token (valid_until IS NULL): a partial unique index says so,
+ *   so even a rotation race the code failed to prevent could not leave two current tokens.
+ * - Labels compare and sort byte by byte (COLLATE "C" in PostgreSQL, SQLite's BINARY default),
+ *   so both stores list grants in the same order whatever the database's locale.
+ */
+
+/** One schema change, in both dialects. */
+export interface Migration {
+  /** 1, 2, 3, …: applied in this order, recorded in `schema_migrations`. */
+  readonly version: number;
+  /** A short description, recorded with the version (for people reading the table). */
+  readonly name: string;
+  /** Statements for SQLite, run together in one transaction. */
+  readonly sqlite: string;
+  /** Statements for PostgreSQL, run together in one transaction. */
+  readonly postgres: string;
+}
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: 'grants and their tokens',
+    sqlite: `
+      CREATE TABLE grants (
+        id TEXT PRIMARY KEY,
+        label TEXT NOT NULL UNIQUE,
+        servers TEXT NOT NULL CHECK (json_valid(servers) AND json_type(servers) = 'array'),
+        policies TEXT NOT NULL CHECK (json_valid(policies) AND json_type(policies) = 'object'),
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER,
+        revoked_at INTEGER
+      ) STRICT;
+      CREATE TABLE grant_tokens (
+        hash TEXT PRIMARY KEY,
+        grant_id TEXT NOT NULL REFERENCES grants (id) ON DELETE CASCADE,
+        created_at INTEGER NOT NULL,
+        valid_until INTEGER
+      ) STRICT;
+      CREATE INDEX grant_tokens_grant_id ON grant_tokens (grant_id);
+      CREATE UNIQUE INDEX grant_tokens_current ON grant_tokens (grant_id) WHERE valid_until IS NULL;
+    `,
+    postgres: `
+      CREATE TABLE grants (
+        id text PRIMARY KEY,
+        label text COLLATE "C" NOT NULL CONSTRAINT grants_label_key UNIQUE,
+        servers jsonb NOT NULL CHECK (jsonb_typeof(servers) = 'array'),
+        policies jsonb NOT NULL CHECK (jsonb_typeof(policies) = 'object'),
+        created_at bigint NOT NULL,
+        expires_at bigint,
+        revoked_at bigint
+      );
+      CREATE TABLE grant_tokens (
+        hash text PRIMARY KEY,
+        grant_id text NOT NULL REFERENCES grants (id) ON DELETE CASCADE,
+        created_at bigint NOT NULL,
+        valid_until bigint
+      );
+      CREATE INDEX grant_tokens_grant_id ON grant_tokens (grant_id);
+      CREATE UNIQUE INDEX grant_tokens_current ON grant_tokens (grant_id) WHERE valid_until IS NULL;
+    `,
+  },
+];
+
+/** The newest schema version this build knows. */
+export const LATEST_VERSION: number = MIGRATIONS.reduce((max, m) => Math.max(max, m.version), 0);
+
+/** The bookkeeping table, per dialect; created by the runner (see above) if missing. */
+export const SCHEMA_MIGRATIONS_SQL = {
+  sqlite: `CREATE TABLE IF NOT EXISTS schema_migrations (
+    version INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    applied_at INTEGER NOT NULL
+  ) STRICT`,
+  postgres: `CREATE TABLE IF NOT EXISTS schema_migrations (
+    version integer PRIMARY KEY,
+    name text NOT NULL,
+    applied_at bigint NOT NULL
+  )`,
+} as const;
+
+/**
+ * The database's schema is newer than this build: a newer PolicyLayer migrated it. Refused rather
+ * than ignored, because this build's queries may no longer mean what they did on that schema.
+ */
+export class NewerSchemaError extends Error {
+  constructor(
+    readonly databaseVersion: number,
+    readonly knownVersion: number,
+  ) {
+    super(
+      `the control-plane database was written by a newer PolicyLayer: it is at schema version ${databaseVersion}, ` +
+        `this build knows versions up to ${knownVersion}. Upgrade PolicyLayer, or point it at another database.`,
+    );
+    this.name = 'NewerSchemaError';
+  }
+}
+
+/**
+ * The next migration to apply given the versions already applied, or undefined when none is
+ * pending. Throws NewerSchemaError if any applied version is newer than `migrations` knows.
+ * A runner calls this inside the transaction (and, in PostgreSQL, under the lock) that would
+ * apply the answer, so two runners never act on the same stale reading.
+ */
+export function nextMigration(applied: Iterable<number>, migrations: readonly Migration[] = MIGRATIONS): Migration | undefined {
+  const done = new Set(applied);
+  const known = migrations.reduce((max, m) => Math.max(max, m.version), 0);
+  const newest = Math.max(0, ...done);
+  if (newest > known) throw new NewerSchemaError(newest, known);
+  return [...migrations].sort((a, b) => a.version - b.version).find((m) => !done.has(m.version));
+}

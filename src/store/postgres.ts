@@ -1,0 +1,236 @@
+/**
+ * The control store in PostgreSQL: for several gateways on several hosts sharing one set of grants.
+ *
+ * Why it is shaped this way:
+ * - One pg.Pool per store; single-statement operations use the pool directly, each of them atomic
+ *   by itself (a grant and its first token go in with one statement). Only rotation needs an
+ *   explicit transaction, see rotateToken.
+ * - bigint columns come back as JavaScript numbers through a type parser of this pool only (not
+ *   pg's global one, which other code in the process may rely on); a value past 2^53 would lose
+ *   precision, so it is refused instead. Times in ms stay below that for 285,000 years.
+ * - `migrate()` holds a transaction-scoped advisory lock keyed by the schema it migrates, so
+ *   gateways starting together apply each migration once (the others wait, then find nothing to
+ *   do), while gateways using other schemas of the same database do not wait for each other.
+ * - Everything is created in, and read from, the connection's current schema (the first of its
+ *   search_path), never a qualified one: a deployment chooses its schema with
+ *   `?options=-c search_path=...` in the URL.
+ * - Every value reaches the server as a query parameter; the only SQL built from strings is the
+ *   migrations' own text.
+ */
+import { randomUUID } from 'node:crypto';
+import pg from 'pg';
+import { MIGRATIONS, SCHEMA_MIGRATIONS_SQL, nextMigration } from './migrations.js';
+import type { Migration } from './migrations.js';
+import { StoreConflictError } from './store.js';
+import type { ControlStore, GrantRecord, NewGrant, TokenRecord } from './store.js';
+
+export interface PostgresStoreOptions {
+  /** Most connections the store opens at once; default 10. */
+  poolSize?: number;
+  /**
+   * Told about errors of idle pooled connections (the server restarted, a network cut). The pool
+   * drops such a connection and the next query opens another, so they are not fatal; by default
+   * they are ignored rather than left to crash the process as an unhandled 'error' event.
+   */
+  onError?: (err: unknown) => void;
+}
+
+/**
+ * Opens a PostgreSQL control store on `url` (`postgres://user:password@host:port/database`, plus
+ * any libpq-style parameters pg accepts). Connects lazily; call `migrate()` before anything else.
+ */
+export function openPostgresStore(url: string, opts: PostgresStoreOptions = {}): ControlStore {
+  const types = new pg.TypeOverrides();
+  types.setTypeParser(pg.types.builtins.INT8, parseBigint);
+  const pool = new pg.Pool({ connectionString: url, max: opts.poolSize ?? 10, types });
+  pool.on('error', (err) => opts.onError?.(err));
+  return new PostgresControlStore(pool);
+}
+
+function parseBigint(text: string): number {
+  const n = Number(text);
+  if (!Number.isSafeInteger(n)) throw new RangeError(`bigint ${text} does not fit a JavaScript number exactly`);
+  return n;
+}
+
+// Two keys for pg_advisory_xact_lock(int, int): what is locked, and in which schema.
+const LOCK_SQL = `SELECT pg_advisory_xact_lock(hashtext('policylayer schema migrations'), hashtext(coalesce(current_schema(), '')))`;
+
+/**
+ * Applies every pending migration of `migrations`, each in a transaction of its own under the
+ * migration lock, and throws NewerSchemaError if the schema is newer than `migrations`. The store's
+ * `migrate()` is this with MIGRATIONS; exported so tests can run it with lists of their own.
+ */
+export async function applyPostgresMigrations(pool: pg.Pool, migrations: readonly Migration[], clock: () => number = Date.now): Promise<void> {
+  for (;;) {
+    const applied = await inTransaction(pool, async (client) => {
+      await client.query(LOCK_SQL);
+      // Under the lock: two first-time runners would otherwise race to create the table.
+      await client.query(SCHEMA_MIGRATIONS_SQL.postgres);
+      const { rows } = await client.query<{ version: number }>('SELECT version FROM schema_migrations');
+      const next = nextMigration(
+        rows.map((r) => r.version),
+        migrations,
+      );
+      if (next === undefined) return false;
+      await client.query(next.postgres);
+      await client.query('INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)', [next.version, next.name, clock()]);
+      return true;
+    });
+    if (!applied) return;
+  }
+}
+
+async function inTransaction<T>(pool: pg.Pool, body: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    const result = await body(client);
+    await client.query('COMMIT');
+    client.release();
+    return result;
+  } catch (err) {
+    // A connection whose ROLLBACK failed is in an unknown state: destroy it rather than reuse it.
+    await client.query('ROLLBACK').then(
+      () => client.release(),
+      (rollbackErr: Error) => client.release(rollbackErr),
+    );
+    throw err;
+  }
+}
+
+interface GrantRow {
+  id: string;
+  label: string;
+  servers: string[];
+  policies: Record<string, string>;
+  created_at: number;
+  expires_at: number | null;
+  revoked_at: number | null;
+}
+
+interface FoundRow extends GrantRow {
+  token_hash: string;
+  token_created_at: number;
+  token_valid_until: number | null;
+}
+
+const GRANT_COLUMNS = 'g.id, g.label, g.servers, g.policies, g.created_at, g.expires_at, g.revoked_at';
+// An id wins over a label spelled the same (a label may look like a UUID): `id = $1` sorts first.
+const BY_KEY = 'WHERE g.id = $1 OR g.label = $1 ORDER BY g.id = $1 DESC LIMIT 1';
+
+class PostgresControlStore implements ControlStore {
+  readonly kind = 'postgres';
+
+  constructor(private readonly pool: pg.Pool) {}
+
+  async migrate(): Promise<void> {
+    await applyPostgresMigrations(this.pool, MIGRATIONS);
+  }
+
+  async createGrant(grant: NewGrant, tokenHash: string, now: number): Promise<GrantRecord> {
+    const id = randomUUID();
+    const servers = sortedServers(grant.servers);
+    const policies = { ...grant.policies };
+    const expiresAt = grant.expiresAt ?? null;
+    try {
+      // One statement, so one implicit transaction: both rows or neither.
+      await this.pool.query(
+        `WITH g AS (
+           INSERT INTO grants (id, label, servers, policies, created_at, expires_at, revoked_at)
+           VALUES ($1, $2, $3::jsonb, $4::jsonb, $5, $6, NULL)
+           RETURNING id
+         )
+         INSERT INTO grant_tokens (hash, grant_id, created_at, valid_until) SELECT $7, id, $5, NULL FROM g`,
+        [id, grant.label, JSON.stringify(servers), JSON.stringify(policies), now, expiresAt, tokenHash],
+      );
+    } catch (err) {
+      throw conflict(err, grant.label) ?? err;
+    }
+    return { id, label: grant.label, servers, policies, createdAt: now, expiresAt, revokedAt: null };
+  }
+
+  async getGrant(idOrLabel: string): Promise<GrantRecord | undefined> {
+    const { rows } = await this.pool.query<GrantRow>(`SELECT ${GRANT_COLUMNS} FROM grants g ${BY_KEY}`, [idOrLabel]);
+    return rows[0] === undefined ? undefined : toGrant(rows[0]);
+  }
+
+  async listGrants(): Promise<GrantRecord[]> {
+    const { rows } = await this.pool.query<GrantRow>(`SELECT ${GRANT_COLUMNS} FROM grants g ORDER BY g.label`);
+    return rows.map(toGrant);
+  }
+
+  async revokeGrant(idOrLabel: string, now: number): Promise<boolean> {
+    // Under concurrent revokes the later UPDATE waits for the earlier and re-reads the row, so
+    // coalesce keeps whichever time committed first.
+    const result = await this.pool.query(
+      `UPDATE grants SET revoked_at = coalesce(revoked_at, $2) WHERE id = (SELECT g.id FROM grants g ${BY_KEY})`,
+      [idOrLabel, now],
+    );
+    return (result.rowCount ?? 0) > 0;
+  }
+
+  async rotateToken(idOrLabel: string, newHash: string, now: number, oldValidUntil: number): Promise<boolean> {
+    try {
+      return await inTransaction(this.pool, async (client) => {
+        // FOR UPDATE makes rotations (and revocations) of one grant take turns: the second
+        // rotation's statements run after the first commits and see its new token as current,
+        // and a rotation waiting behind a revocation sees the grant revoked.
+        const { rows } = await client.query<{ id: string; revoked_at: number | null }>(
+          `SELECT g.id, g.revoked_at FROM grants g ${BY_KEY} FOR UPDATE`,
+          [idOrLabel],
+        );
+        const row = rows[0];
+        if (row === undefined || row.revoked_at !== null) return false;
+        await client.query('UPDATE grant_tokens SET valid_until = $2 WHERE grant_id = $1 AND valid_until IS NULL', [row.id, oldValidUntil]);
+        await client.query('INSERT INTO grant_tokens (hash, grant_id, created_at, valid_until) VALUES ($1, $2, $3, NULL)', [newHash, row.id, now]);
+        return true;
+      });
+    } catch (err) {
+      throw conflict(err, undefined) ?? err;
+    }
+  }
+
+  async findByTokenHash(hash: string): Promise<{ grant: GrantRecord; token: TokenRecord } | undefined> {
+    const { rows } = await this.pool.query<FoundRow>(
+      `SELECT ${GRANT_COLUMNS}, t.hash AS token_hash, t.created_at AS token_created_at, t.valid_until AS token_valid_until
+       FROM grant_tokens t JOIN grants g ON g.id = t.grant_id WHERE t.hash = $1`,
+      [hash],
+    );
+    const row = rows[0];
+    if (row === undefined) return undefined;
+    return {
+      grant: toGrant(row),
+      token: { grantId: row.id, hash: row.token_hash, createdAt: row.token_created_at, validUntil: row.token_valid_until },
+    };
+  }
+
+  async close(): Promise<void> {
+    if (!this.pool.ended) await this.pool.end();
+  }
+}
+
+/** Servers are a set: sorted (by UTF-16 code unit, as JavaScript sorts) and without repeats. */
+function sortedServers(servers: readonly string[]): string[] {
+  return [...new Set(servers)].sort();
+}
+
+function toGrant(row: GrantRow): GrantRecord {
+  return {
+    id: row.id,
+    label: row.label,
+    servers: row.servers,
+    policies: row.policies,
+    createdAt: row.created_at,
+    expiresAt: row.expires_at,
+    revokedAt: row.revoked_at,
+  };
+}
+
+/** The StoreConflictError a unique violation means, or undefined for any other error. */
+function conflict(err: unknown, label: string | undefined): StoreConflictError | undefined {
+  if (!(err instanceof pg.DatabaseError) || err.code !== '23505') return undefined;
+  if (err.constraint === 'grants_label_key') return new StoreConflictError(`a grant labelled "${label}" already exists`);
+  if (err.constraint === 'grant_tokens_pkey') return new StoreConflictError('that token hash already belongs to a grant');
+  return undefined;
+}

@@ -1,0 +1,233 @@
+import { after, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import { controlStoreContract } from './contract.js';
+import { LATEST_VERSION, MIGRATIONS, NewerSchemaError, nextMigration } from './migrations.js';
+import type { Migration } from './migrations.js';
+import { applySqliteMigrations, openSqliteStore } from './sqlite.js';
+
+const T0 = 1_700_000_000_000;
+const dir = mkdtempSync(path.join(tmpdir(), 'policylayer-sqlite-'));
+let files = 0;
+const freshFile = () => path.join(dir, `store-${++files}.db`);
+const hash = () => createHash('sha256').update(randomBytes(32)).digest('hex');
+
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+controlStoreContract('sqlite (file)', async () => openSqliteStore(freshFile()));
+controlStoreContract('sqlite (:memory:)', async () => openSqliteStore(':memory:'));
+
+/** The bookkeeping rows of the database file, read with a connection of its own. */
+function migrationRows(file: string): Array<{ version: number; name: string; applied_at: number }> {
+  const db = new Database(file, { readonly: true });
+  try {
+    return db.prepare<[], { version: number; name: string; applied_at: number }>('SELECT version, name, applied_at FROM schema_migrations ORDER BY version').all();
+  } finally {
+    db.close();
+  }
+}
+
+describe('SQLite control store', () => {
+  it('creates the file and its missing folders, and keeps the file in WAL mode', async () => {
+    const file = path.join(dir, 'nested', 'deeper', 'control.db');
+    assert.equal(existsSync(path.dirname(file)), false);
+    const store = openSqliteStore(file);
+    try {
+      await store.migrate();
+      assert.equal(existsSync(file), true);
+      assert.equal(store.kind, 'sqlite');
+    } finally {
+      await store.close();
+    }
+    const db = new Database(file, { readonly: true });
+    try {
+      assert.equal(db.pragma('journal_mode', { simple: true }), 'wal');
+    } finally {
+      db.close();
+    }
+  });
+
+  it("lets two stores on one file, as two processes would, see each other's grants, revocations and rotations at once", async () => {
+    const file = freshFile();
+    const a = openSqliteStore(file);
+    const b = openSqliteStore(file);
+    try {
+      await a.migrate();
+      const [h1, h2] = [hash(), hash()];
+      const created = await a.createGrant({ label: 'shared', servers: ['x'] }, h1, T0);
+      assert.deepEqual(await b.getGrant('shared'), created);
+      assert.equal(await b.revokeGrant('shared', T0 + 1), true);
+      assert.equal((await a.findByTokenHash(h1))?.grant.revokedAt, T0 + 1);
+      const other = await b.createGrant({ label: 'other', servers: [] }, hash(), T0);
+      assert.equal(await a.rotateToken(other.id, h2, T0 + 2, T0 + 3), true);
+      assert.equal((await b.findByTokenHash(h2))?.grant.id, other.id);
+      assert.deepEqual((await a.listGrants()).map((g) => g.label), ['other', 'shared']);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
+  it('lets several processes migrate one new file and write to it at the same time without a busy error', async () => {
+    const file = freshFile();
+    const moduleUrl = new URL('./sqlite.js', import.meta.url).href;
+    const script = `
+      const { randomBytes } = await import('node:crypto');
+      const { openSqliteStore } = await import(process.env.PL_MODULE);
+      const store = openSqliteStore(process.env.PL_FILE);
+      await store.migrate();
+      for (let i = 0; i < 25; i++) {
+        const g = await store.createGrant({ label: process.env.PL_PREFIX + i, servers: ['s'] }, randomBytes(32).toString('hex'), Date.now());
+        await store.rotateToken(g.id, randomBytes(32).toString('hex'), Date.now(), Date.now());
+      }
+      await store.close();
+    `;
+    const children = [0, 1, 2, 3].map(
+      (n) =>
+        new Promise<{ code: number | null; stderr: string }>((resolve, reject) => {
+          const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
+            env: { ...process.env, PL_MODULE: moduleUrl, PL_FILE: file, PL_PREFIX: `p${n}-` },
+            stdio: ['ignore', 'ignore', 'pipe'],
+          });
+          let stderr = '';
+          child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+          child.once('error', reject);
+          child.once('close', (code) => resolve({ code, stderr }));
+        }),
+    );
+    for (const { code, stderr } of await Promise.all(children)) assert.equal(code, 0, stderr);
+    assert.deepEqual(
+      migrationRows(file).map((r) => r.version),
+      MIGRATIONS.map((m) => m.version),
+    );
+    const store = openSqliteStore(file);
+    try {
+      assert.equal((await store.listGrants()).length, 100);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('refuses a database written by a newer PolicyLayer, naming both versions, and leaves it as it was', async () => {
+    const file = freshFile();
+    const store = openSqliteStore(file);
+    await store.migrate();
+    await store.close();
+    const db = new Database(file);
+    db.prepare('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)').run(LATEST_VERSION + 1, 'from the future', T0);
+    db.close();
+
+    const older = openSqliteStore(file);
+    try {
+      await assert.rejects(older.migrate(), (err: unknown) => {
+        assert.ok(err instanceof NewerSchemaError, String(err));
+        assert.match(err.message, /newer PolicyLayer/);
+        assert.match(err.message, new RegExp(`version ${LATEST_VERSION + 1}\\b`));
+        assert.match(err.message, new RegExp(`up to ${LATEST_VERSION}\\b`));
+        return true;
+      });
+    } finally {
+      await older.close();
+    }
+    assert.equal(migrationRows(file).length, MIGRATIONS.length + 1);
+  });
+
+  it('records each migration with its name and the time of the given clock, and applies nothing again when reopened', async () => {
+    const file = freshFile();
+    const first = openSqliteStore(file, { clock: () => T0 });
+    await first.migrate();
+    await first.createGrant({ label: 'survivor', servers: [] }, hash(), T0);
+    await first.close();
+    const expected = MIGRATIONS.map((m) => ({ version: m.version, name: m.name, applied_at: T0 }));
+    assert.deepEqual(migrationRows(file), expected);
+
+    const again = openSqliteStore(file, { clock: () => T0 + 1_000 });
+    try {
+      await again.migrate();
+      await again.migrate();
+      assert.deepEqual(migrationRows(file), expected);
+      assert.equal((await again.getGrant('survivor'))?.label, 'survivor');
+    } finally {
+      await again.close();
+    }
+  });
+
+  it('rolls a failing migration back whole, keeps the ones before it, and applies it once it is fixed', () => {
+    const db = new Database(':memory:');
+    try {
+      const broken: Migration = {
+        version: 2,
+        name: 'half done',
+        sqlite: 'CREATE TABLE half (x INTEGER); INSERT INTO half VALUES (1); SELECT * FROM no_such_table;',
+        postgres: '',
+      };
+      assert.throws(() => applySqliteMigrations(db, [MIGRATIONS[0]!, broken], () => T0), /no_such_table/);
+      const tables = () => db.prepare<[], { name: string }>("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name").all().map((r) => r.name);
+      assert.deepEqual(tables(), ['grant_tokens', 'grants', 'schema_migrations']);
+      assert.deepEqual(db.prepare('SELECT version FROM schema_migrations').pluck().all(), [1]);
+
+      applySqliteMigrations(db, [MIGRATIONS[0]!, { ...broken, sqlite: 'CREATE TABLE half (x INTEGER);' }], () => T0);
+      assert.deepEqual(tables(), ['grant_tokens', 'grants', 'half', 'schema_migrations']);
+      assert.deepEqual(db.prepare('SELECT version FROM schema_migrations ORDER BY version').pluck().all(), [1, 2]);
+    } finally {
+      db.close();
+    }
+  });
+
+  it("deletes a grant's tokens along with the grant", async () => {
+    const file = freshFile();
+    const store = openSqliteStore(file);
+    const h = hash();
+    try {
+      await store.migrate();
+      const g = await store.createGrant({ label: 'doomed', servers: [] }, h, T0);
+      await store.rotateToken(g.id, hash(), T0 + 1, T0 + 1);
+      const db = new Database(file);
+      db.pragma('foreign_keys = ON');
+      db.prepare('DELETE FROM grants WHERE id = ?').run(g.id);
+      assert.equal(db.prepare('SELECT count(*) FROM grant_tokens').pluck().get(), 0);
+      db.close();
+      assert.equal(await store.findByTokenHash(h), undefined);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('rejects, rather than throws, when used before migrate()', async () => {
+    const store = openSqliteStore(':memory:');
+    try {
+      const pending = store.getGrant('anyone');
+      assert.ok(pending instanceof Promise);
+      await assert.rejects(pending, /no such table/);
+    } finally {
+      await store.close();
+    }
+  });
+});
+
+describe('migrations', () => {
+  it('are numbered 1, 2, 3… in order, each with a name and SQL for both dialects', () => {
+    assert.deepEqual(
+      MIGRATIONS.map((m) => m.version),
+      MIGRATIONS.map((_, i) => i + 1),
+    );
+    assert.equal(LATEST_VERSION, MIGRATIONS.length);
+    for (const m of MIGRATIONS) {
+      assert.ok(m.name.trim().length > 0, `version ${m.version} has a name`);
+      assert.ok(m.sqlite.trim().length > 0 && m.postgres.trim().length > 0, `version ${m.version} has SQL for both dialects`);
+    }
+  });
+
+  it('apply the lowest pending version next, none when all are applied, and refuse a newer database', () => {
+    const list: Migration[] = [3, 1, 2].map((version) => ({ version, name: `m${version}`, sqlite: '', postgres: '' }));
+    assert.equal(nextMigration([], list)?.version, 1);
+    assert.equal(nextMigration([1, 3], list)?.version, 2);
+    assert.equal(nextMigration([1, 2, 3], list), undefined);
+    assert.throws(() => nextMigration([1, 2, 3, 4], list), NewerSchemaError);
+  });
+});
