@@ -1,6 +1,8 @@
 import { ConfigError } from '../errors.js';
 import { denialText } from '../gateway/gateway.js';
-import { evaluate, loadPolicyFile } from '../policy/index.js';
+import { loadGatewayConfig } from '../config/index.js';
+import { openControlStore } from '../main.js';
+import { evaluate, loadPolicyFile, parsePolicy } from '../policy/index.js';
 import type { CompiledPolicy, Decision, LimitSpec } from '../policy/index.js';
 import { parse } from './args.js';
 import type { Command } from './index.js';
@@ -9,34 +11,64 @@ import { windowText } from '../util/duration.js';
 export const explainCommand: Command = {
   summary: 'show what a policy decides for one tool call, and why',
   usage: `Usage: policylayer explain <policy.json|policy.yaml> --tool <name> [--args '<json object>'] [--format text|json]
+       policylayer explain -c <gateway.yaml> --server <name> [--grant <label|id>] --tool <name> [--args …]
 
 Loads the policy with the loader the server uses, evaluates one call and prints the
 decision: the effect, the rule that fired (a JSON pointer), the reason, what the agent
 would read, the policy version and the limits the call would reserve. Exits 0 whatever
 the decision; 1 when the policy or the options are invalid.
 
+With -c and --server the policy is that server's in the gateway config; with --grant it is the
+grant's own policy on that server when it has one (from the config's store), and a grant that
+could not call the server at all (unbound, revoked, expired) is said so.
+
 Examples:
   policylayer explain examples/filesystem/policy.yaml --tool write_file --args '{"path":"/tmp/x"}'
   policylayer explain examples/piloty/policy.json --tool create_session --format json
+  policylayer explain -c gateway.yaml --server piloty --grant ci-runner --tool create_session
 `,
   async run(argv) {
     const { values, positionals } = parse(
       'explain',
       argv,
-      { tool: { type: 'string', short: 't' }, args: { type: 'string', short: 'a' }, format: { type: 'string' } },
+      {
+        tool: { type: 'string', short: 't' },
+        args: { type: 'string', short: 'a' },
+        format: { type: 'string' },
+        config: { type: 'string', short: 'c' },
+        server: { type: 'string' },
+        grant: { type: 'string' },
+      },
       true,
     );
     const format = parseFormat('explain', values.format);
-    if (positionals.length !== 1) {
-      throw new Error(`expected exactly one policy file, got ${positionals.length}\nSee 'policylayer explain --help'.`);
+    const fromConfig = values.config !== undefined;
+    if (fromConfig ? positionals.length !== 0 : positionals.length !== 1) {
+      throw new Error(
+        fromConfig
+          ? "give either a policy file or -c <gateway.yaml> --server <name>, not both\nSee 'policylayer explain --help'."
+          : `expected exactly one policy file, got ${positionals.length}\nSee 'policylayer explain --help'.`,
+      );
     }
-    const file = positionals[0] as string;
+    if (values.grant !== undefined && !fromConfig) throw new Error("--grant needs -c <gateway.yaml> and --server <name>\nSee 'policylayer explain --help'.");
     if (values.tool === undefined || values.tool === '') throw new Error("missing --tool <name>\nSee 'policylayer explain --help'.");
     const args = parseCallArgs(values.args);
 
     let policy: CompiledPolicy;
+    let grant: GrantView | undefined;
+    const file = fromConfig ? values.config! : (positionals[0] as string);
     try {
-      policy = loadPolicyFile(file);
+      if (fromConfig) {
+        const chosen = await configPolicy(values.config!, values.server, values.grant);
+        if ('refused' in chosen) {
+          if (format === 'json') process.stdout.write(JSON.stringify({ ok: true, grant: chosen.grant, refused: chosen.refused }, null, 2) + '\n');
+          else process.stdout.write(`grant:       ${chosen.grant.label}\nrefused:     ${chosen.refused}\n`);
+          return 0;
+        }
+        ({ policy, grant } = chosen);
+      } else {
+        policy = loadPolicyFile(file);
+      }
     } catch (err) {
       if (!(err instanceof ConfigError)) throw err;
       reportInvalid(format, file, err.issues);
@@ -46,14 +78,57 @@ Examples:
     const agent = agentView(values.tool, decision);
     if (format === 'json') {
       const source = { source: policy.source, version: policy.version, ...(policy.convertedFrom !== undefined ? { convertedFrom: policy.convertedFrom } : {}) };
-      const out = { ok: true, policy: source, call: { tool: values.tool, args }, decision, agentSees: agent };
+      const out = { ok: true, ...(grant !== undefined ? { grant } : {}), policy: source, call: { tool: values.tool, args }, decision, agentSees: agent };
       process.stdout.write(JSON.stringify(out, null, 2) + '\n');
     } else {
-      process.stdout.write(explainText(policy, values.tool, args, decision, agent));
+      const head = grant === undefined ? '' : `grant:       ${grant.label} (${grant.policy === 'own' ? `its own policy on ${values.server}` : `the server's policy`})\n`;
+      process.stdout.write(head + explainText(policy, values.tool, args, decision, agent));
     }
     return 0;
   },
 };
+
+interface GrantView {
+  readonly label: string;
+  readonly id: string;
+  /** Whose policy decides this grant's calls on the server. */
+  readonly policy: 'own' | 'server';
+}
+
+/**
+ * The policy a call to `server` is decided by, as the gateway would choose it: the server's, or
+ * the grant's own on that server. A grant the gateway would refuse before any policy is asked
+ * (unbound, revoked, expired) is reported as such.
+ */
+async function configPolicy(
+  configFile: string,
+  server: string | undefined,
+  grantKey: string | undefined,
+): Promise<{ policy: CompiledPolicy; grant: GrantView | undefined } | { grant: { label: string; id: string }; refused: string }> {
+  if (server === undefined) throw new Error("-c needs --server <name>\nSee 'policylayer explain --help'.");
+  const config = loadGatewayConfig(configFile);
+  const serverConfig = config.servers.get(server);
+  if (serverConfig === undefined) throw new Error(`no server named '${server}' in ${configFile}`);
+  if (grantKey === undefined) return { policy: serverConfig.policy, grant: undefined };
+  const store = await openControlStore(config.store, process.cwd());
+  let record;
+  try {
+    record = await store.getGrant(grantKey);
+  } finally {
+    await store.close();
+  }
+  if (record === undefined) throw new Error(`no grant '${grantKey}' in the store ${config.store}`);
+  const who = { label: record.label, id: record.id };
+  const now = Date.now();
+  if (record.revokedAt !== null) return { grant: who, refused: 'the grant is revoked: every request answers 401 invalid_token' };
+  if (record.expiresAt !== null && record.expiresAt <= now) return { grant: who, refused: 'the grant has expired: every request answers 401 invalid_token' };
+  if (!record.servers.includes(server)) {
+    return { grant: who, refused: `the grant is not bound to '${server}': every request answers 403 insufficient_scope` };
+  }
+  const own = record.policies[server];
+  if (own === undefined) return { policy: serverConfig.policy, grant: { ...who, policy: 'server' } };
+  return { policy: parsePolicy(own, `grant ${record.label}, server ${server}`), grant: { ...who, policy: 'own' } };
+}
 
 /** `--format`: text (the default) or json; anything else is an error rather than a silent default. */
 export function parseFormat(command: string, value: string | undefined): 'text' | 'json' {

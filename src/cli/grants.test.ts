@@ -126,3 +126,38 @@ test('explains a missing config, an unknown subcommand and --help', () => {
   assert.equal(help.code, 0);
   assert.match(help.stdout, /Example:\n {2}policylayer grants create/);
 });
+
+function explain(...args: string[]) {
+  const r = spawnSync(process.execPath, [BIN, 'explain', '-c', CONFIG, ...args], { encoding: 'utf8', cwd: dir });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+test("explain --grant decides with the grant's own policy on the server, or the server's when it has none", () => {
+  const own = explain('--server', 'piloty', '--grant', 'ci-runner', '--tool', 'create_session');
+  assert.equal(own.code, 0, own.stderr);
+  assert.match(own.stdout, /^grant: +ci-runner \(its own policy on piloty\)$/m);
+  assert.match(own.stdout, /^effect: +deny$/m);
+  assert.match(own.stdout, /^policy: +grant ci-runner, server piloty \(sha256:/m);
+  assert.match(explain('--server', 'piloty', '--grant', 'ci-runner', '--tool', 'list_sessions').stdout, /^effect: +allow$/m);
+
+  assert.equal(cli('create', '-c', CONFIG, '--label', 'dana', '--server', 'piloty').code, 0);
+  const server = explain('--server', 'piloty', '--grant', 'dana', '--tool', 'list_sessions', '--format', 'json');
+  assert.equal(server.code, 0, server.stderr);
+  const out = JSON.parse(server.stdout) as { grant: { label: string; policy: string }; decision: { effect: string; rule: string } };
+  assert.deepEqual([out.grant.label, out.grant.policy], ['dana', 'server']);
+  assert.deepEqual([out.decision.effect, out.decision.rule], ['deny', '(default deny)']);
+});
+
+test('explain --grant says when the gateway would refuse the grant before any policy is asked', () => {
+  const revoked = explain('--server', 'piloty', '--grant', 'alice-laptop', '--tool', 'x');
+  assert.equal(revoked.code, 0, revoked.stderr);
+  assert.match(revoked.stdout, /refused: +the grant is revoked: every request answers 401 invalid_token/);
+  const unbound = explain('--server', 'poolparty', '--grant', 'ci-runner', '--tool', 'x');
+  assert.match(unbound.stdout, /refused: +the grant is not bound to 'poolparty': every request answers 403 insufficient_scope/);
+  const unknown = explain('--server', 'piloty', '--grant', 'nobody', '--tool', 'x');
+  assert.equal(unknown.code, 1);
+  assert.match(unknown.stderr, /no grant 'nobody'/);
+  const noServer = explain('--grant', 'dana', '--tool', 'x');
+  assert.equal(noServer.code, 1);
+  assert.match(noServer.stderr, /-c needs --server <name>/);
+});
