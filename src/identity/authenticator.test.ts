@@ -22,6 +22,21 @@ async function setup() {
 
 const bearer = (t: string) => `Bearer ${t}`;
 
+/** A real store whose token lookups go through `lookup` (to fail them, or to see what is asked). */
+function withLookup(real: ControlStore, lookup: ControlStore['findByTokenHash']): ControlStore {
+  return {
+    kind: real.kind,
+    migrate: () => real.migrate(),
+    createGrant: (...a) => real.createGrant(...a),
+    getGrant: (x) => real.getGrant(x),
+    listGrants: () => real.listGrants(),
+    revokeGrant: (...a) => real.revokeGrant(...a),
+    rotateToken: (...a) => real.rotateToken(...a),
+    close: () => real.close(),
+    findByTokenHash: lookup,
+  };
+}
+
 async function refused(auth: GrantAuthenticator, header: string | undefined, server: string) {
   const r = await auth.authenticate(header, server);
   assert.equal(r.ok, false);
@@ -119,21 +134,28 @@ test('asks the store again after a failed lookup instead of remembering the fail
   await real.migrate();
   const token = newToken();
   await real.createGrant({ label: 'a', servers: ['s'] }, hashToken(token), T0);
-  const flaky: ControlStore = {
-    ...real,
-    kind: real.kind,
-    migrate: () => real.migrate(),
-    createGrant: (...a) => real.createGrant(...a),
-    getGrant: (x) => real.getGrant(x),
-    listGrants: () => real.listGrants(),
-    revokeGrant: (...a) => real.revokeGrant(...a),
-    rotateToken: (...a) => real.rotateToken(...a),
-    close: () => real.close(),
-    findByTokenHash: (h) => (fail ? Promise.reject(new Error('database is down')) : real.findByTokenHash(h)),
-  };
+  const flaky = withLookup(real, (h) => (fail ? Promise.reject(new Error('database is down')) : real.findByTokenHash(h)));
   const auth = new GrantAuthenticator(flaky, { now: () => T0 });
   await assert.rejects(auth.authenticate(bearer(token), 's'), /database is down/);
   fail = false;
   assert.equal((await auth.authenticate(bearer(token), 's')).ok, true);
+  await real.close();
+});
+
+test('asks the store by the token hash only: the token itself never reaches the store, so lookup timing cannot leak it', async () => {
+  const real = openSqliteStore(':memory:');
+  await real.migrate();
+  const token = newToken();
+  await real.createGrant({ label: 'a', servers: ['s'] }, hashToken(token), T0);
+  const asked: string[] = [];
+  const spying = withLookup(real, (h) => {
+    asked.push(h);
+    return real.findByTokenHash(h);
+  });
+  const auth = new GrantAuthenticator(spying, { now: () => T0 });
+  const other = newToken();
+  assert.equal((await auth.authenticate(bearer(token), 's')).ok, true);
+  assert.equal((await auth.authenticate(bearer(other), 's')).ok, false);
+  assert.deepEqual(asked, [hashToken(token), hashToken(other)]);
   await real.close();
 });
