@@ -302,3 +302,19 @@ export function controlStoreContract(label: string, open: () => Promise<ControlS
   });
 }
 
+/**
+ * Two handles on one database, as two gateway processes would hold: each sees the other's
+ * grants, revocations and rotations at once. Both must be migrated-or-migratable by `a`.
+ */
+export async function assertStoresShareState(a: ControlStore, b: ControlStore): Promise<void> {
+  await a.migrate();
+  const [h1, h2] = [tokenHash(), tokenHash()];
+  const created = await a.createGrant({ label: 'shared', servers: ['x'] }, h1, T0);
+  assert.deepEqual(await b.getGrant('shared'), created);
+  assert.equal(await b.revokeGrant('shared', T0 + 1), true);
+  assert.equal((await a.findByTokenHash(h1))?.grant.revokedAt, T0 + 1);
+  const other = await b.createGrant({ label: 'other', servers: [] }, tokenHash(), T0);
+  assert.equal(await a.rotateToken(other.id, h2, T0 + 2, T0 + 3), true);
+  assert.equal((await b.findByTokenHash(h2))?.grant.id, other.id);
+  assert.deepEqual((await a.listGrants()).map((g) => g.label), ['other', 'shared']);
+}

@@ -2,7 +2,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import pg from 'pg';
-import { controlStoreContract } from './contract.js';
+import { assertStoresShareState, controlStoreContract } from './contract.js';
 import { LATEST_VERSION, MIGRATIONS, NewerSchemaError } from './migrations.js';
 import type { Migration } from './migrations.js';
 import { applyPostgresMigrations, openPostgresStore } from './postgres.js';
@@ -69,16 +69,7 @@ function storeTests(url: string): void {
       const { schemaUrl } = await freshSchema();
       const a = open(schemaUrl);
       const b = open(schemaUrl);
-      await a.migrate();
-      const [h1, h2] = [hash(), hash()];
-      const created = await a.createGrant({ label: 'shared', servers: ['x'] }, h1, T0);
-      assert.deepEqual(await b.getGrant('shared'), created);
-      assert.equal(await b.revokeGrant('shared', T0 + 1), true);
-      assert.equal((await a.findByTokenHash(h1))?.grant.revokedAt, T0 + 1);
-      const other = await b.createGrant({ label: 'other', servers: [] }, hash(), T0);
-      assert.equal(await a.rotateToken(other.id, h2, T0 + 2, T0 + 3), true);
-      assert.equal((await b.findByTokenHash(h2))?.grant.id, other.id);
-      assert.deepEqual((await a.listGrants()).map((g) => g.label), ['other', 'shared']);
+      await assertStoresShareState(a, b);
     });
 
     it('applies migration 1 exactly once when several stores migrate a new schema at the same time', async () => {

@@ -6,7 +6,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { controlStoreContract } from './contract.js';
+import { assertStoresShareState, controlStoreContract } from './contract.js';
 import { LATEST_VERSION, MIGRATIONS, NewerSchemaError, nextMigration } from './migrations.js';
 import type { Migration } from './migrations.js';
 import { applySqliteMigrations, openSqliteStore } from './sqlite.js';
@@ -57,16 +57,7 @@ describe('SQLite control store', () => {
     const a = openSqliteStore(file);
     const b = openSqliteStore(file);
     try {
-      await a.migrate();
-      const [h1, h2] = [hash(), hash()];
-      const created = await a.createGrant({ label: 'shared', servers: ['x'] }, h1, T0);
-      assert.deepEqual(await b.getGrant('shared'), created);
-      assert.equal(await b.revokeGrant('shared', T0 + 1), true);
-      assert.equal((await a.findByTokenHash(h1))?.grant.revokedAt, T0 + 1);
-      const other = await b.createGrant({ label: 'other', servers: [] }, hash(), T0);
-      assert.equal(await a.rotateToken(other.id, h2, T0 + 2, T0 + 3), true);
-      assert.equal((await b.findByTokenHash(h2))?.grant.id, other.id);
-      assert.deepEqual((await a.listGrants()).map((g) => g.label), ['other', 'shared']);
+      await assertStoresShareState(a, b);
     } finally {
       await a.close();
       await b.close();
