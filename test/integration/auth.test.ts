@@ -175,6 +175,12 @@ servers:
     assert.match(textOf(refused), /default: deny/);
   });
 
+  test('serves /metrics to a loopback client without a token, counting refusals by outcome', async () => {
+    const res = await raw(`${gw.url}/metrics`, { method: 'GET' });
+    assert.equal(res.status, 200);
+    assert.match(res.text, /^policylayer_tool_calls_total\{server="fixture",outcome="limited"\} 2$/m);
+  });
+
   test('lets nothing of a refused request reach the upstream server', () => {
     const calls = toolCallsIn(tap);
     assert.equal(calls.filter((n) => n === 'echo').length, 3, calls.join(','));

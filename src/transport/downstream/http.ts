@@ -105,6 +105,12 @@ export class HttpListener {
     if (path === '/metrics' && metrics !== undefined) {
       // Same Host/Origin check as the MCP endpoints: a web page must not read them through the browser.
       checkHostAndOrigin(req, this.opts.origins);
+      // With grants on, the listener may face the network; server names and call counts are for
+      // the operator, who scrapes from the host itself until the admin listener exists.
+      if (this.opts.authenticator !== undefined && !isLoopback(req.socket.remoteAddress)) {
+        this.sendJson(res, 403, { error: 'metrics are served to loopback clients only when auth.required is true' });
+        return;
+      }
       const text = await metrics.text();
       res.writeHead(200, { 'content-type': metrics.contentType, 'cache-control': 'no-store' });
       res.end(text);
@@ -451,6 +457,10 @@ function isStatelessRequest(req: JsonRpcRequest): boolean {
 }
 
 /** A malformed %-escape cannot name a configured server: it is an unknown server (404), not a gateway fault (500). */
+function isLoopback(address: string | undefined): boolean {
+  return address !== undefined && (address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.'));
+}
+
 function decodeURIComponentSafe(text: string): string {
   try {
     return decodeURIComponent(text.replace(/\+/g, ' '));
