@@ -11,6 +11,7 @@ import { evaluate, visibleTools, type CompiledPolicy, type Decision } from '../p
 import {
   errorResponse,
   resultResponse,
+  type JsonRpcId,
   type JsonRpcNotification,
   type JsonRpcRequest,
   type JsonRpcResponse,
@@ -69,6 +70,11 @@ export class Session {
   grant = ANONYMOUS_GRANT;
   /** The grant's own policy on this server, when it has one; else the server's applies. */
   policy: CompiledPolicy | undefined;
+  /**
+   * Calls of this session holding limits, by request id: told when the client itself ends the
+   * call (cancels it, or closes the session), which must not give its counts back.
+   */
+  readonly endedByClient = new Map<JsonRpcId, () => void>();
   /**
    * True for the one session all stateless clients share: it is no client's own session, so its
    * `session`-scoped limits count per grant instead.
@@ -326,7 +332,7 @@ export class Gateway {
     const { session, req, raw, reply, options, tool, decision } = call;
     if (o.ok) {
       this.count(session, 'allowed');
-      this.track(session, req, raw, this.settling(reply, o.ticket), options);
+      this.track(session, req, raw, this.settling(call, o.ticket), options);
       return;
     }
     const log = { server: session.server.name, tool, rule: o.rule, reason: o.reason };
@@ -348,15 +354,28 @@ export class Gateway {
     this.opts.metrics?.call(session.server.name, outcome);
   }
 
-  /** Wraps `reply` so the call's answer settles its reservation: a failure gives the counts back. */
-  private settling(reply: CallHandlers, ticket: Ticket | undefined): CallHandlers {
+  /**
+   * Wraps the call's handlers so its answer settles its reservation: a call that failed (the
+   * upstream crashed or was unreachable, answered an error, or, unless configured otherwise, a
+   * result with `isError`) gives its counts back. A call the client ended itself (cancelled, or
+   * its session or stream closed) keeps them: the server may have acted already, and a refund
+   * would let an agent undo its own usage.
+   */
+  private settling(call: AllowedCall, ticket: Ticket | undefined): CallHandlers {
+    const { session, req, reply, options } = call;
     if (ticket === undefined) return reply;
     const refundToolErrors = this.opts.refundToolErrors ?? true;
     let settled = false;
-    const settle = (refund: boolean) => {
+    let clientEnded = false;
+    const end = () => (clientEnded = true);
+    // Stateless clients share one session and may reuse ids; they end a call by closing its
+    // stream, which aborts `options.signal`.
+    if (!session.shared) session.endedByClient.set(req.id, end);
+    const settle = (failed: boolean) => {
       if (settled) return;
       settled = true;
-      this.opts.limiter.settle(ticket, refund);
+      if (session.endedByClient.get(req.id) === end) session.endedByClient.delete(req.id);
+      this.opts.limiter.settle(ticket, failed && !clientEnded && options?.signal?.aborted !== true);
     };
     return {
       ...reply,
@@ -467,6 +486,10 @@ export class Gateway {
 
   /** Client notifications and answers to server requests go through unchanged. */
   send(session: Session, msg: JsonRpcNotification | JsonRpcResponse, raw: string | undefined): void {
+    if ('method' in msg && msg.method === 'notifications/cancelled') {
+      const id = msg.params?.requestId as JsonRpcId | undefined;
+      if (id !== undefined) session.endedByClient.get(id)?.();
+    }
     session.upstream.send(msg, raw);
   }
 
@@ -501,6 +524,7 @@ export class Gateway {
   async closeSession(session: Session): Promise<void> {
     if (session.closed) return;
     session.closed = true;
+    for (const end of session.endedByClient.values()) end();
     this.sessions.delete(session.id);
     session.listener?.close();
     await session.upstream.close();

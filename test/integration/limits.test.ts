@@ -115,6 +115,7 @@ describe('limits of every kind, through the gateway', () => {
       },
       fail: { limits: [{ counter: 'fails', window: 'minute', max: 2, scope: 'session' }] },
       crash: { limits: [{ counter: 'crashes', window: 'minute', max: 1, scope: 'session' }] },
+      sleep: { limits: [{ counter: 'sleeps', window: 'minute', max: 1, scope: 'session' }] },
       slow: { limits: [{ counter: 'slow', max_in_flight: 2, scope: 'server' }] },
       post: { limits: [{ counter: 'per_channel', window: 'minute', max: 2, scope: 'args.channel' }] },
       echo: { shadow: true, limits: [{ counter: 'echoes', window: 'minute', max: 1, scope: 'session' }] },
@@ -181,6 +182,18 @@ servers:
     }
     assert.doesNotMatch(outcome, /rate limit 'crashes'/);
     assert.match(outcome, /crash|exit/i);
+  });
+
+  test('keeps the count of a call the client cancelled: the server may have acted, and an agent must not undo its usage', async () => {
+    const c = await connect();
+    const ac = new AbortController();
+    const cancelled = c.client.callTool({ name: 'sleep', arguments: { ms: 2000 } }, undefined, { signal: ac.signal });
+    await new Promise((r) => setTimeout(r, 300));
+    ac.abort();
+    await assert.rejects(cancelled);
+    const next = await call(c, 'sleep', { ms: 1 });
+    assert.equal(next.isError, true);
+    assert.match(next.text, /rate limit 'sleeps' allows at most 1 call per minute per session/);
   });
 
   test('admits at most max_in_flight concurrent calls and frees the slot when a call ends', async () => {
