@@ -37,15 +37,16 @@ export function createUpstream(server: ServerConfig, logger: Logger): Upstream {
 }
 
 /**
- * The control-plane store a `store` setting names: `sqlite:<path>` (relative to `baseDir`, the
- * config's folder) or `postgres://…`. Its driver is loaded only then; migrations are applied.
+ * The control-plane store a `store` setting names: `sqlite:<path>` (a relative path is relative to
+ * the working directory; the config loader has already made its own absolute) or `postgres://…`.
+ * Its driver is loaded only then; migrations are applied.
  */
-export async function openControlStore(store: string, baseDir: string): Promise<ControlStore> {
+export async function openControlStore(store: string): Promise<ControlStore> {
   let opened: ControlStore;
   if (store.startsWith('sqlite:')) {
     const { openSqliteStore } = await import('./store/sqlite.js');
     const file = store.slice('sqlite:'.length);
-    opened = openSqliteStore(file === ':memory:' ? file : path.resolve(baseDir, file));
+    opened = openSqliteStore(file === ':memory:' ? file : path.resolve(file));
   } else {
     const { openPostgresStore } = await import('./store/postgres.js');
     opened = openPostgresStore(store);
@@ -115,7 +116,7 @@ export interface RunningGateway {
 export async function startGateway(config: GatewayConfig, logger: Logger): Promise<RunningGateway> {
   // The control-plane store is opened only when grants are checked: a local gateway without
   // authentication writes no database file.
-  const control = config.auth.required ? await openControlStore(config.store, process.cwd()) : undefined;
+  const control = config.auth.required ? await openControlStore(config.store) : undefined;
   for (const server of config.servers.values()) logConversionWarnings(logger, server.name, server.policy);
   const store = await createCounterStore(config.counters, logger);
   const metrics = new Metrics();

@@ -1,6 +1,7 @@
 import { ConfigError } from '../errors.js';
 import { denialText } from '../gateway/gateway.js';
 import { loadGatewayConfig } from '../config/index.js';
+import { grantRefusal } from '../identity/authenticator.js';
 import { openControlStore } from '../main.js';
 import { evaluate, loadPolicyFile, parsePolicy } from '../policy/index.js';
 import type { CompiledPolicy, Decision, LimitSpec } from '../policy/index.js';
@@ -110,7 +111,7 @@ async function configPolicy(
   const serverConfig = config.servers.get(server);
   if (serverConfig === undefined) throw new Error(`no server named '${server}' in ${configFile}`);
   if (grantKey === undefined) return { policy: serverConfig.policy, grant: undefined };
-  const store = await openControlStore(config.store, process.cwd());
+  const store = await openControlStore(config.store);
   let record;
   try {
     record = await store.getGrant(grantKey);
@@ -119,11 +120,10 @@ async function configPolicy(
   }
   if (record === undefined) throw new Error(`no grant '${grantKey}' in the store ${config.store}`);
   const who = { label: record.label, id: record.id };
-  const now = Date.now();
-  if (record.revokedAt !== null) return { grant: who, refused: 'the grant is revoked: every request answers 401 invalid_token' };
-  if (record.expiresAt !== null && record.expiresAt <= now) return { grant: who, refused: 'the grant has expired: every request answers 401 invalid_token' };
-  if (!record.servers.includes(server)) {
-    return { grant: who, refused: `the grant is not bound to '${server}': every request answers 403 insufficient_scope` };
+  const refusal = grantRefusal(record, server, Date.now());
+  if (refusal !== undefined) {
+    const why = { revoked: 'the grant is revoked', expired: 'the grant has expired', rotated: 'its token was rotated out', unbound: `the grant is not bound to '${server}'` }[refusal.why];
+    return { grant: who, refused: `${why}: every request answers ${refusal.status} ${refusal.error}` };
   }
   const own = record.policies[server];
   if (own === undefined) return { policy: serverConfig.policy, grant: { ...who, policy: 'server' } };

@@ -60,8 +60,7 @@ Example:
       return t;
     };
 
-    // The config's store path is already absolute; a --store path is relative to the working directory.
-    const store = await openControlStore(storeUrl, process.cwd());
+    const store = await openControlStore(storeUrl);
     try {
       switch (sub) {
         case 'create': {

@@ -65,13 +65,17 @@ export class GrantAuthenticator {
     const hash = hashToken(token);
     const found = await this.lookup(hash);
     if (found === undefined || !sameHash(found.token.hash, hash)) return invalid('unknown token');
-    const now = this.now();
     const { grant, token: record } = found;
-    if (grant.revokedAt !== null) return invalid(`the grant '${grant.label}' was revoked`);
-    if (grant.expiresAt !== null && grant.expiresAt <= now) return invalid(`the grant '${grant.label}' has expired`);
-    if (record.validUntil !== null && record.validUntil <= now) return invalid(`this token of '${grant.label}' was rotated out`);
-    if (!grant.servers.includes(server)) {
-      return { ok: false, status: 403, error: 'insufficient_scope', description: `the grant '${grant.label}' is not bound to the server '${server}'` };
+    const refusal = grantRefusal(grant, server, this.now(), record);
+    if (refusal !== undefined) {
+      const label = grant.label;
+      const description = {
+        revoked: `the grant '${label}' was revoked`,
+        expired: `the grant '${label}' has expired`,
+        rotated: `this token of '${label}' was rotated out`,
+        unbound: `the grant '${label}' is not bound to the server '${server}'`,
+      }[refusal.why];
+      return { ok: false, status: refusal.status, error: refusal.error, description };
     }
     return { ok: true, principal: { grantId: grant.id, label: grant.label, servers: grant.servers, policies: grant.policies } };
   }
@@ -97,6 +101,25 @@ export class GrantAuthenticator {
     this.cache.set(hash, { at: now, lookup });
     return lookup;
   }
+}
+
+/** Why a grant is refused before any policy is asked, with the HTTP status and RFC 6750 error it gets. */
+export interface GrantRefusal {
+  readonly why: 'revoked' | 'expired' | 'rotated' | 'unbound';
+  readonly status: 401 | 403;
+  readonly error: 'invalid_token' | 'insufficient_scope';
+}
+
+/**
+ * Whether the gateway refuses `grant` (and, given, this token of it) on `server` at `now`, and
+ * how: the one rule the authenticator applies and `explain --grant` reports.
+ */
+export function grantRefusal(grant: GrantRecord, server: string, now: number, token?: TokenRecord): GrantRefusal | undefined {
+  if (grant.revokedAt !== null) return { why: 'revoked', status: 401, error: 'invalid_token' };
+  if (grant.expiresAt !== null && grant.expiresAt <= now) return { why: 'expired', status: 401, error: 'invalid_token' };
+  if (token !== undefined && token.validUntil !== null && token.validUntil <= now) return { why: 'rotated', status: 401, error: 'invalid_token' };
+  if (!grant.servers.includes(server)) return { why: 'unbound', status: 403, error: 'insufficient_scope' };
+  return undefined;
 }
 
 function invalid(description: string): AuthResult {

@@ -150,6 +150,8 @@ export class Limiter {
   private readonly opts: LimiterOptions;
   private readonly now: () => number;
   private readonly paths = new Map<string, readonly string[]>();
+  // Keyed by the compiled limit, so a reloaded policy's limits are collected with it.
+  private readonly names = new WeakMap<LimitSpec, string>();
 
   constructor(store: CounterStore, opts: LimiterOptions) {
     this.store = store;
@@ -164,8 +166,8 @@ export class Limiter {
   reserve(limits: readonly LimitSpec[], ctx: CallContext): LimitOutcome | Promise<LimitOutcome> {
     if (limits.length === 0) return ADMITTED_WITHOUT_LIMITS;
     const resolved = this.resolve(limits, ctx);
-    if (!Array.isArray(resolved)) return resolved;
-    const { requests, specs } = merge(resolved);
+    if (!('requests' in resolved)) return resolved;
+    const { requests, specs } = resolved;
     let outcome: ReserveOutcome | Promise<ReserveOutcome>;
     try {
       outcome = this.store.reserve(ctx.server, requests, this.now());
@@ -212,9 +214,16 @@ export class Limiter {
     };
   }
 
-  /** Counter requests for each limit, in order, or the refusal of an increment that cannot be read. */
-  private resolve(limits: readonly LimitSpec[], ctx: CallContext): Array<[CounterRequest, LimitSpec]> | LimitOutcome {
-    const out: Array<[CounterRequest, LimitSpec]> = [];
+  /**
+   * The counter request of each limit, in order, beside the limit it came from; or the refusal
+   * of an increment that cannot be read. Limits that resolve to the same counter (the same name,
+   * window and scope value, e.g. written both for the tool and under all_tools) are one count:
+   * the call adds to it once, the largest of their amounts, and must fit under the smallest of
+   * their maxima.
+   */
+  private resolve(limits: readonly LimitSpec[], ctx: CallContext): { requests: CounterRequest[]; specs: LimitSpec[] } | LimitOutcome {
+    const requests: CounterRequest[] = [];
+    const specs: LimitSpec[] = [];
     for (const l of limits) {
       let amount = l.increment ?? 1;
       if (l.incrementFrom !== undefined) {
@@ -229,10 +238,29 @@ export class Limiter {
         }
         amount = v;
       }
-      const key = [ctx.server, l.counter, `${l.kind}:${l.windowMs}`, l.scope, this.scopeValue(l.scope, ctx)].join(SEP);
-      out.push([{ key, kind: l.kind, windowMs: l.windowMs, max: l.max, amount }, l]);
+      const key = ctx.server + SEP + this.counterName(l) + SEP + this.scopeValue(l.scope, ctx);
+      // A call has a handful of limits: a scan beats building a map for them.
+      const at = requests.findIndex((r) => r.key === key);
+      if (at < 0) {
+        requests.push({ key, kind: l.kind, windowMs: l.windowMs, max: l.max, amount });
+        specs.push(l);
+        continue;
+      }
+      const prev = requests[at]!;
+      requests[at] = { ...prev, max: Math.min(prev.max, l.max), amount: Math.max(prev.amount, amount) };
+      if (l.max < prev.max) specs[at] = l;
     }
-    return out;
+    return { requests, specs };
+  }
+
+  /** What names a limit's counter apart from server and scope value; built once per compiled limit. */
+  private counterName(l: LimitSpec): string {
+    let name = this.names.get(l);
+    if (name === undefined) {
+      name = [l.counter, `${l.kind}:${l.windowMs}`, l.scope].join(SEP);
+      this.names.set(l, name);
+    }
+    return name;
   }
 
   private scopeValue(scope: string, ctx: CallContext): string {
@@ -271,31 +299,6 @@ export class Limiter {
     }
     return v;
   }
-}
-
-/**
- * Limits that resolve to the same counter (the same name, window and scope value, e.g. written
- * both for the tool and under all_tools) are one count: the call adds to it once, the largest of
- * their amounts, and must fit under the smallest of their maxima.
- */
-function merge(resolved: Array<[CounterRequest, LimitSpec]>): { requests: CounterRequest[]; specs: LimitSpec[] } {
-  if (resolved.length === 1) return { requests: [resolved[0]![0]], specs: [resolved[0]![1]] };
-  const byKey = new Map<string, number>();
-  const requests: CounterRequest[] = [];
-  const specs: LimitSpec[] = [];
-  for (const [req, spec] of resolved) {
-    const at = byKey.get(req.key);
-    if (at === undefined) {
-      byKey.set(req.key, requests.length);
-      requests.push(req);
-      specs.push(spec);
-      continue;
-    }
-    const prev = requests[at]!;
-    requests[at] = { ...prev, max: Math.min(prev.max, req.max), amount: Math.max(prev.amount, req.amount) };
-    if (req.max < prev.max) specs[at] = spec;
-  }
-  return { requests, specs };
 }
 
 function refusal(spec: LimitSpec, req: CounterRequest, retryAfterMs: number): LimitOutcome {

@@ -11,9 +11,9 @@ export class Metrics {
   readonly registry = new Registry();
   private readonly calls: Counter<'server' | 'outcome'>;
   private readonly storeErrors: Counter<'store' | 'during'>;
-  // Children cached per label pair: labels() hashes its arguments on every call, the hot path
-  // should not.
-  private readonly callChildren = new Map<string, { inc(): void }>();
+  // Children cached per server and outcome: labels() hashes its arguments on every call, the hot
+  // path should not.
+  private readonly callChildren = new Map<string, Partial<Record<CallOutcome, { inc(): void }>>>();
 
   constructor() {
     this.calls = new Counter({
@@ -31,13 +31,9 @@ export class Metrics {
   }
 
   call(server: string, outcome: CallOutcome): void {
-    const key = `${server}\u0000${outcome}`;
-    let child = this.callChildren.get(key);
-    if (child === undefined) {
-      child = this.calls.labels(server, outcome);
-      this.callChildren.set(key, child);
-    }
-    child.inc();
+    let byOutcome = this.callChildren.get(server);
+    if (byOutcome === undefined) this.callChildren.set(server, (byOutcome = {}));
+    (byOutcome[outcome] ??= this.calls.labels(server, outcome)).inc();
   }
 
   storeError(store: string, during: 'reserve' | 'settle'): void {

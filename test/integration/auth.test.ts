@@ -75,7 +75,7 @@ servers:
       { dir: tmp.path },
     );
     // A second handle on the same file, as `policylayer grants` in another process would have.
-    store = await openControlStore('sqlite:./control.db', tmp.path);
+    store = await openControlStore(`sqlite:${path.join(tmp.path, 'control.db')}`);
     await grant('alice', ['fixture']);
     await grant('bob', ['fixture']);
     await grant('carol', ['fixture'], { policies: { fixture: JSON.stringify(READ_ONLY) } });

@@ -45,7 +45,7 @@ describe('two gateways sharing one PostgreSQL store', { skip }, () => {
     const u = new URL(DATABASE_URL);
     u.searchParams.set('options', `-c search_path=${schema}`);
     storeUrl = u.toString();
-    store = await openControlStore(storeUrl, process.cwd());
+    store = await openControlStore(storeUrl);
     tmp = tempDir();
     tmp.write(
       'gateway.yaml',

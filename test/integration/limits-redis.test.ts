@@ -58,7 +58,7 @@ servers:
 `,
     );
     // Two agents, each with its own grant: the `grant` scope counts them apart on every replica.
-    const store = await openControlStore(`sqlite:${path.join(tmp.path, 'control.db')}`, tmp.path);
+    const store = await openControlStore(`sqlite:${path.join(tmp.path, 'control.db')}`);
     const alice = newToken();
     const bob = newToken();
     await store.createGrant({ label: 'alice', servers: ['shared'] }, hashToken(alice), Date.now());

@@ -173,8 +173,7 @@ export class HttpListener {
       return undefined;
     };
     // A token in a URL ends up in logs, histories and Referer headers: refused even when valid.
-    const params = new URLSearchParams(query);
-    if (params.has('access_token') || /plg_[A-Za-z0-9_-]{20,}/.test(decodeURIComponentSafe(query))) {
+    if (query !== '' && (new URLSearchParams(query).has('access_token') || /plg_[A-Za-z0-9_-]{20,}/.test(decodeURIComponentSafe(query)))) {
       return challenge(401, 'invalid_request', 'tokens are not accepted in the URL: send Authorization: Bearer <token>');
     }
     const result = await auth.authenticate(header(req, 'authorization'), server.name);
