@@ -4,16 +4,17 @@
  *
  * Why it is written this way: the SQLite and PostgreSQL stores must be interchangeable, and the
  * only way to keep them so is one list of expectations both pass. Each test opens its own store,
- * migrates it, and uses labels with a random part, so a database shared across tests and runs (one
- * PostgreSQL schema) never shows a test another test's grants; it never relies on the store being
- * empty. Times are fixed numbers, never the clock: the store keeps the times it is given and
- * compares none of them (deciding whether a token still works is the authenticator's job).
+ * migrates it, and uses labels, server names and event targets with a random part, so a database
+ * shared across tests and runs (one PostgreSQL schema) never shows a test another test's rows; it
+ * never relies on the store being empty. Times are fixed numbers, never the clock: the store keeps
+ * the times it is given and compares none of them (deciding whether a token still works is the
+ * authenticator's job).
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { describe, test } from 'node:test';
-import { StoreConflictError } from './store.js';
-import type { ControlStore } from './store.js';
+import { ADMIN_ROLES, StoreConflictError } from './store.js';
+import type { AdminRole, ControlStore, NewAdminEvent } from './store.js';
 
 const T0 = 1_700_000_000_000;
 const MINUTE = 60_000;
@@ -31,6 +32,19 @@ async function rejectsWithConflict(p: Promise<unknown>, what: string): Promise<v
     assert.ok(err instanceof StoreConflictError, `${what}: expected StoreConflictError, got ${String(err)}`);
     return true;
   });
+}
+
+/** A rejection that is not a conflict: the write is wrong in itself, whatever else is stored. */
+async function rejectsWithoutConflict(p: Promise<unknown>, what: string): Promise<void> {
+  await assert.rejects(p, (err: unknown) => {
+    assert.ok(!(err instanceof StoreConflictError), `${what}: expected an error other than StoreConflictError`);
+    return true;
+  });
+}
+
+/** An admin event about `target`, with defaults for what a test does not care about. */
+function adminEvent(target: string, fields: Partial<NewAdminEvent> = {}): NewAdminEvent {
+  return { at: T0, actor: 'cli', role: 'admin', action: 'grant.create', target, before: null, after: { label: 'x' }, ...fields };
 }
 
 /**
@@ -299,12 +313,489 @@ export function controlStoreContract(label: string, open: () => Promise<ControlS
       assert.equal((await store.findByTokenHash(hash))?.grant.id, created.id);
       await store.createGrant({ label: unique('after'), servers: [] }, tokenHash(), T0);
     }));
+
+    test('keeps admin credentials, admin events, servers and policy versions when migrated a second time', withStore(async (store, unique) => {
+      const cred = await store.createAdminCredential({ label: unique('ops'), role: 'viewer' }, tokenHash(), T0);
+      const event = await store.appendAdminEvent(adminEvent(unique('kept')));
+      const server = await store.createServer(unique('srv'), { command: 'x' }, T0);
+      const version = await store.addPolicyVersion(unique('srv'), { text: 'tools: {}', actor: 'cli' }, T0);
+      await store.migrate();
+      assert.deepEqual((await store.listAdminCredentials()).find((c) => c.id === cred.id), cred);
+      assert.deepEqual(await store.listAdminEvents({ target: unique('kept') }), [event]);
+      assert.deepEqual(await store.getServer(unique('srv')), server);
+      assert.deepEqual(await store.getPolicyVersion(unique('srv')), version);
+    }));
+
+    test('keeps the times of admin credentials, events, servers and policy versions as given, even the largest a Date can hold', withStore(async (store, unique) => {
+      const hash = tokenHash();
+      await store.createAdminCredential({ label: unique('late'), role: 'admin' }, hash, LAST_DATE_MS - 10);
+      assert.equal(await store.revokeAdminCredential(unique('late'), LAST_DATE_MS), true);
+      const cred = await store.findAdminByTokenHash(hash);
+      assert.strictEqual(cred?.createdAt, LAST_DATE_MS - 10);
+      assert.strictEqual(cred?.revokedAt, LAST_DATE_MS);
+      await store.appendAdminEvent(adminEvent(unique('late'), { at: LAST_DATE_MS }));
+      assert.strictEqual((await store.listAdminEvents({ target: unique('late') }))[0]?.at, LAST_DATE_MS);
+      await store.createServer(unique('late'), {}, LAST_DATE_MS);
+      assert.strictEqual((await store.getServer(unique('late')))?.createdAt, LAST_DATE_MS);
+      await store.addPolicyVersion(unique('late'), { text: 't', actor: 'cli' }, LAST_DATE_MS);
+      assert.strictEqual((await store.getPolicyVersion(unique('late')))?.createdAt, LAST_DATE_MS);
+    }));
+
+    test('refuses a time that is not a whole number of ms in every new kind of write, storing nothing', withStore(async (store, unique) => {
+      const hash = tokenHash();
+      await assert.rejects(store.createAdminCredential({ label: unique('frac'), role: 'viewer' }, hash, T0 + 0.5));
+      assert.equal(await store.findAdminByTokenHash(hash), undefined);
+
+      await store.createAdminCredential({ label: unique('whole'), role: 'viewer' }, hash, T0);
+      await assert.rejects(store.revokeAdminCredential(unique('whole'), T0 + 0.5));
+      assert.equal((await store.findAdminByTokenHash(hash))?.revokedAt, null);
+
+      await assert.rejects(store.appendAdminEvent(adminEvent(unique('frac'), { at: T0 + 0.5 })));
+      assert.deepEqual(await store.listAdminEvents({ target: unique('frac') }), []);
+
+      await assert.rejects(store.createServer(unique('frac'), {}, T0 + 0.5));
+      assert.equal(await store.getServer(unique('frac')), undefined);
+
+      await assert.rejects(store.addPolicyVersion(unique('frac'), { text: 't', actor: 'cli' }, T0 + 0.5));
+      assert.equal(await store.getPolicyVersion(unique('frac')), undefined);
+    }));
+
+    describe('admin credentials', () => {
+      test('creates an admin credential and finds it by its token hash and in the list', withStore(async (store, unique) => {
+        const hash = tokenHash();
+        const created = await store.createAdminCredential({ label: unique('ops-alice'), role: 'policy_manager' }, hash, T0);
+        assert.match(created.id, /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+        assert.deepEqual(created, { id: created.id, label: unique('ops-alice'), role: 'policy_manager', createdAt: T0, revokedAt: null });
+        assert.deepEqual(await store.findAdminByTokenHash(hash), created);
+        assert.deepEqual((await store.listAdminCredentials()).filter((c) => c.label === unique('ops-alice')), [created]);
+      }));
+
+      test('keeps each of the three roles as given', withStore(async (store, unique) => {
+        for (const role of ADMIN_ROLES) {
+          const hash = tokenHash();
+          const created = await store.createAdminCredential({ label: unique(role), role }, hash, T0);
+          assert.equal(created.role, role);
+          assert.equal((await store.findAdminByTokenHash(hash))?.role, role);
+        }
+      }));
+
+      test('refuses a role other than admin, policy_manager and viewer, storing nothing', withStore(async (store, unique) => {
+        const hash = tokenHash();
+        await rejectsWithoutConflict(store.createAdminCredential({ label: unique('root'), role: 'root' as AdminRole }, hash, T0), 'unknown role');
+        assert.equal(await store.findAdminByTokenHash(hash), undefined);
+        assert.equal((await store.listAdminCredentials()).some((c) => c.label === unique('root')), false);
+      }));
+
+      test('answers undefined for an unknown admin token hash', withStore(async (store) => {
+        assert.equal(await store.findAdminByTokenHash(tokenHash()), undefined);
+      }));
+
+      test('keeps admin credentials and grants apart: neither kind of token finds the other kind', withStore(async (store, unique) => {
+        const [grantHash, adminHash] = [tokenHash(), tokenHash()];
+        await store.createGrant({ label: unique('agent'), servers: [] }, grantHash, T0);
+        await store.createAdminCredential({ label: unique('agent'), role: 'admin' }, adminHash, T0);
+        assert.equal(await store.findAdminByTokenHash(grantHash), undefined);
+        assert.equal(await store.findByTokenHash(adminHash), undefined);
+      }));
+
+      test('refuses a duplicate admin label with StoreConflictError and stores nothing of the second credential', withStore(async (store, unique) => {
+        const first = await store.createAdminCredential({ label: unique('dup'), role: 'viewer' }, tokenHash(), T0);
+        const secondHash = tokenHash();
+        await rejectsWithConflict(store.createAdminCredential({ label: unique('dup'), role: 'admin' }, secondHash, T0 + 1), 'same label');
+        assert.equal(await store.findAdminByTokenHash(secondHash), undefined);
+        assert.deepEqual((await store.listAdminCredentials()).filter((c) => c.label === unique('dup')), [first]);
+      }));
+
+      test('refuses an admin token hash already in use with StoreConflictError and creates no credential', withStore(async (store, unique) => {
+        const hash = tokenHash();
+        const first = await store.createAdminCredential({ label: unique('owner'), role: 'viewer' }, hash, T0);
+        await rejectsWithConflict(store.createAdminCredential({ label: unique('thief'), role: 'admin' }, hash, T0 + 1), 'same hash');
+        assert.equal((await store.listAdminCredentials()).some((c) => c.label === unique('thief')), false);
+        assert.deepEqual(await store.findAdminByTokenHash(hash), first);
+      }));
+
+      test('lets exactly one of ten concurrent creations of one admin label succeed; the others get StoreConflictError', withStore(async (store, unique) => {
+        const hashes = Array.from({ length: 10 }, () => tokenHash());
+        const outcomes = await Promise.allSettled(hashes.map((h, i) => store.createAdminCredential({ label: unique('race'), role: 'viewer' }, h, T0 + i)));
+        const won = outcomes.flatMap((o, i) => (o.status === 'fulfilled' ? [{ cred: o.value, hash: hashes[i]! }] : []));
+        assert.equal(won.length, 1, `${won.length} creations succeeded`);
+        for (const o of outcomes) if (o.status === 'rejected') assert.ok(o.reason instanceof StoreConflictError, String(o.reason));
+        const winner = won[0]!;
+        for (const h of hashes) assert.equal((await store.findAdminByTokenHash(h))?.id, h === winner.hash ? winner.cred.id : undefined);
+      }));
+
+      test('lists admin credentials, revoked ones included, ordered by label byte by byte', withStore(async (store, unique) => {
+        const names = ['b', 'a_1', 'B', 'a-1', 'a.1', 'a1', 'Z', 'a'];
+        for (const n of names) await store.createAdminCredential({ label: unique(n), role: 'viewer' }, tokenHash(), T0);
+        assert.equal(await store.revokeAdminCredential(unique('a1'), T0 + 1), true);
+        const ours = (await store.listAdminCredentials()).filter((c) => c.label.startsWith(unique('')));
+        assert.deepEqual(
+          ours.map((c) => c.label),
+          names.map(unique).sort(),
+        );
+        assert.equal(ours.find((c) => c.label === unique('a1'))?.revokedAt, T0 + 1);
+        assert.ok(ours.filter((c) => c.label !== unique('a1')).every((c) => c.revokedAt === null));
+      }));
+
+      test('revokes an admin credential by label or id once: a second revoke keeps the first time and still answers true', withStore(async (store, unique) => {
+        const hash = tokenHash();
+        const created = await store.createAdminCredential({ label: unique('bob'), role: 'admin' }, hash, T0);
+        assert.equal(await store.revokeAdminCredential(unique('bob'), T0 + 10), true);
+        assert.equal(await store.revokeAdminCredential(created.id, T0 + 20), true);
+        // Revoked, and still found by its hash: refusing it is the caller's job.
+        assert.deepEqual(await store.findAdminByTokenHash(hash), { ...created, revokedAt: T0 + 10 });
+      }));
+
+      test('answers false when revoking an admin credential that does not exist', withStore(async (store, unique) => {
+        assert.equal(await store.revokeAdminCredential(unique('ghost'), T0), false);
+        assert.equal(await store.revokeAdminCredential('00000000-0000-4000-8000-000000000000', T0), false);
+      }));
+
+      test("takes an admin credential's id over another's label spelled the same", withStore(async (store, unique) => {
+        const [ha, hb] = [tokenHash(), tokenHash()];
+        const a = await store.createAdminCredential({ label: unique('real'), role: 'admin' }, ha, T0);
+        await store.createAdminCredential({ label: a.id, role: 'viewer' }, hb, T0);
+        assert.equal(await store.revokeAdminCredential(a.id, T0 + 1), true);
+        assert.equal((await store.findAdminByTokenHash(ha))?.revokedAt, T0 + 1);
+        assert.equal((await store.findAdminByTokenHash(hb))?.revokedAt, null);
+      }));
+    });
+
+    describe('the admin audit stream', () => {
+      test('appends admin events with ids that only grow, each listed as it was returned', withStore(async (store, unique) => {
+        const appended = [];
+        for (let i = 0; i < 4; i++) {
+          appended.push(await store.appendAdminEvent(adminEvent(unique('grow'), { at: T0 + i, actor: `ops-${i}`, role: ADMIN_ROLES[i % 3]!, action: `a.${i}` })));
+        }
+        for (let i = 1; i < appended.length; i++) assert.ok(appended[i]!.id > appended[i - 1]!.id, `id ${appended[i]!.id} after ${appended[i - 1]!.id}`);
+        for (const e of appended) assert.ok(Number.isSafeInteger(e.id), `id ${String(e.id)} is a whole number`);
+        assert.deepEqual(appended[2], { ...adminEvent(unique('grow'), { at: T0 + 2, actor: 'ops-2', role: ADMIN_ROLES[2]!, action: 'a.2' }), id: appended[2]!.id });
+        assert.deepEqual(await store.listAdminEvents({ target: unique('grow') }), [...appended].reverse());
+      }));
+
+      test('gives concurrent appends different ids', withStore(async (store, unique) => {
+        const appended = await Promise.all(Array.from({ length: 10 }, (_, i) => store.appendAdminEvent(adminEvent(unique('burst'), { at: T0 + i }))));
+        assert.equal(new Set(appended.map((e) => e.id)).size, 10);
+        assert.equal((await store.listAdminEvents({ target: unique('burst') })).length, 10);
+      }));
+
+      test('lists admin events newest first and pages back with beforeId until the page is empty', withStore(async (store, unique) => {
+        const ids: number[] = [];
+        for (let i = 0; i < 5; i++) ids.push((await store.appendAdminEvent(adminEvent(unique('paged'), { at: T0 + i }))).id);
+        const page = async (beforeId?: number) => (await store.listAdminEvents({ target: unique('paged'), limit: 2, beforeId })).map((e) => e.id);
+        assert.deepEqual(await page(), [ids[4], ids[3]]);
+        assert.deepEqual(await page(ids[3]), [ids[2], ids[1]]);
+        assert.deepEqual(await page(ids[1]), [ids[0]]);
+        assert.deepEqual(await page(ids[0]), []);
+        // A cursor need not be the id of an event: it pages from whatever lies below it.
+        assert.deepEqual(await page(ids[4]! + 1_000_000), [ids[4], ids[3]]);
+      }));
+
+      test('pages the whole stream newest first when no filter is given', withStore(async (store, unique) => {
+        const a = await store.appendAdminEvent(adminEvent(unique('one')));
+        const b = await store.appendAdminEvent(adminEvent(unique('two')));
+        // Other tests may append to a shared database meanwhile, so only the order of ours is known.
+        const newest = await store.listAdminEvents({ limit: 1000 });
+        for (let i = 1; i < newest.length; i++) assert.ok(newest[i]!.id < newest[i - 1]!.id, 'newest first');
+        assert.deepEqual(
+          newest.filter((e) => e.id === a.id || e.id === b.id),
+          [b, a],
+        );
+        const older = await store.listAdminEvents({ beforeId: b.id });
+        assert.ok(older.length >= 1 && older.every((e) => e.id < b.id));
+        assert.deepEqual(
+          older.find((e) => e.id === a.id),
+          a,
+        );
+      }));
+
+      test('filters admin events by exact action and exact target, alone or together', withStore(async (store, unique) => {
+        const [create, update] = [unique('grant.create'), unique('policy.update')];
+        const [t1, t2] = [unique('grant:a'), unique('grant:b')];
+        const e1 = await store.appendAdminEvent(adminEvent(t1, { action: create }));
+        const e2 = await store.appendAdminEvent(adminEvent(t2, { action: create }));
+        const e3 = await store.appendAdminEvent(adminEvent(t1, { action: update }));
+        assert.deepEqual(await store.listAdminEvents({ action: create }), [e2, e1]);
+        assert.deepEqual(await store.listAdminEvents({ target: t1 }), [e3, e1]);
+        assert.deepEqual(await store.listAdminEvents({ action: create, target: t1 }), [e1]);
+        assert.deepEqual(await store.listAdminEvents({ action: update, target: t2 }), []);
+        assert.deepEqual(await store.listAdminEvents({ action: create, beforeId: e2.id }), [e1]);
+        assert.deepEqual(await store.listAdminEvents({ action: create, limit: 1 }), [e2]);
+        // Exact: neither a prefix nor another case matches.
+        assert.deepEqual(await store.listAdminEvents({ action: create.slice(0, -1) }), []);
+        assert.deepEqual(await store.listAdminEvents({ target: t1.toUpperCase() }), []);
+      }));
+
+      test('lists 100 events when no limit is given, and clamps the limit to 1..1000', withStore(async (store, unique) => {
+        const target = unique('many');
+        // In concurrent batches: a PostgreSQL store spreads them over its connections.
+        for (let start = 0; start < 1001; start += 50) {
+          await Promise.all(Array.from({ length: Math.min(50, 1001 - start) }, (_, i) => store.appendAdminEvent(adminEvent(target, { at: T0 + start + i }))));
+        }
+        const all = await store.listAdminEvents({ target, limit: 1000 });
+        assert.equal(all.length, 1000);
+        assert.deepEqual(await store.listAdminEvents({ target }), all.slice(0, 100));
+        assert.equal((await store.listAdminEvents({ target, limit: 5000 })).length, 1000);
+        assert.equal((await store.listAdminEvents({ target, limit: 7 })).length, 7);
+        assert.deepEqual(await store.listAdminEvents({ target, limit: 0 }), all.slice(0, 1));
+        assert.deepEqual(await store.listAdminEvents({ target, limit: -3 }), all.slice(0, 1));
+        assert.equal((await store.listAdminEvents({ target, beforeId: all[999]!.id })).length, 1);
+      }));
+
+      test('round-trips before and after of every JSON type, null included, unchanged', withStore(async (store, unique) => {
+        const values: unknown[] = [
+          null,
+          true,
+          false,
+          0,
+          -17,
+          3.25,
+          -1e-7,
+          1e21,
+          Number.MAX_SAFE_INTEGER,
+          '',
+          'null',
+          'naïve — ✓ "quoted" \\ back\\slash\nnew line \u{1F600}',
+          [],
+          {},
+          [1, 'two', null, [3], { four: 4 }],
+          { policy: 'tools:\n  x: {allow: false}\n', servers: ['b', 'a'], nested: { deeper: [true, null, { '': 'empty key' }] }, 'key with spaces': 0.5 },
+        ];
+        const target = unique('json');
+        const mirror = (i: number) => values[values.length - 1 - i];
+        for (const [i, v] of values.entries()) {
+          const e = await store.appendAdminEvent(adminEvent(target, { at: T0 + i, before: v, after: mirror(i) }));
+          assert.deepStrictEqual(e.before, v, `appended before #${i}`);
+          assert.deepStrictEqual(e.after, mirror(i), `appended after #${i}`);
+        }
+        const listed = (await store.listAdminEvents({ target })).reverse();
+        assert.equal(listed.length, values.length);
+        for (const [i, v] of values.entries()) {
+          assert.deepStrictEqual(listed[i]?.before, v, `listed before #${i}`);
+          assert.deepStrictEqual(listed[i]?.after, mirror(i), `listed after #${i}`);
+        }
+      }));
+
+      test('keeps a state that did not exist as null, whether given as null or left undefined', withStore(async (store, unique) => {
+        const e = await store.appendAdminEvent(adminEvent(unique('absent'), { before: undefined, after: null }));
+        assert.strictEqual(e.before, null);
+        assert.strictEqual(e.after, null);
+        const [listed] = await store.listAdminEvents({ target: unique('absent') });
+        assert.strictEqual(listed?.before, null);
+        assert.strictEqual(listed?.after, null);
+      }));
+
+      test('does not let a change to the given state reach the stored event', withStore(async (store, unique) => {
+        const after = { servers: ['a'] };
+        const e = await store.appendAdminEvent(adminEvent(unique('copy'), { after }));
+        after.servers.push('b');
+        assert.deepEqual(e.after, { servers: ['a'] });
+        assert.deepEqual((await store.listAdminEvents({ target: unique('copy') }))[0]?.after, { servers: ['a'] });
+      }));
+
+      test('refuses an event whose role is not one of the three, storing nothing', withStore(async (store, unique) => {
+        await rejectsWithoutConflict(store.appendAdminEvent(adminEvent(unique('bad-role'), { role: 'root' as AdminRole })), 'unknown role');
+        assert.deepEqual(await store.listAdminEvents({ target: unique('bad-role') }), []);
+      }));
+
+      test('refuses a beforeId that is not a whole number', withStore(async (store) => {
+        await assert.rejects(store.listAdminEvents({ beforeId: 2.5 }), RangeError);
+      }));
+    });
+
+    describe('servers', () => {
+      const definition = {
+        command: 'npx',
+        args: ['-y', '@modelcontextprotocol/server-github'],
+        env: { GITHUB_TOKEN: '${GITHUB_TOKEN}', 'ünïcode': 'naïve ✓' },
+        timeout: 30_000,
+        isolation: { network: false, readOnly: true, mounts: [] },
+      };
+
+      test('creates a server and gets it back with its definition exactly as given', withStore(async (store, unique) => {
+        const created = await store.createServer(unique('github'), definition, T0);
+        assert.deepEqual(created, { name: unique('github'), definition, createdAt: T0 });
+        assert.deepEqual(await store.getServer(unique('github')), created);
+        assert.deepEqual((await store.listServers()).filter((s) => s.name === unique('github')), [created]);
+      }));
+
+      test('answers undefined for a server that is not stored', withStore(async (store, unique) => {
+        assert.equal(await store.getServer(unique('nowhere')), undefined);
+      }));
+
+      test('refuses a server name already taken with StoreConflictError and keeps the first definition', withStore(async (store, unique) => {
+        const first = await store.createServer(unique('dup'), { url: 'https://one.example/mcp' }, T0);
+        await rejectsWithConflict(store.createServer(unique('dup'), { url: 'https://two.example/mcp' }, T0 + 1), 'same name');
+        assert.deepEqual(await store.getServer(unique('dup')), first);
+      }));
+
+      test('lets exactly one of ten concurrent creations of one server name succeed; the others get StoreConflictError', withStore(async (store, unique) => {
+        const outcomes = await Promise.allSettled(Array.from({ length: 10 }, (_, i) => store.createServer(unique('race'), { command: `c${i}` }, T0 + i)));
+        const won = outcomes.flatMap((o) => (o.status === 'fulfilled' ? [o.value] : []));
+        assert.equal(won.length, 1, `${won.length} creations succeeded`);
+        for (const o of outcomes) if (o.status === 'rejected') assert.ok(o.reason instanceof StoreConflictError, String(o.reason));
+        assert.deepEqual(await store.getServer(unique('race')), won[0]);
+      }));
+
+      test('lists stored servers ordered by name byte by byte', withStore(async (store, unique) => {
+        const names = ['b', 'a_1', 'B', 'a-1', 'a.1', 'a1', 'Z', 'a'];
+        for (const n of names) await store.createServer(unique(n), { command: n }, T0);
+        const ours = (await store.listServers()).filter((s) => s.name.startsWith(unique('')));
+        assert.deepEqual(
+          ours.map((s) => s.name),
+          names.map(unique).sort(),
+        );
+        for (const s of ours) assert.deepEqual(s, await store.getServer(s.name));
+      }));
+
+      test('does not let a change to the given definition reach the stored server', withStore(async (store, unique) => {
+        const given = { command: 'x', args: ['a'], env: { A: '1' } as Record<string, string> };
+        const created = await store.createServer(unique('copy'), given, T0);
+        given.args.push('b');
+        given.env.A = 'changed';
+        assert.deepEqual(created.definition, { command: 'x', args: ['a'], env: { A: '1' } });
+        assert.deepEqual((await store.getServer(unique('copy')))?.definition, { command: 'x', args: ['a'], env: { A: '1' } });
+      }));
+
+      test('refuses a definition that is not a JSON object, storing nothing', withStore(async (store, unique) => {
+        const notAnObject = ['not', 'an', 'object'] as unknown as Record<string, unknown>;
+        await rejectsWithoutConflict(store.createServer(unique('array'), notAnObject, T0), 'array definition');
+        assert.equal(await store.getServer(unique('array')), undefined);
+      }));
+
+      test('deletes a server with its policy versions, and answers false the second time', withStore(async (store, unique) => {
+        await store.createServer(unique('doomed'), definition, T0);
+        await store.addPolicyVersion(unique('doomed'), { text: 'v1', actor: 'cli' }, T0);
+        await store.addPolicyVersion(unique('doomed'), { text: 'v2', actor: 'cli' }, T0 + 1);
+        assert.equal(await store.deleteServer(unique('doomed')), true);
+        assert.equal(await store.getServer(unique('doomed')), undefined);
+        assert.deepEqual(await store.listPolicyVersions(unique('doomed')), []);
+        assert.equal((await store.latestPolicyVersions()).has(unique('doomed')), false);
+        assert.equal(await store.deleteServer(unique('doomed')), false);
+      }));
+
+      test('keeps policy versions of other servers when one server is deleted', withStore(async (store, unique) => {
+        await store.createServer(unique('gone'), {}, T0);
+        await store.createServer(unique('stays'), {}, T0);
+        await store.addPolicyVersion(unique('gone'), { text: 'g', actor: 'cli' }, T0);
+        const kept = await store.addPolicyVersion(unique('stays'), { text: 's', actor: 'cli' }, T0);
+        // A name that only begins like the deleted one is another server.
+        const longer = await store.addPolicyVersion(unique('gone-2'), { text: 'g2', actor: 'cli' }, T0);
+        assert.equal(await store.deleteServer(unique('gone')), true);
+        assert.deepEqual(await store.listPolicyVersions(unique('stays')), [kept]);
+        assert.deepEqual(await store.listPolicyVersions(unique('gone-2')), [longer]);
+        assert.ok(await store.getServer(unique('stays')));
+      }));
+
+      test('keeps the policy versions of a server that is not stored when asked to delete it, answering false', withStore(async (store, unique) => {
+        // A gateway.yaml server is not stored, yet its policy may be versioned here.
+        const version = await store.addPolicyVersion(unique('from-yaml'), { text: 'tools: {}', actor: 'cli' }, T0);
+        assert.equal(await store.deleteServer(unique('from-yaml')), false);
+        assert.deepEqual(await store.listPolicyVersions(unique('from-yaml')), [version]);
+      }));
+    });
+
+    describe('policy versions', () => {
+      test('numbers policy versions 1, 2, 3 per server, each server on its own', withStore(async (store, unique) => {
+        const a1 = await store.addPolicyVersion(unique('a'), { text: 'a one', actor: 'cli' }, T0);
+        const b1 = await store.addPolicyVersion(unique('b'), { text: 'b one', actor: 'cli' }, T0);
+        const a2 = await store.addPolicyVersion(unique('a'), { text: 'a two', actor: 'cli' }, T0 + 1);
+        const a3 = await store.addPolicyVersion(unique('a'), { text: 'a three', actor: 'cli' }, T0 + 2);
+        assert.deepEqual([a1.version, a2.version, a3.version, b1.version], [1, 2, 3, 1]);
+      }));
+
+      test('keeps text, actor and note exactly as given, and a note left out as null', withStore(async (store, unique) => {
+        const text = "tools:\n  post_message:\n    allow: true # it's fine\n  'quoted': \"x\"\nnaïve — ✓ \\ \u{1F600}\n";
+        const noted = await store.addPolicyVersion(unique('s'), { text, actor: 'oidc:alice@example.com', note: 'rollback to 3' }, T0);
+        assert.deepEqual(noted, { server: unique('s'), version: 1, text, createdAt: T0, actor: 'oidc:alice@example.com', note: 'rollback to 3' });
+        const bare = await store.addPolicyVersion(unique('s'), { text: '{}', actor: 'ops-bob' }, T0 + 1);
+        assert.strictEqual(bare.note, null);
+        const nulled = await store.addPolicyVersion(unique('s'), { text: '{}', actor: 'ops-bob', note: null }, T0 + 2);
+        assert.strictEqual(nulled.note, null);
+        assert.deepEqual(await store.getPolicyVersion(unique('s'), 1), noted);
+        assert.deepEqual(await store.getPolicyVersion(unique('s'), 2), bare);
+        assert.deepEqual(await store.getPolicyVersion(unique('s'), 3), nulled);
+      }));
+
+      test('gets a version by number, the newest when none is given, and undefined when there is none', withStore(async (store, unique) => {
+        assert.equal(await store.getPolicyVersion(unique('s')), undefined);
+        assert.equal(await store.getPolicyVersion(unique('s'), 1), undefined);
+        const v1 = await store.addPolicyVersion(unique('s'), { text: 'one', actor: 'cli' }, T0);
+        const v2 = await store.addPolicyVersion(unique('s'), { text: 'two', actor: 'cli' }, T0 + 1);
+        assert.deepEqual(await store.getPolicyVersion(unique('s')), v2);
+        assert.deepEqual(await store.getPolicyVersion(unique('s'), 1), v1);
+        assert.deepEqual(await store.getPolicyVersion(unique('s'), 2), v2);
+        assert.equal(await store.getPolicyVersion(unique('s'), 3), undefined);
+        assert.equal(await store.getPolicyVersion(unique('s'), 0), undefined);
+      }));
+
+      test('lists every version of a server newest first, and none for a server without versions', withStore(async (store, unique) => {
+        const added = [];
+        for (let i = 0; i < 4; i++) added.push(await store.addPolicyVersion(unique('s'), { text: `v${i + 1}`, actor: 'cli' }, T0 + i));
+        await store.addPolicyVersion(unique('other'), { text: 'x', actor: 'cli' }, T0);
+        assert.deepEqual(await store.listPolicyVersions(unique('s')), [...added].reverse());
+        assert.deepEqual(await store.listPolicyVersions(unique('none')), []);
+      }));
+
+      test('gives two concurrent policy writers two different versions', withStore(async (store, unique) => {
+        const [a, b] = await Promise.all([
+          store.addPolicyVersion(unique('s'), { text: 'from a', actor: 'a' }, T0),
+          store.addPolicyVersion(unique('s'), { text: 'from b', actor: 'b' }, T0),
+        ]);
+        assert.deepEqual([a.version, b.version].sort(), [1, 2]);
+        assert.equal((await store.getPolicyVersion(unique('s'), a.version))?.text, 'from a');
+        assert.equal((await store.getPolicyVersion(unique('s'), b.version))?.text, 'from b');
+      }));
+
+      test('gives twenty concurrent policy writers the versions 1 to 20, each with its own text', withStore(async (store, unique) => {
+        const added = await Promise.all(Array.from({ length: 20 }, (_, i) => store.addPolicyVersion(unique('s'), { text: `t${i}`, actor: 'cli' }, T0 + i)));
+        assert.deepEqual(
+          added.map((v) => v.version).sort((x, y) => x - y),
+          Array.from({ length: 20 }, (_, i) => i + 1),
+        );
+        for (const v of added) assert.deepEqual(await store.getPolicyVersion(unique('s'), v.version), v);
+      }));
+
+      test('reports the newest version number of every server that has one', withStore(async (store, unique) => {
+        for (let i = 0; i < 3; i++) await store.addPolicyVersion(unique('three'), { text: `${i}`, actor: 'cli' }, T0);
+        await store.addPolicyVersion(unique('one'), { text: 'x', actor: 'cli' }, T0);
+        await store.createServer(unique('unversioned'), {}, T0);
+        const ours = [...(await store.latestPolicyVersions())].filter(([server]) => server.startsWith(unique(''))).sort();
+        assert.deepEqual(ours, [
+          [unique('one'), 1],
+          [unique('three'), 3],
+        ]);
+      }));
+
+      test('drops every version of one server and says how many, keeping the server and other servers’ versions', withStore(async (store, unique) => {
+        for (let i = 0; i < 3; i++) await store.addPolicyVersion(unique('reset'), { text: `${i}`, actor: 'cli' }, T0);
+        const other = await store.addPolicyVersion(unique('reset-not'), { text: 'x', actor: 'cli' }, T0);
+        await store.createServer(unique('reset'), {}, T0);
+        assert.equal(await store.deletePolicyVersions(unique('reset')), 3);
+        assert.equal(await store.getPolicyVersion(unique('reset')), undefined);
+        assert.equal((await store.latestPolicyVersions()).has(unique('reset')), false);
+        assert.equal(await store.deletePolicyVersions(unique('reset')), 0);
+        assert.ok(await store.getServer(unique('reset')));
+        assert.deepEqual(await store.listPolicyVersions(unique('reset-not')), [other]);
+      }));
+
+      test('numbers the version after dropped ones on, so a number never stands for two texts of a server', withStore(async (store, unique) => {
+        for (let i = 0; i < 2; i++) await store.addPolicyVersion(unique('renumber'), { text: `old ${i}`, actor: 'cli' }, T0);
+        await store.deletePolicyVersions(unique('renumber'));
+        const next = await store.addPolicyVersion(unique('renumber'), { text: 'new', actor: 'cli' }, T0);
+        assert.equal(next.version, 3);
+        assert.deepEqual((await store.listPolicyVersions(unique('renumber'))).map((v) => [v.version, v.text]), [[3, 'new']]);
+        assert.equal(await store.getPolicyVersion(unique('renumber'), 1), undefined);
+        assert.equal((await store.latestPolicyVersions()).get(unique('renumber')), 3);
+      }));
+    });
   });
 }
 
 /**
  * Two handles on one database, as two gateway processes would hold: each sees the other's
- * grants, revocations and rotations at once. Both must be migrated-or-migratable by `a`.
+ * grants, revocations and rotations, admin credentials, admin events, servers and policy versions
+ * at once. The database must be new (the lists are compared whole); `a` migrates it.
  */
 export async function assertStoresShareState(a: ControlStore, b: ControlStore): Promise<void> {
   await a.migrate();
@@ -317,4 +808,26 @@ export async function assertStoresShareState(a: ControlStore, b: ControlStore): 
   assert.equal(await a.rotateToken(other.id, h2, T0 + 2, T0 + 3), true);
   assert.equal((await b.findByTokenHash(h2))?.grant.id, other.id);
   assert.deepEqual((await a.listGrants()).map((g) => g.label), ['other', 'shared']);
+
+  const adminHash = tokenHash();
+  const ops = await a.createAdminCredential({ label: 'ops', role: 'policy_manager' }, adminHash, T0);
+  assert.deepEqual(await b.findAdminByTokenHash(adminHash), ops);
+  await rejectsWithConflict(b.createAdminCredential({ label: 'ops', role: 'admin' }, tokenHash(), T0), 'a label the other handle took');
+  assert.equal(await b.revokeAdminCredential('ops', T0 + 4), true);
+  assert.deepEqual(await a.listAdminCredentials(), [{ ...ops, revokedAt: T0 + 4 }]);
+
+  const event = await b.appendAdminEvent({ at: T0, actor: 'ops', role: 'policy_manager', action: 'server.add', target: 'server:github', before: null, after: { command: 'x' } });
+  assert.deepEqual(await a.listAdminEvents(), [event]);
+
+  const server = await a.createServer('github', { command: 'x' }, T0);
+  assert.deepEqual(await b.getServer('github'), server);
+  await rejectsWithConflict(b.createServer('github', { command: 'y' }, T0), 'a name the other handle took');
+  const v1 = await a.addPolicyVersion('github', { text: 'one', actor: 'ops' }, T0);
+  const v2 = await b.addPolicyVersion('github', { text: 'two', actor: 'ops' }, T0 + 1);
+  assert.deepEqual([v1.version, v2.version], [1, 2]);
+  assert.deepEqual(await a.getPolicyVersion('github'), v2);
+  assert.deepEqual(await b.latestPolicyVersions(), new Map([['github', 2]]));
+  assert.equal(await b.deleteServer('github'), true);
+  assert.deepEqual(await a.listServers(), []);
+  assert.deepEqual(await a.listPolicyVersions('github'), []);
 }

@@ -78,6 +78,110 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE UNIQUE INDEX grant_tokens_current ON grant_tokens (grant_id) WHERE valid_until IS NULL;
     `,
   },
+  // Migration 2, beyond the shared choices above:
+  // - An admin credential has exactly one token, so its hash is a column with its own unique
+  //   constraint rather than a table of tokens: there is no rotation to keep history for.
+  // - Roles are checked by the database as well as the code: a role the code does not know (a
+  //   typo in a hand-run UPDATE, an older build reading a newer role) must not grant anything.
+  // - Admin event ids come from AUTOINCREMENT in SQLite, because a plain rowid may be handed out
+  //   again after the newest row is deleted, and an audit cursor (`beforeId`) must never meet a
+  //   reused id; from an identity column in PostgreSQL, whose sequence never goes back either.
+  //   Newest-first paging walks the primary key backwards; the (action, id) and (target, id)
+  //   indexes let a filtered page do the same within one action or target.
+  // - An event's before/after is nullable JSON of any type (not only objects): null, the SQL
+  //   NULL, is "did not exist". PostgreSQL's jsonb cannot hold the escape \u0000, so an event
+  //   carrying one is refused there rather than stored altered.
+  // - Dropping a server's versions (its policy goes back to gateway.yaml) marks them retired
+  //   instead of deleting them, so the next version takes the number after every one ever
+  //   written: a gateway that polls for the newest number can never see the same number stand
+  //   for two different texts. Only deleting a stored server removes its rows (a server added
+  //   again is told apart by its created_at).
+  // - policy_versions has no foreign key to servers: servers defined in gateway.yaml are not
+  //   stored, yet their policies are versioned here too. Deleting a stored server deletes its
+  //   versions in the store's code instead. Server names compare byte by byte in both tables
+  //   (COLLATE "C"), so they list in one order everywhere and the two columns compare without a
+  //   collation conflict.
+  // - The newest version of a server is the greatest `version` under the (server, version)
+  //   primary key, so reading it, or every server's, is an index walk: no "current" flag that a
+  //   writer would have to keep in step.
+  {
+    version: 2,
+    name: 'admin credentials, admin events, servers and policy versions',
+    sqlite: `
+      CREATE TABLE admin_credentials (
+        id TEXT NOT NULL PRIMARY KEY,
+        label TEXT NOT NULL UNIQUE,
+        role TEXT NOT NULL CHECK (role IN ('admin', 'policy_manager', 'viewer')),
+        token_hash TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL,
+        revoked_at INTEGER
+      ) STRICT;
+      CREATE TABLE admin_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('admin', 'policy_manager', 'viewer')),
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        before TEXT CHECK (before IS NULL OR json_valid(before)),
+        after TEXT CHECK (after IS NULL OR json_valid(after))
+      ) STRICT;
+      CREATE INDEX admin_events_action ON admin_events (action, id);
+      CREATE INDEX admin_events_target ON admin_events (target, id);
+      CREATE TABLE servers (
+        name TEXT NOT NULL PRIMARY KEY,
+        definition TEXT NOT NULL CHECK (json_valid(definition) AND json_type(definition) = 'object'),
+        created_at INTEGER NOT NULL
+      ) STRICT;
+      CREATE TABLE policy_versions (
+        server TEXT NOT NULL,
+        version INTEGER NOT NULL CHECK (version >= 1),
+        text TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        note TEXT,
+        retired INTEGER NOT NULL DEFAULT 0 CHECK (retired IN (0, 1)),
+        PRIMARY KEY (server, version)
+      ) STRICT;
+    `,
+    postgres: `
+      CREATE TABLE admin_credentials (
+        id text PRIMARY KEY,
+        label text COLLATE "C" NOT NULL CONSTRAINT admin_credentials_label_key UNIQUE,
+        role text NOT NULL CHECK (role IN ('admin', 'policy_manager', 'viewer')),
+        token_hash text NOT NULL CONSTRAINT admin_credentials_token_hash_key UNIQUE,
+        created_at bigint NOT NULL,
+        revoked_at bigint
+      );
+      CREATE TABLE admin_events (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        at bigint NOT NULL,
+        actor text NOT NULL,
+        role text NOT NULL CHECK (role IN ('admin', 'policy_manager', 'viewer')),
+        action text NOT NULL,
+        target text NOT NULL,
+        before jsonb,
+        after jsonb
+      );
+      CREATE INDEX admin_events_action ON admin_events (action, id);
+      CREATE INDEX admin_events_target ON admin_events (target, id);
+      CREATE TABLE servers (
+        name text COLLATE "C" CONSTRAINT servers_pkey PRIMARY KEY,
+        definition jsonb NOT NULL CHECK (jsonb_typeof(definition) = 'object'),
+        created_at bigint NOT NULL
+      );
+      CREATE TABLE policy_versions (
+        server text COLLATE "C" NOT NULL,
+        version integer NOT NULL CHECK (version >= 1),
+        text text NOT NULL,
+        created_at bigint NOT NULL,
+        actor text NOT NULL,
+        note text,
+        retired boolean NOT NULL DEFAULT false,
+        CONSTRAINT policy_versions_pkey PRIMARY KEY (server, version)
+      );
+    `,
+  },
 ];
 
 /** The newest schema version this build knows. */

@@ -65,18 +65,20 @@ function storeTests(url: string): void {
     });
     controlStoreContract('postgres', async () => openPostgresStore(contractUrl));
 
-    it("lets two stores on one database see each other's grants, revocations and rotations at once", async () => {
+    it("lets two stores on one database see each other's grants, admin credentials, admin events, servers and policy versions at once", async () => {
       const { schemaUrl } = await freshSchema();
       const a = open(schemaUrl);
       const b = open(schemaUrl);
       await assertStoresShareState(a, b);
     });
 
-    it('applies migration 1 exactly once when several stores migrate a new schema at the same time', async () => {
+    it('applies each migration exactly once when several stores migrate a new schema at the same time', async () => {
       const { schema, schemaUrl } = await freshSchema();
       const racers = Array.from({ length: 5 }, () => open(schemaUrl));
       await Promise.all(racers.map((s) => s.migrate()));
-      assert.equal(await count(schema, 'SELECT count(*) AS n FROM $schema.schema_migrations WHERE version = 1'), 1);
+      for (const m of MIGRATIONS) {
+        assert.equal(await count(schema, `SELECT count(*) AS n FROM $schema.schema_migrations WHERE version = ${m.version}`), 1, `version ${m.version}`);
+      }
       assert.equal(await count(schema, 'SELECT count(*) AS n FROM $schema.schema_migrations'), MIGRATIONS.length);
       await racers[0]!.createGrant({ label: 'works', servers: [] }, hash(), T0);
       assert.equal((await racers[4]!.getGrant('works'))?.label, 'works');
@@ -91,19 +93,99 @@ function storeTests(url: string): void {
       );
       assert.deepEqual(
         rows.map((r) => r.table_name),
-        ['grant_tokens', 'grants', 'schema_migrations'],
+        ['admin_credentials', 'admin_events', 'grant_tokens', 'grants', 'policy_versions', 'schema_migrations', 'servers'],
       );
     });
 
-    it('declares labels byte-ordered, so grants list alike whatever the database collation', async () => {
-      // The contract's ordering test cannot see this on a database whose default is already C.
+    it('declares labels and server names byte-ordered, so they list alike whatever the database collation', async () => {
+      // The contract's ordering tests cannot see this on a database whose default is already C.
       const { schema, schemaUrl } = await freshSchema();
       await open(schemaUrl).migrate();
-      const { rows } = await admin.query<{ collation_name: string | null }>(
-        "SELECT collation_name FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'grants' AND column_name = 'label'",
+      const { rows } = await admin.query<{ column: string; collation_name: string | null }>(
+        `SELECT table_name || '.' || column_name AS column, collation_name FROM information_schema.columns
+         WHERE table_schema = $1 AND (table_name, column_name) IN (('grants', 'label'), ('admin_credentials', 'label'), ('servers', 'name'), ('policy_versions', 'server'))
+         ORDER BY 1`,
         [schema],
       );
-      assert.equal(rows[0]?.collation_name, 'C');
+      assert.deepEqual(rows, [
+        { column: 'admin_credentials.label', collation_name: 'C' },
+        { column: 'grants.label', collation_name: 'C' },
+        { column: 'policy_versions.server', collation_name: 'C' },
+        { column: 'servers.name', collation_name: 'C' },
+      ]);
+    });
+
+    it('gives policy writers on two stores, writing at once, the versions 1 to 40 without a gap or a repeat', async () => {
+      const { schemaUrl } = await freshSchema();
+      const [a, b] = [open(schemaUrl), open(schemaUrl)];
+      await a.migrate();
+      const writes = Array.from({ length: 40 }, (_, i) => (i % 2 === 0 ? a : b).addPolicyVersion('github', { text: `t${i}`, actor: `w${i}` }, T0 + i));
+      const added = await Promise.all(writes);
+      assert.deepEqual(
+        added.map((v) => v.version).sort((x, y) => x - y),
+        Array.from({ length: 40 }, (_, i) => i + 1),
+      );
+      for (const v of added) assert.deepEqual(await b.getPolicyVersion('github', v.version), v);
+      assert.deepEqual(await a.latestPolicyVersions(), new Map([['github', 40]]));
+    });
+
+    it('makes a policy writer that read the same newest version as another, still uncommitted, writer take the number after it', async () => {
+      // Deterministic, unlike a race: a transaction holds version 1 uncommitted while the store
+      // writes, so the store's insert must wait for it, fail on the key, and try again.
+      const { schema, schemaUrl } = await freshSchema();
+      const store = open(schemaUrl);
+      await store.migrate();
+      const holder = await admin.connect();
+      try {
+        await holder.query('BEGIN');
+        await holder.query(
+          `INSERT INTO ${pg.escapeIdentifier(schema)}.policy_versions (server, version, text, created_at, actor, note) VALUES ('github', 1, 'held', $1, 'holder', NULL)`,
+          [T0],
+        );
+        const { rows } = await holder.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+        const pending = store.addPolicyVersion('github', { text: 'waiting', actor: 'store' }, T0 + 1);
+        pending.catch(() => {});
+        await waitUntilBlockedBy(rows[0]!.pid);
+        await holder.query('COMMIT');
+        const added = await pending;
+        assert.equal(added.version, 2);
+        assert.deepEqual(
+          (await store.listPolicyVersions('github')).map((v) => [v.version, v.text]),
+          [
+            [2, 'waiting'],
+            [1, 'held'],
+          ],
+        );
+      } finally {
+        await holder.query('ROLLBACK').catch(() => {});
+        holder.release();
+      }
+    });
+
+    /** Resolves once some session waits for a lock that the backend `pid` holds. */
+    async function waitUntilBlockedBy(pid: number): Promise<void> {
+      const deadline = Date.now() + 10_000;
+      for (;;) {
+        const { rows } = await admin.query<{ n: string }>('SELECT count(*) AS n FROM pg_stat_activity WHERE $1 = ANY (pg_blocking_pids(pid))', [pid]);
+        if (Number(rows[0]?.n) > 0) return;
+        if (Date.now() > deadline) throw new Error(`no session started waiting for backend ${pid}`);
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+    }
+
+    it('deletes a server and its policy versions in one transaction, so a failure keeps both', async () => {
+      const { schema, schemaUrl } = await freshSchema();
+      const store = open(schemaUrl);
+      await store.migrate();
+      await store.createServer('github', { command: 'x' }, T0);
+      await store.addPolicyVersion('github', { text: 'v1', actor: 'cli' }, T0);
+      // A trigger that refuses to delete versions stands in for any failure half-way through.
+      const q = pg.escapeIdentifier(schema);
+      await admin.query(`CREATE FUNCTION ${q}.refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$`);
+      await admin.query(`CREATE TRIGGER refuse BEFORE DELETE ON ${q}.policy_versions FOR EACH ROW EXECUTE FUNCTION ${q}.refuse()`);
+      await assert.rejects(store.deleteServer('github'), /refused/);
+      assert.ok(await store.getServer('github'));
+      assert.equal((await store.listPolicyVersions('github')).length, 1);
     });
 
     it('refuses a schema written by a newer PolicyLayer, naming both versions, and leaves it as it was', async () => {
@@ -170,6 +252,10 @@ function storeTests(url: string): void {
       await store.createGrant({ label: 'typed', servers: [], expiresAt: T0 + 5 }, h, T0);
       const found = await store.findByTokenHash(h);
       for (const v of [found?.grant.createdAt, found?.grant.expiresAt, found?.token.createdAt]) assert.equal(typeof v, 'number');
+      // The identity column of admin events is a bigint too.
+      const event = await store.appendAdminEvent({ at: T0, actor: 'cli', role: 'admin', action: 'a', target: 't', before: null, after: null });
+      assert.equal(typeof event.id, 'number');
+      assert.equal(typeof (await store.listAdminEvents())[0]?.id, 'number');
       // Other pools of the process still get pg's default: a string.
       const { rows } = await admin.query<{ n: unknown }>('SELECT 9007199254740993::bigint AS n');
       assert.equal(rows[0]?.n, '9007199254740993');

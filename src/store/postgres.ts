@@ -3,8 +3,8 @@
  *
  * Why it is shaped this way:
  * - One pg.Pool per store; single-statement operations use the pool directly, each of them atomic
- *   by itself (a grant and its first token go in with one statement). Only rotation needs an
- *   explicit transaction, see rotateToken.
+ *   by itself (a grant and its first token go in with one statement; a server and its policy
+ *   versions go out with one). Only rotation needs an explicit transaction, see rotateToken.
  * - bigint columns come back as JavaScript numbers through a type parser of this pool only (not
  *   pg's global one, which other code in the process may rely on); a value past 2^53 would lose
  *   precision, so it is refused instead. Times in ms stay below that for 285,000 years.
@@ -22,7 +22,21 @@ import pg from 'pg';
 import { MIGRATIONS, SCHEMA_MIGRATIONS_SQL, nextMigration } from './migrations.js';
 import type { Migration } from './migrations.js';
 import { StoreConflictError } from './store.js';
-import type { ControlStore, GrantRecord, NewGrant, TokenRecord } from './store.js';
+import type {
+  AdminCredentialRecord,
+  AdminEvent,
+  AdminEventQuery,
+  AdminRole,
+  ControlStore,
+  GrantRecord,
+  NewAdminCredential,
+  NewAdminEvent,
+  NewGrant,
+  NewPolicyVersion,
+  PolicyVersion,
+  StoredServer,
+  TokenRecord,
+} from './store.js';
 
 export interface PostgresStoreOptions {
   /** Most connections the store opens at once; default 10. */
@@ -115,7 +129,44 @@ interface FoundRow extends GrantRow {
   token_valid_until: number | null;
 }
 
+interface AdminRow {
+  id: string;
+  label: string;
+  role: AdminRole;
+  created_at: number;
+  revoked_at: number | null;
+}
+
+interface EventRow {
+  id: number;
+  at: number;
+  actor: string;
+  role: AdminRole;
+  action: string;
+  target: string;
+  before: unknown;
+  after: unknown;
+}
+
+interface ServerRow {
+  name: string;
+  definition: Record<string, unknown>;
+  created_at: number;
+}
+
+interface VersionRow {
+  server: string;
+  version: number;
+  text: string;
+  created_at: number;
+  actor: string;
+  note: string | null;
+}
+
 const GRANT_COLUMNS = 'g.id, g.label, g.servers, g.policies, g.created_at, g.expires_at, g.revoked_at';
+const ADMIN_COLUMNS = 'id, label, role, created_at, revoked_at';
+const EVENT_COLUMNS = 'id, at, actor, role, action, target, before, after';
+const VERSION_COLUMNS = 'server, version, text, created_at, actor, note';
 // An id wins over a label spelled the same (a label may look like a UUID): `id = $1` sorts first.
 const BY_KEY = 'WHERE g.id = $1 OR g.label = $1 ORDER BY g.id = $1 DESC LIMIT 1';
 
@@ -205,10 +256,151 @@ class PostgresControlStore implements ControlStore {
     };
   }
 
+  async createAdminCredential(cred: NewAdminCredential, tokenHash: string, now: number): Promise<AdminCredentialRecord> {
+    const id = randomUUID();
+    try {
+      await this.pool.query(
+        'INSERT INTO admin_credentials (id, label, role, token_hash, created_at, revoked_at) VALUES ($1, $2, $3, $4, $5, NULL)',
+        [id, cred.label, cred.role, tokenHash, now],
+      );
+    } catch (err) {
+      throw conflict(err, cred.label) ?? err;
+    }
+    return { id, label: cred.label, role: cred.role, createdAt: now, revokedAt: null };
+  }
+
+  async listAdminCredentials(): Promise<AdminCredentialRecord[]> {
+    const { rows } = await this.pool.query<AdminRow>(`SELECT ${ADMIN_COLUMNS} FROM admin_credentials ORDER BY label`);
+    return rows.map(toAdmin);
+  }
+
+  async revokeAdminCredential(idOrLabel: string, now: number): Promise<boolean> {
+    // As in revokeGrant: a concurrent revoke waits, re-reads, and coalesce keeps the first time.
+    const result = await this.pool.query(
+      `UPDATE admin_credentials SET revoked_at = coalesce(revoked_at, $2)
+       WHERE id = (SELECT a.id FROM admin_credentials a WHERE a.id = $1 OR a.label = $1 ORDER BY a.id = $1 DESC LIMIT 1)`,
+      [idOrLabel, now],
+    );
+    return (result.rowCount ?? 0) > 0;
+  }
+
+  async findAdminByTokenHash(hash: string): Promise<AdminCredentialRecord | undefined> {
+    const { rows } = await this.pool.query<AdminRow>(`SELECT ${ADMIN_COLUMNS} FROM admin_credentials WHERE token_hash = $1`, [hash]);
+    return rows[0] === undefined ? undefined : toAdmin(rows[0]);
+  }
+
+  async appendAdminEvent(event: NewAdminEvent): Promise<AdminEvent> {
+    // RETURNING the stored columns, not the given ones: the event comes back as jsonb will give it
+    // to every later reader (keys reordered, duplicates dropped), so the caller's copy matches theirs.
+    const { rows } = await this.pool.query<EventRow>(
+      `INSERT INTO admin_events (at, actor, role, action, target, before, after)
+       VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb) RETURNING ${EVENT_COLUMNS}`,
+      [event.at, event.actor, event.role, event.action, event.target, jsonOrNull(event.before), jsonOrNull(event.after)],
+    );
+    return toEvent(rows[0]!);
+  }
+
+  async listAdminEvents(query: AdminEventQuery = {}): Promise<AdminEvent[]> {
+    // Only the filters asked for appear in the SQL, so each shape of query can use its index.
+    const params: Array<string | number> = [pageSize(query.limit)];
+    const where: string[] = [];
+    if (query.beforeId !== undefined) where.push(`id < $${params.push(wholeCursor(query.beforeId))}`);
+    if (query.action !== undefined) where.push(`action = $${params.push(query.action)}`);
+    if (query.target !== undefined) where.push(`target = $${params.push(query.target)}`);
+    const { rows } = await this.pool.query<EventRow>(
+      `SELECT ${EVENT_COLUMNS} FROM admin_events ${where.length === 0 ? '' : `WHERE ${where.join(' AND ')}`} ORDER BY id DESC LIMIT $1`,
+      params,
+    );
+    return rows.map(toEvent);
+  }
+
+  async createServer(name: string, definition: Readonly<Record<string, unknown>>, now: number): Promise<StoredServer> {
+    try {
+      const { rows } = await this.pool.query<ServerRow>(
+        'INSERT INTO servers (name, definition, created_at) VALUES ($1, $2::jsonb, $3) RETURNING name, definition, created_at',
+        [name, JSON.stringify(definition), now],
+      );
+      return toServer(rows[0]!);
+    } catch (err) {
+      throw conflict(err, name) ?? err;
+    }
+  }
+
+  async getServer(name: string): Promise<StoredServer | undefined> {
+    const { rows } = await this.pool.query<ServerRow>('SELECT name, definition, created_at FROM servers WHERE name = $1', [name]);
+    return rows[0] === undefined ? undefined : toServer(rows[0]);
+  }
+
+  async listServers(): Promise<StoredServer[]> {
+    const { rows } = await this.pool.query<ServerRow>('SELECT name, definition, created_at FROM servers ORDER BY name');
+    return rows.map(toServer);
+  }
+
+  async deleteServer(name: string): Promise<boolean> {
+    // One statement, so one transaction. Versions go only when a stored server went: the policy
+    // versions of a gateway.yaml server spelled the same are not this call's to delete.
+    const { rows } = await this.pool.query<{ deleted: boolean }>(
+      `WITH s AS (DELETE FROM servers WHERE name = $1 RETURNING name),
+            v AS (DELETE FROM policy_versions WHERE server IN (SELECT name FROM s))
+       SELECT EXISTS (SELECT 1 FROM s) AS deleted`,
+      [name],
+    );
+    return rows[0]?.deleted === true;
+  }
+
+  async addPolicyVersion(server: string, version: NewPolicyVersion, now: number): Promise<PolicyVersion> {
+    const note = version.note ?? null;
+    // Two writers can read the same maximum; the primary key lets one of them in and makes the
+    // other fail with a unique violation once the first commits. The loser reads again and takes
+    // the number after. Every lost round means another writer got a version, so the loop always
+    // ends; the bound only turns a fault no one foresaw into an error instead of a spin.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const { rows } = await this.pool.query<{ version: number }>(
+          `INSERT INTO policy_versions (server, version, text, created_at, actor, note)
+           SELECT $1, coalesce(max(version), 0) + 1, $2, $3, $4, $5 FROM policy_versions WHERE server = $1
+           RETURNING version`,
+          [server, version.text, now, version.actor, note],
+        );
+        return { server, version: rows[0]!.version, text: version.text, createdAt: now, actor: version.actor, note };
+      } catch (err) {
+        if (attempt >= MAX_VERSION_ATTEMPTS || !(err instanceof pg.DatabaseError) || err.code !== '23505' || err.constraint !== 'policy_versions_pkey') {
+          throw err;
+        }
+      }
+    }
+  }
+
+  async getPolicyVersion(server: string, version?: number): Promise<PolicyVersion | undefined> {
+    const { rows } =
+      version === undefined
+        ? await this.pool.query<VersionRow>(`SELECT ${VERSION_COLUMNS} FROM policy_versions WHERE server = $1 AND NOT retired ORDER BY version DESC LIMIT 1`, [server])
+        : await this.pool.query<VersionRow>(`SELECT ${VERSION_COLUMNS} FROM policy_versions WHERE server = $1 AND version = $2 AND NOT retired`, [server, version]);
+    return rows[0] === undefined ? undefined : toVersion(rows[0]);
+  }
+
+  async listPolicyVersions(server: string): Promise<PolicyVersion[]> {
+    const { rows } = await this.pool.query<VersionRow>(`SELECT ${VERSION_COLUMNS} FROM policy_versions WHERE server = $1 AND NOT retired ORDER BY version DESC`, [server]);
+    return rows.map(toVersion);
+  }
+
+  async latestPolicyVersions(): Promise<Map<string, number>> {
+    const { rows } = await this.pool.query<{ server: string; version: number }>('SELECT server, max(version) AS version FROM policy_versions WHERE NOT retired GROUP BY server');
+    return new Map(rows.map((r) => [r.server, r.version]));
+  }
+
+  async deletePolicyVersions(server: string): Promise<number> {
+    const result = await this.pool.query('UPDATE policy_versions SET retired = true WHERE server = $1 AND NOT retired', [server]);
+    return result.rowCount ?? 0;
+  }
+
   async close(): Promise<void> {
     if (!this.pool.ended) await this.pool.end();
   }
 }
+
+/** Far more rounds than writers a deployment runs at once; see addPolicyVersion. */
+const MAX_VERSION_ATTEMPTS = 100;
 
 /** Servers are a set: sorted (by UTF-16 code unit, as JavaScript sorts) and without repeats. */
 function sortedServers(servers: readonly string[]): string[] {
@@ -227,10 +419,59 @@ function toGrant(row: GrantRow): GrantRecord {
   };
 }
 
+function toAdmin(row: AdminRow): AdminCredentialRecord {
+  return { id: row.id, label: row.label, role: row.role, createdAt: row.created_at, revokedAt: row.revoked_at };
+}
+
+function toEvent(row: EventRow): AdminEvent {
+  return { id: row.id, at: row.at, actor: row.actor, role: row.role, action: row.action, target: row.target, before: row.before, after: row.after };
+}
+
+function toServer(row: ServerRow): StoredServer {
+  return { name: row.name, definition: row.definition, createdAt: row.created_at };
+}
+
+function toVersion(row: VersionRow): PolicyVersion {
+  return { server: row.server, version: row.version, text: row.text, createdAt: row.created_at, actor: row.actor, note: row.note };
+}
+
+/**
+ * An event's state as sent: JSON text, or SQL NULL for null and for what JSON cannot express
+ * (undefined), so "did not exist" has one spelling however the caller wrote it. Always text,
+ * never the value itself: pg would turn a JavaScript array into a PostgreSQL array literal.
+ */
+function jsonOrNull(value: unknown): string | null {
+  if (value === null || value === undefined) return null;
+  return JSON.stringify(value) ?? null;
+}
+
+/** How many events a page holds: 100 unless asked, and never fewer than 1 or more than 1,000. */
+function pageSize(limit: number | undefined): number {
+  if (limit === undefined || Number.isNaN(limit)) return 100;
+  return Math.min(1_000, Math.max(1, Math.trunc(limit)));
+}
+
+/** Event ids are whole numbers; a cursor that is not one is a caller's bug, refused here as in SQLite. */
+function wholeCursor(beforeId: number): number {
+  if (!Number.isSafeInteger(beforeId)) throw new RangeError(`beforeId must be a whole number, got ${beforeId}`);
+  return beforeId;
+}
+
 /** The StoreConflictError a unique violation means, or undefined for any other error. */
-function conflict(err: unknown, label: string | undefined): StoreConflictError | undefined {
+function conflict(err: unknown, name: string | undefined): StoreConflictError | undefined {
   if (!(err instanceof pg.DatabaseError) || err.code !== '23505') return undefined;
-  if (err.constraint === 'grants_label_key') return new StoreConflictError(`a grant labelled "${label}" already exists`);
-  if (err.constraint === 'grant_tokens_pkey') return new StoreConflictError('that token hash already belongs to a grant');
-  return undefined;
+  switch (err.constraint) {
+    case 'grants_label_key':
+      return new StoreConflictError(`a grant labelled "${name}" already exists`);
+    case 'grant_tokens_pkey':
+      return new StoreConflictError('that token hash already belongs to a grant');
+    case 'admin_credentials_label_key':
+      return new StoreConflictError(`an admin credential labelled "${name}" already exists`);
+    case 'admin_credentials_token_hash_key':
+      return new StoreConflictError('that token hash already belongs to an admin credential');
+    case 'servers_pkey':
+      return new StoreConflictError(`a server named "${name}" already exists`);
+    default:
+      return undefined;
+  }
 }

@@ -52,7 +52,7 @@ describe('SQLite control store', () => {
     }
   });
 
-  it("lets two stores on one file, as two processes would, see each other's grants, revocations and rotations at once", async () => {
+  it("lets two stores on one file, as two processes would, see each other's grants, admin credentials, admin events, servers and policy versions at once", async () => {
     const file = freshFile();
     const a = openSqliteStore(file);
     const b = openSqliteStore(file);
@@ -99,6 +99,64 @@ describe('SQLite control store', () => {
     const store = openSqliteStore(file);
     try {
       assert.equal((await store.listGrants()).length, 100);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('gives policy writers in several processes, writing at once, the versions 1 to 100 without a gap or a repeat', async () => {
+    const file = freshFile();
+    const setup = openSqliteStore(file);
+    await setup.migrate();
+    await setup.close();
+    const moduleUrl = new URL('./sqlite.js', import.meta.url).href;
+    const script = `
+      const { openSqliteStore } = await import(process.env.PL_MODULE);
+      const store = openSqliteStore(process.env.PL_FILE);
+      for (let i = 0; i < 25; i++) await store.addPolicyVersion('github', { text: process.env.PL_PREFIX + i, actor: 'cli' }, Date.now());
+      await store.close();
+    `;
+    const children = [0, 1, 2, 3].map(
+      (n) =>
+        new Promise<{ code: number | null; stderr: string }>((resolve, reject) => {
+          const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
+            env: { ...process.env, PL_MODULE: moduleUrl, PL_FILE: file, PL_PREFIX: `p${n}-` },
+            stdio: ['ignore', 'ignore', 'pipe'],
+          });
+          let stderr = '';
+          child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+          child.once('error', reject);
+          child.once('close', (code) => resolve({ code, stderr }));
+        }),
+    );
+    for (const { code, stderr } of await Promise.all(children)) assert.equal(code, 0, stderr);
+    const store = openSqliteStore(file);
+    try {
+      const versions = await store.listPolicyVersions('github');
+      assert.deepEqual(
+        versions.map((v) => v.version),
+        Array.from({ length: 100 }, (_, i) => 100 - i),
+      );
+      assert.equal(new Set(versions.map((v) => v.text)).size, 100);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('deletes a server and its policy versions in one transaction, so a failure keeps both', async () => {
+    const file = freshFile();
+    const store = openSqliteStore(file);
+    try {
+      await store.migrate();
+      await store.createServer('github', { command: 'x' }, T0);
+      await store.addPolicyVersion('github', { text: 'v1', actor: 'cli' }, T0);
+      // A trigger that refuses to delete versions stands in for any failure half-way through.
+      const db = new Database(file);
+      db.exec("CREATE TRIGGER refuse BEFORE DELETE ON policy_versions BEGIN SELECT RAISE(ABORT, 'refused'); END");
+      db.close();
+      await assert.rejects(store.deleteServer('github'), /refused/);
+      assert.ok(await store.getServer('github'));
+      assert.equal((await store.listPolicyVersions('github')).length, 1);
     } finally {
       await store.close();
     }

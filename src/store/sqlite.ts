@@ -24,10 +24,24 @@ import Database from 'better-sqlite3';
 import { MIGRATIONS, SCHEMA_MIGRATIONS_SQL, nextMigration } from './migrations.js';
 import type { Migration } from './migrations.js';
 import { StoreConflictError } from './store.js';
-import type { ControlStore, GrantRecord, NewGrant, TokenRecord } from './store.js';
+import type {
+  AdminCredentialRecord,
+  AdminEvent,
+  AdminEventQuery,
+  AdminRole,
+  ControlStore,
+  GrantRecord,
+  NewAdminCredential,
+  NewAdminEvent,
+  NewGrant,
+  NewPolicyVersion,
+  PolicyVersion,
+  StoredServer,
+  TokenRecord,
+} from './store.js';
 
 export interface SqliteStoreOptions {
-  /** The clock `migrate()` records `applied_at` with; default `Date.now`. (Grants and tokens take `now` from the caller.) */
+  /** The clock `migrate()` records `applied_at` with; default `Date.now`. (Every other write takes its time from the caller.) */
   clock?: () => number;
 }
 
@@ -95,7 +109,44 @@ interface FoundRow extends GrantRow {
   token_valid_until: number | null;
 }
 
+interface AdminRow {
+  id: string;
+  label: string;
+  role: AdminRole;
+  created_at: number;
+  revoked_at: number | null;
+}
+
+interface EventRow {
+  id: number;
+  at: number;
+  actor: string;
+  role: AdminRole;
+  action: string;
+  target: string;
+  before: string | null;
+  after: string | null;
+}
+
+interface ServerRow {
+  name: string;
+  definition: string;
+  created_at: number;
+}
+
+interface VersionRow {
+  server: string;
+  version: number;
+  text: string;
+  created_at: number;
+  actor: string;
+  note: string | null;
+}
+
 const GRANT_COLUMNS = 'g.id, g.label, g.servers, g.policies, g.created_at, g.expires_at, g.revoked_at';
+const ADMIN_COLUMNS = 'id, label, role, created_at, revoked_at';
+const EVENT_COLUMNS = 'id, at, actor, role, action, target, before, after';
+const VERSION_COLUMNS = 'server, version, text, created_at, actor, note';
 // An id wins over a label spelled the same (a label may look like a UUID): `id = @key` sorts first.
 const RESOLVE = 'SELECT id FROM grants WHERE id = @key OR label = @key ORDER BY id = @key DESC LIMIT 1';
 
@@ -115,6 +166,41 @@ function statements(db: Database.Database) {
       `SELECT ${GRANT_COLUMNS}, t.hash AS token_hash, t.created_at AS token_created_at, t.valid_until AS token_valid_until
        FROM grant_tokens t JOIN grants g ON g.id = t.grant_id WHERE t.hash = ?`,
     ),
+
+    insertAdmin: db.prepare<[string, string, string, string, number]>(
+      'INSERT INTO admin_credentials (id, label, role, token_hash, created_at, revoked_at) VALUES (?, ?, ?, ?, ?, NULL)',
+    ),
+    listAdmins: db.prepare<[], AdminRow>(`SELECT ${ADMIN_COLUMNS} FROM admin_credentials ORDER BY label`),
+    revokeAdmin: db.prepare<{ key: string; now: number }>(
+      `UPDATE admin_credentials SET revoked_at = coalesce(revoked_at, @now)
+       WHERE id = (SELECT id FROM admin_credentials WHERE id = @key OR label = @key ORDER BY id = @key DESC LIMIT 1)`,
+    ),
+    findAdminByHash: db.prepare<[string], AdminRow>(`SELECT ${ADMIN_COLUMNS} FROM admin_credentials WHERE token_hash = ?`),
+
+    insertEvent: db.prepare<[number, string, string, string, string, string | null, string | null], { id: number }>(
+      'INSERT INTO admin_events (at, actor, role, action, target, before, after) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id',
+    ),
+
+    insertServer: db.prepare<[string, string, number]>('INSERT INTO servers (name, definition, created_at) VALUES (?, ?, ?)'),
+    getServer: db.prepare<[string], ServerRow>('SELECT name, definition, created_at FROM servers WHERE name = ?'),
+    listServers: db.prepare<[], ServerRow>('SELECT name, definition, created_at FROM servers ORDER BY name'),
+    deleteServer: db.prepare<[string]>('DELETE FROM servers WHERE name = ?'),
+
+    insertVersion: db.prepare<{ server: string; text: string; now: number; actor: string; note: string | null }, { version: number }>(
+      `INSERT INTO policy_versions (server, version, text, created_at, actor, note)
+       SELECT @server, coalesce(max(version), 0) + 1, @text, @now, @actor, @note FROM policy_versions WHERE server = @server
+       RETURNING version`,
+    ),
+    getVersion: db.prepare<[string, number], VersionRow>(`SELECT ${VERSION_COLUMNS} FROM policy_versions WHERE server = ? AND version = ? AND retired = 0`),
+    getNewestVersion: db.prepare<[string], VersionRow>(
+      `SELECT ${VERSION_COLUMNS} FROM policy_versions WHERE server = ? AND retired = 0 ORDER BY version DESC LIMIT 1`,
+    ),
+    listVersions: db.prepare<[string], VersionRow>(`SELECT ${VERSION_COLUMNS} FROM policy_versions WHERE server = ? AND retired = 0 ORDER BY version DESC`),
+    latestVersions: db.prepare<[], { server: string; version: number }>(
+      'SELECT server, max(version) AS version FROM policy_versions WHERE retired = 0 GROUP BY server',
+    ),
+    deleteVersions: db.prepare<[string]>('DELETE FROM policy_versions WHERE server = ?'),
+    retireVersions: db.prepare<[string]>('UPDATE policy_versions SET retired = 1 WHERE server = ? AND retired = 0'),
   };
 }
 
@@ -123,6 +209,10 @@ class SqliteControlStore implements ControlStore {
   private prepared: ReturnType<typeof statements> | undefined;
   private readonly createTx: (id: string, grant: NewGrant, servers: string[], tokenHash: string, now: number) => void;
   private readonly rotateTx: (key: string, newHash: string, now: number, oldValidUntil: number) => boolean;
+  private readonly addVersionTx: (server: string, text: string, now: number, actor: string, note: string | null) => number;
+  private readonly deleteServerTx: (name: string) => boolean;
+  /** listAdminEvents statements by which filters they have (at most eight shapes). */
+  private readonly eventQueries = new Map<string, Database.Statement<Record<string, string | number>, EventRow>>();
 
   constructor(
     private readonly db: Database.Database,
@@ -139,6 +229,19 @@ class SqliteControlStore implements ControlStore {
       if (row === undefined || row.revoked_at !== null) return false;
       s.retireCurrent.run(oldValidUntil, row.id);
       s.insertToken.run(newHash, row.id, now);
+      return true;
+    }).immediate;
+    // The write lock is taken before the newest version is read, so a writer in another process
+    // cannot read the same maximum in between: each gets its own next number.
+    this.addVersionTx = db.transaction((server: string, text: string, now: number, actor: string, note: string | null): number => {
+      const row = this.stmts.insertVersion.get({ server, text, now, actor, note });
+      return row!.version;
+    }).immediate;
+    this.deleteServerTx = db.transaction((name: string): boolean => {
+      const s = this.stmts;
+      // Versions go only with a stored server: a server of gateway.yaml spelled the same keeps its own.
+      if (s.deleteServer.run(name).changes === 0) return false;
+      s.deleteVersions.run(name);
       return true;
     }).immediate;
   }
@@ -193,6 +296,108 @@ class SqliteControlStore implements ControlStore {
     };
   }
 
+  async createAdminCredential(cred: NewAdminCredential, tokenHash: string, now: number): Promise<AdminCredentialRecord> {
+    const id = randomUUID();
+    try {
+      this.stmts.insertAdmin.run(id, cred.label, cred.role, tokenHash, now);
+    } catch (err) {
+      throw conflict(err, cred.label) ?? err;
+    }
+    return { id, label: cred.label, role: cred.role, createdAt: now, revokedAt: null };
+  }
+
+  async listAdminCredentials(): Promise<AdminCredentialRecord[]> {
+    return this.stmts.listAdmins.all().map(toAdmin);
+  }
+
+  async revokeAdminCredential(idOrLabel: string, now: number): Promise<boolean> {
+    return this.stmts.revokeAdmin.run({ key: idOrLabel, now }).changes > 0;
+  }
+
+  async findAdminByTokenHash(hash: string): Promise<AdminCredentialRecord | undefined> {
+    const row = this.stmts.findAdminByHash.get(hash);
+    return row === undefined ? undefined : toAdmin(row);
+  }
+
+  async appendAdminEvent(event: NewAdminEvent): Promise<AdminEvent> {
+    const before = jsonOrNull(event.before);
+    const after = jsonOrNull(event.after);
+    const row = this.stmts.insertEvent.get(event.at, event.actor, event.role, event.action, event.target, before, after);
+    return toEvent({ id: row!.id, at: event.at, actor: event.actor, role: event.role, action: event.action, target: event.target, before, after });
+  }
+
+  async listAdminEvents(query: AdminEventQuery = {}): Promise<AdminEvent[]> {
+    const params: Record<string, string | number> = { limit: pageSize(query.limit) };
+    const where: string[] = [];
+    if (query.beforeId !== undefined) {
+      params.beforeId = wholeCursor(query.beforeId);
+      where.push('id < @beforeId');
+    }
+    if (query.action !== undefined) {
+      params.action = query.action;
+      where.push('action = @action');
+    }
+    if (query.target !== undefined) {
+      params.target = query.target;
+      where.push('target = @target');
+    }
+    const key = where.join(' AND ');
+    let stmt = this.eventQueries.get(key);
+    if (stmt === undefined) {
+      stmt = this.db.prepare<Record<string, string | number>, EventRow>(
+        `SELECT ${EVENT_COLUMNS} FROM admin_events ${key === '' ? '' : `WHERE ${key}`} ORDER BY id DESC LIMIT @limit`,
+      );
+      this.eventQueries.set(key, stmt);
+    }
+    return stmt.all(params).map(toEvent);
+  }
+
+  async createServer(name: string, definition: Readonly<Record<string, unknown>>, now: number): Promise<StoredServer> {
+    const text = JSON.stringify(definition);
+    try {
+      this.stmts.insertServer.run(name, text, now);
+    } catch (err) {
+      throw conflict(err, name) ?? err;
+    }
+    return toServer({ name, definition: text, created_at: now });
+  }
+
+  async getServer(name: string): Promise<StoredServer | undefined> {
+    const row = this.stmts.getServer.get(name);
+    return row === undefined ? undefined : toServer(row);
+  }
+
+  async listServers(): Promise<StoredServer[]> {
+    return this.stmts.listServers.all().map(toServer);
+  }
+
+  async deleteServer(name: string): Promise<boolean> {
+    return this.deleteServerTx(name);
+  }
+
+  async addPolicyVersion(server: string, version: NewPolicyVersion, now: number): Promise<PolicyVersion> {
+    const note = version.note ?? null;
+    const number = this.addVersionTx(server, version.text, now, version.actor, note);
+    return { server, version: number, text: version.text, createdAt: now, actor: version.actor, note };
+  }
+
+  async getPolicyVersion(server: string, version?: number): Promise<PolicyVersion | undefined> {
+    const row = version === undefined ? this.stmts.getNewestVersion.get(server) : this.stmts.getVersion.get(server, version);
+    return row === undefined ? undefined : toVersion(row);
+  }
+
+  async listPolicyVersions(server: string): Promise<PolicyVersion[]> {
+    return this.stmts.listVersions.all(server).map(toVersion);
+  }
+
+  async latestPolicyVersions(): Promise<Map<string, number>> {
+    return new Map(this.stmts.latestVersions.all().map((r) => [r.server, r.version]));
+  }
+
+  async deletePolicyVersions(server: string): Promise<number> {
+    return this.stmts.retireVersions.run(server).changes;
+  }
+
   async close(): Promise<void> {
     if (this.db.open) this.db.close();
   }
@@ -215,10 +420,69 @@ function toGrant(row: GrantRow): GrantRecord {
   };
 }
 
+function toAdmin(row: AdminRow): AdminCredentialRecord {
+  return { id: row.id, label: row.label, role: row.role, createdAt: row.created_at, revokedAt: row.revoked_at };
+}
+
+function toEvent(row: EventRow): AdminEvent {
+  return {
+    id: row.id,
+    at: row.at,
+    actor: row.actor,
+    role: row.role,
+    action: row.action,
+    target: row.target,
+    before: row.before === null ? null : JSON.parse(row.before),
+    after: row.after === null ? null : JSON.parse(row.after),
+  };
+}
+
+function toServer(row: ServerRow): StoredServer {
+  return { name: row.name, definition: JSON.parse(row.definition) as Record<string, unknown>, createdAt: row.created_at };
+}
+
+function toVersion(row: VersionRow): PolicyVersion {
+  return { server: row.server, version: row.version, text: row.text, createdAt: row.created_at, actor: row.actor, note: row.note };
+}
+
+/**
+ * An event's state as stored: JSON text, or SQL NULL for null and for what JSON cannot express
+ * (undefined), so "did not exist" has one spelling however the caller wrote it.
+ */
+function jsonOrNull(value: unknown): string | null {
+  if (value === null || value === undefined) return null;
+  return JSON.stringify(value) ?? null;
+}
+
+/** How many events a page holds: 100 unless asked, and never fewer than 1 or more than 1,000. */
+function pageSize(limit: number | undefined): number {
+  if (limit === undefined || Number.isNaN(limit)) return 100;
+  return Math.min(1_000, Math.max(1, Math.trunc(limit)));
+}
+
+/** Event ids are whole numbers; a cursor that is not one is a caller's bug, refused as PostgreSQL's bigint refuses it. */
+function wholeCursor(beforeId: number): number {
+  if (!Number.isSafeInteger(beforeId)) throw new RangeError(`beforeId must be a whole number, got ${beforeId}`);
+  return beforeId;
+}
+
 /** The StoreConflictError a uniqueness failure means, or undefined for any other error. */
-function conflict(err: unknown, label: string | undefined): StoreConflictError | undefined {
+function conflict(err: unknown, name: string | undefined): StoreConflictError | undefined {
   if (!(err instanceof Database.SqliteError) || !err.code.startsWith('SQLITE_CONSTRAINT')) return undefined;
-  if (err.message.includes('grants.label')) return new StoreConflictError(`a grant labelled "${label}" already exists`);
-  if (err.message.includes('grant_tokens.hash')) return new StoreConflictError('that token hash already belongs to a grant');
-  return undefined;
+  // The message names the column, e.g. "UNIQUE constraint failed: grants.label".
+  const column = /constraint failed: (\S+)/.exec(err.message)?.[1];
+  switch (column) {
+    case 'grants.label':
+      return new StoreConflictError(`a grant labelled "${name}" already exists`);
+    case 'grant_tokens.hash':
+      return new StoreConflictError('that token hash already belongs to a grant');
+    case 'admin_credentials.label':
+      return new StoreConflictError(`an admin credential labelled "${name}" already exists`);
+    case 'admin_credentials.token_hash':
+      return new StoreConflictError('that token hash already belongs to an admin credential');
+    case 'servers.name':
+      return new StoreConflictError(`a server named "${name}" already exists`);
+    default:
+      return undefined;
+  }
 }

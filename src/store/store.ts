@@ -71,7 +71,137 @@ export interface ControlStore {
    * grants and tokens past their `validUntil` are returned too: deciding is the caller's job.
    */
   findByTokenHash(hash: string): Promise<{ grant: GrantRecord; token: TokenRecord } | undefined>;
+
+  // --- Admin credentials: who may use the admin API, and with which role. ---
+
+  /**
+   * Creates an admin credential with its token (by hash). Rejects with StoreConflictError when
+   * the label is taken or the hash is already an admin credential's; nothing is stored then.
+   */
+  createAdminCredential(cred: NewAdminCredential, tokenHash: string, now: number): Promise<AdminCredentialRecord>;
+  /** All admin credentials, revoked ones included, by label. */
+  listAdminCredentials(): Promise<AdminCredentialRecord[]>;
+  /** Marks it revoked; false if there is no such credential. Revoking twice keeps the first time. */
+  revokeAdminCredential(idOrLabel: string, now: number): Promise<boolean>;
+  /** The admin credential a token hash belongs to (revoked ones too: deciding is the caller's job). */
+  findAdminByTokenHash(hash: string): Promise<AdminCredentialRecord | undefined>;
+
+  // --- The admin audit stream: one event per admin action, append-only. ---
+
+  /** Appends an event; the store gives it the next id (ids only grow). */
+  appendAdminEvent(event: NewAdminEvent): Promise<AdminEvent>;
+  /**
+   * Events newest first; `beforeId` pages back (events with a smaller id), `limit` defaults to 100
+   * and is clamped to 1..1000; `action` and `target`, when given, keep only events equal to them.
+   */
+  listAdminEvents(query?: AdminEventQuery): Promise<AdminEvent[]>;
+
+  // --- Servers registered at run time (servers in gateway.yaml are not stored). ---
+
+  /** Stores a new server; StoreConflictError when the name is taken. */
+  createServer(name: string, definition: Readonly<Record<string, unknown>>, now: number): Promise<StoredServer>;
+  getServer(name: string): Promise<StoredServer | undefined>;
+  /** All stored servers, by name. */
+  listServers(): Promise<StoredServer[]>;
+  /** Deletes the server and its policy versions; false if there is no such server (nothing is deleted then). */
+  deleteServer(name: string): Promise<boolean>;
+
+  // --- Policy versions per server: every change is a new version; the newest is in force. ---
+
+  /**
+   * Stores `text` as the server's next version (1 for the first), atomically: two writers at
+   * once get two different versions, never the same one.
+   */
+  addPolicyVersion(server: string, version: NewPolicyVersion, now: number): Promise<PolicyVersion>;
+  /** One version, or the newest when `version` is omitted; undefined when there is none. */
+  getPolicyVersion(server: string, version?: number): Promise<PolicyVersion | undefined>;
+  /** Every version of the server, newest first. */
+  listPolicyVersions(server: string): Promise<PolicyVersion[]>;
+  /** The newest version number of every server that has one (what a gateway polls for changes). */
+  latestPolicyVersions(): Promise<Map<string, number>>;
+  /**
+   * Retires every version of the server (its policy goes back to gateway.yaml): they no longer
+   * read back, and the next version is numbered after them, so a number never stands for two
+   * texts of one server while it exists. How many were retired.
+   */
+  deletePolicyVersions(server: string): Promise<number>;
+
   close(): Promise<void>;
+}
+
+/** What an admin credential may do: `viewer` reads; `policy_manager` also writes policies; `admin` does everything. */
+export type AdminRole = 'admin' | 'policy_manager' | 'viewer';
+
+export const ADMIN_ROLES: readonly AdminRole[] = ['admin', 'policy_manager', 'viewer'];
+
+export interface AdminCredentialRecord {
+  /** Stable id (a UUID). */
+  readonly id: string;
+  /** Unique label, same rule as grant labels (e.g. `ops-alice`). */
+  readonly label: string;
+  readonly role: AdminRole;
+  readonly createdAt: number;
+  readonly revokedAt: number | null;
+}
+
+export interface NewAdminCredential {
+  readonly label: string;
+  readonly role: AdminRole;
+}
+
+export interface NewAdminEvent {
+  readonly at: number;
+  /** Who acted: an admin credential's label, `oidc:<subject>`, or `cli` for the command line on the host. */
+  readonly actor: string;
+  /** The actor's role at the time. */
+  readonly role: AdminRole;
+  /** What was done, e.g. `grant.create`, `policy.update`, `server.remove`. */
+  readonly action: string;
+  /** What it was done to, e.g. `grant:alice-laptop`, `server:github`. */
+  readonly target: string;
+  /** JSON-serialisable state before and after (null when it did not exist); never a secret. */
+  readonly before: unknown;
+  readonly after: unknown;
+}
+
+export interface AdminEvent extends NewAdminEvent {
+  readonly id: number;
+}
+
+export interface AdminEventQuery {
+  readonly limit?: number;
+  readonly beforeId?: number;
+  readonly action?: string;
+  readonly target?: string;
+}
+
+export interface StoredServer {
+  readonly name: string;
+  /**
+   * The server as gateway.yaml would define it (command/args/env/cwd/isolation, or
+   * url/transport/headers/oauth, timeout), without `policy`: secrets stay `${ENV}` or file
+   * references, resolved only when the gateway starts the server.
+   */
+  readonly definition: Readonly<Record<string, unknown>>;
+  readonly createdAt: number;
+}
+
+export interface NewPolicyVersion {
+  /** The policy text (JSON or YAML), validated before it is stored. */
+  readonly text: string;
+  /** Who stored it (as in admin events). */
+  readonly actor: string;
+  /** Why, e.g. `rollback to 3`; null when not given. */
+  readonly note?: string | null;
+}
+
+export interface PolicyVersion {
+  readonly server: string;
+  readonly version: number;
+  readonly text: string;
+  readonly createdAt: number;
+  readonly actor: string;
+  readonly note: string | null;
 }
 
 /** A write that conflicts with what is stored (a label already taken, a token hash already in use). */
