@@ -1,4 +1,4 @@
-export { interpolate, loadGatewayConfig, parseGatewayConfig } from './load.js';
+export { interpolate, loadGatewayConfig, loadServerDefinition, parseGatewayConfig } from './load.js';
 export type { CountersConfig, Env, GatewayConfig, ServerConfig } from './load.js';
 export {
   DEFAULT_ALLOWED_HOSTS,

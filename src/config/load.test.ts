@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -276,8 +277,8 @@ servers:
   assert.equal(f.code, ErrorCodes.CONFIG_INVALID);
   assert.deepEqual(f.issues, [
     'gateway.yaml: /audit: unknown field; expected one of: listen, admin, store, counters, auth, limits, allowed_hosts, allowed_origins, session_idle_timeout, shutdown_grace, servers (line 1:1)',
-    'gateway.yaml: /auth/mode: unknown field; expected one of: required (line 2:26)',
-    'gateway.yaml: /servers/s/comand: unknown field; expected one of: command, args, env, cwd, isolation, url, transport, headers, policy, timeout (line 5:5)',
+    'gateway.yaml: /auth/mode: unknown field; expected one of: required, oidc (line 2:26)',
+    'gateway.yaml: /servers/s/comand: unknown field; expected one of: command, args, env, cwd, isolation, url, transport, headers, oauth, policy, timeout (line 5:5)',
     'gateway.yaml: /servers/s: expected command (a local stdio server) or url (a remote server) (line 5:5)',
   ]);
 });
@@ -383,7 +384,7 @@ servers:
 });
 
 test('interpolates a plain ${VAR} to an empty value when the variable is set but empty', () => {
-  assert.deepEqual(interpolate('a${E}b', { E: '' }), { value: 'ab', missing: [], invalid: [], substituted: [''] });
+  assert.deepEqual(interpolate('a${E}b', { E: '' }), { value: 'ab', missing: [], invalid: [], unreadable: [], substituted: [''] });
   assert.equal(interpolate('no references $HOME here', {}).value, 'no references $HOME here');
 });
 
@@ -501,5 +502,300 @@ test('reads counters as a URL or as an object with on_store_error and refund_too
   assert.deepEqual(failure(() => parse(`counters: { url: redis://x, on_store_error: maybe, retries: 3 }\n${servers}`)).issues, [
     'gateway.yaml: /counters/on_store_error: expected deny|allow (line 1:45)',
     'gateway.yaml: /counters/retries: unknown field; expected one of: url, on_store_error, refund_tool_errors (line 1:52)',
+  ]);
+});
+
+// --- auth.oidc ---
+
+const OIDC_SERVERS = `servers:\n  s: { command: x, policy: ${ALLOW_ALL} }\n`;
+const issuerKeys = () => generateKeyPairSync('ec', { namedCurve: 'P-256' });
+const pemOf = (k: KeyObject) => k.export({ type: 'spki', format: 'pem' }).toString();
+
+test('reads auth.oidc with a public_key_file relative to the config folder, applying every default', () => {
+  const pem = pemOf(issuerKeys().publicKey);
+  withFiles({ 'keys/issuer.pem': pem }, (dir) => {
+    const yaml = `auth:
+  required: true
+  oidc: { issuer: "https://id.example.com/", audience: "https://gateway.example.com", public_key_file: ./keys/issuer.pem }
+${OIDC_SERVERS}`;
+    const c = parseGatewayConfig(yaml, 'gateway.yaml', {}, dir);
+    assert.deepEqual(c.auth, {
+      required: true,
+      oidc: {
+        issuer: 'https://id.example.com/',
+        audience: 'https://gateway.example.com',
+        publicKey: { file: join(dir, 'keys/issuer.pem'), kind: 'spki', pem: pem.trim() },
+        algorithms: ['RS256', 'ES256', 'EdDSA'],
+        clockToleranceMs: 30_000,
+        grantClaim: 'sub',
+        groupsClaim: 'groups',
+        grantsByGroup: {},
+        rolesByGroup: {},
+      },
+    });
+  });
+});
+
+test('reads auth.oidc with a jwks_url and every mapping set', () => {
+  const c = parse(`auth:
+  required: true
+  oidc:
+    issuer: https://id.example.com/
+    audience: https://gateway.example.com
+    jwks_url: https://id.example.com/.well-known/jwks.json
+    algorithms: [ ES256, ES256, PS256 ]
+    clock_tolerance: 5s
+    grant_claim: client_id
+    groups_claim: roles
+    grants_by_group: { ci: ci-runner }
+    roles_by_group: { platform-admins: admin, security: policy_manager, eng: viewer }
+${OIDC_SERVERS}`);
+  assert.deepEqual(c.auth.oidc, {
+    issuer: 'https://id.example.com/',
+    audience: 'https://gateway.example.com',
+    jwksUrl: 'https://id.example.com/.well-known/jwks.json',
+    algorithms: ['ES256', 'PS256'],
+    clockToleranceMs: 5000,
+    grantClaim: 'client_id',
+    groupsClaim: 'roles',
+    grantsByGroup: { ci: 'ci-runner' },
+    rolesByGroup: { 'platform-admins': 'admin', security: 'policy_manager', eng: 'viewer' },
+  });
+  // A JWKS on a loopback address may use plain http (a local issuer, tests).
+  assert.equal(parse(`auth: { required: true, oidc: { issuer: i, audience: a, jwks_url: "http://127.0.0.1:8080/jwks" } }\n${OIDC_SERVERS}`).auth.oidc?.jwksUrl, 'http://127.0.0.1:8080/jwks');
+});
+
+test('requires issuer, audience and exactly one of jwks_url or public_key_file', () => {
+  assert.deepEqual(failure(() => parse(`auth:\n  required: true\n  oidc: { jwks_url: "https://id.example.com/jwks" }\n${OIDC_SERVERS}`)).issues, [
+    "gateway.yaml: /auth/oidc/issuer: required field is missing; expected the issuer identifier, exactly as in its tokens' iss (e.g. \"https://id.example.com/\") (line 3:9)",
+    "gateway.yaml: /auth/oidc/audience: required field is missing; expected the gateway's own identifier, as the issuer puts it in aud (line 3:9)",
+  ]);
+  assert.deepEqual(failure(() => parse(`auth:\n  required: true\n  oidc: { issuer: i, audience: a }\n${OIDC_SERVERS}`)).issues, [
+    "gateway.yaml: /auth/oidc: expected jwks_url or public_key_file: where the issuer's public keys are (line 3:9)",
+  ]);
+  assert.deepEqual(
+    failure(() => parse(`auth:\n  required: true\n  oidc: { issuer: i, audience: a, jwks_url: "https://x.example/jwks", public_key_file: k.pem }\n${OIDC_SERVERS}`)).issues,
+    ['gateway.yaml: /auth/oidc/public_key_file: use jwks_url or public_key_file, not both (line 3:88)'],
+  );
+});
+
+test('refuses none, HS* and unknown algorithms, naming the asymmetric ones', () => {
+  const f = failure(() => parse(`auth:\n  required: true\n  oidc: { issuer: i, audience: a, jwks_url: "https://x.example/jwks", algorithms: [ RS256, none, HS256, XY1 ] }\n${OIDC_SERVERS}`));
+  const list = 'RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512, EdDSA, Ed25519';
+  assert.deepEqual(f.issues, [
+    `gateway.yaml: /auth/oidc/algorithms/1: none means an unsigned token and is never accepted; expected an asymmetric JWS algorithm: ${list} (line 3:92)`,
+    `gateway.yaml: /auth/oidc/algorithms/2: HS* algorithms use a shared secret, never accepted with a public key; expected an asymmetric JWS algorithm: ${list} (line 3:98)`,
+    `gateway.yaml: /auth/oidc/algorithms/3: expected an asymmetric JWS algorithm: ${list} (line 3:105)`,
+  ]);
+  assert.deepEqual(failure(() => parse(`auth:\n  required: true\n  oidc: { issuer: i, audience: a, jwks_url: "https://x.example/jwks", algorithms: [] }\n${OIDC_SERVERS}`)).issues, [
+    'gateway.yaml: /auth/oidc/algorithms: expected at least one algorithm (line 3:83)',
+  ]);
+});
+
+test('reports a plain-http JWKS off loopback, a long clock tolerance, bad mappings and unknown keys with their lines', () => {
+  const f = failure(() =>
+    parse(`auth:
+  required: true
+  oidc:
+    issuer: i
+    audience: a
+    jwks_url: http://id.example.com/jwks
+    clock_tolerance: 1h
+    grants_by_group: { ci: "ci runner" }
+    roles_by_group: { eng: root }
+    scopes: [ mcp ]
+${OIDC_SERVERS}`),
+  );
+  assert.deepEqual(f.issues, [
+    'gateway.yaml: /auth/oidc/jwks_url: expected an https:// URL (http:// only on a loopback address) (line 6:15)',
+    'gateway.yaml: /auth/oidc/clock_tolerance: expected at most 5m: more would keep expired tokens working (line 7:22)',
+    'gateway.yaml: /auth/oidc/grants_by_group/ci: expected a grant label: letters, digits, ., _ and -, starting with a letter or digit (line 8:28)',
+    'gateway.yaml: /auth/oidc/roles_by_group/eng: expected admin|policy_manager|viewer (line 9:28)',
+    'gateway.yaml: /auth/oidc/scopes: unknown field; expected one of: issuer, audience, jwks_url, public_key_file, algorithms, clock_tolerance, grant_claim, groups_claim, grants_by_group, roles_by_group (line 10:5)',
+  ]);
+});
+
+test('refuses auth.oidc without auth.required: true, where no token would be checked', () => {
+  assert.deepEqual(failure(() => parse(`auth: { oidc: { issuer: i, audience: a, jwks_url: "https://x.example/jwks" } }\n${OIDC_SERVERS}`)).issues, [
+    'gateway.yaml: /auth/oidc: applies only with required: true (line 1:15)',
+  ]);
+});
+
+test('answers a missing key file with CONFIG_UNREADABLE and a wrong one with CONFIG_INVALID, naming the file', () => {
+  const keys = issuerKeys();
+  const yaml = (file: string, algorithms = '[ ES256 ]') =>
+    `auth:\n  required: true\n  oidc: { issuer: i, audience: a, public_key_file: ${file}, algorithms: ${algorithms} }\n${OIDC_SERVERS}`;
+  withFiles(
+    {
+      'private.pem': keys.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
+      'public.pem': pemOf(keys.publicKey),
+      'secret.jwk': JSON.stringify({ kty: 'oct', k: 'c2VjcmV0' }),
+    },
+    (dir) => {
+      const load = (file: string, algorithms?: string) => failure(() => parseGatewayConfig(yaml(file, algorithms), 'gateway.yaml', {}, dir));
+      const missing = load('keys/none.pem');
+      assert.equal(missing.code, ErrorCodes.CONFIG_UNREADABLE);
+      assert.deepEqual(missing.issues, [`gateway.yaml: /auth/oidc/public_key_file: cannot read the key file ${join(dir, 'keys/none.pem')}: no such file (line 3:52)`]);
+      const priv = load('private.pem');
+      assert.equal(priv.code, ErrorCodes.CONFIG_INVALID);
+      assert.match(priv.issues[0] ?? '', new RegExp(`/auth/oidc/public_key_file: the key file ${join(dir, 'private.pem')}: this is a private key`));
+      assert.match(load('secret.jwk').issues[0] ?? '', /the key file .*secret\.jwk: the key is a symmetric \(oct\) key/);
+      assert.match(load('public.pem', '[ RS256 ]').issues[0] ?? '', /public\.pem: it holds an EC key on prime256v1, which none of the algorithms RS256 can verify with/);
+    },
+  );
+});
+
+test('resolves ${file:PATH} against the config folder in headers, env, url and oauth, dropping one trailing newline', () => {
+  withFiles(
+    {
+      'secrets/api-key': 'key-from-file-123\n',
+      'secrets/client': 'client-secret-456\r\n',
+      'secrets/two-newlines': 'ends-with-newline\n\n',
+      'secrets/host': 'api.example',
+    },
+    (dir) => {
+      const c = parseGatewayConfig(
+        `servers:
+  remote:
+    url: "https://\${file:secrets/host}/mcp"
+    headers: { X-Api-Key: "\${file:secrets/api-key}", X-Literal: "$\${file:secrets/api-key}" }
+    policy: ${ALLOW_ALL}
+  oauthed:
+    url: https://api.example/mcp
+    oauth:
+      token_url: https://auth.example/oauth/token
+      client_id: policylayer
+      client_secret: \${file:./secrets/client}
+    policy: ${ALLOW_ALL}
+  local:
+    command: x
+    env: { TOKEN: "\${file:${join(dir, 'secrets/two-newlines')}}" }
+    policy: ${ALLOW_ALL}
+`,
+        'gateway.yaml',
+        {},
+        dir,
+      );
+      assert.equal(c.servers.get('remote')?.url, 'https://api.example/mcp');
+      assert.deepEqual(c.servers.get('remote')?.headers, { 'X-Api-Key': 'key-from-file-123', 'X-Literal': '${file:secrets/api-key}' });
+      assert.equal(c.servers.get('oauthed')?.oauth?.clientSecret, 'client-secret-456');
+      assert.deepEqual(c.servers.get('local')?.env, { TOKEN: 'ends-with-newline\n' });
+      for (const s of ['key-from-file-123', 'client-secret-456', 'ends-with-newline\n', 'api.example']) assert.ok(c.secretValues.includes(s), s);
+    },
+  );
+});
+
+test('answers a missing or unreadable secret file with CONFIG_UNREADABLE naming the location and the file, never a content', () => {
+  withFiles({ 'secrets/dir/placeholder': 'x', 'secrets/ok': 'readable-secret-value' }, (dir) => {
+    const f = failure(() =>
+      parseGatewayConfig(
+        `servers:
+  remote:
+    url: https://api.example/mcp
+    headers: { Authorization: "Bearer \${file:secrets/missing}", X-Ok: "\${file:secrets/ok}" }
+    policy: ${ALLOW_ALL}
+  other:
+    url: https://api.example/mcp
+    oauth: { token_url: "https://auth.example/t", client_id: a, client_secret: "\${file:/nonexistent/secret}" }
+    env: { X: "\${file:secrets/dir}" }
+    policy: ${ALLOW_ALL}
+`,
+        'gateway.yaml',
+        {},
+        dir,
+      ),
+    );
+    assert.equal(f.code, ErrorCodes.CONFIG_UNREADABLE);
+    assert.deepEqual(f.issues, [
+      `gateway.yaml: /servers/remote/headers/Authorization: cannot read the secret file ${join(dir, 'secrets/missing')}: no such file (line 4:31)`,
+      'gateway.yaml: /servers/other/oauth/client_secret: cannot read the secret file /nonexistent/secret: no such file (line 8:80)',
+      `gateway.yaml: /servers/other/env/X: cannot read the secret file ${join(dir, 'secrets/dir')}: is a directory, not a file (line 9:15)`,
+    ]);
+    assert.doesNotMatch(f.message, /readable-secret-value/);
+  });
+});
+
+test('reports a missing variable before a missing secret file, both at once', () => {
+  const f = failure(() => parse(`servers:\n  s:\n    url: https://x.example\n    headers: { A: "\${NOPE}", B: "\${file:/nonexistent/b}" }\n    policy: ${ALLOW_ALL}\n`));
+  assert.equal(f.code, ErrorCodes.CONFIG_ENV_MISSING);
+  assert.equal(f.issues.length, 2);
+});
+
+test('refuses ${file:…} outside a server\'s credentials, and an empty path', () => {
+  const f = failure(() =>
+    parse(`store: "sqlite:\${file:/etc/hostname}"\nservers:\n  s:\n    url: https://x.example\n    headers: { A: "\${file:}" }\n    policy: ${ALLOW_ALL}\n`),
+  );
+  assert.equal(f.code, ErrorCodes.CONFIG_INVALID);
+  assert.deepEqual(f.issues, [
+    "gateway.yaml: /store: ${file:…} references are allowed only in a server's url, headers, env and oauth (line 1:8)",
+    'gateway.yaml: /servers/s/headers/A: invalid ${file:…} reference; expected ${file:PATH} (line 5:19)',
+  ]);
+});
+
+test('interpolate reads ${file:…} only through the reader it is given', () => {
+  const read = (p: string) => (p === 'k' ? { text: 'v\n' } : { error: `cannot read ${p}` });
+  assert.deepEqual(interpolate('a${file:k}b${file:x}', {}, read), { value: 'avb', missing: [], invalid: [], unreadable: ['cannot read x'], substituted: ['v'] });
+  assert.equal(interpolate('${file:k}', {}).invalid.length, 1);
+});
+
+test('normalises oauth with client_secret_basic as the default and records the client secret and substituted values as secrets', () => {
+  const c = parse(
+    `servers:
+  poolparty:
+    url: https://www.poolparty.io/api/mcp
+    oauth:
+      token_url: "https://auth.poolparty.io/oauth/token?tenant=\${TENANT}"
+      client_id: policylayer
+      client_secret: \${POOLPARTY_CLIENT_SECRET}
+      scope: "media.read payments.write"
+      audience: https://www.poolparty.io/api
+    headers: { X-Trace: on }
+    policy: ${ALLOW_ALL}
+  literal:
+    url: http://127.0.0.1:9/mcp
+    oauth: { token_url: "http://localhost:9/token", client_id: 42, client_secret: 1234567, auth_method: client_secret_post }
+    policy: ${ALLOW_ALL}
+`,
+    { POOLPARTY_CLIENT_SECRET: 'pp-client-secret', TENANT: 'tenant-xyz' },
+  );
+  assert.deepEqual(c.servers.get('poolparty')?.oauth, {
+    tokenUrl: 'https://auth.poolparty.io/oauth/token?tenant=tenant-xyz',
+    clientId: 'policylayer',
+    clientSecret: 'pp-client-secret',
+    scope: 'media.read payments.write',
+    audience: 'https://www.poolparty.io/api',
+    authMethod: 'client_secret_basic',
+  });
+  assert.deepEqual(c.servers.get('literal')?.oauth, { tokenUrl: 'http://localhost:9/token', clientId: '42', clientSecret: '1234567', authMethod: 'client_secret_post' });
+  for (const s of ['pp-client-secret', 'tenant-xyz', '1234567']) assert.ok(c.secretValues.includes(s), s);
+  assert.ok(!c.secretValues.includes('policylayer'), 'the client id is not a secret');
+});
+
+test('refuses oauth on a command server, beside an Authorization header, with a plain-http remote token_url, or malformed', () => {
+  const f = failure(() =>
+    parse(`servers:
+  local:
+    command: x
+    oauth: { token_url: "https://auth.example/t", client_id: a, client_secret: b }
+    policy: ${ALLOW_ALL}
+  both:
+    url: https://api.example/mcp
+    headers: { authorization: "Bearer static" }
+    oauth: { token_url: "https://auth.example/t", client_id: a, client_secret: b }
+    policy: ${ALLOW_ALL}
+  insecure:
+    url: https://api.example/mcp
+    oauth: { token_url: "http://auth.example/t", client_id: a, client_secret: "", auth_method: client_secret_jwt, grant: x }
+    policy: ${ALLOW_ALL}
+`),
+  );
+  assert.equal(f.code, ErrorCodes.CONFIG_INVALID);
+  assert.deepEqual(f.issues, [
+    'gateway.yaml: /servers/local/oauth: applies only to url servers (line 4:12)',
+    'gateway.yaml: /servers/both/headers/authorization: oauth sets the Authorization header: remove this header or the oauth block (line 8:31)',
+    'gateway.yaml: /servers/insecure/oauth/token_url: expected an https:// URL (http:// only on a loopback host), without credentials or fragment (line 13:25)',
+    'gateway.yaml: /servers/insecure/oauth/client_secret: expected a non-empty client secret (line 13:79)',
+    'gateway.yaml: /servers/insecure/oauth/auth_method: expected client_secret_basic|client_secret_post (line 13:96)',
+    'gateway.yaml: /servers/insecure/oauth/grant: unknown field; expected one of: token_url, client_id, client_secret, scope, audience, auth_method (line 13:115)',
   ]);
 });

@@ -6,7 +6,9 @@ import type { PathSegment, Problem, SourceText } from '../policy/diagnostics.js'
 import { checkPolicyValue, compileChecked, readText, tryReadText } from '../policy/load.js';
 import type { CompiledPolicy } from '../policy/types.js';
 import { GatewayConfigSchema } from './schema.js';
-import type { ServerDocument } from './schema.js';
+import type { GatewayConfigDocument, ServerDocument } from './schema.js';
+import { parseIssuerKey } from '../identity/jwt.js';
+import type { OidcConfig } from '../identity/jwt.js';
 
 /** One upstream MCP server, normalised. */
 export interface ServerConfig {
@@ -24,8 +26,22 @@ export interface ServerConfig {
   transport?: 'streamable-http' | 'sse';
   /** http: extra request headers. Their values are secrets: see GatewayConfig.secretValues. */
   headers?: Record<string, string>;
+  /** http: OAuth client credentials; the gateway fetches an access token and sends it as a bearer. */
+  oauth?: OAuthConfig;
   policy: CompiledPolicy;
   timeoutMs: number;
+}
+
+/** OAuth 2.0 client credentials (RFC 6749 section 4.4) for one remote server. */
+export interface OAuthConfig {
+  tokenUrl: string;
+  clientId: string;
+  /** A secret: see GatewayConfig.secretValues. */
+  clientSecret: string;
+  scope?: string;
+  /** Sent as the `audience` form parameter, which several providers require. */
+  audience?: string;
+  authMethod: 'client_secret_basic' | 'client_secret_post';
 }
 
 /** The loaded gateway.yaml with every default applied. */
@@ -35,7 +51,8 @@ export interface GatewayConfig {
   admin?: { host: string; port: number };
   store: string;
   counters: CountersConfig;
-  auth: { required: boolean };
+  /** `oidc`: JWTs from this issuer are accepted besides grant tokens (only with `required`). */
+  auth: { required: boolean; oidc?: OidcConfig };
   maxBodyBytes: number;
   /** Host names, lowercase, without port: a Host header naming one of them on any port passes. */
   allowedHosts: string[];
@@ -81,13 +98,14 @@ export function parseGatewayConfig(text: string, source: string, env: Env = proc
   const read = readSource(text, source);
   if (read.errors.length > 0) throw new ConfigError([...read.errors]);
 
-  const interpolated = interpolateAll(read.value, env);
+  const interpolated = interpolateAll(read.value, env, baseDir);
   const secrets = interpolated.secrets;
   const failure = (issues: string[], code: ErrorCode = ErrorCodes.CONFIG_INVALID) => new ConfigError(redact(issues, secrets), code);
-  // A missing variable would surface again as a confusing schema error (an empty URL), so
-  // missing variables are reported alone.
-  if (interpolated.missing.length > 0) {
-    throw failure(formatProblems(source, read.text, [...interpolated.missing, ...interpolated.invalid]), ErrorCodes.CONFIG_ENV_MISSING);
+  // A missing variable or secret file would surface again as a confusing schema error (an empty
+  // URL), so they are reported alone.
+  if (interpolated.missing.length > 0 || interpolated.unreadable.length > 0) {
+    const problems = [...interpolated.missing, ...interpolated.unreadable, ...interpolated.invalid];
+    throw failure(formatProblems(source, read.text, problems), interpolated.missing.length > 0 ? ErrorCodes.CONFIG_ENV_MISSING : ErrorCodes.CONFIG_UNREADABLE);
   }
 
   const parsed = GatewayConfigSchema.safeParse(interpolated.value);
@@ -115,12 +133,18 @@ export function parseGatewayConfig(text: string, source: string, env: Env = proc
     }
     servers.set(name, toServerConfig(name, server, policy.policy, baseDir));
   }
+  const oidc = doc.auth.oidc === undefined ? undefined : toOidcConfig(doc.auth.oidc, read.text, baseDir);
+  if (oidc !== undefined && !oidc.ok) {
+    issues.push(...oidc.issues);
+    unreadableOnly &&= oidc.unreadable;
+  }
   if (issues.length > 0) throw failure(issues, unreadableOnly ? ErrorCodes.CONFIG_UNREADABLE : ErrorCodes.CONFIG_INVALID);
 
   for (const s of [doc.store, doc.counters.url]) addUrlCredentials(s, secrets);
   for (const server of servers.values()) {
     for (const v of Object.values(server.headers ?? {})) secrets.add(v);
     for (const v of Object.values(server.env ?? {})) secrets.add(v);
+    if (server.oauth !== undefined) secrets.add(server.oauth.clientSecret);
   }
   secrets.delete('');
 
@@ -144,7 +168,30 @@ export function parseGatewayConfig(text: string, source: string, env: Env = proc
     secretValues: Object.freeze([...secrets].sort((a, b) => b.length - a.length || (a < b ? -1 : 1))),
   };
   if (doc.admin !== undefined) config.admin = doc.admin;
+  if (oidc?.ok === true) config.auth.oidc = oidc.config;
   return config;
+}
+
+/**
+ * A server registered while the gateway runs (admin API, `policylayer servers add`), checked by
+ * the very schema gateway.yaml's servers are, with its `${…}` references resolved from `env` now:
+ * the stored definition keeps the references, never their values. The server runs with `policy`
+ * (policies of stored servers are versioned apart from their definition). Throws ConfigError.
+ */
+export function loadServerDefinition(
+  name: string,
+  definition: Readonly<Record<string, unknown>>,
+  policy: CompiledPolicy,
+  env: Env = process.env,
+  baseDir: string = process.cwd(),
+): { server: ServerConfig; secrets: readonly string[] } {
+  if ('policy' in definition) throw new ConfigError([`server '${name}': policy is stored as its own versions, not in the definition`]);
+  // The smallest policy the schema accepts stands in for the real one, which is compiled apart.
+  const doc = { servers: { [name]: { ...definition, policy: { version: '1', default: 'deny' } } } };
+  const config = parseGatewayConfig(JSON.stringify(doc, null, 2), `server '${name}'`, env, baseDir);
+  const server = config.servers.get(name)!;
+  server.policy = policy;
+  return { server, secrets: config.secretValues };
 }
 
 function toServerConfig(name: string, s: ServerDocument, policy: CompiledPolicy, baseDir: string): ServerConfig {
@@ -158,7 +205,40 @@ function toServerConfig(name: string, s: ServerDocument, policy: CompiledPolicy,
   }
   const out: ServerConfig = { name, kind: 'http', url: s.url as string, transport: s.transport ?? 'streamable-http', policy, timeoutMs };
   if (s.headers !== undefined) out.headers = { ...s.headers };
+  if (s.oauth !== undefined) {
+    const o = s.oauth;
+    out.oauth = { tokenUrl: o.token_url, clientId: o.client_id, clientSecret: o.client_secret, authMethod: o.auth_method ?? 'client_secret_basic' };
+    if (o.scope !== undefined) out.oauth.scope = o.scope;
+    if (o.audience !== undefined) out.oauth.audience = o.audience;
+  }
   return out;
+}
+
+type OidcDocument = NonNullable<GatewayConfigDocument['auth']['oidc']>;
+type OidcResult = { ok: true; config: OidcConfig } | { ok: false; issues: string[]; unreadable: boolean };
+
+// The key file is read now, not on the first request: a missing or wrong key fails the start
+// with its path instead of refusing every agent later.
+function toOidcConfig(o: OidcDocument, config: SourceText, baseDir: string): OidcResult {
+  const base = {
+    issuer: o.issuer,
+    audience: o.audience,
+    algorithms: o.algorithms,
+    clockToleranceMs: o.clock_tolerance,
+    grantClaim: o.grant_claim,
+    groupsClaim: o.groups_claim,
+    grantsByGroup: { ...o.grants_by_group },
+    rolesByGroup: { ...o.roles_by_group },
+  };
+  if (o.public_key_file === undefined) return { ok: true, config: { ...base, jwksUrl: o.jwks_url as string } };
+  const at: PathSegment[] = ['auth', 'oidc', 'public_key_file'];
+  const file = resolve(baseDir, o.public_key_file);
+  const problem = (message: string) => formatProblems(config.source, config, [{ path: at, message }]);
+  const r = tryReadText(file);
+  if (!r.ok) return { ok: false, issues: problem(`cannot read the key file ${displayPath(file)}: ${r.why}`), unreadable: true };
+  const key = parseIssuerKey(r.text, file, o.algorithms);
+  if (!key.ok) return { ok: false, issues: problem(`the key file ${displayPath(file)}: ${key.why}`), unreadable: false };
+  return { ok: true, config: { ...base, publicKey: key.key } };
 }
 
 function rawPolicies(value: unknown): [string, string | Record<string, unknown>][] {
@@ -208,24 +288,33 @@ interface Interpolated {
   value: unknown;
   missing: Problem[];
   invalid: Problem[];
+  unreadable: Problem[];
   secrets: Set<string>;
 }
 
 /**
  * `${VAR}` and `${VAR:-default}` (default also when VAR is empty) in every string value, and
  * `$${` for a literal `${`. Inline policies are left alone, as policy files are never
- * interpolated. Variables substituted into headers, env and url are recorded as secrets.
+ * interpolated. `${file:PATH}` (relative to `baseDir`) is allowed where credentials live: a
+ * server's url, headers, env and oauth, whose substituted values are all recorded as secrets.
  */
-function interpolateAll(root: unknown, env: Env): Interpolated {
+function interpolateAll(root: unknown, env: Env, baseDir: string): Interpolated {
   const missing: Problem[] = [];
   const invalid: Problem[] = [];
+  const unreadable: Problem[] = [];
   const secrets = new Set<string>();
+  const readSecretFile: SecretFileReader = (p) => {
+    const file = resolve(baseDir, p);
+    const r = tryReadText(file);
+    return r.ok ? { text: r.text } : { error: `cannot read the secret file ${displayPath(file)}: ${r.why}` };
+  };
   const walk = (v: unknown, path: PathSegment[]): unknown => {
     if (typeof v === 'string') {
-      const secret = isSecretPath(path) || isUrlPath(path);
-      const r = interpolate(v, env);
+      const secret = isCredentialPath(path);
+      const r = interpolate(v, env, secret ? readSecretFile : undefined);
       for (const name of r.missing) missing.push({ path, message: `environment variable ${name} is not set` });
       for (const bad of r.invalid) invalid.push({ path, message: bad });
+      for (const message of r.unreadable) unreadable.push({ path, message });
       if (secret) for (const s of r.substituted) secrets.add(s);
       if (isSecretPath(path)) secrets.add(r.value);
       return r.value;
@@ -240,11 +329,18 @@ function interpolateAll(root: unknown, env: Env): Interpolated {
     if (isSecretPath(path) && (typeof v === 'number' || typeof v === 'boolean')) secrets.add(String(v));
     return v;
   };
-  return { value: walk(root, []), missing, invalid, secrets };
+  return { value: walk(root, []), missing, invalid, unreadable, secrets };
 }
 
+/** Values that are secrets whole: header and env values, the OAuth client secret. */
 function isSecretPath(path: readonly PathSegment[]): boolean {
-  return path.length === 4 && path[0] === 'servers' && (path[2] === 'headers' || path[2] === 'env');
+  if (path.length !== 4 || path[0] !== 'servers') return false;
+  return path[2] === 'headers' || path[2] === 'env' || (path[2] === 'oauth' && path[3] === 'client_secret');
+}
+
+/** Values whose substitutions are secrets, and where `${file:…}` may be used. */
+function isCredentialPath(path: readonly PathSegment[]): boolean {
+  return isSecretPath(path) || isUrlPath(path) || (path.length === 4 && path[0] === 'servers' && path[2] === 'oauth');
 }
 
 function isUrlPath(path: readonly PathSegment[]): boolean {
@@ -253,18 +349,44 @@ function isUrlPath(path: readonly PathSegment[]): boolean {
 
 const REFERENCE = /\$\$\{|\$\{([^}]*)\}/g;
 const VAR_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+const FILE_PREFIX = 'file:';
 
-/** Expands `${VAR}` / `${VAR:-default}` in one string; exported for tests and the CLI. */
+/** Reads the file of a `${file:PATH}` reference; an error names the file, never its content. */
+export type SecretFileReader = (path: string) => { text: string } | { error: string };
+
+/**
+ * Expands `${VAR}` / `${VAR:-default}` in one string, and `${file:PATH}` when `readFile` is given
+ * (without it such a reference is invalid); exported for tests and the CLI.
+ */
 export function interpolate(
   text: string,
   env: Env,
-): { value: string; missing: string[]; invalid: string[]; substituted: string[] } {
+  readFile?: SecretFileReader,
+): { value: string; missing: string[]; invalid: string[]; unreadable: string[]; substituted: string[] } {
   const missing: string[] = [];
   const invalid: string[] = [];
+  const unreadable: string[] = [];
   const substituted: string[] = [];
-  if (!text.includes('$')) return { value: text, missing, invalid, substituted };
+  if (!text.includes('$')) return { value: text, missing, invalid, unreadable, substituted };
   const value = text.replace(REFERENCE, (match, inner: string | undefined) => {
     if (inner === undefined) return '${';
+    if (inner.startsWith(FILE_PREFIX)) {
+      const path = inner.slice(FILE_PREFIX.length);
+      if (path === '' || readFile === undefined) {
+        invalid.push(path === '' ? 'invalid ${file:…} reference; expected ${file:PATH}' : "${file:…} references are allowed only in a server's url, headers, env and oauth");
+        return match;
+      }
+      const r = readFile(path);
+      if ('error' in r) {
+        unreadable.push(r.error);
+        return '';
+      }
+      // Editors end files with a newline that is no part of the secret; only one is removed, so
+      // a value that really ends in a newline can still be written with two.
+      const content = r.text.replace(/\r?\n$/, '');
+      substituted.push(content);
+      return content;
+    }
     const sep = inner.indexOf(':-');
     const name = sep === -1 ? inner : inner.slice(0, sep);
     if (!VAR_NAME.test(name)) {
@@ -281,7 +403,7 @@ export function interpolate(
     missing.push(name);
     return '';
   });
-  return { value, missing, invalid, substituted };
+  return { value, missing, invalid, unreadable, substituted };
 }
 
 function addUrlCredentials(s: string, secrets: Set<string>): void {

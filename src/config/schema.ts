@@ -2,6 +2,10 @@
 // milliseconds, host:port to parts), because nothing generates JSON Schema from it yet.
 import * as z from 'zod';
 import { strictObject } from '../policy/diagnostics.js';
+import { DEFAULT_OIDC_ALGORITHMS, OIDC_ALGORITHMS } from '../identity/jwt.js';
+import type { OidcAlgorithm } from '../identity/jwt.js';
+import { ADMIN_ROLES } from '../store/store.js';
+import type { AdminRole } from '../store/store.js';
 import { parseDuration } from '../util/duration.js';
 
 export const DEFAULT_LISTEN = '127.0.0.1:4100';
@@ -97,6 +101,41 @@ const httpUrl = z.string({ error: URL_MSG }).refine(
   { error: URL_MSG },
 );
 
+const TOKEN_URL_MSG = 'expected an https:// URL (http:// only on a loopback host), without credentials or fragment';
+// The client secret travels in this request, so only TLS or this machine may carry it.
+const tokenUrl = z.string({ error: TOKEN_URL_MSG }).refine(
+  (s) => {
+    try {
+      const u = new URL(s);
+      if (u.username !== '' || u.password !== '' || u.hash !== '') return false;
+      return u.protocol === 'https:' || (u.protocol === 'http:' && isLoopbackHost(u.hostname));
+    } catch {
+      return false;
+    }
+  },
+  { error: TOKEN_URL_MSG },
+);
+
+function isLoopbackHost(host: string): boolean {
+  return host === 'localhost' || host === '[::1]' || /^127(?:\.\d{1,3}){3}$/.test(host);
+}
+
+// A YAML number or boolean is still a valid id or secret (an all-digit secret parses as a number).
+const nonEmptyScalar = (msg: string) => scalarString(msg).refine((s) => s !== '', { error: msg });
+
+// OAuth 2.0 client credentials grant (RFC 6749 section 4.4).
+const OAuthSchema = strictObject(
+  {
+    token_url: tokenUrl,
+    client_id: nonEmptyScalar('expected a non-empty client id'),
+    client_secret: nonEmptyScalar('expected a non-empty client secret'),
+    scope: scalarString('expected a string of space-separated scopes').optional(),
+    audience: scalarString('expected a string value').optional(),
+    auth_method: z.enum(['client_secret_basic', 'client_secret_post'], { error: 'expected client_secret_basic|client_secret_post' }).optional(),
+  },
+  'an object with token_url, client_id and client_secret',
+);
+
 const ServerSchema = strictObject(
   {
     command: command.optional(),
@@ -119,6 +158,7 @@ const ServerSchema = strictObject(
         { error: 'expected a map of HTTP header names to values' },
       )
       .optional(),
+    oauth: OAuthSchema.optional(),
     // Validated by the policy loader, so its errors carry the policy's own locations.
     policy: z.union([z.string().min(1), z.record(z.string(), z.unknown())], {
       error: 'expected a policy file path or an inline policy object',
@@ -134,8 +174,16 @@ const ServerSchema = strictObject(
     ctx.addIssue({ code: 'custom', message: 'use command or url, not both', path: ['url'] });
   }
   if (s.command !== undefined) {
-    for (const key of ['transport', 'headers'] as const) {
+    for (const key of ['transport', 'headers', 'oauth'] as const) {
       if (s[key] !== undefined) ctx.addIssue({ code: 'custom', message: 'applies only to url servers', path: [key] });
+    }
+  }
+  if (s.oauth !== undefined) {
+    // Two sources for one header: whichever won, the other credential would be silently ignored.
+    for (const key of Object.keys(s.headers ?? {})) {
+      if (key.toLowerCase() === 'authorization') {
+        ctx.addIssue({ code: 'custom', message: 'oauth sets the Authorization header: remove this header or the oauth block', path: ['headers', key] });
+      }
     }
   }
   if (s.url !== undefined) {
@@ -168,6 +216,71 @@ const origin = z.string({ error: ORIGIN_MSG }).transform((s, ctx) => {
   return z.NEVER;
 });
 
+const ALGORITHM_MSG = `expected an asymmetric JWS algorithm: ${OIDC_ALGORITHMS.join(', ')}`;
+const oidcAlgorithm = z.string({ error: ALGORITHM_MSG }).transform((s, ctx) => {
+  if ((OIDC_ALGORITHMS as readonly string[]).includes(s)) return s as OidcAlgorithm;
+  let message = ALGORITHM_MSG;
+  if (s.toLowerCase() === 'none') message = `none means an unsigned token and is never accepted; ${ALGORITHM_MSG}`;
+  // With HS* the issuer's public key would be the HMAC secret: anyone holding it could sign.
+  else if (/^HS\d+$/i.test(s)) message = `HS* algorithms use a shared secret, never accepted with a public key; ${ALGORITHM_MSG}`;
+  ctx.issues.push({ code: 'custom', message, input: s });
+  return z.NEVER;
+});
+// Plain http would let anyone on the path swap the keys that decide who gets in.
+const JWKS_URL_MSG = 'expected an https:// URL (http:// only on a loopback address)';
+const jwksUrl = z.string({ error: JWKS_URL_MSG }).refine(
+  (s) => {
+    try {
+      const u = new URL(s);
+      return u.protocol === 'https:' || (u.protocol === 'http:' && /^(?:localhost|127(?:\.\d{1,3}){3}|\[::1\])$/.test(u.hostname));
+    } catch {
+      return false;
+    }
+  },
+  { error: JWKS_URL_MSG },
+);
+const nonEmpty = (msg: string) => z.string({ error: msg }).min(1, { error: msg });
+// The grant label rule of `policylayer grants create`.
+const GRANT_LABEL_MSG = 'expected a grant label: letters, digits, ., _ and -, starting with a letter or digit';
+const MAX_CLOCK_TOLERANCE_MS = 5 * 60_000;
+
+const OidcSchema = strictObject(
+  {
+    issuer: nonEmpty('expected the issuer identifier, exactly as in its tokens\' iss (e.g. "https://id.example.com/")'),
+    audience: nonEmpty("expected the gateway's own identifier, as the issuer puts it in aud"),
+    jwks_url: jwksUrl.optional(),
+    public_key_file: nonEmpty('expected a file path').optional(),
+    algorithms: z
+      .array(oidcAlgorithm, { error: 'expected an array of algorithms' })
+      .min(1, { error: 'expected at least one algorithm' })
+      .transform((a) => [...new Set(a)])
+      .prefault([...DEFAULT_OIDC_ALGORITHMS]),
+    clock_tolerance: duration
+      .refine((ms) => ms <= MAX_CLOCK_TOLERANCE_MS, { error: 'expected at most 5m: more would keep expired tokens working' })
+      .prefault('30s'),
+    grant_claim: nonEmpty('expected a claim name').prefault('sub'),
+    groups_claim: nonEmpty('expected a claim name').prefault('groups'),
+    grants_by_group: z
+      .record(nonEmpty('expected a group name'), z.string({ error: GRANT_LABEL_MSG }).regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, { error: GRANT_LABEL_MSG }), {
+        error: 'expected a map of group names to grant labels',
+      })
+      .prefault({}),
+    roles_by_group: z
+      .record(nonEmpty('expected a group name'), z.enum(ADMIN_ROLES as readonly [AdminRole, ...AdminRole[]], { error: `expected ${ADMIN_ROLES.join('|')}` }), {
+        error: 'expected a map of group names to roles',
+      })
+      .prefault({}),
+  },
+  'an object with issuer, audience and jwks_url or public_key_file',
+).superRefine((o, ctx) => {
+  if (o.jwks_url === undefined && o.public_key_file === undefined) {
+    ctx.addIssue({ code: 'custom', message: "expected jwks_url or public_key_file: where the issuer's public keys are", path: [] });
+  }
+  if (o.jwks_url !== undefined && o.public_key_file !== undefined) {
+    ctx.addIssue({ code: 'custom', message: 'use jwks_url or public_key_file, not both', path: ['public_key_file'] });
+  }
+});
+
 export const GatewayConfigSchema = strictObject(
   {
     listen: hostPort.prefault(DEFAULT_LISTEN),
@@ -193,9 +306,14 @@ export const GatewayConfigSchema = strictObject(
       )
       .prefault('memory'),
     auth: strictObject(
-      { required: z.boolean({ error: 'expected true or false' }).prefault(false) },
-      'an object with required',
-    ).prefault({}),
+      { required: z.boolean({ error: 'expected true or false' }).prefault(false), oidc: OidcSchema.optional() },
+      'an object with required and oidc',
+    )
+      .superRefine((a, ctx) => {
+        // Without required: true no token is checked at all, so an issuer here would only mislead.
+        if (a.oidc !== undefined && !a.required) ctx.addIssue({ code: 'custom', message: 'applies only with required: true', path: ['oidc'] });
+      })
+      .prefault({}),
     limits: strictObject(
       {
         max_body_bytes: z

@@ -2,8 +2,13 @@
  * Bearer-token authentication of MCP requests against the grants in the control-plane store.
  * Answers are cached for a short time so a call does not wait for the database, and the cache
  * is short enough that a revocation made by any gateway process takes effect within a second.
+ *
+ * With `auth.oidc` a JWT from the configured issuer is accepted too: it names a grant (by a claim
+ * or a group) and that grant is then held to exactly the rules a grant token is.
  */
 import type { ControlStore, GrantRecord, TokenRecord } from '../store/store.js';
+import type { JwtVerifier } from './jwt.js';
+import { looksLikeJwt } from './jwt.js';
 import { hashToken, looksLikeToken, sameHash } from './tokens.js';
 
 /** Who is calling: the grant a valid token belongs to. */
@@ -12,6 +17,10 @@ export interface Principal {
   readonly label: string;
   readonly servers: readonly string[];
   readonly policies: Readonly<Record<string, string>>;
+  /** How the caller proved it: a grant token, or a JWT from the OIDC issuer. */
+  readonly via?: 'token' | 'oidc';
+  /** The JWT's `sub`, when `via` is `oidc`. */
+  readonly subject?: string;
 }
 
 /** RFC 6750 section 3.1 error codes. */
@@ -33,22 +42,32 @@ export interface AuthenticatorOptions {
   readonly cacheMs?: number;
   /** Most cached lookups; default 10,000. */
   readonly cacheSize?: number;
+  /** Verifies JWTs from `auth.oidc`'s issuer; without it only grant tokens are accepted. */
+  readonly verifier?: JwtVerifier | undefined;
 }
 
 type Lookup = { grant: GrantRecord; token: TokenRecord } | undefined;
+type Cached<T> = Map<string, { at: number; lookup: Promise<T> }>;
+
+// The grant label rule of `policylayer grants create`: a claim value outside it names no grant,
+// and is not echoed into a response header.
+const GRANT_LABEL = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 export class GrantAuthenticator {
   private readonly store: ControlStore;
   private readonly now: () => number;
   private readonly cacheMs: number;
   private readonly cacheSize: number;
-  private readonly cache = new Map<string, { at: number; lookup: Promise<Lookup> }>();
+  private readonly cache: Cached<Lookup> = new Map();
+  private readonly verifier: JwtVerifier | undefined;
+  private readonly grantsByLabel: Cached<GrantRecord | undefined> = new Map();
 
   constructor(store: ControlStore, opts: AuthenticatorOptions = {}) {
     this.store = store;
     this.now = opts.now ?? Date.now;
     this.cacheMs = opts.cacheMs ?? 500;
     this.cacheSize = opts.cacheSize ?? 10_000;
+    this.verifier = opts.verifier;
   }
 
   /** Checks an `Authorization` header value for a call to `server`. Rejects only if the store fails. */
@@ -61,46 +80,91 @@ export class GrantAuthenticator {
       return { ok: false, status: 401, error: 'invalid_request', description: 'the Authorization header must be "Bearer <token>"' };
     }
     const token = m[1]!;
-    if (!looksLikeToken(token)) return invalid('the token is not a PolicyLayer grant token');
+    if (!looksLikeToken(token)) {
+      if (this.verifier !== undefined && looksLikeJwt(token)) return this.authenticateJwt(this.verifier, token, server);
+      return invalid(this.verifier === undefined ? 'the token is not a PolicyLayer grant token' : 'the token is neither a PolicyLayer grant token nor a JWT');
+    }
     const hash = hashToken(token);
     const found = await this.lookup(hash);
     if (found === undefined || !sameHash(found.token.hash, hash)) return invalid('unknown token');
     const { grant, token: record } = found;
     const refusal = grantRefusal(grant, server, this.now(), record);
-    if (refusal !== undefined) {
-      const label = grant.label;
-      const description = {
-        revoked: `the grant '${label}' was revoked`,
-        expired: `the grant '${label}' has expired`,
-        rotated: `this token of '${label}' was rotated out`,
-        unbound: `the grant '${label}' is not bound to the server '${server}'`,
-      }[refusal.why];
-      return { ok: false, status: refusal.status, error: refusal.error, description };
-    }
-    return { ok: true, principal: { grantId: grant.id, label: grant.label, servers: grant.servers, policies: grant.policies } };
+    if (refusal !== undefined) return refused(refusal, grant.label, server);
+    return { ok: true, principal: { grantId: grant.id, label: grant.label, servers: grant.servers, policies: grant.policies, via: 'token' } };
   }
 
   /** Forgets every cached lookup (after this process changes grants itself). */
   forget(): void {
     this.cache.clear();
+    this.grantsByLabel.clear();
+  }
+
+  private async authenticateJwt(verifier: JwtVerifier, token: string, server: string): Promise<AuthResult> {
+    // The signature, issuer, audience and times (exp included) are checked on every request:
+    // only the grant lookup is cached.
+    const v = await verifier.verify(token);
+    if (!v.ok) return invalid(v.description);
+    // The grant claim wins; grants_by_group is asked only when that claim names no grant at all
+    // (a revoked grant named by the claim stays refused rather than falling back to a group's).
+    const tried: string[] = [];
+    let grant: GrantRecord | undefined;
+    for (const label of [v.grantLabel, v.groupGrantLabel]) {
+      if (label === undefined || !GRANT_LABEL.test(label) || tried.includes(label)) continue;
+      tried.push(label);
+      grant = await this.grantByLabel(label);
+      if (grant !== undefined) break;
+    }
+    if (grant === undefined) {
+      const claim = verifier.config.grantClaim;
+      const named = tried.length > 0 ? `no grant is labelled ${tried.map((l) => `'${l}'`).join(' or ')}` : `it has no usable ${claim} claim and none of its groups maps to a grant`;
+      return invalid(`the token names no grant: ${named}`);
+    }
+    const refusal = grantRefusal(grant, server, this.now());
+    if (refusal !== undefined) return refused(refusal, grant.label, server);
+    return {
+      ok: true,
+      principal: { grantId: grant.id, label: grant.label, servers: grant.servers, policies: grant.policies, via: 'oidc', subject: v.subject },
+    };
   }
 
   private lookup(hash: string): Promise<Lookup> {
+    return this.cached(this.cache, hash, () => this.store.findByTokenHash(hash));
+  }
+
+  private grantByLabel(label: string): Promise<GrantRecord | undefined> {
+    // getGrant also answers by id; a claim must name a label, so an id match is no match.
+    return this.cached(this.grantsByLabel, label, async () => {
+      const grant = await this.store.getGrant(label);
+      return grant?.label === label ? grant : undefined;
+    });
+  }
+
+  private cached<T>(cache: Cached<T>, key: string, load: () => Promise<T>): Promise<T> {
     const now = this.now();
-    const hit = this.cache.get(hash);
+    const hit = cache.get(key);
     if (hit !== undefined && now - hit.at < this.cacheMs) return hit.lookup;
-    const lookup = this.store.findByTokenHash(hash);
+    const lookup = load();
     // A failed lookup is not remembered: the next request asks the store again.
-    lookup.catch(() => this.cache.delete(hash));
-    if (this.cache.size >= this.cacheSize) {
+    lookup.catch(() => cache.delete(key));
+    if (cache.size >= this.cacheSize) {
       // Maps iterate in insertion order: the first key is the oldest entry.
-      const oldest = this.cache.keys().next().value;
-      if (oldest !== undefined) this.cache.delete(oldest);
+      const oldest = cache.keys().next().value;
+      if (oldest !== undefined) cache.delete(oldest);
     }
-    this.cache.delete(hash);
-    this.cache.set(hash, { at: now, lookup });
+    cache.delete(key);
+    cache.set(key, { at: now, lookup });
     return lookup;
   }
+}
+
+function refused(refusal: GrantRefusal, label: string, server: string): AuthResult {
+  const description = {
+    revoked: `the grant '${label}' was revoked`,
+    expired: `the grant '${label}' has expired`,
+    rotated: `this token of '${label}' was rotated out`,
+    unbound: `the grant '${label}' is not bound to the server '${server}'`,
+  }[refusal.why];
+  return { ok: false, status: refusal.status, error: refusal.error, description };
 }
 
 /** Why a grant is refused before any policy is asked, with the HTTP status and RFC 6750 error it gets. */

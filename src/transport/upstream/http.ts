@@ -15,6 +15,7 @@ import {
 } from '../../util/jsonrpc.js';
 import { sseParser, type SseEvent } from '../../util/sse.js';
 import { TranslatedSession } from './translated.js';
+import { OAuthTokenError, sendWithToken, tokenRefused, type UpstreamTokenSource } from './oauth.js';
 import { GATEWAY_INFO, META_CAPABILITIES, META_CLIENT_INFO, META_VERSION, STATELESS_PROTOCOL_VERSION } from '../../gateway/protocol.js';
 import { upstreamError, type CallHandlers, type CallOptions, type ListenHandle, type ServerMessage, type Upstream, type UpstreamSession } from './types.js';
 
@@ -23,6 +24,11 @@ export interface HttpUpstreamOptions {
   url: string;
   /** Credentials and other headers from the gateway config; never the client's own Authorization. */
   headers?: Record<string, string> | undefined;
+  /**
+   * OAuth access tokens for this server, sent as `Authorization: Bearer` with every request to
+   * `url` (its origin is the only one this upstream's pool talks to).
+   */
+  tokens?: UpstreamTokenSource | undefined;
   timeoutMs: number;
   logger: Logger;
 }
@@ -59,7 +65,12 @@ export class HttpUpstream implements Upstream {
         if (secret.length >= 4) out = out.split(secret).join('[redacted]');
       }
     }
-    return out;
+    return this.opts.tokens?.redact(out) ?? out;
+  }
+
+  /** One request with the server's access token, if it has OAuth: see sendWithToken. */
+  request(options: Omit<Dispatcher.RequestOptions, 'origin'> & { headers: Record<string, string> }): Promise<Dispatcher.ResponseData> {
+    return sendWithToken(this.opts.tokens, (auth) => this.pool.request({ ...options, headers: { ...options.headers, ...auth } }));
   }
 
   headers(sessionId: string | undefined, protocolVersion: string | undefined, extra?: Record<string, string>): Record<string, string> {
@@ -77,7 +88,7 @@ export class HttpUpstream implements Upstream {
     const body = JSON.stringify(init);
     let res: Dispatcher.ResponseData;
     try {
-      res = await this.pool.request({
+      res = await this.request({
         path: this.path,
         method: 'POST',
         headers: this.headers(undefined, undefined, { 'content-type': 'application/json', accept: ACCEPT_BOTH }),
@@ -86,7 +97,12 @@ export class HttpUpstream implements Upstream {
         bodyTimeout: this.opts.timeoutMs,
       });
     } catch (err) {
+      if (err instanceof OAuthTokenError) throw err;
       throw new Error(`upstream server '${this.name}' is unreachable: ${(err as Error).message}`, { cause: err });
+    }
+    if (res.statusCode === 401 && this.opts.tokens !== undefined) {
+      await res.body.dump();
+      throw new Error(tokenRefused(this.name));
     }
     const sessionId = headerValue(res.headers['mcp-session-id']);
     let response: JsonRpcResponse;
@@ -123,7 +139,7 @@ export class HttpUpstream implements Upstream {
         params: { _meta: { [META_VERSION]: STATELESS_PROTOCOL_VERSION, [META_CAPABILITIES]: {}, [META_CLIENT_INFO]: GATEWAY_INFO } },
       });
       try {
-        const res = await this.pool.request({
+        const res = await this.request({
           path: this.path,
           method: 'POST',
           headers: this.headers(undefined, STATELESS_PROTOCOL_VERSION, {
@@ -137,14 +153,18 @@ export class HttpUpstream implements Upstream {
         });
         if (res.statusCode !== 200) {
           await res.body.dump();
+          // A refusal says nothing about the revision it speaks: ask again next time.
+          if (res.statusCode === 401) this.discovered = undefined;
           return undefined;
         }
         const m = await readSingleResponse(res, 'policylayer-discover');
         const result = m.result as { supportedVersions?: unknown } | undefined;
         const versions = result?.supportedVersions;
         return Array.isArray(versions) && versions.includes(STATELESS_PROTOCOL_VERSION) ? (result as Record<string, unknown>) : undefined;
-      } catch {
+      } catch (err) {
         this.discovered = undefined; // unreachable now: ask again next time
+        // Without a token nothing else can succeed either: the caller gets the reason now.
+        if (err instanceof OAuthTokenError) throw err;
         return undefined;
       }
     })());
@@ -216,6 +236,8 @@ interface CallState {
   lastEventId: string | undefined;
   retryMs: number | undefined;
   resumes: number;
+  /** Whether the call was already sent again with a fresh OAuth token after a 401. */
+  tokenRetried: boolean;
   controller: Dispatcher.DispatchController | undefined;
   /** Why the call was aborted, once it is. */
   reason: unknown;
@@ -262,6 +284,7 @@ export class HttpSession implements UpstreamSession {
       lastEventId: undefined,
       retryMs: undefined,
       resumes: 0,
+      tokenRetried: false,
       controller: undefined,
       reason: undefined,
     };
@@ -294,15 +317,29 @@ export class HttpSession implements UpstreamSession {
 
   /** One HTTP exchange of a call: its POST, or a GET that resumes its stream. */
   private exchange(call: CallState, method: 'POST' | 'GET', headers: Record<string, string>, body: string | undefined): void {
+    const tokens = this.up.opts.tokens;
+    if (tokens === undefined) return this.dispatch(call, method, headers, body, undefined);
+    // A cached token is used synchronously, so only a call that must wait for a fetch waits.
+    const cached = tokens.current();
+    if (cached !== undefined) return this.dispatch(call, method, headers, body, cached);
+    tokens.token().then(
+      (token) => this.dispatch(call, method, headers, body, token),
+      (err: Error) => this.fail(call, err.message),
+    );
+  }
+
+  private dispatch(call: CallState, method: 'POST' | 'GET', headers: Record<string, string>, body: string | undefined, token: string | undefined): void {
     const up = this.up;
     let status = 0;
     let chunks: Buffer[] | undefined = [];
     let parser: ReturnType<typeof sseParser> | undefined;
+    /** The upstream refused the token: the answer's body is not the call's. */
+    let refused = false;
     up.pool.dispatch(
       {
         path: up.path,
         method,
-        headers,
+        headers: token === undefined ? headers : { ...headers, authorization: `Bearer ${token}` },
         body,
         headersTimeout: up.opts.timeoutMs,
         bodyTimeout: call.longLived ? 0 : up.opts.timeoutMs,
@@ -314,6 +351,10 @@ export class HttpSession implements UpstreamSession {
         },
         onResponseStart: (_c, statusCode, h) => {
           status = statusCode;
+          if (statusCode === 401 && token !== undefined) {
+            refused = true;
+            return;
+          }
           const ct = h['content-type'];
           if ((Array.isArray(ct) ? ct[0] : ct)?.includes('text/event-stream')) {
             chunks = undefined;
@@ -328,16 +369,28 @@ export class HttpSession implements UpstreamSession {
           }
         },
         onResponseData: (_c, chunk) => {
+          if (refused) return;
           if (parser) parser.feed(chunk);
           else chunks!.push(chunk);
         },
         onResponseEnd: () => {
+          if (refused) return this.onTokenRefused(call, method, headers, body, token!);
           if (parser) this.onStreamEnded(call);
           else this.onBody(call, status, chunks!.length === 1 ? chunks![0]!.toString('utf8') : Buffer.concat(chunks!).toString('utf8'));
         },
         onResponseError: (_c, err) => this.onError(call, err as Error & { code?: string }),
       },
     );
+  }
+
+  /** A 401 with an OAuth token: the call is sent once more with a fresh token, then given up. */
+  private onTokenRefused(call: CallState, method: 'POST' | 'GET', headers: Record<string, string>, body: string | undefined, token: string): void {
+    if (call.answered) return;
+    if (call.reason !== undefined || this.closed) return this.onError(call, new Error(String(call.reason)));
+    if (call.tokenRetried) return this.fail(call, tokenRefused(this.up.name));
+    call.tokenRetried = true;
+    this.up.opts.tokens!.invalidate(token);
+    this.exchange(call, method, headers, body);
   }
 
   private onEvent(call: CallState, ev: SseEvent): void {
@@ -394,7 +447,7 @@ export class HttpSession implements UpstreamSession {
   }
 
   send(msg: JsonRpcNotification | JsonRpcResponse, raw: string | undefined): void {
-    this.up.pool
+    this.up
       .request({
         path: this.up.path,
         method: 'POST',
@@ -420,7 +473,7 @@ export class HttpSession implements UpstreamSession {
     if (lastEventId !== undefined) extra['last-event-id'] = lastEventId;
     let res: Dispatcher.ResponseData;
     try {
-      res = await this.up.pool.request({
+      res = await this.up.request({
         path: this.up.path,
         method: 'GET',
         headers: this.up.headers(this.sessionId, this.protocolVersion, extra),
@@ -467,7 +520,7 @@ export class HttpSession implements UpstreamSession {
     for (const call of this.calls.values()) this.abort(call, SESSION_CLOSED);
     if (this.sessionId === undefined) return;
     try {
-      const res = await this.up.pool.request({
+      const res = await this.up.request({
         path: this.up.path,
         method: 'DELETE',
         headers: this.up.headers(this.sessionId, this.protocolVersion),

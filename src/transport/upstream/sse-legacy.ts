@@ -17,6 +17,7 @@ import {
 import { sseParser } from '../../util/sse.js';
 import { upstreamError, type CallHandlers, type ServerMessage, type Upstream, type UpstreamSession } from './types.js';
 import type { HttpUpstreamOptions } from './http.js';
+import { OAuthTokenError, sendWithToken, tokenRefused } from './oauth.js';
 
 export class LegacySseUpstream implements Upstream {
   readonly name: string;
@@ -79,16 +80,23 @@ class LegacySession implements UpstreamSession {
   async connect(): Promise<void> {
     let res: Dispatcher.ResponseData;
     try {
-      res = await this.up.pool.request({
-        path: this.up.url.pathname + this.up.url.search,
-        method: 'GET',
-        headers: { ...this.up.opts.headers, accept: 'text/event-stream' },
-        signal: this.ac.signal,
-        headersTimeout: this.up.opts.timeoutMs,
-        bodyTimeout: 0,
-      });
+      res = await sendWithToken(this.up.opts.tokens, (auth) =>
+        this.up.pool.request({
+          path: this.up.url.pathname + this.up.url.search,
+          method: 'GET',
+          headers: { ...this.up.opts.headers, accept: 'text/event-stream', ...auth },
+          signal: this.ac.signal,
+          headersTimeout: this.up.opts.timeoutMs,
+          bodyTimeout: 0,
+        }),
+      );
     } catch (err) {
+      if (err instanceof OAuthTokenError) throw err;
       throw new Error(`upstream server '${this.up.name}' is unreachable: ${(err as Error).message}`, { cause: err });
+    }
+    if (res.statusCode === 401 && this.up.opts.tokens !== undefined) {
+      await res.body.dump();
+      throw new Error(tokenRefused(this.up.name));
     }
     if (res.statusCode !== 200) {
       await res.body.dump();
@@ -179,14 +187,19 @@ class LegacySession implements UpstreamSession {
   private async post(body: string): Promise<void> {
     if (!this.endpoint || this.closed) throw new Error(`upstream server '${this.up.name}' has no open session`);
     const url = new URL(this.endpoint);
-    const res = await this.up.pool.request({
-      path: url.pathname + url.search,
-      method: 'POST',
-      headers: { ...this.up.opts.headers, 'content-type': 'application/json' },
-      body,
-      headersTimeout: this.up.opts.timeoutMs,
-    });
+    // Sent through the pool of the configured URL's origin whatever origin the endpoint event
+    // named, so the token goes nowhere else.
+    const res = await sendWithToken(this.up.opts.tokens, (auth) =>
+      this.up.pool.request({
+        path: url.pathname + url.search,
+        method: 'POST',
+        headers: { ...this.up.opts.headers, 'content-type': 'application/json', ...auth },
+        body,
+        headersTimeout: this.up.opts.timeoutMs,
+      }),
+    );
     await res.body.dump();
+    if (res.statusCode === 401 && this.up.opts.tokens !== undefined) throw new Error(tokenRefused(this.up.name));
     if (res.statusCode >= 300) throw new Error(`upstream server '${this.up.name}' refused the message (HTTP ${res.statusCode})`);
   }
 
