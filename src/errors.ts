@@ -45,6 +45,14 @@ export const ErrorCodes = {
   SHUTTING_DOWN: 'PL_SHUTTING_DOWN',
   /** A policy refused the call (reaches the agent as an isError tool result). */
   POLICY_DENIED: 'PL_POLICY_DENIED',
+  /** An admin API request without a valid admin credential. */
+  ADMIN_UNAUTHORIZED: 'PL_ADMIN_UNAUTHORIZED',
+  /** An admin credential whose role may not do what the request asks. */
+  ADMIN_FORBIDDEN: 'PL_ADMIN_FORBIDDEN',
+  /** An admin API request names a grant, server, policy version or route that does not exist. */
+  NOT_FOUND: 'PL_NOT_FOUND',
+  /** An admin API write conflicts with what exists (a label or name taken, a server defined in gateway.yaml). */
+  CONFLICT: 'PL_CONFLICT',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
@@ -113,6 +121,10 @@ const WIRE: { [K in ErrorCode]: WireError } = {
   PL_UPSTREAM_TIMEOUT: { status: 504, rpcCode: JsonRpcErrors.UPSTREAM_ERROR },
   PL_SHUTTING_DOWN: { status: 503, rpcCode: JsonRpcErrors.UPSTREAM_ERROR },
   PL_POLICY_DENIED: { status: 200, rpcCode: JsonRpcErrors.INTERNAL_ERROR },
+  PL_ADMIN_UNAUTHORIZED: { status: 401, rpcCode: JsonRpcErrors.INVALID_REQUEST },
+  PL_ADMIN_FORBIDDEN: { status: 403, rpcCode: JsonRpcErrors.INVALID_REQUEST },
+  PL_NOT_FOUND: { status: 404, rpcCode: JsonRpcErrors.INVALID_REQUEST },
+  PL_CONFLICT: { status: 409, rpcCode: JsonRpcErrors.INVALID_REQUEST },
 };
 
 export function wireOf(code: ErrorCode): WireError {

@@ -10,13 +10,20 @@ import { Limiter } from './limits/limiter.js';
 import type { CounterStore } from './limits/limiter.js';
 import { createMemoryStore } from './limits/store/memory.js';
 import { GrantAuthenticator } from './identity/authenticator.js';
+import { oidcVerifier } from './identity/jwt.js';
 import type { ControlStore } from './store/store.js';
 import type { Logger } from './telemetry/logger.js';
 import { Metrics } from './telemetry/metrics.js';
-import { HttpListener } from './transport/downstream/http.js';
+import { AdminApi } from './admin/api.js';
+import { AdminAuthenticator } from './admin/auth.js';
+import { ControlPlane } from './admin/control.js';
+import { AdminListener } from './admin/listener.js';
+import { ControlSync } from './admin/sync.js';
+import { ADMIN_API_PREFIX, HttpListener } from './transport/downstream/http.js';
 import { originPolicy } from './transport/downstream/origin.js';
 import { HttpUpstream } from './transport/upstream/http.js';
 import { LegacySseUpstream } from './transport/upstream/sse-legacy.js';
+import { OAuthTokenSource } from './transport/upstream/oauth.js';
 import { StdioUpstream } from './transport/upstream/stdio.js';
 import type { Upstream } from './transport/upstream/types.js';
 
@@ -32,7 +39,9 @@ export function createUpstream(server: ServerConfig, logger: Logger): Upstream {
       logger,
     });
   }
-  const opts = { name: server.name, url: server.url!, headers: server.headers, timeoutMs: server.timeoutMs, logger };
+  // One token source per server: its token is never sent to another server.
+  const tokens = server.oauth && new OAuthTokenSource({ ...server.oauth, server: server.name, timeoutMs: server.timeoutMs, logger });
+  const opts = { name: server.name, url: server.url!, headers: server.headers, tokens, timeoutMs: server.timeoutMs, logger };
   return server.transport === 'sse' ? new LegacySseUpstream(opts) : new HttpUpstream(opts);
 }
 
@@ -109,37 +118,76 @@ export interface RunningGateway {
   gateway: Gateway;
   listener: HttpListener;
   url: string;
+  /** The admin API's base URL (`…/admin/api`), when the control store is open. */
+  adminUrl: string | undefined;
   /** Drains calls in flight (up to the configured grace), then stops everything. */
   stop(): Promise<void>;
 }
 
 export async function startGateway(config: GatewayConfig, logger: Logger): Promise<RunningGateway> {
-  // The control-plane store is opened only when grants are checked: a local gateway without
-  // authentication writes no database file.
-  const control = config.auth.required ? await openControlStore(config.store) : undefined;
+  // The control-plane store is opened only when grants are checked or an admin address is set:
+  // a local gateway without authentication writes no database file.
+  const control = config.auth.required || config.admin !== undefined ? await openControlStore(config.store) : undefined;
   for (const server of config.servers.values()) logConversionWarnings(logger, server.name, server.policy);
   const store = await createCounterStore(config.counters, logger);
   const metrics = new Metrics();
   const gateway = createGateway(config, logger, createLimiter(store, config.counters, logger, metrics), metrics);
+  const origins = originPolicy(config.allowedHosts, config.allowedOrigins);
+  // One verifier for MCP and admin requests alike: one cache of the issuer's keys.
+  const verifier = oidcVerifier(config.auth.oidc);
+  const grants = config.auth.required && control !== undefined ? new GrantAuthenticator(control, { verifier }) : undefined;
+  let sync: ControlSync | undefined;
+  let admin: AdminApi | undefined;
+  if (control !== undefined) {
+    const baseDir = path.dirname(path.resolve(config.source));
+    sync = new ControlSync({ gateway, store: control, configServers: config.servers, logger, createUpstream: (s) => createUpstream(s, logger), baseDir });
+    // Stored servers and policy versions are in force before the first request is served.
+    await sync.sync().catch(async (err: unknown) => {
+      await control.close();
+      throw err;
+    });
+    const liveSync = sync;
+    admin = new AdminApi({
+      control: new ControlPlane({ store: control, configServers: config.servers, configSecrets: config.secretValues, baseDir }),
+      authenticator: new AdminAuthenticator(control, { jwt: verifier === undefined ? undefined : (token) => verifier.verify(token) }),
+      origins,
+      maxBodyBytes: config.maxBodyBytes,
+      logger,
+      onChange: async () => {
+        grants?.forget();
+        await liveSync.sync();
+      },
+    });
+  }
   const listener = new HttpListener(gateway, {
     host: config.listen.host,
     port: config.listen.port,
     maxBodyBytes: config.maxBodyBytes,
-    origins: originPolicy(config.allowedHosts, config.allowedOrigins),
+    origins,
     logger,
-    authenticator: control === undefined ? undefined : new GrantAuthenticator(control),
+    authenticator: grants,
+    admin: config.admin === undefined ? admin : undefined,
+    serveMetrics: config.admin === undefined,
   });
+  const adminListener =
+    config.admin === undefined || admin === undefined
+      ? undefined
+      : new AdminListener({ ...config.admin, api: admin, origins, logger, metrics, isDraining: () => gateway.isDraining });
   try {
     await listener.listen();
+    await adminListener?.listen();
   } catch (err) {
+    await listener.close().catch(() => {});
     await control?.close();
     throw err;
   }
-  if (control === undefined) {
+  sync?.start();
+  if (grants === undefined) {
     logger.warn('authentication is off (auth.required: false): any client that reaches this address may call these servers; use it for local, single-user setups only');
   } else {
-    logger.info({ store: control.kind }, 'authentication on: every MCP request needs a grant token');
+    logger.info({ store: control!.kind }, 'authentication on: every MCP request needs a grant token');
   }
+  if (admin !== undefined) logger.info({ url: `${adminListener?.url ?? listener.url}${ADMIN_API_PREFIX}` }, 'admin API on: requests need an admin credential (policylayer admins create)');
   // Upstreams start after the port is bound so a port clash fails fast, before any child is spawned.
   void gateway.start();
   const stopWatching = watchPolicies(gateway, logger);
@@ -148,12 +196,15 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
     gateway,
     listener,
     url: listener.url,
+    adminUrl: admin === undefined ? undefined : `${adminListener?.url ?? listener.url}${ADMIN_API_PREFIX}`,
     stop: () =>
       (stopping ??= (async () => {
         stopWatching();
+        sync?.stop();
         listener.stopAccepting();
         await gateway.shutdown(config.shutdownGraceMs);
         await listener.close();
+        await adminListener?.close();
         await control?.close();
       })()),
   };

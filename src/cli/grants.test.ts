@@ -114,7 +114,7 @@ test('rotates a token with a grace period, and revokes a grant', async () => {
   assert.ok((await stored('alice-laptop'))!.revokedAt !== null);
   const again = cli('rotate', 'alice-laptop', '-c', CONFIG);
   assert.equal(again.code, 1);
-  assert.match(again.stderr, /may be revoked/);
+  assert.match(again.stderr, /is revoked/);
 });
 
 test('explains a missing config, an unknown subcommand and --help', () => {

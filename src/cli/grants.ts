@@ -1,15 +1,10 @@
-import { loadGatewayConfig } from '../config/index.js';
-import { hashToken, newToken } from '../identity/tokens.js';
-import { openControlStore } from '../main.js';
+import { LABEL_PATTERN, type GrantView } from '../admin/control.js';
 import { parsePolicy } from '../policy/index.js';
 import { readText } from '../policy/load.js';
-import type { GrantRecord } from '../store/store.js';
-import { StoreConflictError } from '../store/store.js';
 import { parseDuration } from '../util/duration.js';
 import { parse } from './args.js';
+import { cliActor, printer, withControlPlane } from './control.js';
 import type { Command } from './index.js';
-
-const LABEL = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 export const grantsCommand: Command = {
   summary: 'create, list, show, revoke and rotate grants (agent tokens)',
@@ -48,85 +43,60 @@ Example:
       },
       true,
     );
-    const format = values.format ?? 'text';
-    if (format !== 'text' && format !== 'json') throw new Error(`--format expects text or json, got '${format}'`);
-    if (!values.config && !values.store) throw new Error("missing -c <gateway.yaml> (or --store)\nSee 'policylayer grants --help'.");
-    const config = values.config ? loadGatewayConfig(values.config) : undefined;
-    const storeUrl = values.store ?? config!.store;
-    const out = (text: string, json: unknown) => process.stdout.write(format === 'json' ? `${JSON.stringify(json, null, 2)}\n` : text);
+    const out = printer(values.format ?? 'text');
     const target = () => {
       const t = positionals[0];
       if (t === undefined) throw new Error(`missing the grant: policylayer grants ${sub} <label|id>`);
       return t;
     };
-
-    const store = await openControlStore(storeUrl);
-    try {
+    return withControlPlane('grants', values, async (control) => {
       switch (sub) {
         case 'create': {
           const label = values.label;
-          if (label === undefined || !LABEL.test(label)) {
+          if (label === undefined || !LABEL_PATTERN.test(label)) {
             throw new Error('--label <name> is required: letters, digits, ".", "_" and "-", at most 64');
           }
           const servers = [...new Set(values.server ?? [])];
           if (servers.length === 0) throw new Error('at least one --server <name> is required');
-          if (config) {
-            for (const s of servers) if (!config.servers.has(s)) throw new Error(`no server named '${s}' in ${values.config}`);
-          }
-          const policies = grantPolicies(values.policy ?? [], servers);
-          const now = Date.now();
-          const expiresAt = values.expires === undefined ? null : now + parseDuration(values.expires);
-          const token = newToken();
-          let grant: GrantRecord;
-          try {
-            grant = await store.createGrant({ label, servers, policies, expiresAt }, hashToken(token), now);
-          } catch (err) {
-            if (err instanceof StoreConflictError) throw new Error(`a grant labelled '${label}' exists already`);
-            throw err;
-          }
-          out(
-            `${describe(grant)}\ntoken:    ${token}\n\nThis token is shown once: give it to the agent now (Authorization: Bearer <token>).\n`,
-            { grant: view(grant), token },
-          );
+          const { grant, token } = await control.createGrant(cliActor(), {
+            label,
+            servers,
+            expiresInMs: values.expires === undefined ? undefined : parseDuration(values.expires),
+            policies: grantPolicies(values.policy ?? [], servers),
+          });
+          out(`${describe(grant)}\ntoken:    ${token}\n\nThis token is shown once: give it to the agent now (Authorization: Bearer <token>).\n`, { grant, token });
           return 0;
         }
         case 'list': {
-          const grants = await store.listGrants();
-          out(grants.length === 0 ? 'no grants\n' : grants.map((g) => describe(g)).join('\n\n') + '\n', grants.map(view));
+          const grants = await control.listGrants();
+          out(grants.length === 0 ? 'no grants\n' : grants.map(describe).join('\n\n') + '\n', grants);
           return 0;
         }
         case 'show': {
-          const g = await store.getGrant(target());
-          if (g === undefined) throw new Error(`no grant '${target()}'`);
-          out(`${describe(g)}\n`, view(g));
+          const g = await control.getGrant(target());
+          out(`${describe(g)}\n`, g);
           return 0;
         }
         case 'revoke': {
-          if (!(await store.revokeGrant(target(), Date.now()))) throw new Error(`no grant '${target()}'`);
+          await control.revokeGrant(cliActor(), target());
           out(`revoked '${target()}': its tokens stop working within a second on every gateway\n`, { revoked: target() });
           return 0;
         }
         case 'rotate': {
-          const now = Date.now();
           const grace = values.grace === undefined ? 0 : parseDuration(values.grace);
-          const token = newToken();
-          if (!(await store.rotateToken(target(), hashToken(token), now, now + grace))) {
-            throw new Error(`no grant '${target()}' that can be rotated (it may be revoked)`);
-          }
-          const until = grace === 0 ? 'stops working now' : `keeps working until ${new Date(now + grace).toISOString()}`;
-          out(`rotated '${target()}': the old token ${until}\ntoken:    ${token}\n\nThis token is shown once.\n`, {
+          const r = await control.rotateGrant(cliActor(), target(), grace);
+          const until = grace === 0 ? 'stops working now' : `keeps working until ${r.oldTokenValidUntil}`;
+          out(`rotated '${target()}': the old token ${until}\ntoken:    ${r.token}\n\nThis token is shown once.\n`, {
             rotated: target(),
-            token,
-            oldTokenValidUntil: now + grace,
+            token: r.token,
+            oldTokenValidUntil: r.oldTokenValidUntil,
           });
           return 0;
         }
         default:
           throw new Error(`unknown subcommand '${sub ?? ''}': expected create, list, show, revoke or rotate\nSee 'policylayer grants --help'.`);
       }
-    } finally {
-      await store.close();
-    }
+    });
   },
 };
 
@@ -146,29 +116,15 @@ function grantPolicies(pairs: readonly string[], servers: readonly string[]): Re
   return out;
 }
 
-function view(g: GrantRecord) {
-  return {
-    id: g.id,
-    label: g.label,
-    servers: g.servers,
-    ownPolicies: Object.keys(g.policies),
-    createdAt: new Date(g.createdAt).toISOString(),
-    expiresAt: g.expiresAt === null ? null : new Date(g.expiresAt).toISOString(),
-    revokedAt: g.revokedAt === null ? null : new Date(g.revokedAt).toISOString(),
-  };
-}
-
-function describe(g: GrantRecord): string {
-  const v = view(g);
-  const state = v.revokedAt !== null ? `revoked ${v.revokedAt}` : v.expiresAt !== null && g.expiresAt! <= Date.now() ? `expired ${v.expiresAt}` : 'active';
+function describe(g: GrantView): string {
+  const state = g.state === 'revoked' ? `revoked ${g.revokedAt}` : g.state === 'expired' ? `expired ${g.expiresAt}` : 'active';
   const lines = [
     `grant:    ${g.label} (${state})`,
     `id:       ${g.id}`,
     `servers:  ${g.servers.join(', ')}`,
-    `created:  ${v.createdAt}`,
-    `expires:  ${v.expiresAt ?? 'never'}`,
+    `created:  ${g.createdAt}`,
+    `expires:  ${g.expiresAt ?? 'never'}`,
   ];
-  if (v.ownPolicies.length > 0) lines.push(`policies: own policy on ${v.ownPolicies.join(', ')}`);
+  if (g.ownPolicies.length > 0) lines.push(`policies: own policy on ${g.ownPolicies.join(', ')}`);
   return lines.join('\n');
 }
-

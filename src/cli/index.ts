@@ -6,6 +6,8 @@ import { explainCommand } from './explain.js';
 import { testCommand } from './test.js';
 import { convertCommand } from './convert.js';
 import { grantsCommand } from './grants.js';
+import { serversCommand } from './servers.js';
+import { adminsCommand } from './admins.js';
 
 export interface Command {
   summary: string;
@@ -21,6 +23,8 @@ const COMMANDS: Record<string, Command> = {
   test: testCommand,
   convert: convertCommand,
   grants: grantsCommand,
+  servers: serversCommand,
+  admins: adminsCommand,
 };
 
 function help(): string {

@@ -30,6 +30,11 @@ export interface ServerRuntime {
   knownTools?: Set<string>;
   /** Validators of the tools' own input schemas, learned from tools/list answers (created on first use). */
   validator?: ArgumentValidator;
+  /**
+   * The stored policy version in force, when the policy comes from the control store (set by the
+   * admin API or CLI) rather than from gateway.yaml; then edits of the file no longer apply.
+   */
+  storedPolicyVersion?: number;
 }
 
 /** An allowed tools/call on its way upstream: what the later checks (schema, limits) need. */
@@ -137,6 +142,22 @@ export class Gateway {
 
   addServer(server: ServerRuntime): void {
     this.servers.set(server.name, server);
+  }
+
+  /**
+   * Removes a server while the gateway runs: new requests to it get "unknown server" at once,
+   * its sessions are closed (calls in flight fail with the upstream's own "closed" error) and
+   * its upstream is stopped. False if there is no such server.
+   */
+  async removeServer(name: string): Promise<boolean> {
+    const server = this.servers.get(name);
+    if (server === undefined) return false;
+    this.servers.delete(name);
+    const sessions = [...this.sessions.values()].filter((s) => s.server === server);
+    await Promise.allSettled(sessions.map((s) => this.closeSession(s)));
+    await server.upstream.close().catch(() => {});
+    this.log.info({ server: name, sessionsClosed: sessions.length }, 'server removed');
+    return true;
   }
 
   /** Starts the upstreams that run before any client (stdio processes) and the idle-session sweep. */

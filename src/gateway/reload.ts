@@ -32,14 +32,26 @@ export function reloadPolicy(gateway: Gateway, server: ServerRuntime, file: stri
     log.error({ server: server.name, file, issues }, 'policy change rejected; the policy in force stays');
     return 'invalid';
   }
+  if (server.storedPolicyVersion !== undefined) {
+    log.warn({ server: server.name, file, storedVersion: server.storedPolicyVersion }, 'policy file changed but not applied: this server\'s policy is managed in the control store (admin API)');
+    return 'unchanged';
+  }
+  return swapPolicy(gateway, server, next, log, { file }) ? 'reloaded' : 'unchanged';
+}
+
+/**
+ * Puts `next` in force for `server` (whole, for the next call) and tells its clients when the
+ * tools they may see changed. False when it is the policy already in force.
+ */
+export function swapPolicy(gateway: Gateway, server: ServerRuntime, next: CompiledPolicy, log: Logger, context: Record<string, unknown>): boolean {
   const before = server.policy;
-  if (next.version === before.version) return 'unchanged';
+  if (next.version === before.version) return false;
   server.policy = next;
   const changed = visibleSet(before, server.knownTools) !== visibleSet(next, server.knownTools);
   const told = changed ? gateway.notifyToolsChanged(server) : 0;
-  log.info({ server: server.name, file, from: before.version, to: next.version, clientsNotified: told }, 'policy reloaded');
+  log.info({ server: server.name, ...context, from: before.version, to: next.version, clientsNotified: told }, 'policy reloaded');
   logConversionWarnings(log, server.name, next);
-  return 'reloaded';
+  return true;
 }
 
 /** Watches every server's policy file; returns a function that stops watching. */

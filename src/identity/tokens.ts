@@ -15,6 +15,23 @@ export function newToken(): string {
   return TOKEN_PREFIX + randomBytes(32).toString('base64url');
 }
 
+/**
+ * Admin credentials look different (`pla_`): a grant token presented to the admin API is refused
+ * by its shape before any lookup, and a leaked one is told apart by secret scanners.
+ */
+export const ADMIN_TOKEN_PREFIX = 'pla_';
+const ADMIN_TOKEN_PATTERN = /^pla_[A-Za-z0-9_-]{43}$/;
+
+/** A new random admin token; like a grant token, shown once and stored as a hash. */
+export function newAdminToken(): string {
+  return ADMIN_TOKEN_PREFIX + randomBytes(32).toString('base64url');
+}
+
+/** Whether `s` has the shape of an admin token. */
+export function looksLikeAdminToken(s: string): boolean {
+  return ADMIN_TOKEN_PATTERN.test(s);
+}
+
 /** Whether `s` has the shape of a grant token (says nothing of whether it is valid). */
 export function looksLikeToken(s: string): boolean {
   return TOKEN_PATTERN.test(s);

@@ -34,23 +34,38 @@ export function scrub(value: unknown, secrets: readonly string[], depth = 0): un
   return out;
 }
 
+/** Secret lists of loggers made by createLogger, so secrets learned later can join them. */
+const secretLists = new WeakMap<Logger, string[]>();
+
+// Very short values would redact ordinary words; the config loader keeps them out of errors the same way.
+const MIN_SECRET_LENGTH = 4;
+
+/**
+ * Adds values `logger` (and its children) must redact from now on: credentials of a server
+ * registered while the gateway runs. A logger not made by createLogger is left alone.
+ */
+export function addLoggerSecrets(logger: Logger, values: Iterable<string>): void {
+  const list = secretLists.get(logger);
+  if (list === undefined) return;
+  for (const v of values) if (v.length >= MIN_SECRET_LENGTH && !list.includes(v)) list.push(v);
+  // Longest first, so a secret containing another is redacted whole.
+  list.sort((a, b) => b.length - a.length);
+}
+
 export function createLogger(options: LoggerOptions = {}): Logger {
   const level = options.level ?? process.env.POLICYLAYER_LOG_LEVEL ?? 'info';
-  // Very short values would redact ordinary words; the config loader keeps them out of errors the same way.
-  const secrets = (options.secrets ?? []).filter((s) => s.length >= 4);
-  return pino(
+  const secrets = (options.secrets ?? []).filter((s) => s.length >= MIN_SECRET_LENGTH);
+  const logger = pino(
     {
       level,
       name: options.name ?? 'policylayer',
       base: undefined,
-      hooks:
-        secrets.length > 0
-          ? {
-              logMethod(args, method) {
-                method.apply(this, args.map((a) => scrub(a, secrets)) as Parameters<typeof method>);
-              },
-            }
-          : {},
+      hooks: {
+        logMethod(args, method) {
+          if (secrets.length === 0) return method.apply(this, args);
+          method.apply(this, args.map((a) => scrub(a, secrets)) as Parameters<typeof method>);
+        },
+      },
       redact: {
         paths: ['headers.authorization', 'headers.Authorization', 'headers.cookie', '*.headers.authorization', '*.headers.Authorization'],
         censor: '[redacted]',
@@ -58,6 +73,8 @@ export function createLogger(options: LoggerOptions = {}): Logger {
     },
     options.destination ?? pino.destination({ fd: 2, sync: false }),
   );
+  secretLists.set(logger, secrets);
+  return logger;
 }
 
 /** A logger that writes nothing, for tests and embedding. */

@@ -33,7 +33,18 @@ export interface HttpListenerOptions {
   logger: Logger;
   /** Present when `auth.required`: every MCP request must carry a grant's bearer token. */
   authenticator?: GrantAuthenticator | undefined;
+  /** Serves /admin/api on this listener (when no separate admin address is configured). */
+  admin?: AdminHandler | undefined;
+  /** False when /metrics moved to the admin listener; default true. */
+  serveMetrics?: boolean;
 }
+
+/** What answers /admin/api requests (the admin API, wired in by the composition root). */
+export interface AdminHandler {
+  handle(req: IncomingMessage, res: ServerResponse, path: string, query: string): Promise<void>;
+}
+
+export const ADMIN_API_PREFIX = '/admin/api';
 
 const MCP_PREFIX = '/mcp/';
 /** RFC 9728 section 3: the metadata of resource `/mcp/<server>` is at this path followed by it. */
@@ -101,12 +112,19 @@ export class HttpListener {
       this.sendJson(res, this.gateway.isDraining ? 503 : 200, { status: this.gateway.isDraining ? 'draining' : 'ok' });
       return;
     }
-    const metrics = this.gateway.metrics;
+    if (path === ADMIN_API_PREFIX || path.startsWith(`${ADMIN_API_PREFIX}/`)) {
+      if (this.opts.admin === undefined) {
+        this.sendJson(res, 404, { error: 'not found: the admin API is not served on this address' });
+        return;
+      }
+      return this.opts.admin.handle(req, res, path, q >= 0 ? url.slice(q + 1) : '');
+    }
+    const metrics = this.opts.serveMetrics === false ? undefined : this.gateway.metrics;
     if (path === '/metrics' && metrics !== undefined) {
       // Same Host/Origin check as the MCP endpoints: a web page must not read them through the browser.
       checkHostAndOrigin(req, this.opts.origins);
       // With grants on, the listener may face the network; server names and call counts are for
-      // the operator, who scrapes from the host itself until the admin listener exists.
+      // the operator, who scrapes from the host itself, or from the admin listener when there is one.
       if (this.opts.authenticator !== undefined && !isLoopback(req.socket.remoteAddress)) {
         this.sendJson(res, 403, { error: 'metrics are served to loopback clients only when auth.required is true' });
         return;
