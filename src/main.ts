@@ -166,6 +166,7 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
     origins,
     logger,
     authenticator: grants,
+    authorizationServers: config.auth.oidc === undefined ? [] : [config.auth.oidc.issuer],
     admin: config.admin === undefined ? admin : undefined,
     serveMetrics: config.admin === undefined,
   });

@@ -1,6 +1,7 @@
 /**
  * Two `policylayer serve` processes sharing one real PostgreSQL: a grant created anywhere works on
- * both, and a revocation made anywhere stops it on both within a second.
+ * both, and a revocation made anywhere stops it on both within a second; a server added or a
+ * policy changed through one gateway's admin API is in force on the other within a second.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -10,7 +11,7 @@ import pg from 'pg';
 import { tempDir, type TempDir } from '../helpers/fs.js';
 import { REPO_ROOT, startProcess, type StartedProcess } from '../helpers/processes.js';
 import { MCP_HEADERS, PROTOCOL_VERSION, raw } from '../helpers/safety-helpers.js';
-import { hashToken, newToken } from '../../src/identity/tokens.js';
+import { hashToken, newAdminToken, newToken } from '../../src/identity/tokens.js';
 import { openControlStore } from '../../src/main.js';
 import type { ControlStore } from '../../src/store/store.js';
 
@@ -36,6 +37,7 @@ describe('two gateways sharing one PostgreSQL store', { skip }, () => {
   const schema = `pl_test_gw_${randomBytes(4).toString('hex')}`;
   const gateways: StartedProcess[] = [];
   const endpoints: string[] = [];
+  const adminApis: string[] = [];
 
   before(async () => {
     assert.ok(DATABASE_URL, 'DATABASE_URL must be set when REQUIRE_SERVICES=1');
@@ -65,6 +67,7 @@ servers:
       });
       gateways.push(p);
       endpoints.push(`${p.ready![1]!}/mcp/s`);
+      adminApis.push(`${p.ready![1]!}/admin/api`);
     }
   });
 
@@ -103,5 +106,43 @@ servers:
       }
       assert.ok(refusedAfter !== undefined && refusedAfter < 1000, `refused after ${refusedAfter ?? 'more than 3000'} ms`);
     }
+  });
+
+  /** Polls until `check` holds; how long it took, or undefined after 3 s. */
+  async function within(check: () => Promise<boolean>): Promise<number | undefined> {
+    const started = Date.now();
+    while (Date.now() - started < 3000) {
+      if (await check()) return Date.now() - started;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return undefined;
+  }
+
+  test("serves a server added through one gateway's admin API on the other within one second, and stops it there when removed", async () => {
+    const adminToken = newAdminToken();
+    await store.createAdminCredential({ label: 'ops', role: 'admin' }, hashToken(adminToken), Date.now());
+    const api = (i: number, method: string, p: string, body?: unknown) =>
+      raw(`${adminApis[i]}${p}`, {
+        method,
+        headers: { authorization: `Bearer ${adminToken}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+        body: body === undefined ? null : JSON.stringify(body),
+      });
+    const added = await api(0, 'POST', '/servers', { name: 'late', definition: { command: [process.execPath, FIXTURE] }, policy: { version: '1', default: 'allow' } });
+    assert.equal(added.status, 201, added.text);
+    const addedAt = Date.now();
+    const grant = await api(0, 'POST', '/grants', { label: 'late-user', servers: ['late'] });
+    const token = grant.json.token as string;
+    const other = endpoints[1]!.replace(/\/mcp\/s$/, '/mcp/late');
+    // Gateways poll the store every second; the slack covers the poll's own queries and this request.
+    const served = await within(async () => (await status(other, token)) === 200);
+    assert.ok(served !== undefined && Date.now() - addedAt < 1000 + 200, `served after ${served ?? 'more than 3000'} ms`);
+
+    const versions = await api(1, 'GET', '/servers/late/policy/versions');
+    assert.deepEqual(versions.json.versions.map((v: { version: number; actor: string }) => [v.version, v.actor]), [[1, 'ops']]);
+
+    assert.equal((await api(0, 'DELETE', '/servers/late')).status, 204);
+    const removedAt = Date.now();
+    const gone = await within(async () => (await status(other, token)) === 404);
+    assert.ok(gone !== undefined && Date.now() - removedAt < 1000 + 200, `still served after ${gone ?? 'more than 3000'} ms`);
   });
 });

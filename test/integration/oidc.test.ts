@@ -183,6 +183,11 @@ servers:
     assert.equal(textOf(await client.callTool({ name: 'echo', arguments: { text: 'from ci' } })), 'from ci');
   });
 
+  test('names the issuer as an authorization server in the protected-resource metadata', async () => {
+    const metadata = await raw(`${gw.url}/.well-known/oauth-protected-resource/mcp/fixture`, { method: 'GET' });
+    assert.deepEqual(metadata.json.authorization_servers, [ISSUER]);
+  });
+
   test('opens the admin API to a JWT whose groups map to a role, acting as oidc:<subject> with the highest role', async () => {
     const admin = (token: string) => raw(`${gw.running.adminUrl}/whoami`, { method: 'GET', headers: { authorization: `Bearer ${token}` } });
     const who = await admin(await issuer.mint({ sub: 'dana', groups: ['eng', 'security'] }));

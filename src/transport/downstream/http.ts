@@ -37,6 +37,8 @@ export interface HttpListenerOptions {
   admin?: AdminHandler | undefined;
   /** False when /metrics moved to the admin listener; default true. */
   serveMetrics?: boolean;
+  /** Issuers whose JWTs the endpoints accept (`auth.oidc`), named in the resource metadata. */
+  authorizationServers?: readonly string[];
 }
 
 /** What answers /admin/api requests (the admin API, wired in by the composition root). */
@@ -224,8 +226,9 @@ export class HttpListener {
     res.setHeader('cache-control', 'max-age=300');
     this.sendJson(res, 200, {
       resource: `${base}${resourcePath}`,
-      // Grant tokens are issued by the gateway's operators, not by an OAuth authorization server.
-      authorization_servers: [],
+      // Grant tokens are issued by the gateway's operators, not by an OAuth authorization server;
+      // with auth.oidc, the issuer is one a client may get a token from.
+      authorization_servers: this.opts.authorizationServers ?? [],
       bearer_methods_supported: ['header'],
       resource_name: resourcePath === '' ? 'PolicyLayer gateway' : `PolicyLayer: ${decodeSegment(resourcePath.slice(MCP_PREFIX.length))}`,
     });
