@@ -8,7 +8,7 @@ import type { AddressInfo } from 'node:net';
 import type { Metrics } from '../telemetry/metrics.js';
 import type { Logger } from '../telemetry/logger.js';
 import { checkHostAndOrigin, type OriginPolicy } from '../transport/downstream/origin.js';
-import { ADMIN_API_PREFIX as ADMIN_PREFIX } from '../transport/downstream/http.js';
+import { ADMIN_API_PREFIX as ADMIN_PREFIX, listenOn, urlOf } from '../transport/downstream/http.js';
 import type { AdminApi } from './api.js';
 
 export interface AdminListenerOptions {
@@ -68,20 +68,12 @@ export class AdminListener {
     });
   }
 
-  async listen(): Promise<AddressInfo> {
-    await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(this.opts.port, this.opts.host, () => {
-        this.server.off('error', reject);
-        resolve();
-      });
-    });
-    return this.server.address() as AddressInfo;
+  listen(): Promise<AddressInfo> {
+    return listenOn(this.server, this.opts.host, this.opts.port);
   }
 
   get url(): string {
-    const a = this.server.address() as AddressInfo;
-    return `http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`;
+    return urlOf(this.server);
   }
 
   async close(): Promise<void> {

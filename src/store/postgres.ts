@@ -22,6 +22,7 @@ import pg from 'pg';
 import { MIGRATIONS, SCHEMA_MIGRATIONS_SQL, nextMigration } from './migrations.js';
 import type { Migration } from './migrations.js';
 import { StoreConflictError } from './store.js';
+import { jsonOrNull, pageSize, sortedServers, wholeCursor } from './shared.js';
 import type {
   AdminCredentialRecord,
   AdminEvent,
@@ -402,10 +403,6 @@ class PostgresControlStore implements ControlStore {
 /** Far more rounds than writers a deployment runs at once; see addPolicyVersion. */
 const MAX_VERSION_ATTEMPTS = 100;
 
-/** Servers are a set: sorted (by UTF-16 code unit, as JavaScript sorts) and without repeats. */
-function sortedServers(servers: readonly string[]): string[] {
-  return [...new Set(servers)].sort();
-}
 
 function toGrant(row: GrantRow): GrantRecord {
   return {
@@ -433,28 +430,6 @@ function toServer(row: ServerRow): StoredServer {
 
 function toVersion(row: VersionRow): PolicyVersion {
   return { server: row.server, version: row.version, text: row.text, createdAt: row.created_at, actor: row.actor, note: row.note };
-}
-
-/**
- * An event's state as sent: JSON text, or SQL NULL for null and for what JSON cannot express
- * (undefined), so "did not exist" has one spelling however the caller wrote it. Always text,
- * never the value itself: pg would turn a JavaScript array into a PostgreSQL array literal.
- */
-function jsonOrNull(value: unknown): string | null {
-  if (value === null || value === undefined) return null;
-  return JSON.stringify(value) ?? null;
-}
-
-/** How many events a page holds: 100 unless asked, and never fewer than 1 or more than 1,000. */
-function pageSize(limit: number | undefined): number {
-  if (limit === undefined || Number.isNaN(limit)) return 100;
-  return Math.min(1_000, Math.max(1, Math.trunc(limit)));
-}
-
-/** Event ids are whole numbers; a cursor that is not one is a caller's bug, refused here as in SQLite. */
-function wholeCursor(beforeId: number): number {
-  if (!Number.isSafeInteger(beforeId)) throw new RangeError(`beforeId must be a whole number, got ${beforeId}`);
-  return beforeId;
 }
 
 /** The StoreConflictError a unique violation means, or undefined for any other error. */

@@ -24,6 +24,7 @@ import Database from 'better-sqlite3';
 import { MIGRATIONS, SCHEMA_MIGRATIONS_SQL, nextMigration } from './migrations.js';
 import type { Migration } from './migrations.js';
 import { StoreConflictError } from './store.js';
+import { jsonOrNull, pageSize, sortedServers, wholeCursor } from './shared.js';
 import type {
   AdminCredentialRecord,
   AdminEvent,
@@ -403,10 +404,6 @@ class SqliteControlStore implements ControlStore {
   }
 }
 
-/** Servers are a set: sorted (by UTF-16 code unit, as JavaScript sorts) and without repeats. */
-function sortedServers(servers: readonly string[]): string[] {
-  return [...new Set(servers)].sort();
-}
 
 function toGrant(row: GrantRow): GrantRecord {
   return {
@@ -443,27 +440,6 @@ function toServer(row: ServerRow): StoredServer {
 
 function toVersion(row: VersionRow): PolicyVersion {
   return { server: row.server, version: row.version, text: row.text, createdAt: row.created_at, actor: row.actor, note: row.note };
-}
-
-/**
- * An event's state as stored: JSON text, or SQL NULL for null and for what JSON cannot express
- * (undefined), so "did not exist" has one spelling however the caller wrote it.
- */
-function jsonOrNull(value: unknown): string | null {
-  if (value === null || value === undefined) return null;
-  return JSON.stringify(value) ?? null;
-}
-
-/** How many events a page holds: 100 unless asked, and never fewer than 1 or more than 1,000. */
-function pageSize(limit: number | undefined): number {
-  if (limit === undefined || Number.isNaN(limit)) return 100;
-  return Math.min(1_000, Math.max(1, Math.trunc(limit)));
-}
-
-/** Event ids are whole numbers; a cursor that is not one is a caller's bug, refused as PostgreSQL's bigint refuses it. */
-function wholeCursor(beforeId: number): number {
-  if (!Number.isSafeInteger(beforeId)) throw new RangeError(`beforeId must be a whole number, got ${beforeId}`);
-  return beforeId;
 }
 
 /** The StoreConflictError a uniqueness failure means, or undefined for any other error. */

@@ -73,21 +73,12 @@ export class HttpListener {
     });
   }
 
-  async listen(): Promise<AddressInfo> {
-    await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(this.opts.port, this.opts.host, () => {
-        this.server.off('error', reject);
-        resolve();
-      });
-    });
-    return this.server.address() as AddressInfo;
+  listen(): Promise<AddressInfo> {
+    return listenOn(this.server, this.opts.host, this.opts.port);
   }
 
   get url(): string {
-    const a = this.server.address() as AddressInfo;
-    const host = a.family === 'IPv6' ? `[${a.address}]` : a.address;
-    return `http://${host}:${a.port}`;
+    return urlOf(this.server);
   }
 
   /** Stops accepting connections; open streams are ended once the gateway has drained. */
@@ -495,6 +486,24 @@ function decodeSegment(text: string): string {
   } catch {
     return text;
   }
+}
+
+/** Binds `server`; a port clash or a bad address rejects instead of throwing later. */
+export async function listenOn(server: Server, host: string, port: number): Promise<AddressInfo> {
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  return server.address() as AddressInfo;
+}
+
+/** The base URL of a bound server, with IPv6 addresses in brackets. */
+export function urlOf(server: Server): string {
+  const a = server.address() as AddressInfo;
+  return `http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`;
 }
 
 export function header(req: IncomingMessage, name: string): string | undefined {
