@@ -6,6 +6,7 @@ import { formatProblems, jsonPointer, zodProblems } from './diagnostics.js';
 import { PolicySchema } from './schema.js';
 import type { ApprovalDocument, ConditionDocument, LimitDocument, PolicyDocument, ToolRuleDocument } from './schema.js';
 import type { Action, ApprovalSpec, CompiledCondition, CompiledGlobRule, CompiledPolicy, CompiledRule, Decision, LimitSpec } from './types.js';
+import { canonicalJson } from '../util/canonical-json.js';
 
 export const APPROVAL_UNSUPPORTED_REASON = 'requires human approval, which this gateway does not support yet';
 
@@ -236,20 +237,6 @@ function compileLimit(l: LimitDocument, pointer: string): LimitSpec {
 /** `sha256:` + 16 hex characters of the document serialised with sorted keys. */
 export function policyVersion(doc: unknown): string {
   return 'sha256:' + createHash('sha256').update(canonicalJson(doc)).digest('hex').slice(0, 16);
-}
-
-function canonicalJson(v: unknown): string {
-  if (Array.isArray(v)) return `[${v.map((x) => (x === undefined ? 'null' : canonicalJson(x))).join(',')}]`;
-  if (typeof v === 'object' && v !== null) {
-    const keys = Object.keys(v).sort();
-    const parts: string[] = [];
-    for (const k of keys) {
-      const x = (v as Record<string, unknown>)[k];
-      if (x !== undefined) parts.push(`${JSON.stringify(k)}:${canonicalJson(x)}`);
-    }
-    return `{${parts.join(',')}}`;
-  }
-  return JSON.stringify(v) ?? 'null';
 }
 
 function deepFreeze<T>(v: T): T {

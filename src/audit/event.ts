@@ -1,0 +1,103 @@
+/**
+ * The audit record: one per decision and per forwarded call. Its fields are the answer to
+ * "which agent called which tool with what, what did the gateway decide, under which rule and
+ * policy version, and what came of it", months later. docs/audit.md describes each field.
+ *
+ * Records form a hash chain per stream (one gateway process writes one stream): each record
+ * carries the hash of the previous one and its own hash over its canonical form, so an edited,
+ * deleted, inserted or reordered record breaks the chain at the first place it was touched.
+ */
+import { createHash } from 'node:crypto';
+import { canonicalJson } from '../util/canonical-json.js';
+
+export type AuditDecision =
+  | 'allow'
+  | 'deny'
+  | 'hidden'
+  | 'rate_limited'
+  | 'invalid_arguments'
+  | 'approval_requested'
+  | 'approved'
+  | 'denied_by_approver'
+  | 'expired'
+  | 'shadow_deny';
+
+export const AUDIT_DECISIONS: readonly AuditDecision[] = [
+  'allow',
+  'deny',
+  'hidden',
+  'rate_limited',
+  'invalid_arguments',
+  'approval_requested',
+  'approved',
+  'denied_by_approver',
+  'expired',
+  'shadow_deny',
+];
+
+/** How arguments are recorded (`audit.arguments`). */
+export type ArgumentsMode = 'keys' | 'redacted' | 'full';
+
+/** What the gateway knows of a decision when it makes it: the event before it is chained. */
+export interface AuditEventInput {
+  /** ms since the epoch. */
+  readonly at: number;
+  /** The JSON-RPC id of the client's request, as text (ids may be numbers or strings). */
+  readonly requestId: string | null;
+  readonly grantId: string | null;
+  readonly grantLabel: string | null;
+  readonly session: string | null;
+  readonly server: string;
+  /** `tools/call`, `tools/list`, … */
+  readonly method: string;
+  readonly tool: string | null;
+  readonly decision: AuditDecision;
+  /** The rule that decided, as a JSON pointer (`/tools/x/deny_if/0`, `(default deny)`). */
+  readonly rule: string | null;
+  readonly reason: string | null;
+  readonly policyVersion: string | null;
+  /**
+   * The arguments as `audit.arguments` says: `keys` gives `{ keys: [...], sha256 }` (top-level
+   * keys and a hash of the canonical arguments), `redacted` the arguments with secret-looking
+   * values masked, `full` the arguments themselves. Null when the method has none.
+   */
+  readonly arguments: unknown;
+  /** For forwarded calls: `ok`, `tool_error` (isError result), `error` (JSON-RPC error), `crashed`, `timeout`, `cancelled`. */
+  readonly upstreamStatus: string | null;
+  /** ms from the request reaching the gateway to its answer leaving it. */
+  readonly latencyMs: number | null;
+  /** Bytes of the result forwarded to the client. */
+  readonly resultBytes: number | null;
+  readonly error: string | null;
+}
+
+/** A record as stored: the event, its place in its stream's chain, and the chain's hashes. */
+export interface AuditRecord extends AuditEventInput {
+  /** The stream the record belongs to (one per gateway process run), e.g. a UUID. */
+  readonly stream: string;
+  /** 1, 2, 3… within the stream, without gaps. */
+  readonly seq: number;
+  /** `hash` of the previous record of the stream; 64 zeros for the first. */
+  readonly prevHash: string;
+  /** Lowercase hex SHA-256 of `prevHash` and the record's canonical form (see recordHash). */
+  readonly hash: string;
+}
+
+export const GENESIS_HASH = '0'.repeat(64);
+
+/** The fields a record's hash covers: everything but `hash` itself. */
+export function canonicalRecord(r: Omit<AuditRecord, 'hash'>): string {
+  const { hash: _ignored, ...rest } = r as AuditRecord;
+  return canonicalJson(rest);
+}
+
+/** SHA-256 over the previous hash and the record's canonical form, separated so neither can absorb the other. */
+export function recordHash(r: Omit<AuditRecord, 'hash'>): string {
+  return createHash('sha256').update(r.prevHash).update('\n').update(canonicalRecord(r)).digest('hex');
+}
+
+/** Chains `event` after `prev` (undefined for the first record of `stream`). */
+export function chain(stream: string, prev: Pick<AuditRecord, 'seq' | 'hash'> | undefined, event: AuditEventInput): AuditRecord {
+  const unhashed = { ...event, stream, seq: (prev?.seq ?? 0) + 1, prevHash: prev?.hash ?? GENESIS_HASH };
+  return { ...unhashed, hash: recordHash(unhashed) };
+}
