@@ -133,9 +133,12 @@ servers:
     const grant = await api(0, 'POST', '/grants', { label: 'late-user', servers: ['late'] });
     const token = grant.json.token as string;
     const other = endpoints[1]!.replace(/\/mcp\/s$/, '/mcp/late');
-    // Gateways poll the store every second; the slack covers the poll's own queries and this request.
-    const served = await within(async () => (await status(other, token)) === 200);
-    assert.ok(served !== undefined && Date.now() - addedAt < 1000 + 200, `served after ${served ?? 'more than 3000'} ms`);
+    // Gateways poll the store every second; the slack covers the poll's own queries and this
+    // request. A known server answers a bad token with 401, an unknown one with 404: that tells
+    // when the other gateway knows the server, apart from the time its process takes to start.
+    const known = await within(async () => (await status(other, newToken())) === 401);
+    assert.ok(known !== undefined && Date.now() - addedAt < 1000 + 200, `known after ${known ?? 'more than 3000'} ms`);
+    assert.ok((await within(async () => (await status(other, token)) === 200)) !== undefined, 'never served');
 
     const versions = await api(1, 'GET', '/servers/late/policy/versions');
     assert.deepEqual(versions.json.versions.map((v: { version: number; actor: string }) => [v.version, v.actor]), [[1, 'ops']]);
