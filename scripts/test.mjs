@@ -60,7 +60,8 @@ try {
   rmSync(scratch, { recursive: true, force: true });
 }
 const count = (name) => Number(tap.match(new RegExp(`^# ${name} (\\d+)$`, 'm'))?.[1] ?? 0);
-const summary = `${count('pass')} passed, ${count('fail')} failed${count('skipped') ? `, ${count('skipped')} skipped` : ''}`;
+// Cancelled tests (a test left waiting on a promise that never settles) fail the run as failures do.
+const summary = `${count('pass')} passed, ${count('fail')} failed${count('cancelled') ? `, ${count('cancelled')} cancelled` : ''}${count('skipped') ? `, ${count('skipped')} skipped` : ''}`;
 if (run.status !== 0) {
   console.log(`tests: ${summary}`);
   process.exit(run.status ?? 1);
