@@ -41,6 +41,7 @@ import { silentLogger, type Logger } from '../telemetry/logger.js';
 import { chain, type AuditEventInput, type AuditRecord } from './event.js';
 import type { AuditSink } from './sink.js';
 import { jsonLines, SLICE_MS, yieldToLoop } from './sinks/jsonl.js';
+import { ignoreMissing, syncDir } from './files.js';
 
 /** The timer functions the writer schedules flushes and retries with; injectable for tests. */
 export interface WriterTimers {
@@ -724,24 +725,6 @@ class Spill {
     this.reader = undefined;
     for (const h of handles) await h?.close().catch(() => undefined);
   }
-}
-
-async function syncDir(dir: string): Promise<void> {
-  // Not every platform can fsync a directory (Windows cannot); the file itself is still synced.
-  try {
-    const fh = await open(dir, 'r');
-    try {
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-  } catch {
-    /* best effort */
-  }
-}
-
-function ignoreMissing(err: NodeJS.ErrnoException): void {
-  if (err.code !== 'ENOENT') throw err;
 }
 
 function messageOf(err: unknown): string {

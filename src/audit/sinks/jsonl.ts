@@ -22,6 +22,7 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import type { AuditRecord } from '../event.js';
 import type { AuditSink } from '../sink.js';
+import { ignoreMissing, syncDir } from '../files.js';
 
 export interface JsonlSinkOptions {
   /** The current file, e.g. `/var/log/policylayer/audit.jsonl`; its folder is created if missing. */
@@ -204,20 +205,3 @@ export class JsonlFileSink implements AuditSink {
   }
 }
 
-async function syncDir(dir: string): Promise<void> {
-  // The renames must survive a crash with the data; not every platform can fsync a folder.
-  try {
-    const fh = await open(dir, 'r');
-    try {
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-  } catch {
-    /* best effort */
-  }
-}
-
-function ignoreMissing(err: NodeJS.ErrnoException): void {
-  if (err.code !== 'ENOENT') throw err;
-}
