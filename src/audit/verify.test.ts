@@ -318,6 +318,13 @@ describe('verifyChain reports', () => {
     assert.match(f.message, /its content does not match its hash, and it does not follow record 4/);
   });
 
+  it('a first record that does not start from the genesis hash as broken', async () => {
+    const log = streamOf(S1, 3);
+    const f = failure(await verifyChain([rehashed(log[0]!, { prevHash: 'a'.repeat(64) }), ...log.slice(1)]));
+    assert.deepEqual([f.problem, f.seq], ['broken', 1]);
+    assert.match(f.message, /record 1: it is the first record of its stream, yet its prevHash is not the genesis hash/);
+  });
+
   it('an intact record that follows nothing it can see as broken', async () => {
     const log = streamOf(S1, 10);
     const f = failure(await verifyChain([...log.slice(0, 9), rehashed(log[9]!, { prevHash: 'd'.repeat(64) })]));

@@ -24,7 +24,7 @@
  * | `reordered`  | seq goes backwards (and is no exact repeat); or seq jumps ahead and the skipped numbers arrive later; or the record's hash fits only another seq and the record its prevHash names is found elsewhere (numbers were swapped) | the first record out of place |
  * | `duplicated` | only with `duplicates: 'report'`: seq goes back and the records from there repeat, intact and chained, up to the last verified one (an append-only sink got a batch twice) | the first repeat |
  * | `checkpoint` | a record the checkpoint says was pruned is still present, or the first record after a checkpoint does not follow it | that record |
- * | `broken`     | the record's content is intact but its prevHash names no record in reach: the record before it or this one was replaced, and which cannot be told | this record |
+ * | `broken`     | the record's content is intact but its prevHash names no record in reach (the record before it or this one was replaced, and which cannot be told); or it follows the record before yet skips numbers (a writer's fault) | this record |
  * | `malformed`  | a field the chain needs is missing or of the wrong form (seq not a whole number ≥ 1, a hash not 64 lowercase hex digits) | this record |
  *
  * What no verifier of the chain alone can see: records removed from the end of a stream, a forged
@@ -336,6 +336,7 @@ function classify(s: StreamState, r: AuditRecord, ahead: readonly AuditRecord[])
     if (p.kind === 'record' && next !== undefined && next.prevHash === r.hash) {
       return at(p.seq, 'edited', `it was changed and its hash recomputed: record ${r.seq} was chained to a different record ${p.seq}`);
     }
+    if (p.kind === 'genesis') return at(r.seq, 'broken', 'it is the first record of its stream, yet its prevHash is not the genesis hash (64 zeros)');
     return at(r.seq, 'broken', `its prevHash is not the hash of ${name(p)}: that record or this one was replaced`);
   }
 
@@ -349,11 +350,11 @@ function classify(s: StreamState, r: AuditRecord, ahead: readonly AuditRecord[])
     if (orig > r.seq) {
       // Renumbered down: either swapped with a later record (the one its prevHash names turns up
       // later), or records before it were deleted and the rest renumbered to close the gap.
-      if (ahead.some((a) => a.hash === r.prevHash)) return at(r.seq, 'reordered', `it holds record ${orig}, moved here: records were reordered`);
+      if (ahead.some((a) => a.hash === r.prevHash)) return at(r.seq, 'reordered', `it holds record ${orig}, moved here`);
       const them = orig - 1 === r.seq ? 'it' : 'them';
       return deleted(r.stream, r.seq, orig - 1, `the records after ${them} were renumbered to close the gap (record ${orig} is now ${r.seq})`);
     }
-    return at(r.seq, 'reordered', `it holds record ${orig}, moved here: records were reordered`);
+    return at(r.seq, 'reordered', `it holds record ${orig}, moved here`);
   }
   // A forged record whose hash was not even computed: the records after it still follow the one before.
   if (next !== undefined && next.prevHash === p.hash) {
