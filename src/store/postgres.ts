@@ -22,7 +22,20 @@ import pg from 'pg';
 import { MIGRATIONS, SCHEMA_MIGRATIONS_SQL, nextMigration } from './migrations.js';
 import type { Migration } from './migrations.js';
 import { StoreConflictError } from './store.js';
-import { jsonOrNull, pageSize, sortedServers, wholeCursor } from './shared.js';
+import {
+  ADMIN_COLUMNS,
+  EVENT_COLUMNS,
+  GRANT_COLUMNS,
+  jsonOrNull,
+  pageSize,
+  sortedServers,
+  toAdmin,
+  toVersion,
+  VERSION_COLUMNS,
+  wholeCursor,
+  type AdminRow,
+  type VersionRow,
+} from './shared.js';
 import type {
   AdminCredentialRecord,
   AdminEvent,
@@ -130,14 +143,6 @@ interface FoundRow extends GrantRow {
   token_valid_until: number | null;
 }
 
-interface AdminRow {
-  id: string;
-  label: string;
-  role: AdminRole;
-  created_at: number;
-  revoked_at: number | null;
-}
-
 interface EventRow {
   id: number;
   at: number;
@@ -155,19 +160,6 @@ interface ServerRow {
   created_at: number;
 }
 
-interface VersionRow {
-  server: string;
-  version: number;
-  text: string;
-  created_at: number;
-  actor: string;
-  note: string | null;
-}
-
-const GRANT_COLUMNS = 'g.id, g.label, g.servers, g.policies, g.created_at, g.expires_at, g.revoked_at';
-const ADMIN_COLUMNS = 'id, label, role, created_at, revoked_at';
-const EVENT_COLUMNS = 'id, at, actor, role, action, target, before, after';
-const VERSION_COLUMNS = 'server, version, text, created_at, actor, note';
 // An id wins over a label spelled the same (a label may look like a UUID): `id = $1` sorts first.
 const BY_KEY = 'WHERE g.id = $1 OR g.label = $1 ORDER BY g.id = $1 DESC LIMIT 1';
 
@@ -403,7 +395,6 @@ class PostgresControlStore implements ControlStore {
 /** Far more rounds than writers a deployment runs at once; see addPolicyVersion. */
 const MAX_VERSION_ATTEMPTS = 100;
 
-
 function toGrant(row: GrantRow): GrantRecord {
   return {
     id: row.id,
@@ -416,20 +407,12 @@ function toGrant(row: GrantRow): GrantRecord {
   };
 }
 
-function toAdmin(row: AdminRow): AdminCredentialRecord {
-  return { id: row.id, label: row.label, role: row.role, createdAt: row.created_at, revokedAt: row.revoked_at };
-}
-
 function toEvent(row: EventRow): AdminEvent {
   return { id: row.id, at: row.at, actor: row.actor, role: row.role, action: row.action, target: row.target, before: row.before, after: row.after };
 }
 
 function toServer(row: ServerRow): StoredServer {
   return { name: row.name, definition: row.definition, createdAt: row.created_at };
-}
-
-function toVersion(row: VersionRow): PolicyVersion {
-  return { server: row.server, version: row.version, text: row.text, createdAt: row.created_at, actor: row.actor, note: row.note };
 }
 
 /** The StoreConflictError a unique violation means, or undefined for any other error. */

@@ -1,4 +1,38 @@
-/** Rules both control stores apply the same way, so the contract cannot drift between them. */
+/** Rules and row shapes both control stores share, so the contract cannot drift between them. */
+import type { AdminCredentialRecord, AdminRole, PolicyVersion } from './store.js';
+
+/** Column lists both dialects select (the grants one with the `g` alias of its queries). */
+export const GRANT_COLUMNS = 'g.id, g.label, g.servers, g.policies, g.created_at, g.expires_at, g.revoked_at';
+export const ADMIN_COLUMNS = 'id, label, role, created_at, revoked_at';
+export const EVENT_COLUMNS = 'id, at, actor, role, action, target, before, after';
+export const VERSION_COLUMNS = 'server, version, text, created_at, actor, note';
+
+/** An admin credential as both drivers return it (no JSON column, so no dialect difference). */
+export interface AdminRow {
+  id: string;
+  label: string;
+  role: AdminRole;
+  created_at: number;
+  revoked_at: number | null;
+}
+
+/** A policy version as both drivers return it. */
+export interface VersionRow {
+  server: string;
+  version: number;
+  text: string;
+  created_at: number;
+  actor: string;
+  note: string | null;
+}
+
+export function toAdmin(row: AdminRow): AdminCredentialRecord {
+  return { id: row.id, label: row.label, role: row.role, createdAt: row.created_at, revokedAt: row.revoked_at };
+}
+
+export function toVersion(row: VersionRow): PolicyVersion {
+  return { server: row.server, version: row.version, text: row.text, createdAt: row.created_at, actor: row.actor, note: row.note };
+}
 
 /**
  * An admin event's state as stored: JSON text, or SQL NULL for null and for what JSON cannot

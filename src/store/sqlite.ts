@@ -24,7 +24,20 @@ import Database from 'better-sqlite3';
 import { MIGRATIONS, SCHEMA_MIGRATIONS_SQL, nextMigration } from './migrations.js';
 import type { Migration } from './migrations.js';
 import { StoreConflictError } from './store.js';
-import { jsonOrNull, pageSize, sortedServers, wholeCursor } from './shared.js';
+import {
+  ADMIN_COLUMNS,
+  EVENT_COLUMNS,
+  GRANT_COLUMNS,
+  jsonOrNull,
+  pageSize,
+  sortedServers,
+  toAdmin,
+  toVersion,
+  VERSION_COLUMNS,
+  wholeCursor,
+  type AdminRow,
+  type VersionRow,
+} from './shared.js';
 import type {
   AdminCredentialRecord,
   AdminEvent,
@@ -110,14 +123,6 @@ interface FoundRow extends GrantRow {
   token_valid_until: number | null;
 }
 
-interface AdminRow {
-  id: string;
-  label: string;
-  role: AdminRole;
-  created_at: number;
-  revoked_at: number | null;
-}
-
 interface EventRow {
   id: number;
   at: number;
@@ -135,19 +140,6 @@ interface ServerRow {
   created_at: number;
 }
 
-interface VersionRow {
-  server: string;
-  version: number;
-  text: string;
-  created_at: number;
-  actor: string;
-  note: string | null;
-}
-
-const GRANT_COLUMNS = 'g.id, g.label, g.servers, g.policies, g.created_at, g.expires_at, g.revoked_at';
-const ADMIN_COLUMNS = 'id, label, role, created_at, revoked_at';
-const EVENT_COLUMNS = 'id, at, actor, role, action, target, before, after';
-const VERSION_COLUMNS = 'server, version, text, created_at, actor, note';
 // An id wins over a label spelled the same (a label may look like a UUID): `id = @key` sorts first.
 const RESOLVE = 'SELECT id FROM grants WHERE id = @key OR label = @key ORDER BY id = @key DESC LIMIT 1';
 
@@ -404,7 +396,6 @@ class SqliteControlStore implements ControlStore {
   }
 }
 
-
 function toGrant(row: GrantRow): GrantRecord {
   return {
     id: row.id,
@@ -415,10 +406,6 @@ function toGrant(row: GrantRow): GrantRecord {
     expiresAt: row.expires_at,
     revokedAt: row.revoked_at,
   };
-}
-
-function toAdmin(row: AdminRow): AdminCredentialRecord {
-  return { id: row.id, label: row.label, role: row.role, createdAt: row.created_at, revokedAt: row.revoked_at };
 }
 
 function toEvent(row: EventRow): AdminEvent {
@@ -436,10 +423,6 @@ function toEvent(row: EventRow): AdminEvent {
 
 function toServer(row: ServerRow): StoredServer {
   return { name: row.name, definition: JSON.parse(row.definition) as Record<string, unknown>, createdAt: row.created_at };
-}
-
-function toVersion(row: VersionRow): PolicyVersion {
-  return { server: row.server, version: row.version, text: row.text, createdAt: row.created_at, actor: row.actor, note: row.note };
 }
 
 /** The StoreConflictError a uniqueness failure means, or undefined for any other error. */
