@@ -66,7 +66,6 @@ describe('SQLite control store', () => {
 
   it('lets several processes migrate one new file and write to it at the same time without a busy error', async () => {
     const file = freshFile();
-    const moduleUrl = new URL('./sqlite.js', import.meta.url).href;
     const script = `
       const { randomBytes } = await import('node:crypto');
       const { openSqliteStore } = await import(process.env.PL_MODULE);
@@ -78,20 +77,7 @@ describe('SQLite control store', () => {
       }
       await store.close();
     `;
-    const children = [0, 1, 2, 3].map(
-      (n) =>
-        new Promise<{ code: number | null; stderr: string }>((resolve, reject) => {
-          const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
-            env: { ...process.env, PL_MODULE: moduleUrl, PL_FILE: file, PL_PREFIX: `p${n}-` },
-            stdio: ['ignore', 'ignore', 'pipe'],
-          });
-          let stderr = '';
-          child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-          child.once('error', reject);
-          child.once('close', (code) => resolve({ code, stderr }));
-        }),
-    );
-    for (const { code, stderr } of await Promise.all(children)) assert.equal(code, 0, stderr);
+    await inFourProcesses(script, file);
     assert.deepEqual(
       migrationRows(file).map((r) => r.version),
       MIGRATIONS.map((m) => m.version),
@@ -109,27 +95,13 @@ describe('SQLite control store', () => {
     const setup = openSqliteStore(file);
     await setup.migrate();
     await setup.close();
-    const moduleUrl = new URL('./sqlite.js', import.meta.url).href;
     const script = `
       const { openSqliteStore } = await import(process.env.PL_MODULE);
       const store = openSqliteStore(process.env.PL_FILE);
       for (let i = 0; i < 25; i++) await store.addPolicyVersion('github', { text: process.env.PL_PREFIX + i, actor: 'cli' }, Date.now());
       await store.close();
     `;
-    const children = [0, 1, 2, 3].map(
-      (n) =>
-        new Promise<{ code: number | null; stderr: string }>((resolve, reject) => {
-          const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
-            env: { ...process.env, PL_MODULE: moduleUrl, PL_FILE: file, PL_PREFIX: `p${n}-` },
-            stdio: ['ignore', 'ignore', 'pipe'],
-          });
-          let stderr = '';
-          child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-          child.once('error', reject);
-          child.once('close', (code) => resolve({ code, stderr }));
-        }),
-    );
-    for (const { code, stderr } of await Promise.all(children)) assert.equal(code, 0, stderr);
+    await inFourProcesses(script, file);
     const store = openSqliteStore(file);
     try {
       const versions = await store.listPolicyVersions('github');
@@ -280,3 +252,25 @@ describe('migrations', () => {
     assert.throws(() => nextMigration([1, 2, 3, 4], list), NewerSchemaError);
   });
 });
+
+/**
+ * Runs `script` (an ES module reading PL_MODULE, the store's module; PL_FILE, the database; and
+ * PL_PREFIX, p0- to p3-) in four processes at once, and asserts each one exits cleanly.
+ */
+async function inFourProcesses(script: string, file: string): Promise<void> {
+  const moduleUrl = new URL('./sqlite.js', import.meta.url).href;
+  const children = [0, 1, 2, 3].map(
+    (n) =>
+      new Promise<{ code: number | null; stderr: string }>((resolve, reject) => {
+        const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
+          env: { ...process.env, PL_MODULE: moduleUrl, PL_FILE: file, PL_PREFIX: `p${n}-` },
+          stdio: ['ignore', 'ignore', 'pipe'],
+        });
+        let stderr = '';
+        child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+        child.once('error', reject);
+        child.once('close', (code) => resolve({ code, stderr }));
+      }),
+  );
+  for (const { code, stderr } of await Promise.all(children)) assert.equal(code, 0, stderr);
+}
