@@ -5,6 +5,7 @@
  */
 import type { AdminCredentialRecord, AdminRole, ControlStore } from '../store/store.js';
 import { looksLikeJwt } from '../identity/jwt.js';
+import { LookupCache } from '../identity/lookup-cache.js';
 import { hashToken, looksLikeAdminToken, looksLikeToken } from '../identity/tokens.js';
 import type { Actor } from './control.js';
 
@@ -31,12 +32,14 @@ export class AdminAuthenticator {
   private readonly store: ControlStore;
   private readonly opts: AdminAuthenticatorOptions;
   private readonly now: () => number;
-  private readonly cache = new Map<string, { at: number; lookup: Promise<AdminCredentialRecord | undefined> }>();
+  private readonly cache: LookupCache<AdminCredentialRecord | undefined>;
 
   constructor(store: ControlStore, opts: AdminAuthenticatorOptions = {}) {
     this.store = store;
     this.opts = opts;
     this.now = opts.now ?? Date.now;
+    // Admin requests are few: a small bound is plenty.
+    this.cache = new LookupCache(opts.cacheMs ?? 500, 1000, this.now);
   }
 
   /** Checks an `Authorization` header value. Rejects only if the store fails. */
@@ -54,7 +57,8 @@ export class AdminAuthenticator {
       if (this.opts.jwt !== undefined && looksLikeJwt(token)) return this.viaJwt(this.opts.jwt, token);
       return { ok: false, description: 'the token is not a PolicyLayer admin credential' };
     }
-    const found = await this.lookup(hashToken(token));
+    const hash = hashToken(token);
+    const found = await this.cache.get(hash, () => this.store.findAdminByTokenHash(hash));
     if (found === undefined) return { ok: false, description: 'unknown admin credential' };
     if (found.revokedAt !== null && found.revokedAt <= this.now()) return { ok: false, description: `the admin credential '${found.label}' was revoked` };
     return { ok: true, actor: { name: found.label, role: found.role } };
@@ -65,17 +69,5 @@ export class AdminAuthenticator {
     if (!r.ok) return { ok: false, description: r.description };
     if (r.role === undefined) return { ok: false, description: `the token of '${r.subject}' maps to no admin role (auth.oidc.roles_by_group)` };
     return { ok: true, actor: { name: `oidc:${r.subject}`, role: r.role } };
-  }
-
-  private lookup(hash: string): Promise<AdminCredentialRecord | undefined> {
-    const now = this.now();
-    const hit = this.cache.get(hash);
-    if (hit !== undefined && now - hit.at < (this.opts.cacheMs ?? 500)) return hit.lookup;
-    const lookup = this.store.findAdminByTokenHash(hash);
-    lookup.catch(() => this.cache.delete(hash));
-    // Admin requests are few; a small bound keeps a stream of made-up tokens from growing it.
-    if (this.cache.size >= 1000) this.cache.delete(this.cache.keys().next().value!);
-    this.cache.set(hash, { at: now, lookup });
-    return lookup;
   }
 }

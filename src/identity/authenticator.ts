@@ -9,6 +9,7 @@
 import type { ControlStore, GrantRecord, TokenRecord } from '../store/store.js';
 import type { JwtVerifier } from './jwt.js';
 import { looksLikeJwt } from './jwt.js';
+import { LookupCache } from './lookup-cache.js';
 import { hashToken, looksLikeToken, sameHash } from './tokens.js';
 
 /** Who is calling: the grant a valid token belongs to. */
@@ -47,7 +48,6 @@ export interface AuthenticatorOptions {
 }
 
 type Lookup = { grant: GrantRecord; token: TokenRecord } | undefined;
-type Cached<T> = Map<string, { at: number; lookup: Promise<T> }>;
 
 // The grant label rule of `policylayer grants create`: a claim value outside it names no grant,
 // and is not echoed into a response header.
@@ -56,17 +56,17 @@ const GRANT_LABEL = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 export class GrantAuthenticator {
   private readonly store: ControlStore;
   private readonly now: () => number;
-  private readonly cacheMs: number;
-  private readonly cacheSize: number;
-  private readonly cache: Cached<Lookup> = new Map();
+  private readonly cache: LookupCache<Lookup>;
   private readonly verifier: JwtVerifier | undefined;
-  private readonly grantsByLabel: Cached<GrantRecord | undefined> = new Map();
+  private readonly grantsByLabel: LookupCache<GrantRecord | undefined>;
 
   constructor(store: ControlStore, opts: AuthenticatorOptions = {}) {
     this.store = store;
     this.now = opts.now ?? Date.now;
-    this.cacheMs = opts.cacheMs ?? 500;
-    this.cacheSize = opts.cacheSize ?? 10_000;
+    const ttl = opts.cacheMs ?? 500;
+    const size = opts.cacheSize ?? 10_000;
+    this.cache = new LookupCache(ttl, size, this.now);
+    this.grantsByLabel = new LookupCache(ttl, size, this.now);
     this.verifier = opts.verifier;
   }
 
@@ -128,32 +128,15 @@ export class GrantAuthenticator {
   }
 
   private lookup(hash: string): Promise<Lookup> {
-    return this.cached(this.cache, hash, () => this.store.findByTokenHash(hash));
+    return this.cache.get(hash, () => this.store.findByTokenHash(hash));
   }
 
   private grantByLabel(label: string): Promise<GrantRecord | undefined> {
     // getGrant also answers by id; a claim must name a label, so an id match is no match.
-    return this.cached(this.grantsByLabel, label, async () => {
+    return this.grantsByLabel.get(label, async () => {
       const grant = await this.store.getGrant(label);
       return grant?.label === label ? grant : undefined;
     });
-  }
-
-  private cached<T>(cache: Cached<T>, key: string, load: () => Promise<T>): Promise<T> {
-    const now = this.now();
-    const hit = cache.get(key);
-    if (hit !== undefined && now - hit.at < this.cacheMs) return hit.lookup;
-    const lookup = load();
-    // A failed lookup is not remembered: the next request asks the store again.
-    lookup.catch(() => cache.delete(key));
-    if (cache.size >= this.cacheSize) {
-      // Maps iterate in insertion order: the first key is the oldest entry.
-      const oldest = cache.keys().next().value;
-      if (oldest !== undefined) cache.delete(oldest);
-    }
-    cache.delete(key);
-    cache.set(key, { at: now, lookup });
-    return lookup;
   }
 }
 
