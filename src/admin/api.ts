@@ -8,7 +8,7 @@ import { ErrorCodes, PolicyLayerError, wireOf } from '../errors.js';
 import type { AdminRole } from '../store/store.js';
 import type { Logger } from '../telemetry/logger.js';
 import { checkHostAndOrigin, type OriginPolicy } from '../transport/downstream/origin.js';
-import { ADMIN_API_PREFIX as ADMIN_PREFIX, header, readBody } from '../transport/downstream/http.js';
+import { ADMIN_API_PREFIX as ADMIN_PREFIX, decodeSegment, header, readBody } from '../transport/downstream/http.js';
 import { parseDuration } from '../util/duration.js';
 import { roleAllows, type AdminAuthenticator } from './auth.js';
 import type { Actor, ControlPlane } from './control.js';
@@ -157,7 +157,7 @@ export class AdminApi {
   private async route(req: IncomingMessage, res: ServerResponse, path: string, query: string): Promise<void> {
     checkHostAndOrigin(req, this.opts.origins);
     // Credentials in a URL end up in logs and histories: refused before anything else is looked at.
-    if (/(?:^|&)access_token=|pl[ag]_[A-Za-z0-9_-]{20,}/.test(safeDecode(query))) {
+    if (/(?:^|&)access_token=|pl[ag]_[A-Za-z0-9_-]{20,}/.test(decodeSegment(query))) {
       this.challenge(res, 'invalid_request', 'credentials are not accepted in the URL: send Authorization: Bearer <token>');
       return;
     }
@@ -246,7 +246,7 @@ function findRoute(method: string, rest: string): { route?: Route; params: Recor
       const seg = segments[i]!;
       const part = parts[i]!;
       if (seg.startsWith(':')) {
-        const value = safeDecode(part);
+        const value = decodeSegment(part);
         if (value === '') ok = false;
         else params[seg.slice(1)] = value;
       } else ok = seg === part;
@@ -296,14 +296,6 @@ function sendJson(res: ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body);
   res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store', 'content-length': Buffer.byteLength(text) });
   res.end(text);
-}
-
-function safeDecode(s: string): string {
-  try {
-    return decodeURIComponent(s);
-  } catch {
-    return s;
-  }
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {

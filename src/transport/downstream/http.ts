@@ -480,7 +480,8 @@ function decodeURIComponentSafe(text: string): string {
   }
 }
 
-function decodeSegment(text: string): string {
+/** A path segment percent-decoded, or as it is when its escapes are malformed. */
+export function decodeSegment(text: string): string {
   try {
     return decodeURIComponent(text);
   } catch {
