@@ -45,8 +45,8 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import type { AuditDecision, AuditRecord } from '../event.js';
-import type { AuditSink } from '../sink.js';
+import type { AuditRecord } from '../event.js';
+import type { AuditPage, AuditQuery, AuditStore, PruneResult } from '../store.js';
 import { verifyChain, type AuditCheckpoint, type VerifyOptions, type VerifyResult } from '../verify.js';
 
 export interface SqliteAuditSinkOptions {
@@ -57,50 +57,6 @@ export interface SqliteAuditSinkOptions {
   readonly synchronous?: 'normal' | 'full';
   /** The clock checkpoints record `pruned_at` with; default `Date.now`. */
   readonly clock?: () => number;
-}
-
-/** What query() selects; every filter is optional and they combine with AND. */
-export interface AuditQuery {
-  readonly grant?: string;
-  readonly tool?: string;
-  readonly decision?: AuditDecision;
-  readonly server?: string;
-  /** Records at or after this time (ms since the epoch). */
-  readonly since?: number;
-  /** Records before this time (ms since the epoch). */
-  readonly until?: number;
-  /** Records per page: 100 unless given, at least 1, at most 1,000. */
-  readonly limit?: number;
-  /** `newest` first (default) or `oldest` first. */
-  readonly order?: 'newest' | 'oldest';
-  /** The `next` cursor of the previous page: this page starts right after its last record. */
-  readonly after?: string;
-}
-
-/**
- * One page of a query. Records are ordered by time, then by the order they were written in (for
- * one stream, its seq order), newest or oldest first: a total order, so a page boundary never
- * splits or repeats records of the same millisecond. Written order is the table's rowid, which
- * every index carries anyway, so each query walks one index in order and stops at the page's end
- * (ties broken by stream and seq instead would make SQLite sort every match first).
- */
-export interface AuditPage {
-  readonly records: AuditRecord[];
-  /**
-   * The cursor for the next page (pass it as `after`, with the same filters and order), or
-   * undefined when this page is the last. It is the position (time and rowid) of this page's
-   * last record, opaque to callers: records written after the first page was read appear in
-   * later pages of an `oldest` walk, and in none of a `newest` walk, which moves into the past.
-   * A cursor is good until the file is VACUUMed (which may renumber rowids).
-   */
-  readonly next: string | undefined;
-}
-
-export interface PruneResult {
-  /** Records deleted. */
-  readonly records: number;
-  /** Streams that lost records, each with a new checkpoint. */
-  readonly streams: number;
 }
 
 /** How long a write waits for another process's write to finish before it fails with SQLITE_BUSY. */
@@ -240,7 +196,7 @@ function migrate(db: Database.Database, file: string): void {
   }).immediate();
 }
 
-export class SqliteAuditSink implements AuditSink {
+export class SqliteAuditSink implements AuditStore {
   readonly name: string;
   private readonly insert: Database.Statement<unknown[]>;
   private readonly storedHash: Database.Statement<[string, number], { hash: string }>;
