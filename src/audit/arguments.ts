@@ -1,0 +1,81 @@
+/**
+ * What the audit record keeps of a call's arguments (`audit.arguments`):
+ *
+ * - `keys` (default): the top-level argument names and a SHA-256 of the canonical arguments. The
+ *   log then says what shape of call was made and can prove, given the arguments from elsewhere,
+ *   that these were the ones, without itself holding file contents, queries or credentials.
+ * - `redacted`: the arguments with secrets masked: values under names that say secret
+ *   (`password`, `token`, `api_key`, `authorization`, …) and values that look like credentials
+ *   wherever they are (provider key formats, JWTs, private keys, `Bearer …`, URL passwords).
+ * - `full`: the arguments as the client sent them.
+ *
+ * Masking is best effort: a secret with no tell-tale name or shape passes through `redacted`.
+ * Operators who must never store one use `keys`.
+ */
+import { createHash } from 'node:crypto';
+import { canonicalJson } from '../util/canonical-json.js';
+import type { ArgumentsMode } from './event.js';
+
+/** What a masked value is replaced with. */
+export const REDACTED = '[REDACTED]';
+
+/** Argument names whose values are secrets whatever they look like. */
+const SECRET_NAME = /pass(?:word|phrase|wd)?$|secret|token|api[-_]?key|apikey|access[-_]?key|private[-_]?key|authori[sz]ation|credential|cookie|^auth$|session[-_]?key|signature$/i;
+
+/**
+ * Shapes of credentials worth masking wherever they appear in a string (vendor key prefixes, JWTs,
+ * PEM private keys, HTTP auth schemes, passwords inside URLs), each with its replacement. The auth
+ * scheme and the URL around a password are kept, so the record still says what was there.
+ */
+const SECRET_SHAPES: ReadonlyArray<readonly [RegExp, string]> = [
+  [/-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)/g, REDACTED],
+  [/\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*/g, REDACTED],
+  [/\b(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{8,}/g, REDACTED],
+  [/\bgh[pousr]_[A-Za-z0-9]{20,}/g, REDACTED],
+  [/\bgithub_pat_[A-Za-z0-9_]{20,}/g, REDACTED],
+  [/\bxox[abposr]-[A-Za-z0-9-]{10,}/g, REDACTED],
+  [/\b(?:AKIA|ASIA)[0-9A-Z]{16}\b/g, REDACTED],
+  [/\bAIza[0-9A-Za-z_-]{35}\b/g, REDACTED],
+  [/\bsk-(?:proj-|ant-)?[A-Za-z0-9_-]{20,}/g, REDACTED],
+  [/\b(?:plg|pla)_[A-Za-z0-9_-]{16,}/g, REDACTED],
+  [/\b(Bearer|Basic|Token)\s+[A-Za-z0-9._~+/=-]{8,}/gi, `$1 ${REDACTED}`],
+  [/(\b[a-z][a-z0-9+.-]*:\/\/[^/\s:@]+:)[^/\s@]+@/gi, `$1${REDACTED}@`],
+];
+
+/** Deepest nesting `redacted` walks; anything deeper is replaced whole (arguments are rarely deeper than a handful). */
+const MAX_DEPTH = 32;
+
+/** The arguments as `mode` keeps them; undefined when the request carried none. */
+export function auditArguments(args: unknown, mode: ArgumentsMode): unknown {
+  if (args === undefined) return undefined;
+  switch (mode) {
+    case 'full':
+      return args;
+    case 'redacted':
+      return redact(args, 0);
+    case 'keys':
+      return {
+        keys: typeof args === 'object' && args !== null && !Array.isArray(args) ? Object.keys(args).sort() : [],
+        sha256: createHash('sha256').update(canonicalJson(args)).digest('hex'),
+      };
+  }
+}
+
+/** A copy of `v` with secret values masked (never modifies `v`: the call goes upstream as sent). */
+export function redact(v: unknown, depth = 0): unknown {
+  if (typeof v === 'string') return maskShapes(v);
+  if (typeof v !== 'object' || v === null) return v;
+  if (depth >= MAX_DEPTH) return REDACTED;
+  if (Array.isArray(v)) return v.map((x) => redact(x, depth + 1));
+  const out: Record<string, unknown> = {};
+  for (const [k, x] of Object.entries(v)) {
+    out[k] = SECRET_NAME.test(k) && x !== null && x !== undefined && x !== '' ? REDACTED : redact(x, depth + 1);
+  }
+  return out;
+}
+
+function maskShapes(s: string): string {
+  let out = s;
+  for (const [shape, replacement] of SECRET_SHAPES) out = out.replace(shape, replacement);
+  return out;
+}

@@ -1,0 +1,191 @@
+/**
+ * The gateway's side of the audit log: turns what the pipeline knows about a request into
+ * events and hands them to the writer.
+ *
+ * Every client request the gateway decides on (all but `ping`) gets a decision record when it is
+ * decided: refused (`deny`, `hidden`, `rate_limited`, `invalid_arguments`), or forwarded (`allow`,
+ * `shadow_deny`, with `upstreamStatus: forwarded`). Every forwarded request then gets an outcome
+ * record when its answer leaves the gateway: the same decision, rule and request id, with the
+ * upstream status, the latency, the size of the result and the error. Two records rather than
+ * one at the end: a call the gateway dies during, or one that runs for an hour, is in the log
+ * from the moment it was forwarded.
+ *
+ * With `durability: strict` the decision record of a forwarded request is durable (written by
+ * every sink or fsync'ed to its spill file) before the request goes upstream; refusals and
+ * outcomes are recorded like in `async` mode, since nothing waits on them.
+ */
+import { performance } from 'node:perf_hooks';
+import type { AuditDecision, AuditEventInput, ArgumentsMode } from './event.js';
+import { auditArguments } from './arguments.js';
+import type { AuditWriter } from './writer.js';
+
+export interface AuditTrailOptions {
+  readonly writer: AuditWriter;
+  readonly arguments: ArgumentsMode;
+  readonly durability: 'async' | 'strict';
+  /** `block` (the writer's default): a forwarded call waits while a sink's queue is full. */
+  readonly onFull?: 'block' | 'drop';
+  /** ms since the epoch; injectable for tests. */
+  readonly now?: () => number;
+}
+
+/** Who made a request, where, and what it asked for: what every record of the request repeats. */
+export interface AuditRequest {
+  readonly requestId: string | number | null;
+  readonly grantId: string | null;
+  readonly grantLabel: string | null;
+  /** Null for stateless requests, which belong to no session of their own. */
+  readonly session: string | null;
+  readonly server: string;
+  readonly method: string;
+  readonly tool: string | null;
+  /** The request's arguments (`tools/call`, `prompts/get`), undefined when it has none. */
+  readonly args: unknown;
+  readonly policyVersion: string | null;
+}
+
+/** How a forwarded request ended, as `upstreamStatus` says it. */
+export type UpstreamStatus = 'ok' | 'tool_error' | 'error' | 'cancelled' | 'detached';
+
+export class AuditTrail {
+  readonly strict: boolean;
+  private readonly block: boolean;
+  private readonly writer: AuditWriter;
+  private readonly mode: ArgumentsMode;
+  private readonly now: () => number;
+
+  constructor(o: AuditTrailOptions) {
+    this.writer = o.writer;
+    this.mode = o.arguments;
+    this.strict = o.durability === 'strict';
+    this.block = (o.onFull ?? 'block') === 'block';
+    this.now = o.now ?? Date.now;
+  }
+
+  /** Starts the audit of one request; its records are written through the returned object. */
+  begin(req: AuditRequest): CallAudit {
+    return new CallAudit(this, req, this.now(), performance.now());
+  }
+
+  /** @internal */
+  write(event: AuditEventInput, durable: boolean): Promise<void> | undefined {
+    if (durable) return this.writer.recordDurable(event);
+    this.writer.record(event);
+    return undefined;
+  }
+
+  /** @internal */
+  argumentsOf(args: unknown): unknown {
+    return auditArguments(args, this.mode);
+  }
+
+  /**
+   * With `on_full: block`, a promise that resolves once no sink's queue is full any more, while
+   * one is: forwarded calls then wait for it, so a sink that cannot keep up slows the traffic it
+   * records instead of growing memory without bound. Undefined when there is room.
+   */
+  room(): Promise<void> | undefined {
+    return this.block && this.writer.full ? this.writer.whenRoom() : undefined;
+  }
+}
+
+/**
+ * One request's audit: a decision, then, if the request went upstream, its outcome. The decision
+ * may change before the request is forwarded (a shadowed refusal turns `allow` into
+ * `shadow_deny`); the first shadowed refusal is the one recorded.
+ */
+export class CallAudit {
+  private decision: AuditDecision = 'allow';
+  private rule: string | null = null;
+  private reason: string | null = null;
+  private readonly at: number;
+  private readonly t0: number;
+  private args: unknown;
+  private argsDone = false;
+  private done = false;
+
+  constructor(
+    private readonly trail: AuditTrail,
+    private readonly req: AuditRequest,
+    at: number,
+    t0: number,
+  ) {
+    this.at = at;
+    this.t0 = t0;
+  }
+
+  /** The rule that allowed the call (a policy pointer), kept unless a shadowed refusal replaces it. */
+  allowedBy(rule: string | null, reason: string | null): void {
+    if (this.decision !== 'allow') return;
+    this.rule = rule;
+    this.reason = reason;
+  }
+
+  /** A refusal that shadow mode let through: recorded as `shadow_deny` with its rule and reason. */
+  shadowed(rule: string, reason: string): void {
+    if (this.decision === 'shadow_deny') return;
+    this.decision = 'shadow_deny';
+    this.rule = rule;
+    this.reason = reason;
+  }
+
+  /** The request was refused: its one record. */
+  refused(decision: AuditDecision, rule: string | null, reason: string | null, policyVersion?: string): void {
+    if (this.done) return;
+    this.done = true;
+    this.trail.write(this.event(decision, rule, reason, policyVersion, null, null, null), false);
+  }
+
+  /**
+   * The request is about to go upstream: its decision record. In strict mode, the returned
+   * promise resolves once the record is durable, and rejects if it cannot be made so (the
+   * request must then not be forwarded). Also a promise while the log is full and blocking.
+   */
+  forwarding(): Promise<void> | undefined {
+    const durable = this.trail.write(this.event(this.decision, this.rule, this.reason, undefined, 'forwarded', null, null), this.trail.strict);
+    return durable ?? this.trail.room();
+  }
+
+  /** The answer left the gateway (or the request ended without one): the outcome record. */
+  finished(status: UpstreamStatus, resultBytes: number | null, error: string | null): void {
+    if (this.done) return;
+    this.done = true;
+    this.trail.write(this.event(this.decision, this.rule, this.reason, undefined, status, resultBytes, error), false);
+  }
+
+  private event(
+    decision: AuditDecision,
+    rule: string | null,
+    reason: string | null,
+    policyVersion: string | undefined,
+    upstreamStatus: string | null,
+    resultBytes: number | null,
+    error: string | null,
+  ): AuditEventInput {
+    const r = this.req;
+    if (!this.argsDone) {
+      // Both records of a forwarded call carry the same arguments: derived (hashed, masked) once.
+      this.args = this.trail.argumentsOf(r.args);
+      this.argsDone = true;
+    }
+    return {
+      at: this.at,
+      requestId: r.requestId === null ? null : String(r.requestId),
+      grantId: r.grantId,
+      grantLabel: r.grantLabel,
+      session: r.session,
+      server: r.server,
+      method: r.method,
+      tool: r.tool,
+      decision,
+      rule,
+      reason,
+      policyVersion: policyVersion ?? r.policyVersion,
+      arguments: this.args,
+      upstreamStatus,
+      latencyMs: Math.round((performance.now() - this.t0) * 1000) / 1000,
+      resultBytes,
+      error,
+    };
+  }
+}
