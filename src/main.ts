@@ -3,7 +3,8 @@
  * chooses concrete transports and backends.
  */
 import path from 'node:path';
-import type { CountersConfig, GatewayConfig, ServerConfig } from './config/index.js';
+import type { AuditConfig, CountersConfig, GatewayConfig, ServerConfig } from './config/index.js';
+import { AuditLog } from './audit/log.js';
 import { Gateway } from './gateway/gateway.js';
 import { logConversionWarnings, watchPolicies } from './gateway/reload.js';
 import { Limiter } from './limits/limiter.js';
@@ -100,10 +101,11 @@ export function createLimiter(store: CounterStore, counters: Pick<CountersConfig
   });
 }
 
-export function createGateway(config: GatewayConfig, logger: Logger, limiter: Limiter, metrics?: Metrics): Gateway {
+export function createGateway(config: GatewayConfig, logger: Logger, limiter: Limiter, metrics?: Metrics, audit?: AuditLog): Gateway {
   const gateway = new Gateway({
     logger,
     metrics,
+    audit: audit?.trail,
     sessionIdleTimeoutMs: config.sessionIdleTimeoutMs,
     limiter,
     refundToolErrors: config.counters.refundToolErrors,
@@ -114,9 +116,22 @@ export function createGateway(config: GatewayConfig, logger: Logger, limiter: Li
   return gateway;
 }
 
+/** The audit log `audit` describes, open and writing; undefined when it names no sinks. */
+export async function openAuditLog(audit: AuditConfig, logger: Logger, opts: { quietWhenOff?: boolean } = {}): Promise<AuditLog | undefined> {
+  if (audit.sinks.length === 0) {
+    if (opts.quietWhenOff !== true) logger.warn('the audit log is off (audit.sinks: []): decisions are not recorded');
+    return undefined;
+  }
+  const log = await AuditLog.open(audit, logger);
+  logger.info({ sinks: log.sinkNames, arguments: audit.arguments, durability: audit.durability }, 'audit log on');
+  return log;
+}
+
 export interface RunningGateway {
   gateway: Gateway;
   listener: HttpListener;
+  /** The audit log, when `audit.sinks` names any. */
+  audit: AuditLog | undefined;
   url: string;
   /** The admin API's base URL (`…/admin/api`), when the control store is open. */
   adminUrl: string | undefined;
@@ -131,7 +146,15 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
   for (const server of config.servers.values()) logConversionWarnings(logger, server.name, server.policy);
   const store = await createCounterStore(config.counters, logger);
   const metrics = new Metrics();
-  const gateway = createGateway(config, logger, createLimiter(store, config.counters, logger, metrics), metrics);
+  let audit: AuditLog | undefined;
+  try {
+    audit = await openAuditLog(config.audit, logger);
+  } catch (err) {
+    await Promise.allSettled([store.close(), control?.close()]);
+    throw err;
+  }
+  if (audit !== undefined) metrics.auditSinks(() => audit.stats());
+  const gateway = createGateway(config, logger, createLimiter(store, config.counters, logger, metrics), metrics, audit);
   const origins = originPolicy(config.allowedHosts, config.allowedOrigins);
   // One verifier for MCP and admin requests alike: one cache of the issuer's keys.
   const verifier = oidcVerifier(config.auth.oidc);
@@ -143,7 +166,7 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
     sync = new ControlSync({ gateway, store: control, configServers: config.servers, logger, createUpstream: (s) => createUpstream(s, logger), baseDir });
     // Stored servers and policy versions are in force before the first request is served.
     await sync.sync().catch(async (err: unknown) => {
-      await control.close();
+      await Promise.allSettled([control.close(), audit?.close()]);
       throw err;
     });
     const liveSync = sync;
@@ -153,6 +176,7 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
       origins,
       maxBodyBytes: config.maxBodyBytes,
       logger,
+      audit,
       onChange: async () => {
         grants?.forget();
         await liveSync.sync();
@@ -179,7 +203,7 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
     await adminListener?.listen();
   } catch (err) {
     await listener.close().catch(() => {});
-    await control?.close();
+    await Promise.allSettled([control?.close(), audit?.close()]);
     throw err;
   }
   sync?.start();
@@ -196,6 +220,7 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
   return {
     gateway,
     listener,
+    audit,
     url: listener.url,
     adminUrl: admin === undefined ? undefined : `${adminListener?.url ?? listener.url}${ADMIN_API_PREFIX}`,
     stop: () =>
@@ -206,6 +231,8 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
         await gateway.shutdown(config.shutdownGraceMs);
         await listener.close();
         await adminListener?.close();
+        // After the gateway has drained: the outcome of every call it finished is in the queue.
+        await audit?.close().catch((err: unknown) => logger.error({ err: (err as Error).message }, 'audit log did not close cleanly'));
         await control?.close();
       })()),
   };

@@ -4,6 +4,9 @@
  * answers; the ControlPlane validates, writes and records the admin audit events.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { AUDIT_DECISIONS, type AuditDecision } from '../audit/event.js';
+import type { AuditSinkStats } from '../audit/writer.js';
+import type { AuditQuery, AuditStore } from '../audit/store.js';
 import { ErrorCodes, PolicyLayerError, wireOf } from '../errors.js';
 import type { AdminRole } from '../store/store.js';
 import type { Logger } from '../telemetry/logger.js';
@@ -21,6 +24,15 @@ export interface AdminApiOptions {
   readonly logger: Logger;
   /** Called after every successful write, before the answer: the running gateway applies it now. */
   readonly onChange?: () => Promise<void>;
+  /** The gateway's audit log, when it has one: `/audit` reads its first queryable sink. */
+  readonly audit?: AuditSource;
+}
+
+/** What the admin API reads of the running audit log. */
+export interface AuditSource {
+  /** The sinks that can be queried (SQLite, PostgreSQL), in configured order. */
+  stores(): AuditStore[];
+  stats(): AuditSinkStats[];
 }
 
 interface Request {
@@ -29,6 +41,7 @@ interface Request {
   readonly query: URLSearchParams;
   /** The parsed JSON body of a write (an object; `{}` when the route takes none and none was sent). */
   readonly body: Record<string, unknown>;
+  readonly audit: AuditSource | undefined;
 }
 
 interface Route {
@@ -132,7 +145,96 @@ export const ROUTES: readonly Route[] = [
       return { events: events.map((e) => ({ ...e, at: new Date(e.at).toISOString() })) };
     },
   },
+  {
+    method: 'GET',
+    path: '/audit',
+    role: 'viewer',
+    handle: async (c, r) => {
+      const store = auditStore(r.audit);
+      const filter = await auditQuery(c, r.query);
+      const page = await store.query(filter).catch((err: unknown) => {
+        // A store refuses a filter it cannot use (a cursor not its own) with a RangeError.
+        if (err instanceof RangeError) invalid(err.message);
+        throw err;
+      });
+      // Records exactly as stored (`at` in ms since the epoch), so a client can check their hashes.
+      return { sink: store.name, records: page.records, next: page.next ?? null };
+    },
+  },
+  {
+    method: 'GET',
+    path: '/audit/stats',
+    role: 'viewer',
+    handle: async (_c, r) => {
+      if (r.audit === undefined) throw new PolicyLayerError(ErrorCodes.NOT_FOUND, 'the audit log is off (audit.sinks: [])');
+      return { sinks: r.audit.stats() };
+    },
+  },
+  {
+    method: 'POST',
+    path: '/audit/verify',
+    role: 'admin',
+    handle: async (_c, r) => {
+      const store = auditStore(r.audit);
+      return { sink: store.name, ...(await store.verify()) };
+    },
+  },
 ];
+
+function auditStore(audit: AuditSource | undefined): AuditStore {
+  if (audit === undefined) throw new PolicyLayerError(ErrorCodes.NOT_FOUND, 'the audit log is off (audit.sinks: [])');
+  const store = audit.stores()[0];
+  if (store === undefined) {
+    throw new PolicyLayerError(ErrorCodes.NOT_FOUND, 'no audit sink of this gateway can be queried yet: add a sqlite: or postgres:// sink to audit.sinks');
+  }
+  return store;
+}
+
+/**
+ * The filters of GET /audit: grant (an id, or a label of a grant in the store), tool, decision,
+ * server, since and until (ISO 8601, or ms since the epoch), limit, order, cursor.
+ */
+async function auditQuery(c: ControlPlane, q: URLSearchParams): Promise<AuditQuery> {
+  for (const k of q.keys()) {
+    if (!AUDIT_QUERY_KEYS.has(k)) invalid(`unknown filter '${k}': expected one of ${[...AUDIT_QUERY_KEYS].join(', ')}`);
+  }
+  const text = (k: string) => q.get(k) ?? undefined;
+  const decision = text('decision');
+  if (decision !== undefined && !AUDIT_DECISIONS.includes(decision as AuditDecision)) invalid(`decision: expected one of ${AUDIT_DECISIONS.join(', ')}`);
+  const order = text('order');
+  if (order !== undefined && order !== 'newest' && order !== 'oldest') invalid('order: expected newest or oldest');
+  const limit = text('limit');
+  if (limit !== undefined && !/^(?:[1-9]\d{0,2}|1000)$/.test(limit)) invalid('limit: expected a whole number from 1 to 1000');
+  let grant = text('grant');
+  if (grant !== undefined) {
+    // Operators know grants by label; records name them by id, which outlives a label's reuse.
+    grant = await c.getGrant(grant).then(
+      (g) => g.id,
+      () => grant,
+    );
+  }
+  const query: Record<string, unknown> = {
+    grant,
+    tool: text('tool'),
+    decision,
+    server: text('server'),
+    since: instant(text('since'), 'since'),
+    until: instant(text('until'), 'until'),
+    limit: limit === undefined ? undefined : Number(limit),
+    order,
+    after: text('cursor'),
+  };
+  return Object.fromEntries(Object.entries(query).filter(([, v]) => v !== undefined)) as AuditQuery;
+}
+
+const AUDIT_QUERY_KEYS = new Set(['grant', 'tool', 'decision', 'server', 'since', 'until', 'limit', 'order', 'cursor']);
+
+function instant(v: string | undefined, name: string): number | undefined {
+  if (v === undefined) return undefined;
+  const ms = /^\d{1,15}$/.test(v) ? Number(v) : Date.parse(v);
+  if (!Number.isFinite(ms)) invalid(`${name}: expected an ISO 8601 time or ms since the epoch`);
+  return ms;
+}
 
 const COMPILED = ROUTES.map((route) => ({ route, segments: route.path.split('/').slice(1) }));
 
@@ -182,7 +284,7 @@ export class AdminApi {
       throw new PolicyLayerError(ErrorCodes.ADMIN_FORBIDDEN, `the role '${actor.role}' may not ${route.method} ${ADMIN_PREFIX}${route.path}: it needs '${route.role}'`);
     }
     const body = route.method === 'GET' ? {} : await this.readJson(req);
-    const result = await route.handle(this.opts.control, { actor, params, query: new URLSearchParams(query), body });
+    const result = await route.handle(this.opts.control, { actor, params, query: new URLSearchParams(query), body, audit: this.opts.audit });
     if (route.method !== 'GET') {
       this.log.info({ actor: actor.name, role: actor.role, method: route.method, path }, 'admin change');
       await this.opts.onChange?.().catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'admin change stored; applying it here failed, the next sync retries'));

@@ -85,8 +85,64 @@ export interface AuditRecord extends AuditEventInput {
 
 export const GENESIS_HASH = '0'.repeat(64);
 
-/** The fields a record's hash covers: everything but `hash` itself. */
+/**
+ * The fields a record's hash covers (everything but `hash`), in canonical order: the order
+ * canonicalJson sorts them in. Kept as a list so the canonical form of an ordinary record is built
+ * field by field, without sorting keys on every record: chaining runs on the call path.
+ */
+const HASHED_FIELDS = [
+  'arguments',
+  'at',
+  'decision',
+  'error',
+  'grantId',
+  'grantLabel',
+  'latencyMs',
+  'method',
+  'policyVersion',
+  'prevHash',
+  'reason',
+  'requestId',
+  'resultBytes',
+  'rule',
+  'seq',
+  'server',
+  'session',
+  'stream',
+  'tool',
+  'upstreamStatus',
+] as const satisfies readonly (keyof Omit<AuditRecord, 'hash'>)[];
+const HASHED_KEYS = HASHED_FIELDS.map((k) => `${JSON.stringify(k)}:`);
+
+/**
+ * canonicalJson of the record without `hash`. A record holding exactly the fields of its type
+ * (the writer's, a sink's read back) takes the fast path, which gives the very same text; one
+ * with any other key (a hand-made or tampered object) is serialised generically.
+ */
 export function canonicalRecord(r: Omit<AuditRecord, 'hash'>): string {
+  const keys = Object.keys(r);
+  const expected = 'hash' in r ? HASHED_FIELDS.length + 1 : HASHED_FIELDS.length;
+  if (keys.length === expected) {
+    let out = '{';
+    let first = true;
+    for (let i = 0; i < HASHED_FIELDS.length; i++) {
+      const v = (r as Record<string, unknown>)[HASHED_FIELDS[i]!];
+      if (v === undefined) {
+        // An absent field still counts among the keys: then some other key is extra.
+        if (!(HASHED_FIELDS[i]! in r)) return generic(r);
+        continue;
+      }
+      if (!first) out += ',';
+      first = false;
+      out += HASHED_KEYS[i];
+      out += typeof v === 'object' && v !== null ? canonicalJson(v) : (JSON.stringify(v) ?? 'null');
+    }
+    return `${out}}`;
+  }
+  return generic(r);
+}
+
+function generic(r: Omit<AuditRecord, 'hash'>): string {
   const { hash: _ignored, ...rest } = r as AuditRecord;
   return canonicalJson(rest);
 }
@@ -98,6 +154,31 @@ export function recordHash(r: Omit<AuditRecord, 'hash'>): string {
 
 /** Chains `event` after `prev` (undefined for the first record of `stream`). */
 export function chain(stream: string, prev: Pick<AuditRecord, 'seq' | 'hash'> | undefined, event: AuditEventInput): AuditRecord {
-  const unhashed = { ...event, stream, seq: (prev?.seq ?? 0) + 1, prevHash: prev?.hash ?? GENESIS_HASH };
-  return { ...unhashed, hash: recordHash(unhashed) };
+  // One object literal of one shape for every record (no spreads): chaining runs on the call path,
+  // and a single hidden class keeps it and every later reader of records fast.
+  const r = {
+    at: event.at,
+    requestId: event.requestId,
+    grantId: event.grantId,
+    grantLabel: event.grantLabel,
+    session: event.session,
+    server: event.server,
+    method: event.method,
+    tool: event.tool,
+    decision: event.decision,
+    rule: event.rule,
+    reason: event.reason,
+    policyVersion: event.policyVersion,
+    arguments: event.arguments,
+    upstreamStatus: event.upstreamStatus,
+    latencyMs: event.latencyMs,
+    resultBytes: event.resultBytes,
+    error: event.error,
+    stream,
+    seq: (prev?.seq ?? 0) + 1,
+    prevHash: prev?.hash ?? GENESIS_HASH,
+    hash: '',
+  };
+  r.hash = recordHash(r);
+  return r;
 }

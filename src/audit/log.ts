@@ -35,7 +35,13 @@ export class AuditLog {
       onFull: config.onFull,
       logger,
     });
-    this.trail = new AuditTrail({ writer: this.writer, arguments: config.arguments, durability: config.durability, onFull: config.onFull });
+    this.trail = new AuditTrail({
+      writer: this.writer,
+      arguments: config.arguments,
+      durability: config.durability,
+      onFull: config.onFull,
+      holdMs: config.flushIntervalMs,
+    });
     if (config.retentionMs !== undefined) this.scheduleRetention(config.retentionMs);
   }
 
@@ -98,6 +104,8 @@ export class AuditLog {
     this.closed ??= (async () => {
       if (this.retentionTimer !== undefined) clearTimeout(this.retentionTimer);
       await this.pruning;
+      // Calls still running (the drain timed out) are in the log as forwarded, at least.
+      this.trail.releaseHeld(true);
       await this.writer.close();
     })();
     return this.closed;

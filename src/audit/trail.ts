@@ -2,17 +2,18 @@
  * The gateway's side of the audit log: turns what the pipeline knows about a request into
  * events and hands them to the writer.
  *
- * Every client request the gateway decides on (all but `ping`) gets a decision record when it is
- * decided: refused (`deny`, `hidden`, `rate_limited`, `invalid_arguments`), or forwarded (`allow`,
- * `shadow_deny`, with `upstreamStatus: forwarded`). Every forwarded request then gets an outcome
- * record when its answer leaves the gateway: the same decision, rule and request id, with the
- * upstream status, the latency, the size of the result and the error. Two records rather than
- * one at the end: a call the gateway dies during, or one that runs for an hour, is in the log
- * from the moment it was forwarded.
+ * A refused request (`deny`, `hidden`, `rate_limited`, `invalid_arguments`) gets one record. A
+ * forwarded request (`allow`, `shadow_deny`) gets an outcome record when its answer leaves the
+ * gateway: the decision, rule and request id with the upstream status, the latency, the size of
+ * the result and the error. A forwarded request that is still running a flush interval after it
+ * was forwarded also gets a decision record then (`upstreamStatus: forwarded`), so a call the
+ * gateway dies during, or one that runs for an hour, is in the log soon after it started. Most
+ * calls answer sooner and cost one record, not two: recording is most of the audit log's cost
+ * on the call path, and the crash-loss bound of `async` mode (a flush interval) is unchanged.
  *
- * With `durability: strict` the decision record of a forwarded request is durable (written by
- * every sink or fsync'ed to its spill file) before the request goes upstream; refusals and
- * outcomes are recorded like in `async` mode, since nothing waits on them.
+ * With `durability: strict` the decision record of every forwarded request is written at once
+ * and is durable (written by every sink or fsync'ed to its spill file) before the request goes
+ * upstream; refusals and outcomes are recorded like in `async` mode, since nothing waits on them.
  */
 import { performance } from 'node:perf_hooks';
 import type { AuditDecision, AuditEventInput, ArgumentsMode } from './event.js';
@@ -23,6 +24,11 @@ export interface AuditTrailOptions {
   readonly writer: AuditWriter;
   readonly arguments: ArgumentsMode;
   readonly durability: 'async' | 'strict';
+  /**
+   * How long a forwarded call's decision record may wait for its outcome to be written with it
+   * (`async` only): the writer's flush interval, so a crash loses no more than it would anyway.
+   */
+  readonly holdMs?: number;
   /** `block` (the writer's default): a forwarded call waits while a sink's queue is full. */
   readonly onFull?: 'block' | 'drop';
   /** ms since the epoch; injectable for tests. */
@@ -49,6 +55,10 @@ export type UpstreamStatus = 'ok' | 'tool_error' | 'error' | 'cancelled' | 'deta
 
 export class AuditTrail {
   readonly strict: boolean;
+  /** Forwarded calls whose decision record is held back, in the order they were forwarded. */
+  private readonly held = new Set<CallAudit>();
+  private holdTimer: NodeJS.Timeout | undefined;
+  private readonly holdMs: number;
   private readonly block: boolean;
   private readonly writer: AuditWriter;
   private readonly mode: ArgumentsMode;
@@ -59,6 +69,7 @@ export class AuditTrail {
     this.mode = o.arguments;
     this.strict = o.durability === 'strict';
     this.block = (o.onFull ?? 'block') === 'block';
+    this.holdMs = Math.max(1, o.holdMs ?? 20);
     this.now = o.now ?? Date.now;
   }
 
@@ -72,6 +83,40 @@ export class AuditTrail {
     if (durable) return this.writer.recordDurable(event);
     this.writer.record(event);
     return undefined;
+  }
+
+  /** @internal A forwarded call's decision record waits for its outcome, up to `holdMs`. */
+  hold(call: CallAudit): void {
+    this.held.add(call);
+    if (this.holdTimer === undefined) {
+      this.holdTimer = setTimeout(() => this.releaseHeld(false), this.holdMs);
+      this.holdTimer.unref();
+    }
+  }
+
+  /** @internal */
+  unhold(call: CallAudit): boolean {
+    return this.held.delete(call);
+  }
+
+  /**
+   * Writes the decision records of held calls that have waited `holdMs` (all of them with `all`,
+   * before the log closes with calls still running).
+   */
+  releaseHeld(all: boolean): void {
+    if (this.holdTimer !== undefined) clearTimeout(this.holdTimer);
+    this.holdTimer = undefined;
+    const cutoff = performance.now() - this.holdMs;
+    for (const call of this.held) {
+      // Held in the order forwarded: the first one young enough to keep waiting ends the sweep.
+      if (!all && call.forwardedAt > cutoff) break;
+      this.held.delete(call);
+      call.recordForwarded();
+    }
+    if (this.held.size > 0 && !all) {
+      this.holdTimer = setTimeout(() => this.releaseHeld(false), this.holdMs);
+      this.holdTimer.unref();
+    }
   }
 
   /** @internal */
@@ -103,6 +148,8 @@ export class CallAudit {
   private args: unknown;
   private argsDone = false;
   private done = false;
+  /** performance.now() when the call was forwarded; for the hold. */
+  forwardedAt = 0;
 
   constructor(
     private readonly trail: AuditTrail,
@@ -142,15 +189,27 @@ export class CallAudit {
    * request must then not be forwarded). Also a promise while the log is full and blocking.
    */
   forwarding(): Promise<void> | undefined {
-    const durable = this.trail.write(this.event(this.decision, this.rule, this.reason, undefined, 'forwarded', null, null), this.trail.strict);
-    return durable ?? this.trail.room();
+    if (this.trail.strict) return this.trail.write(this.forwardedEvent(), true);
+    this.forwardedAt = performance.now();
+    this.trail.hold(this);
+    return this.trail.room();
+  }
+
+  /** @internal The decision record of a forwarded call that is still running. */
+  recordForwarded(): void {
+    if (!this.done) this.trail.write(this.forwardedEvent(), false);
   }
 
   /** The answer left the gateway (or the request ended without one): the outcome record. */
   finished(status: UpstreamStatus, resultBytes: number | null, error: string | null): void {
     if (this.done) return;
+    this.trail.unhold(this);
     this.done = true;
     this.trail.write(this.event(this.decision, this.rule, this.reason, undefined, status, resultBytes, error), false);
+  }
+
+  private forwardedEvent(): AuditEventInput {
+    return this.event(this.decision, this.rule, this.reason, undefined, 'forwarded', null, null);
   }
 
   private event(

@@ -1,7 +1,8 @@
 import path from 'node:path';
 import { Gateway } from '../gateway/gateway.js';
 import { createMemoryStore } from '../limits/store/memory.js';
-import { createLimiter } from '../main.js';
+import { createLimiter, openAuditLog } from '../main.js';
+import { AuditSchema, toAuditConfig } from '../config/index.js';
 import { logConversionWarnings, watchPolicies } from '../gateway/reload.js';
 import { loadPolicyFile } from '../policy/index.js';
 import { createLogger } from '../telemetry/logger.js';
@@ -9,14 +10,21 @@ import { StdioListener } from '../transport/downstream/stdio.js';
 import { StdioUpstream } from '../transport/upstream/stdio.js';
 import { parseDuration } from '../util/duration.js';
 import { parse } from './args.js';
+import type { AuditConfig } from '../config/index.js';
 import type { Command } from './index.js';
 
 export const runCommand: Command = {
   summary: 'wrap a local stdio MCP server: the client spawns this instead of the server',
-  usage: `Usage: policylayer run --policy <policy.json> [--name <server>] [--timeout 60s] -- <command> [args...]
+  usage: `Usage: policylayer run --policy <policy.json> [--name <server>] [--timeout 60s]
+                       [--audit <sink>]... [--audit-arguments keys|redacted|full] -- <command> [args...]
 
 Speaks MCP on stdin/stdout to the client and runs <command> as the governed
 server. Logs go to stderr.
+
+--audit records every decision to a sink: sqlite:<path>, jsonl:<path> or
+postgres://… (repeat it for several; stdout is taken by MCP). Without it,
+nothing is recorded. Records spill next to the first file sink while a sink is
+down.
 
 Example (.mcp.json for Claude Code, or .cursor/mcp.json):
   { "mcpServers": { "filesystem": { "command": "node", "args": [
@@ -32,6 +40,8 @@ Example (.mcp.json for Claude Code, or .cursor/mcp.json):
       name: { type: 'string' },
       timeout: { type: 'string' },
       'log-level': { type: 'string' },
+      audit: { type: 'string', multiple: true },
+      'audit-arguments': { type: 'string' },
     });
     if (!values.policy) throw new Error("missing --policy <policy.json>\nSee 'policylayer run --help'.");
     if (command.length === 0) throw new Error("missing the server command after --\nSee 'policylayer run --help'.");
@@ -43,7 +53,8 @@ Example (.mcp.json for Claude Code, or .cursor/mcp.json):
     logger.warn({ server: name }, 'stdio mode: no authentication (the client that started this process is the only caller)');
     // One local client: its counters live and die with this process.
     const limiter = createLimiter(createMemoryStore(), { onStoreError: 'deny' }, logger);
-    const gateway = new Gateway({ logger, sessionIdleTimeoutMs: 365 * 24 * 3600_000, limiter });
+    const audit = await openAuditLog(auditConfig(values.audit ?? [], values['audit-arguments']), logger, { quietWhenOff: true });
+    const gateway = new Gateway({ logger, sessionIdleTimeoutMs: 365 * 24 * 3600_000, limiter, audit: audit?.trail });
     logConversionWarnings(logger, name, policy);
     const upstream = new StdioUpstream({ name, command, timeoutMs, logger });
     const server = { name, upstream, policy };
@@ -51,9 +62,10 @@ Example (.mcp.json for Claude Code, or .cursor/mcp.json):
     void gateway.start();
     const stopWatching = watchPolicies(gateway, logger);
     const listener = new StdioListener(gateway, server, process.stdout, logger);
-    const stop = () => {
+    const stop = async () => {
       stopWatching();
-      return gateway.shutdown(5000);
+      await gateway.shutdown(5000);
+      await audit?.close().catch((err: unknown) => logger.error({ err: (err as Error).message }, 'audit log did not close cleanly'));
     };
     process.once('SIGTERM', () => void stop().then(() => process.exit(0)));
     process.once('SIGINT', () => void stop().then(() => process.exit(0)));
@@ -62,3 +74,17 @@ Example (.mcp.json for Claude Code, or .cursor/mcp.json):
     return 0;
   },
 };
+
+/** `audit:` for the stdio wrapper: the sinks of its --audit flags, every other setting at its default. */
+function auditConfig(sinks: readonly string[], args: string | undefined): AuditConfig {
+  if (sinks.includes('stdout')) throw new Error('--audit stdout: stdout carries the MCP messages in this mode; use jsonl:<path>');
+  const parsed = AuditSchema.safeParse({ sinks, arguments: args ?? 'keys' });
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new Error(`--${issue.path[0] === 'arguments' ? 'audit-arguments' : 'audit'}: ${issue.message}`);
+  }
+  const firstFile = parsed.data.sinks.find((s) => /^(sqlite|jsonl):/.test(s));
+  // Spilled records wait beside the first file sink; with only a database, in the working folder.
+  const spillBase = firstFile === undefined ? process.cwd() : path.dirname(path.resolve(firstFile.replace(/^(sqlite|jsonl):/, '')));
+  return toAuditConfig({ ...parsed.data, spill_dir: path.join(spillBase, 'audit-spill') }, process.cwd());
+}

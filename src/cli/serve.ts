@@ -26,6 +26,8 @@ Example:
     const lines = [`PolicyLayer listening on ${running.url}`, '', 'MCP endpoints:'];
     for (const name of config.servers.keys()) lines.push(`  ${name.padEnd(14)} ${running.url}/mcp/${encodeURIComponent(name)}`);
     const first = [...config.servers.keys()][0]!;
+    // Where the record of every decision goes, so the operator knows what `policylayer audit` reads.
+    lines.push('', running.audit === undefined ? 'Audit log: off (audit.sinks: [])' : `Audit log: ${running.audit.sinkNames.join(', ')}`);
     lines.push(
       '',
       'Point an MCP client at an endpoint, e.g. in .mcp.json (Claude Code) or .cursor/mcp.json:',

@@ -1,7 +1,9 @@
-export { interpolate, loadGatewayConfig, loadServerDefinition, parseGatewayConfig } from './load.js';
-export type { CountersConfig, Env, GatewayConfig, ServerConfig } from './load.js';
+export { interpolate, loadGatewayConfig, loadServerDefinition, parseGatewayConfig, toAuditConfig } from './load.js';
+export type { AuditConfig, CountersConfig, Env, GatewayConfig, ServerConfig } from './load.js';
 export {
   DEFAULT_ALLOWED_HOSTS,
+  AuditSchema,
+  DEFAULT_AUDIT_SINK,
   DEFAULT_ALLOWED_ORIGINS,
   DEFAULT_LISTEN,
   DEFAULT_MAX_BODY_BYTES,

@@ -266,7 +266,7 @@ servers:
 
 test('rejects unknown keys at every level, naming the allowed ones', () => {
   const f = failure(() =>
-    parse(`audit: { sinks: [] }
+    parse(`telemetry: { traces: [] }
 auth: { required: false, mode: jwt }
 servers:
   s:
@@ -276,7 +276,7 @@ servers:
   );
   assert.equal(f.code, ErrorCodes.CONFIG_INVALID);
   assert.deepEqual(f.issues, [
-    'gateway.yaml: /audit: unknown field; expected one of: listen, admin, store, counters, auth, limits, allowed_hosts, allowed_origins, session_idle_timeout, shutdown_grace, servers (line 1:1)',
+    'gateway.yaml: /telemetry: unknown field; expected one of: listen, admin, store, counters, auth, limits, audit, allowed_hosts, allowed_origins, session_idle_timeout, shutdown_grace, servers (line 1:1)',
     'gateway.yaml: /auth/mode: unknown field; expected one of: required, oidc (line 2:26)',
     'gateway.yaml: /servers/s/comand: unknown field; expected one of: command, args, env, cwd, isolation, url, transport, headers, oauth, policy, timeout (line 5:5)',
     'gateway.yaml: /servers/s: expected command (a local stdio server) or url (a remote server) (line 5:5)',
@@ -798,4 +798,86 @@ test('refuses oauth on a command server, beside an Authorization header, with a 
     'gateway.yaml: /servers/insecure/oauth/auth_method: expected client_secret_basic|client_secret_post (line 13:96)',
     'gateway.yaml: /servers/insecure/oauth/grant: unknown field; expected one of: token_url, client_id, client_secret, scope, audience, auth_method (line 13:115)',
   ]);
+});
+
+test('turns the audit log on by default: a SQLite file and a spill folder beside the config', () => {
+  const c = parseGatewayConfig(`servers:\n  s:\n    url: https://x.example\n    policy: ${ALLOW_ALL}\n`, 'gateway.yaml', {}, '/srv/pl');
+  assert.deepEqual(c.audit, {
+    sinks: ['sqlite:/srv/pl/data/audit.db'],
+    arguments: 'keys',
+    durability: 'async',
+    flushIntervalMs: 20,
+    batchSize: 500,
+    maxQueue: 100_000,
+    onFull: 'block',
+    spillDir: '/srv/pl/data/audit-spill',
+  });
+});
+
+test('reads every audit setting, with file sinks relative to the config folder and a database password kept secret', () => {
+  const c = parseGatewayConfig(
+    `audit:
+  sinks: [ "sqlite:logs/a.db", "jsonl:/var/log/pl/a.jsonl", stdout, "postgres://pl:hunter2secret@db/audit" ]
+  arguments: redacted
+  durability: strict
+  retention: 30d
+  flush_interval: 5ms
+  batch_size: 1000
+  max_queue: 5000
+  on_full: drop
+  spill_dir: spill
+servers:
+  s:
+    url: https://x.example
+    policy: ${ALLOW_ALL}
+`,
+    'gateway.yaml',
+    {},
+    '/srv/pl',
+  );
+  assert.deepEqual(c.audit, {
+    sinks: ['sqlite:/srv/pl/logs/a.db', 'jsonl:/var/log/pl/a.jsonl', 'stdout', 'postgres://pl:hunter2secret@db/audit'],
+    arguments: 'redacted',
+    durability: 'strict',
+    retentionMs: 30 * 86_400_000,
+    flushIntervalMs: 5,
+    batchSize: 1000,
+    maxQueue: 5000,
+    onFull: 'drop',
+    spillDir: '/srv/pl/spill',
+  });
+  assert.ok(c.secretValues.includes('hunter2secret'));
+});
+
+test('an empty list of audit sinks turns the audit log off', () => {
+  const c = parseGatewayConfig(`audit: { sinks: [] }\nservers:\n  s:\n    url: https://x.example\n    policy: ${ALLOW_ALL}\n`, 'gateway.yaml', {});
+  assert.deepEqual(c.audit.sinks, []);
+});
+
+test('reports bad audit settings with their paths and lines', () => {
+  const f = failure(() =>
+    parseGatewayConfig(
+      `audit:
+  sinks: [ "mysql://db/x", "stdout", "stdout" ]
+  arguments: everything
+  durability: eventually
+  retention: 0s
+  colour: blue
+servers:
+  s:
+    url: https://x.example
+    policy: ${ALLOW_ALL}
+`,
+      'gateway.yaml',
+      {},
+    ),
+  );
+  assert.equal(f.code, ErrorCodes.CONFIG_INVALID);
+  const text = f.issues.join('\n');
+  assert.match(text, /\/audit\/sinks\/0: expected sqlite:<path>, postgres:\/\/…, jsonl:<path> or stdout \(line 2/);
+  assert.match(text, /\/audit\/sinks: a sink is listed twice/);
+  assert.match(text, /\/audit\/arguments: expected keys\|redacted\|full \(line 3/);
+  assert.match(text, /\/audit\/durability: expected async\|strict \(line 4/);
+  assert.match(text, /\/audit\/retention: expected a duration above zero/);
+  assert.match(text, /colour/);
 });

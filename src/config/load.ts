@@ -5,8 +5,9 @@ import { formatProblems, readSource, zodProblems } from '../policy/diagnostics.j
 import type { PathSegment, Problem, SourceText } from '../policy/diagnostics.js';
 import { checkPolicyValue, compileChecked, readText, tryReadText } from '../policy/load.js';
 import type { CompiledPolicy } from '../policy/types.js';
+import type * as z from 'zod';
 import { GatewayConfigSchema } from './schema.js';
-import type { GatewayConfigDocument, ServerDocument } from './schema.js';
+import type { AuditSchema, GatewayConfigDocument, ServerDocument } from './schema.js';
 import { parseIssuerKey } from '../identity/jwt.js';
 import type { OidcConfig } from '../identity/jwt.js';
 
@@ -51,6 +52,7 @@ export interface GatewayConfig {
   admin?: { host: string; port: number };
   store: string;
   counters: CountersConfig;
+  audit: AuditConfig;
   /** `oidc`: JWTs from this issuer are accepted besides grant tokens (only with `required`). */
   auth: { required: boolean; oidc?: OidcConfig };
   maxBodyBytes: number;
@@ -67,6 +69,22 @@ export interface GatewayConfig {
    * Longest first, so redacting in order never leaves part of a longer secret behind.
    */
   secretValues: readonly string[];
+}
+
+/** `audit:` with defaults applied and paths made absolute. */
+export interface AuditConfig {
+  /** `sqlite:<absolute path>`, `jsonl:<absolute path>`, `stdout`, `postgres://…`; empty: no audit log. */
+  sinks: string[];
+  arguments: 'keys' | 'redacted' | 'full';
+  durability: 'async' | 'strict';
+  /** Records older than this are pruned (leaving a checkpoint); undefined keeps them forever. */
+  retentionMs?: number;
+  flushIntervalMs: number;
+  batchSize: number;
+  maxQueue: number;
+  onFull: 'block' | 'drop';
+  /** Absolute. */
+  spillDir: string;
 }
 
 export interface CountersConfig {
@@ -140,7 +158,7 @@ export function parseGatewayConfig(text: string, source: string, env: Env = proc
   }
   if (issues.length > 0) throw failure(issues, unreadableOnly ? ErrorCodes.CONFIG_UNREADABLE : ErrorCodes.CONFIG_INVALID);
 
-  for (const s of [doc.store, doc.counters.url]) addUrlCredentials(s, secrets);
+  for (const s of [doc.store, doc.counters.url, ...doc.audit.sinks]) addUrlCredentials(s, secrets);
   for (const server of servers.values()) {
     for (const v of Object.values(server.headers ?? {})) secrets.add(v);
     for (const v of Object.values(server.env ?? {})) secrets.add(v);
@@ -151,13 +169,13 @@ export function parseGatewayConfig(text: string, source: string, env: Env = proc
   const config: GatewayConfig = {
     source,
     listen: doc.listen,
-    // A SQLite file is relative to this config's folder, like every other path in it.
-    store: doc.store.startsWith('sqlite:') && doc.store !== 'sqlite::memory:' ? `sqlite:${resolve(baseDir, doc.store.slice('sqlite:'.length))}` : doc.store,
+    store: resolveFileSink(doc.store, baseDir),
     counters: {
       url: doc.counters.url,
       onStoreError: doc.counters.on_store_error,
       refundToolErrors: doc.counters.refund_tool_errors,
     },
+    audit: toAuditConfig(doc.audit, baseDir),
     auth: { required: doc.auth.required },
     maxBodyBytes: doc.limits.max_body_bytes,
     allowedHosts: doc.allowed_hosts.map((h) => h.toLowerCase()),
@@ -170,6 +188,29 @@ export function parseGatewayConfig(text: string, source: string, env: Env = proc
   if (doc.admin !== undefined) config.admin = doc.admin;
   if (oidc?.ok === true) config.auth.oidc = oidc.config;
   return config;
+}
+
+/** `audit:` with its defaults applied and its paths made absolute against `baseDir`. */
+export function toAuditConfig(doc: z.output<typeof AuditSchema>, baseDir: string): AuditConfig {
+  const audit: AuditConfig = {
+    sinks: doc.sinks.map((sink) => resolveFileSink(sink, baseDir)),
+    arguments: doc.arguments,
+    durability: doc.durability,
+    flushIntervalMs: doc.flush_interval,
+    batchSize: doc.batch_size,
+    maxQueue: doc.max_queue,
+    onFull: doc.on_full,
+    spillDir: resolve(baseDir, doc.spill_dir),
+  };
+  if (doc.retention !== undefined) audit.retentionMs = doc.retention;
+  return audit;
+}
+
+/** `sqlite:` and `jsonl:` paths are relative to the config's folder, like every other path in it. */
+function resolveFileSink(spec: string, baseDir: string): string {
+  const m = /^(sqlite|jsonl):(.+)$/.exec(spec);
+  if (m === null || spec === 'sqlite::memory:') return spec;
+  return `${m[1]}:${resolve(baseDir, m[2] as string)}`;
 }
 
 /**

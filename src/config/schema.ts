@@ -11,6 +11,10 @@ import { parseDuration } from '../util/duration.js';
 export const DEFAULT_LISTEN = '127.0.0.1:4100';
 export const DEFAULT_STORE = 'sqlite:./data/policylayer.db';
 export const DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024;
+/** The audit log of a gateway that names no sinks: a SQLite file beside its config. */
+export const DEFAULT_AUDIT_SINK = 'sqlite:./data/audit.db';
+/** Where an audit sink that is down spills its records until it returns. */
+export const DEFAULT_AUDIT_SPILL_DIR = './data/audit-spill';
 // Bare host names: the origin check allows any port on them, which local clients need because
 // they pick ports freely, while a page on any other site is still refused.
 export const DEFAULT_ALLOWED_HOSTS: readonly string[] = ['localhost', '127.0.0.1', '[::1]'];
@@ -195,6 +199,13 @@ const ServerSchema = strictObject(
 
 const STORE_MSG = 'expected sqlite:<path> or postgres://…';
 const COUNTERS_MSG = 'expected memory or redis://host:port';
+const AUDIT_SINK_MSG = 'expected sqlite:<path>, postgres://…, jsonl:<path> or stdout';
+/** One audit sink: its kind, then where (a relative path is relative to the config's folder). */
+export const AUDIT_SINK_PATTERN = /^(?:sqlite:.+|jsonl:.+|stdout|postgres(?:ql)?:\/\/.+)$/;
+const positiveInt = z
+  .number({ error: 'expected a positive integer' })
+  .int({ error: 'expected a positive integer' })
+  .positive({ error: 'expected a positive integer' });
 const countersUrl = z.string({ error: COUNTERS_MSG }).regex(/^(?:memory|rediss?:\/\/.+)$/, { error: COUNTERS_MSG });
 const ORIGIN_MSG = 'expected an origin like "https://app.example.com" or a host name (any scheme and port)';
 
@@ -281,6 +292,27 @@ const OidcSchema = strictObject(
   }
 });
 
+/** `audit:` in gateway.yaml; `policylayer run --audit` builds one too. */
+export const AuditSchema = strictObject(
+  {
+    sinks: z
+      .array(z.string({ error: AUDIT_SINK_MSG }).regex(AUDIT_SINK_PATTERN, { error: AUDIT_SINK_MSG }), {
+        error: 'expected an array of sinks, e.g. ["sqlite:./data/audit.db"] ([] turns the audit log off)',
+      })
+      .refine((a) => new Set(a).size === a.length, { error: 'a sink is listed twice' })
+      .prefault([DEFAULT_AUDIT_SINK]),
+    arguments: z.enum(['keys', 'redacted', 'full'], { error: 'expected keys|redacted|full' }).prefault('keys'),
+    durability: z.enum(['async', 'strict'], { error: 'expected async|strict' }).prefault('async'),
+    retention: duration.refine((ms) => ms > 0, { error: 'expected a duration above zero, e.g. "30d"' }).optional(),
+    flush_interval: duration.prefault('20ms'),
+    batch_size: positiveInt.max(10_000, { error: 'expected at most 10000' }).prefault(500),
+    max_queue: positiveInt.prefault(100_000),
+    on_full: z.enum(['block', 'drop'], { error: 'expected block|drop' }).prefault('block'),
+    spill_dir: z.string({ error: 'expected a folder path' }).min(1, { error: 'expected a folder path' }).prefault(DEFAULT_AUDIT_SPILL_DIR),
+  },
+  'an object with sinks, arguments, durability, retention, flush_interval, batch_size, max_queue, on_full or spill_dir',
+);
+
 export const GatewayConfigSchema = strictObject(
   {
     listen: hostPort.prefault(DEFAULT_LISTEN),
@@ -324,6 +356,7 @@ export const GatewayConfigSchema = strictObject(
       },
       'an object with max_body_bytes',
     ).prefault({}),
+    audit: AuditSchema.prefault({}),
     allowed_hosts: z
       .array(
         z

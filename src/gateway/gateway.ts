@@ -18,6 +18,7 @@ import {
 } from '../util/jsonrpc.js';
 import type { CallHandlers, CallOptions, ListenHandle, ServerMessage, Upstream, UpstreamSession } from '../transport/upstream/types.js';
 import { hasUniqueKeys } from '../util/raw-id.js';
+import type { AuditTrail, CallAudit } from '../audit/trail.js';
 import { negotiateSessionVersion } from './protocol.js';
 import { ArgumentValidator } from './validate.js';
 
@@ -47,6 +48,7 @@ interface AllowedCall {
   readonly tool: string;
   readonly args: unknown;
   readonly decision: Decision;
+  readonly audit: CallAudit | undefined;
 }
 
 /** The grant of every caller while authentication is off. */
@@ -54,6 +56,9 @@ export const ANONYMOUS_GRANT = 'anonymous';
 
 /** The rule a refusal by argument validation names: the tool's own input schema, not a policy entry. */
 export const INPUT_SCHEMA_RULE = '(input schema)';
+
+/** Cancelled request ids a session remembers for the audit log before it forgets them all. */
+const MAX_CANCELLED_REMEMBERED = 1_000;
 
 /** Most pages the gateway follows when it lists a server's tools itself. */
 const MAX_LIST_PAGES = 100;
@@ -73,6 +78,8 @@ export class Session {
   closed = false;
   /** The agent identity calling through this session: the `grant` scope of limits. */
   grant = ANONYMOUS_GRANT;
+  /** The grant's label, for the audit log; null while authentication is off. */
+  grantLabel: string | null = null;
   /** The grant's own policy on this server, when it has one; else the server's applies. */
   policy: CompiledPolicy | undefined;
   /**
@@ -80,6 +87,11 @@ export class Session {
    * call (cancels it, or closes the session), which must not give its counts back.
    */
   readonly endedByClient = new Map<JsonRpcId, () => void>();
+  /**
+   * Request ids the client cancelled, kept only while the audit log is on, until the call's
+   * outcome is recorded (as `cancelled`); bounded, since a client may cancel ids it never used.
+   */
+  readonly cancelledByClient = new Set<JsonRpcId>();
   /**
    * True for the one session all stateless clients share: it is no client's own session, so its
    * `session`-scoped limits count per grant instead.
@@ -104,6 +116,8 @@ export interface GatewayOptions {
   refundToolErrors?: boolean;
   /** Counts every tools/call by outcome, when given. */
   metrics?: Metrics;
+  /** Records every decision and forwarded request, when the audit log is on. */
+  audit?: AuditTrail;
   /** Injected for exact expiry tests. */
   now?: () => number;
 }
@@ -237,10 +251,12 @@ export class Gateway {
     // such a request is re-serialised from the parsed message the policy was evaluated on.
     if (raw !== undefined && !hasUniqueKeys(raw)) raw = undefined;
     const policy = options?.policy ?? session.policy ?? session.server.policy;
+    const audit = this.opts.audit !== undefined && req.method !== 'ping' ? this.beginAudit(session, req, options, policy) : undefined;
     let handlers = reply;
     if (req.method === 'tools/call') {
       const name = req.params?.name;
       if (typeof name !== 'string') {
+        audit?.refused('deny', null, 'tools/call without a string "name"');
         reply.onResponse(errorResponse(req.id, JsonRpcErrors.INVALID_PARAMS, 'tools/call needs a string "name"'), undefined);
         return;
       }
@@ -253,16 +269,21 @@ export class Gateway {
           'shadow: the policy would have refused this call',
         );
         this.count(session, 'shadow_refused');
+        audit?.shadowed(decision.rule, decision.reason);
       } else if (decision.effect === 'hidden') {
         // Exactly what a server answers for a tool it does not have: the agent learns nothing more.
         this.count(session, 'hidden');
+        audit?.refused('hidden', decision.rule, decision.reason);
         reply.onResponse(errorResponse(req.id, JsonRpcErrors.INVALID_PARAMS, `Unknown tool: ${name}`), undefined);
         return;
       } else if (decision.effect === 'deny') {
         this.log.info({ server: session.server.name, tool: name, rule: decision.rule }, 'call denied by policy');
         this.count(session, 'denied');
+        audit?.refused('deny', decision.rule, decision.reason);
         reply.onResponse(resultResponse(req.id, refusalResult(name, decision)), undefined);
         return;
+      } else {
+        audit?.allowedBy(decision.rule, decision.reason);
       }
       if (decision.validateArguments === true) {
         const validator = this.validatorFor(session.server);
@@ -275,20 +296,21 @@ export class Gateway {
               'shadow: the arguments would have been refused',
             );
             this.count(session, 'shadow_refused');
+            audit?.shadowed(INPUT_SCHEMA_RULE, problem);
           }
         } else if (validator.needsListing(name)) {
-          this.listThenCheck({ session, req, raw, reply, options, tool: name, args, decision });
+          this.listThenCheck({ session, req, raw, reply, options, tool: name, args, decision, audit });
           return;
         } else {
           const problem = validator.check(name, args);
           if (problem !== undefined) {
-            this.refuseArguments(session, req, reply, name, problem, policy.version);
+            this.refuseArguments(session, req, reply, name, problem, policy.version, audit);
             return;
           }
         }
       }
       if (decision.limits.length > 0) {
-        this.admit({ session, req, raw, reply, options, tool: name, args, decision });
+        this.admit({ session, req, raw, reply, options, tool: name, args, decision, audit });
         return;
       }
       this.count(session, 'allowed');
@@ -303,7 +325,26 @@ export class Gateway {
         },
       };
     }
-    this.track(session, req, raw, handlers, options);
+    this.track(session, req, raw, handlers, options, audit);
+  }
+
+  /** The audit of one request: who, where, what, under which policy version. */
+  private beginAudit(session: Session, req: JsonRpcRequest, options: CallOptions | undefined, policy: CompiledPolicy): CallAudit {
+    const params = req.params;
+    const grant = options?.grant ?? session.grant;
+    const isTool = req.method === 'tools/call';
+    return this.opts.audit!.begin({
+      requestId: req.id,
+      grantId: grant === ANONYMOUS_GRANT ? null : grant,
+      grantLabel: options?.grantLabel ?? session.grantLabel,
+      session: session.shared ? null : session.id,
+      server: session.server.name,
+      method: req.method,
+      tool: isTool && typeof params?.name === 'string' ? params.name : null,
+      // tools/call and prompts/get carry arguments; a prompt's are as telling as a tool's.
+      args: isTool ? (params?.arguments ?? {}) : req.method === 'prompts/get' ? params?.arguments : undefined,
+      policyVersion: policy.version,
+    });
   }
 
   private validatorFor(server: ServerRuntime): ArgumentValidator {
@@ -317,8 +358,17 @@ export class Gateway {
     this.validatorFor(server).learn(result.tools, firstPage && result.nextCursor === undefined);
   }
 
-  private refuseArguments(session: Session, req: JsonRpcRequest, reply: CallHandlers, tool: string, reason: string, policyVersion: string): void {
+  private refuseArguments(
+    session: Session,
+    req: JsonRpcRequest,
+    reply: CallHandlers,
+    tool: string,
+    reason: string,
+    policyVersion: string,
+    audit: CallAudit | undefined,
+  ): void {
     const d = { rule: INPUT_SCHEMA_RULE, reason, policyVersion };
+    audit?.refused('invalid_arguments', INPUT_SCHEMA_RULE, reason, policyVersion);
     this.log.info({ server: session.server.name, tool, rule: INPUT_SCHEMA_RULE, reason }, 'call refused: arguments do not match the tool’s input schema');
     this.count(session, 'invalid_arguments');
     reply.onResponse(resultResponse(req.id, refusalResult(tool, d)), undefined);
@@ -339,6 +389,7 @@ export class Gateway {
         session.inflight--;
         if (this.draining || session.closed) {
           if (o.ok) this.opts.limiter.settle(o.ticket, true);
+          call.audit?.refused('deny', null, 'the gateway is shutting down');
           reply.onResponse(errorResponse(req.id, JsonRpcErrors.UPSTREAM_ERROR, 'the gateway is shutting down'), undefined);
           return;
         }
@@ -350,10 +401,10 @@ export class Gateway {
   }
 
   private afterLimits(o: LimitOutcome, call: AllowedCall): void {
-    const { session, req, raw, reply, options, tool, decision } = call;
+    const { session, req, raw, reply, options, tool, decision, audit } = call;
     if (o.ok) {
       this.count(session, 'allowed');
-      this.track(session, req, raw, this.settling(call, o.ticket), options);
+      this.track(session, req, raw, this.settling(call, o.ticket), options, audit);
       return;
     }
     const log = { server: session.server.name, tool, rule: o.rule, reason: o.reason };
@@ -362,11 +413,13 @@ export class Gateway {
       this.log.info({ ...log, wouldBe: 'deny' }, 'shadow: a limit would have refused this call');
       this.count(session, 'shadow_refused');
       this.count(session, 'allowed');
-      this.track(session, req, raw, reply, options);
+      audit?.shadowed(o.rule, o.reason);
+      this.track(session, req, raw, reply, options, audit);
       return;
     }
     this.log.info(log, 'call refused by a limit');
     this.count(session, 'limited');
+    audit?.refused('rate_limited', o.rule, o.reason);
     const d = { rule: o.rule, reason: o.reason, policyVersion: decision.policyVersion };
     reply.onResponse(resultResponse(req.id, refusalResult(tool, d, o.retryAfterSeconds)), undefined);
   }
@@ -423,21 +476,22 @@ export class Gateway {
    * the call through unchecked rather than blocking every call on a broken upstream list.
    */
   private listThenCheck(call: AllowedCall): void {
-    const { session, req, raw, reply, options, tool, args, decision } = call;
+    const { session, req, raw, reply, options, tool, args, decision, audit } = call;
     const validator = this.validatorFor(session.server);
     void validator
       .listOnce(() => this.listTools(session, validator))
       .then(() => {
         if (this.draining || session.closed) {
+          audit?.refused('deny', null, 'the gateway is shutting down');
           reply.onResponse(errorResponse(req.id, JsonRpcErrors.UPSTREAM_ERROR, 'the gateway is shutting down'), undefined);
           return;
         }
         const problem = validator.check(tool, args);
-        if (problem !== undefined) this.refuseArguments(session, req, reply, tool, problem, decision.policyVersion);
+        if (problem !== undefined) this.refuseArguments(session, req, reply, tool, problem, decision.policyVersion, audit);
         else if (decision.limits.length > 0) this.admit(call);
         else {
           this.count(session, 'allowed');
-          this.track(session, req, raw, reply, options);
+          this.track(session, req, raw, reply, options, audit);
         }
       });
   }
@@ -469,7 +523,7 @@ export class Gateway {
     });
   }
 
-  private track(session: Session, req: JsonRpcRequest, raw: string | undefined, reply: CallHandlers, options?: CallOptions): void {
+  private track(session: Session, req: JsonRpcRequest, raw: string | undefined, reply: CallHandlers, options?: CallOptions, audit?: CallAudit): void {
     session.inflight++;
     this.inflightTotal++;
     let done = false;
@@ -484,24 +538,44 @@ export class Gateway {
       }
       return true;
     };
-    session.upstream.call(
-      req,
-      raw,
-      {
-        ...reply,
-        onResponse: (msg, rawResponse) => {
-          if (finish()) reply.onResponse(msg, rawResponse);
-        },
-        onStreamEnd: reply.onStreamEnd
-          ? (lastEventId) => {
-              // The client resumes the stream itself: the call is no longer the gateway's to wait for.
-              const handedOver = reply.onStreamEnd!(lastEventId);
-              if (handedOver) finish();
-              return handedOver;
-            }
-          : undefined,
+    const handlers: CallHandlers = {
+      ...reply,
+      onResponse: (msg, rawResponse) => {
+        if (!finish()) return;
+        if (audit !== undefined) auditOutcome(audit, msg, rawResponse, session, req.id, options);
+        reply.onResponse(msg, rawResponse);
       },
-      options,
+      onStreamEnd: reply.onStreamEnd
+        ? (lastEventId) => {
+            // The client resumes the stream itself: the call is no longer the gateway's to wait for.
+            const handedOver = reply.onStreamEnd!(lastEventId);
+            if (handedOver && finish()) audit?.finished('detached', null, null);
+            return handedOver;
+          }
+        : undefined,
+    };
+    const durable = audit?.forwarding();
+    if (durable === undefined) {
+      session.upstream.call(req, raw, handlers, options);
+      return;
+    }
+    // Strict audit: the call goes upstream only once its record is durable, and not at all if it cannot be made so.
+    durable.then(
+      () => {
+        if (done) return;
+        if (session.closed || this.draining) {
+          handlers.onResponse(errorResponse(req.id, JsonRpcErrors.UPSTREAM_ERROR, 'the gateway is shutting down'), undefined);
+          return;
+        }
+        session.upstream.call(req, raw, handlers, options);
+      },
+      (err: unknown) => {
+        this.log.error({ server: session.server.name, method: req.method, err: (err as Error).message }, 'audit record not durable: the call was not forwarded');
+        handlers.onResponse(
+          errorResponse(req.id, JsonRpcErrors.UPSTREAM_ERROR, 'the audit log could not record this call, so it was not forwarded (audit.durability: strict)'),
+          undefined,
+        );
+      },
     );
   }
 
@@ -509,7 +583,13 @@ export class Gateway {
   send(session: Session, msg: JsonRpcNotification | JsonRpcResponse, raw: string | undefined): void {
     if ('method' in msg && msg.method === 'notifications/cancelled') {
       const id = msg.params?.requestId as JsonRpcId | undefined;
-      if (id !== undefined) session.endedByClient.get(id)?.();
+      if (id !== undefined) {
+        session.endedByClient.get(id)?.();
+        if (this.opts.audit !== undefined && session.inflight > 0) {
+          if (session.cancelledByClient.size >= MAX_CANCELLED_REMEMBERED) session.cancelledByClient.clear();
+          session.cancelledByClient.add(id);
+        }
+      }
     }
     session.upstream.send(msg, raw);
   }
@@ -590,6 +670,16 @@ function rememberTools(server: ServerRuntime, msg: JsonRpcResponse): void {
   if (!Array.isArray(tools)) return;
   const known = (server.knownTools ??= new Set());
   for (const t of tools) if (typeof t?.name === 'string') known.add(t.name);
+}
+
+/** The outcome record of a forwarded request, from the answer that is leaving for the client. */
+function auditOutcome(audit: CallAudit, msg: JsonRpcResponse, raw: string | undefined, session: Session, id: JsonRpcId, options: CallOptions | undefined): void {
+  // A call the client ended (cancelled, closed its stream or session) ends with whatever error the
+  // upstream side made of that; the record says who ended it.
+  const cancelled = options?.signal?.aborted === true || session.closed || session.cancelledByClient.delete(id);
+  const bytes = Buffer.byteLength(raw ?? JSON.stringify(msg));
+  if (msg.error !== undefined) audit.finished(cancelled ? 'cancelled' : 'error', bytes, msg.error.message);
+  else audit.finished((msg.result as { isError?: unknown } | undefined)?.isError === true ? 'tool_error' : 'ok', bytes, null);
 }
 
 /** Removes hidden tools from a tools/list answer; returns the same object when nothing is hidden. */

@@ -2,7 +2,7 @@
  * Prometheus metrics of one gateway, served at GET /metrics. Each gateway has its own registry
  * (not prom-client's global one), so several gateways in one process (tests) never mix counts.
  */
-import { Counter, Registry } from 'prom-client';
+import { Counter, Gauge, Registry } from 'prom-client';
 
 /** What became of a tools/call. */
 export type CallOutcome = 'allowed' | 'denied' | 'hidden' | 'invalid_arguments' | 'limited' | 'shadow_refused';
@@ -38,6 +38,32 @@ export class Metrics {
 
   storeError(store: string, during: 'reserve' | 'settle'): void {
     this.storeErrors.labels(store, during).inc();
+  }
+
+  /**
+   * Exposes the audit log's per-sink counters, read from `stats` at each scrape: records queued,
+   * written, spilled to the local file while the sink was down, dropped (only with
+   * `on_full: drop`), failed writes, and whether the sink is up.
+   */
+  auditSinks(stats: () => ReadonlyArray<{ name: string; state: string; queued: number; written: number; spilled: number; dropped: number; sinkErrors: number }>): void {
+    const gauge = (name: string, help: string, pick: (s: ReturnType<typeof stats>[number]) => number) =>
+      new Gauge({
+        name,
+        help,
+        labelNames: ['sink'],
+        registers: [this.registry],
+        collect() {
+          this.reset();
+          for (const s of stats()) this.labels(s.name).set(pick(s));
+        },
+      });
+    // Totals since the start are exposed as gauges read from the writer, which owns the counts.
+    gauge('policylayer_audit_records_queued', 'Audit records in memory, not yet written or spilled, by sink.', (s) => s.queued);
+    gauge('policylayer_audit_records_written', 'Audit records the sink has taken since the start, by sink.', (s) => s.written);
+    gauge('policylayer_audit_records_spilled', 'Audit records spilled to the local file while the sink was down, since the start, by sink.', (s) => s.spilled);
+    gauge('policylayer_audit_records_dropped', 'Audit records left out because the queue was full and on_full is drop, since the start, by sink.', (s) => s.dropped);
+    gauge('policylayer_audit_sink_errors', 'Failed audit writes since the start, by sink.', (s) => s.sinkErrors);
+    gauge('policylayer_audit_sink_up', '1 while the audit sink takes writes, 0 while it is down or replaying its spill file.', (s) => (s.state === 'up' ? 1 : 0));
   }
 
   get contentType(): string {

@@ -3,6 +3,9 @@
  * loader the CLI uses (`parseGatewayConfig`) and the same composition root (`startGateway`), only
  * the listener is moved to 127.0.0.1 on a free port unless the test asks otherwise.
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { parseGatewayConfig, type Env, type GatewayConfig } from '../../src/config/index.js';
 import type { Gateway } from '../../src/gateway/gateway.js';
 import { startGateway, type RunningGateway } from '../../src/main.js';
@@ -42,12 +45,26 @@ export async function startTestGateway(yaml: string, opts: TestGatewayOptions = 
   // Tests stop gateways that may hold calls the test abandoned; a long default grace would only
   // slow them. A config that sets shutdown_grace itself keeps it.
   if (!/^\s*shutdown_grace\s*:/m.test(yaml)) config.shutdownGraceMs = Math.min(config.shutdownGraceMs, 2000);
-  const running = await startGateway(config, opts.logger ?? testLogger());
+  // The default audit log (a SQLite file beside the config) stays on, in a folder of this gateway's
+  // own: every test then also runs the audit pipeline, and none leaves files in the checkout.
+  let auditDir: string | undefined;
+  if (!/^audit\s*:/m.test(yaml)) {
+    auditDir = mkdtempSync(join(tmpdir(), 'pl-test-audit-'));
+    config.audit = { ...config.audit, sinks: [`sqlite:${join(auditDir, 'audit.db')}`], spillDir: join(auditDir, 'spill') };
+  }
+  const running = await startGateway(config, opts.logger ?? testLogger()).catch((err: unknown) => {
+    if (auditDir !== undefined) rmSync(auditDir, { recursive: true, force: true });
+    throw err;
+  });
   const url = running.url;
+  let stopped: Promise<void> | undefined;
   return {
     url,
     endpoint: (name: string) => `${url}/mcp/${encodeURIComponent(name)}`,
-    stop: () => running.stop(),
+    stop: () =>
+      (stopped ??= running.stop().finally(() => {
+        if (auditDir !== undefined) rmSync(auditDir, { recursive: true, force: true });
+      })),
     gateway: running.gateway,
     config,
     running,

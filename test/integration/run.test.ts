@@ -13,6 +13,7 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { EVERYTHING_BIN, MEMORY_BIN, POLICYLAYER_BIN, ROOT, childrenByKind, isAlive, killGroup, waitFor } from '../helpers/safety-helpers.js';
 import { textOf } from '../helpers/clients.js';
+import { openSqliteAuditSink } from '../../src/audit/sinks/sqlite.js';
 
 let tmp: string;
 const leftovers: number[] = [];
@@ -33,10 +34,15 @@ function policyFile(name: string, policy: unknown): string {
 
 
 /** Starts `policylayer run` the way an MCP client does, with its stderr kept off the test output. */
-async function wrap(policy: string, server: string[], env?: Record<string, string>): Promise<{ client: Client; transport: StdioClientTransport; stderr: () => string }> {
+async function wrap(
+  policy: string,
+  server: string[],
+  env?: Record<string, string>,
+  flags: string[] = [],
+): Promise<{ client: Client; transport: StdioClientTransport; stderr: () => string }> {
   const transport = new StdioClientTransport({
     command: process.execPath,
-    args: [POLICYLAYER_BIN, 'run', '--policy', policy, '--', ...server],
+    args: [POLICYLAYER_BIN, 'run', '--policy', policy, ...flags, '--', ...server],
     cwd: ROOT,
     env: { ...(process.env as Record<string, string>), ...env },
     stderr: 'pipe',
@@ -56,6 +62,49 @@ async function wrap(policy: string, server: string[], env?: Record<string, strin
 }
 
 describe('policylayer run', () => {
+  it('records every decision to the sinks --audit names, and writes them out when the client leaves', async () => {
+    const policy = policyFile('audited.json', { version: '1', default: 'allow', tools: { 'get-sum': { action: 'deny', reason: 'no sums' } } });
+    const db = path.join(tmp, 'run-audit.db');
+    const { client, transport } = await wrap(policy, [process.execPath, EVERYTHING_BIN], undefined, ['--audit', `sqlite:${db}`, '--audit-arguments', 'full']);
+    try {
+      await client.callTool({ name: 'echo', arguments: { message: 'hi' } });
+      await client.callTool({ name: 'get-sum', arguments: { a: 1, b: 2 } });
+    } finally {
+      await transport.close();
+    }
+    const pid = transport.pid;
+    if (pid !== null) await waitFor(() => !isAlive(pid), 5000);
+    const sink = openSqliteAuditSink(db);
+    try {
+      const records = [];
+      for await (const r of sink.iterate()) if (r.method === 'tools/call') records.push(r);
+      assert.deepEqual(
+        records.map((r) => [r.tool, r.decision, r.upstreamStatus]),
+        [
+          ['echo', 'allow', 'ok'],
+          ['get-sum', 'deny', null],
+        ],
+      );
+      assert.deepEqual(records[0]!.arguments, { message: 'hi' });
+      assert.equal((await sink.verify()).ok, true);
+    } finally {
+      await sink.close();
+    }
+  });
+
+  it('refuses --audit stdout, which the MCP messages use, and a sink it does not know', () => {
+    for (const [sink, word] of [
+      ['stdout', /stdout carries the MCP messages/],
+      ['mysql://db', /expected sqlite:<path>/],
+    ] as const) {
+      const r = spawnSync(process.execPath, [POLICYLAYER_BIN, 'run', '--policy', policyFile('p.json', { version: '1', default: 'allow' }), '--audit', sink, '--', 'true'], {
+        encoding: 'utf8',
+      });
+      assert.notEqual(r.status, 0);
+      assert.match(r.stderr, word);
+    }
+  });
+
   it('wraps server-everything: hidden tools are not listed, a denied call answers isError, an allowed call runs', async () => {
     const policy = policyFile('everything.json', {
       version: '1',

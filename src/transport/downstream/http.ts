@@ -264,7 +264,7 @@ export class HttpListener {
     if (version === STATELESS_PROTOCOL_VERSION || (kind === 'request' && isStatelessRequest(message as JsonRpcRequest))) {
       // A stateless client cannot resume a stream (the revision has no Last-Event-ID), so an early
       // close upstream is resumed by the gateway itself.
-      const caller = principal === undefined ? undefined : { grant: principal.grantId, policy: this.policyOf(principal, server) };
+      const caller = principal === undefined ? undefined : { grant: principal.grantId, grantLabel: principal.label, policy: this.policyOf(principal, server) };
       return this.stateless.post(req, res, server, message, kind, raw, this.replyOver(res, false), caller);
     }
     if (version !== undefined && !isSessionVersion(version)) {
@@ -285,6 +285,7 @@ export class HttpListener {
       // The session is the grant's: limits count against it, and no other grant may use the session.
       if (principal !== undefined) {
         session.grant = principal.grantId;
+        session.grantLabel = principal.label;
         session.policy = this.policyOf(principal, server);
       }
       res.setHeader('mcp-session-id', session.id);

@@ -65,7 +65,7 @@ export class StatelessHandler {
     kind: MessageKind,
     raw: string,
     reply: CallHandlers,
-    caller?: { grant: string; policy: CompiledPolicy | undefined },
+    caller?: { grant: string; grantLabel: string; policy: CompiledPolicy | undefined },
   ): Promise<void> {
     if (kind === 'response') {
       send(res, 400, errorResponse(null, -32600, 'clients of the stateless protocol must not post responses'));
@@ -96,7 +96,7 @@ export class StatelessHandler {
     res.on('close', () => {
       if (!res.writableFinished) ac.abort();
     });
-    const options = { signal: ac.signal, headers, longLived: request.method === 'subscriptions/listen', grant: caller?.grant, policy: caller?.policy };
+    const options = { signal: ac.signal, headers, longLived: request.method === 'subscriptions/listen', grant: caller?.grant, grantLabel: caller?.grantLabel, policy: caller?.policy };
     const bridge = this.bridge(server);
     try {
       if (request.method === 'server/discover') await bridge.discover(request, raw, reply, options);

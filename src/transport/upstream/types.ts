@@ -45,6 +45,8 @@ export interface CallOptions {
    * session, so their identity travels with each call. Never sent upstream.
    */
   grant?: string | undefined;
+  /** That grant's label, for the audit log. Never sent upstream. */
+  grantLabel?: string | undefined;
   /** The policy for this call when the grant has its own on this server. Never sent upstream. */
   policy?: CompiledPolicy | undefined;
 }
