@@ -8,6 +8,7 @@ import { convertCommand } from './convert.js';
 import { grantsCommand } from './grants.js';
 import { serversCommand } from './servers.js';
 import { adminsCommand } from './admins.js';
+import { auditCommand } from './audit.js';
 
 export interface Command {
   summary: string;
@@ -25,6 +26,7 @@ const COMMANDS: Record<string, Command> = {
   grants: grantsCommand,
   servers: serversCommand,
   admins: adminsCommand,
+  audit: auditCommand,
 };
 
 function help(): string {
