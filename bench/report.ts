@@ -14,8 +14,10 @@ export const BENCH_DOC = fileURLToPath(new URL('../../docs/benchmarks.md', impor
  * `policylayer serve` (`gateway`); over stdio through `policylayer run -- <server>` (`wrap`). The
  * `compared-` paths are the same through the build given with `--compare`. `limits` is the same
  * gateway process as `gateway`, on a server whose allowed tool has three limits (memory store).
+ * `audit` is a second gateway process of the same build and config as `gateway`, but with its
+ * audit log on at the defaults (SQLite), where `gateway` runs with it off.
  */
-export type Path = 'direct' | 'gateway' | 'compared' | 'floor' | 'wrap' | 'compared-wrap' | 'limits';
+export type Path = 'direct' | 'gateway' | 'compared' | 'floor' | 'wrap' | 'compared-wrap' | 'limits' | 'audit';
 export type UpstreamKind = 'http' | 'stdio';
 
 export interface ScenarioResult {
@@ -46,6 +48,8 @@ export const TARGETS = {
   minGatewayRateC1: 2500,
   /** Limits on (memory store) against limits off, same gateway: throughput and p50 within 10%. */
   limitsOverhead: 0.1,
+  /** Audit log on (default settings: SQLite, async) against off, same build: throughput and p50 within 10%. */
+  auditOverhead: 0.1,
 } as const;
 
 export interface Check {
@@ -148,21 +152,8 @@ export function checks(results: ScenarioResult[]): Check[] {
     out.push({ upstream: 'http', name: 'floor: null proxy throughput, c=16', target: 'for reference', value: ratio, shown: `${pct(ratio)} of direct`, met: undefined });
   }
   // Limits on against limits off: the same gateway process, two servers that differ only in the policy.
-  for (const g of results.filter((r) => r.path === 'gateway' && r.upstream === 'http')) {
-    const l = find(results, 'limits', 'http', g.concurrency);
-    if (!l) continue;
-    const rateLoss = 1 - l.summary.rate / g.summary.rate;
-    const p50Gain = l.summary.p50 / g.summary.p50 - 1;
-    const worst = Math.max(rateLoss, p50Gain);
-    out.push({
-      upstream: 'http',
-      name: `limits on (3 limits, memory store) vs off, c=${g.concurrency}`,
-      target: `within ${pct(TARGETS.limitsOverhead)}`,
-      value: worst,
-      shown: `calls/s ${signed(-rateLoss * 100)}% (${fmt(l.summary.rate)} / ${fmt(g.summary.rate)}), p50 ${signed(p50Gain * 100)}% (${fmt(l.summary.p50)} / ${fmt(g.summary.p50)} µs)`,
-      met: worst <= TARGETS.limitsOverhead,
-    });
-  }
+  out.push(...overheadChecks(results, 'limits', 'limits on (3 limits, memory store) vs off', TARGETS.limitsOverhead));
+  out.push(...auditChecks(results));
   // This build against the one given with --compare, by the same way in.
   const pairs = [
     ['gateway', 'compared'],
@@ -186,6 +177,38 @@ export function checks(results: ScenarioResult[]): Check[] {
         });
       }
     }
+  }
+  return out;
+}
+
+/**
+ * Audit log on against off: two gateway processes of one build and one config but `audit:`, so
+ * the only difference between them is the audit log.
+ */
+export function auditChecks(results: ScenarioResult[]): Check[] {
+  return overheadChecks(results, 'audit', 'audit on (SQLite, defaults) vs off', TARGETS.auditOverhead);
+}
+
+/**
+ * `path` against `gateway` over HTTP at each concurrency both were measured at. The worse of the
+ * two is held to `within`: the share of calls/s lost, or the share p50 grew by.
+ */
+function overheadChecks(results: ScenarioResult[], path: Path, label: string, within: number): Check[] {
+  const out: Check[] = [];
+  for (const g of results.filter((r) => r.path === 'gateway' && r.upstream === 'http')) {
+    const l = find(results, path, 'http', g.concurrency);
+    if (!l) continue;
+    const rateLoss = 1 - l.summary.rate / g.summary.rate;
+    const p50Gain = l.summary.p50 / g.summary.p50 - 1;
+    const worst = Math.max(rateLoss, p50Gain);
+    out.push({
+      upstream: 'http',
+      name: `${label}, c=${g.concurrency}`,
+      target: `within ${pct(within)}`,
+      value: worst,
+      shown: `calls/s ${signed(-rateLoss * 100)}% (${fmt(l.summary.rate)} / ${fmt(g.summary.rate)}), p50 ${signed(p50Gain * 100)}% (${fmt(l.summary.p50)} / ${fmt(g.summary.p50)} µs)`,
+      met: worst <= within,
+    });
   }
   return out;
 }
@@ -230,6 +253,8 @@ function pathLabel(r: ScenarioResult): string {
       return 'through a null proxy (floor)';
     case 'limits':
       return 'through the gateway, 3 limits on the tool (memory store)';
+    case 'audit':
+      return 'through the gateway, audit log on (SQLite, defaults)';
     case 'direct':
       return http ? 'direct (HTTP client)' : 'direct (stdio client)';
   }
@@ -240,14 +265,25 @@ function pathLabel(r: ScenarioResult): string {
  * targets measure right after it (through `policylayer run` for stdio), the HTTP client's way to a
  * stdio server last.
  */
-const PATH_ORDER: Path[] = ['direct', 'wrap', 'compared-wrap', 'floor', 'gateway', 'limits', 'compared'];
+const PATH_ORDER: Path[] = ['direct', 'wrap', 'compared-wrap', 'floor', 'gateway', 'limits', 'audit', 'compared'];
 
 export function markdown(results: ScenarioResult[], info: RunInfo): string {
-  const lines: string[] = [];
+  const lines = [...runLines(info), ''];
+  lines.push(...resultTable(results));
+  lines.push(...checkTable(checks(results)));
+  return lines.join('\n');
+}
+
+function runLines(info: RunInfo): string[] {
   const build = info.build ? ` (gateway at ${info.build})` : '';
-  lines.push(`Measured with \`${info.command}\`${build} on ${info.date}: Node ${info.node}, ${info.cpu}, ${info.os}.`);
-  lines.push(info.load ? `${info.method} ${info.load}` : info.method);
-  lines.push('');
+  return [
+    `Measured with \`${info.command}\`${build} on ${info.date}: Node ${info.node}, ${info.cpu}, ${info.os}.`,
+    info.load ? `${info.method} ${info.load}` : info.method,
+  ];
+}
+
+function resultTable(results: ScenarioResult[]): string[] {
+  const lines: string[] = [];
   lines.push('| upstream | path | concurrency | calls | calls/s | p50 µs | p99 µs | mean µs | CPU µs per call: client / gateway / upstream | gateway wake-ups per call |');
   lines.push('|---|---|---:|---:|---:|---:|---:|---:|---|---:|');
   const order = [...results].sort(
@@ -259,12 +295,50 @@ export function markdown(results: ScenarioResult[], info: RunInfo): string {
       `| ${UPSTREAM_LABEL[r.upstream]} | ${pathLabel(r)} | ${r.concurrency} | ${fmt(s.calls)} | ${fmt(s.rate)} | ${fmt(s.p50)} | ${fmt(s.p99)} | ${fmt(s.mean)} | ${fmt(r.cpu.client)} / ${r.path === 'direct' ? '–' : fmt(r.cpu.gateway)} / ${fmt(r.cpu.upstream)} | ${fmt(r.gatewayWakeups, 2)} |`,
     );
   }
-  const cs = checks(results);
-  if (cs.length > 0) {
+  return lines;
+}
+
+function checkTable(cs: Check[]): string[] {
+  if (cs.length === 0) return [];
+  const lines = ['', '| target | upstream | measured | target | met |', '|---|---|---:|---|---|'];
+  for (const c of cs) lines.push(`| ${c.name} | ${UPSTREAM_LABEL[c.upstream]} | ${c.shown} | ${c.target} | ${c.met === undefined ? '' : c.met ? 'yes' : '**no**'} |`);
+  return lines;
+}
+
+/** What the audit log of the `audit` gateway held once it had stopped; `records` undefined when it could not be counted. */
+export interface AuditCount {
+  records: number | undefined;
+  /** tools/call calls made through that gateway, warm-up included. */
+  calls: number;
+  /** Why counting failed. */
+  error?: string | undefined;
+}
+
+/**
+ * The audit comparison on its own (between the proxy-audit-bench markers), so that a run of just
+ * `gateway-http` and `audit-http` can be recorded without replacing the full results above it.
+ */
+export function auditMarkdown(results: ScenarioResult[], info: RunInfo, count: AuditCount | undefined): string {
+  const rows = results.filter((r) => r.upstream === 'http' && (r.path === 'gateway' || r.path === 'audit'));
+  const lines = ['## Audit log on against off, through the gateway', ''];
+  lines.push(
+    '`gateway-http` runs with `audit: { sinks: [] }`; `audit-http` is a second `policylayer serve` of the same build, ' +
+      'servers and policy with the audit log at its defaults (`sinks: ["sqlite:<bench temp dir>/audit.db"]`, `arguments: keys`, ' +
+      '`durability: async`), so every call it forwards is recorded. ' +
+      `Target: calls/s and p50 within ${pct(TARGETS.auditOverhead)} of audit off at each concurrency.`,
+  );
+  lines.push('');
+  lines.push(...runLines(info), '');
+  lines.push(...resultTable(rows));
+  lines.push(...checkTable(auditChecks(results)));
+  if (count) {
     lines.push('');
-    lines.push('| target | upstream | measured | target | met |');
-    lines.push('|---|---|---:|---|---|');
-    for (const c of cs) lines.push(`| ${c.name} | ${UPSTREAM_LABEL[c.upstream]} | ${c.shown} | ${c.target} | ${c.met === undefined ? '' : c.met ? 'yes' : '**no**'} |`);
+    lines.push(
+      count.records === undefined
+        ? `The audit file could not be counted after the run (${count.error ?? 'unknown error'}); ${fmt(count.calls)} calls went through the audit gateway.`
+        : `After the run the audit file held ${fmt(count.records)} records for the ${fmt(count.calls)} calls made through that gateway, warm-up included: ` +
+            `${count.calls > 0 ? (count.records / count.calls).toFixed(2) : '–'} per call, counting the few records of the policy checks.`,
+    );
   }
   return lines.join('\n');
 }

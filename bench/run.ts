@@ -18,6 +18,13 @@
  *                  both hops, so against direct-stdio it measures the gateway and nothing else
  *   gateway-stdio  an HTTP client through `policylayer serve` to a stdio server it spawned: kept
  *                  for reference (against direct-stdio it also measures HTTP against a pipe)
+ *   limits-http    gateway-http's gateway process, on a server whose allowed tool has three limits
+ *   audit-http     an HTTP client through a second `policylayer serve` of the same build, servers
+ *                  and policy as gateway-http, with the audit log on at its defaults (a SQLite file
+ *                  in the run's temp folder): against gateway-http, what recording calls costs
+ * The gateway process of gateway-http, gateway-stdio and limits-http runs with its audit log off
+ * (`audit: { sinks: [] }`): the log is on by default, and earlier runs had none, so without it
+ * those numbers would change meaning from one run to the next.
  * Scenarios run in interleaved rounds so that a slow moment of a shared machine spreads over all
  * of them instead of falling on one. Each caller is closed-loop (sends its next call when the
  * previous one is answered); latency is from just before the request is sent to just after the
@@ -29,10 +36,25 @@ import { cpus, platform, release, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import Database from 'better-sqlite3';
 import type { Pool } from 'undici';
 import { HttpCaller, httpPool, setEchoText, StdioConnection, type Caller, type Requester } from './clients.js';
-import { childPids, cpuMicros, killAllNow, machineCpu, start, stopAll, wakeups, type Started } from './procs.js';
-import { checks, fmt, markdown, TARGETS, writeSection, type Path, type RunInfo, type ScenarioResult, type UpstreamKind } from './report.js';
+import { childPids, cpuMicros, killAllNow, machineCpu, start, stop, stopAll, wakeups, type Started } from './procs.js';
+import {
+  auditMarkdown,
+  BENCH_DOC,
+  checks,
+  fmt,
+  markdown,
+  TARGETS,
+  writeMarkedSection,
+  writeSection,
+  type AuditCount,
+  type Path,
+  type RunInfo,
+  type ScenarioResult,
+  type UpstreamKind,
+} from './report.js';
 import { Samples } from './stats.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -80,7 +102,10 @@ Options:
   --concurrency LIST        default 1,16
   --payload BYTES           length of the text each call sends and gets back (default: 'hello')
   --only LIST               scenarios to run, of: direct-http,gateway-http,floor-http,limits-http,
-                            direct-stdio,wrap-stdio,gateway-stdio (default: all)
+                            audit-http,direct-stdio,wrap-stdio,gateway-stdio (default: all). A run of
+                            only some leaves the full results in docs/benchmarks.md as they are and
+                            skips the in-process benchmarks (policy, limits); with gateway-http and
+                            audit-http it writes their comparison between the proxy-audit-bench markers
   --gateway PATH            the gateway's bin/policylayer.js to measure (default: this checkout's)
   --compare PATH            also measure another build's bin/policylayer.js (a worktree of main, say) in
                             the same interleaved rounds, and report how this build differs from it
@@ -105,6 +130,8 @@ interface Options {
   warmupMs: number;
   concurrency: number[];
   only: Set<string>;
+  /** Some scenarios were left out with --only. */
+  partial: boolean;
   gatewayBin: string;
   compareBin: string | undefined;
   gatewayNodeArgs: string[];
@@ -163,9 +190,10 @@ function options(argv: string[]): Options | undefined {
     if (!Number.isFinite(n) || n <= 0) throw new UsageError(`--${what} expects a positive number, got '${v}'`);
     return n;
   };
-  const scenarios = ['direct-http', 'gateway-http', 'floor-http', 'limits-http', 'direct-stdio', 'wrap-stdio', 'gateway-stdio'];
+  const scenarios = ['direct-http', 'gateway-http', 'floor-http', 'limits-http', 'audit-http', 'direct-stdio', 'wrap-stdio', 'gateway-stdio'];
   const only = new Set(values.only ? values.only.split(',').map((s) => s.trim()) : scenarios);
   for (const s of only) if (!scenarios.includes(s)) throw new UsageError(`--only: unknown scenario '${s}' (${scenarios.join(', ')})`);
+  const partial = scenarios.some((s) => !only.has(s));
   const gatewayNodeArgs = [...(values['gateway-node-arg'] ?? [])];
   if (values.profile) gatewayNodeArgs.push('--cpu-prof', `--cpu-prof-dir=${resolve(values.profile)}`);
   const format = values.format ?? 'text';
@@ -176,6 +204,7 @@ function options(argv: string[]): Options | undefined {
     warmupMs: num(values.warmup, 0.5, 'warmup') * 1000,
     concurrency: (values.concurrency ?? '1,16').split(',').map((c) => Math.round(num(c, 1, 'concurrency'))),
     only,
+    partial,
     gatewayBin: resolve(values.gateway ?? join(ROOT, 'bin/policylayer.js')),
     compareBin: values.compare === undefined ? undefined : resolve(values.compare),
     gatewayNodeArgs,
@@ -243,6 +272,25 @@ function log(msg: string): void {
   process.stderr.write(`${msg}\n`);
 }
 
+/**
+ * Rows in an audit file, read once its gateway has stopped. Read-only and by table name only: the
+ * point is that a run measuring the audit log cannot pass with a log that recorded nothing, not to
+ * check its contents, so a schema this does not know is reported rather than fatal.
+ */
+function countAudit(file: string, calls: number): AuditCount {
+  try {
+    const db = new Database(file, { readonly: true, fileMustExist: true });
+    try {
+      const row = db.prepare('SELECT COUNT(*) AS n FROM audit_records').get() as { n: number } | undefined;
+      return { records: row?.n, calls };
+    } finally {
+      db.close();
+    }
+  } catch (err) {
+    return { records: undefined, calls, error: (err as Error).message };
+  }
+}
+
 /** Checks through a gateway that its policy is in force: admin_* hidden, delete_* denied. */
 async function policyChecks(caller: Requester, via: string): Promise<void> {
   const list = await caller.request('tools/list', {});
@@ -268,11 +316,11 @@ async function main(argv: string[]): Promise<number> {
   const ticks = 100;
   try {
     const wants = (s: string) => opts.only.has(s);
-    const needHttp = wants('direct-http') || wants('gateway-http') || wants('floor-http') || wants('limits-http');
+    const needHttp = wants('direct-http') || wants('gateway-http') || wants('floor-http') || wants('limits-http') || wants('audit-http');
     const needGateway = wants('gateway-http') || wants('gateway-stdio') || wants('limits-http');
     const builds: Array<['gateway' | 'compared', string]> = [['gateway', opts.gatewayBin]];
     if (opts.compareBin) builds.push(['compared', opts.compareBin]);
-    if (needGateway || wants('wrap-stdio')) writeFileSync(join(tmp, 'policy.json'), JSON.stringify(BENCH_POLICY, null, 2));
+    if (needGateway || wants('wrap-stdio') || wants('audit-http')) writeFileSync(join(tmp, 'policy.json'), JSON.stringify(BENCH_POLICY, null, 2));
     if (wants('limits-http')) writeFileSync(join(tmp, 'policy-limits.json'), JSON.stringify(BENCH_LIMITS_POLICY, null, 2));
 
     let upstreamHttp: Started | undefined;
@@ -287,6 +335,27 @@ async function main(argv: string[]): Promise<number> {
       upstreamUrl = upstreamHttp.match[1]!;
     }
 
+    const profiling = opts.gatewayNodeArgs.includes('--cpu-prof');
+    /** `policylayer serve` of `bin` with `config`, written to `file` in the temp folder. */
+    const serve = async (name: string, tag: string, bin: string, file: string, config: Record<string, unknown>): Promise<Started> => {
+      // JSON is YAML: the file is read by the same loader as any gateway.yaml.
+      writeFileSync(join(tmp, file), JSON.stringify(config, null, 2));
+      const p = await start({
+        name,
+        command: node,
+        args: [...opts.gatewayNodeArgs, bin, 'serve', '-c', join(tmp, file), '--log-level', 'warn'],
+        env: { ...process.env, POLICYLAYER_EXIT_ON_STDIN_CLOSE: '1' },
+        ready: /PolicyLayer listening on (http:\/\/\S+)/,
+        // Turning the audit log off is this benchmark's choice, not news.
+        onStderrLine: (line) => {
+          if (!line.includes('the audit log is off')) log(`[${tag}] ${line}`);
+        },
+      });
+      // Profile files are named by pid: this says which is which.
+      if (profiling) log(`${name}: pid ${p.child.pid}`);
+      return p;
+    };
+
     // Each gateway build runs in its own process with the same config; each spawns its own stdio server.
     const gateways = new Map<'gateway' | 'compared', { process: Started; url: string }>();
     if (needGateway) {
@@ -294,19 +363,31 @@ async function main(argv: string[]): Promise<number> {
       if (wants('gateway-http')) servers['bench-http'] = { url: upstreamUrl, policy: 'policy.json' };
       if (wants('gateway-stdio')) servers['bench-stdio'] = { command: [node, join(HERE, 'upstream-stdio.js')], policy: 'policy.json' };
       if (wants('limits-http')) servers['bench-limits'] = { url: upstreamUrl, policy: 'policy-limits.json' };
-      // JSON is YAML: the file is read by the same loader as any gateway.yaml.
-      writeFileSync(join(tmp, 'gateway.yaml'), JSON.stringify({ listen: '127.0.0.1:0', servers }, null, 2));
+      const config = { listen: '127.0.0.1:0', servers, audit: { sinks: [] } };
       for (const [which, bin] of builds) {
-        const p = await start({
-          name: which === 'gateway' ? 'the gateway' : 'the compared gateway',
-          command: node,
-          args: [...opts.gatewayNodeArgs, bin, 'serve', '-c', join(tmp, 'gateway.yaml'), '--log-level', 'warn'],
-          env: { ...process.env, POLICYLAYER_EXIT_ON_STDIN_CLOSE: '1' },
-          ready: /PolicyLayer listening on (http:\/\/\S+)/,
-          onStderrLine: (line) => log(`[${which}] ${line}`),
-        });
+        const name = which === 'gateway' ? 'the gateway' : 'the compared gateway';
+        let p: Started;
+        try {
+          p = await serve(name, which, bin, 'gateway.yaml', config);
+        } catch (err) {
+          // A build from before the audit log rejects the key, and records nothing without it.
+          if (which !== 'compared' || !/\/audit: unknown field/.test((err as Error).message)) throw err;
+          p = await serve(name, which, bin, 'gateway-compared.yaml', { listen: config.listen, servers });
+        }
         gateways.set(which, { process: p, url: p.match[1]! });
       }
+    }
+
+    // Its own process rather than a server of the one above: the audit log is the gateway's, not a server's.
+    let auditGateway: { process: Started; url: string; file: string } | undefined;
+    if (wants('audit-http')) {
+      const file = join(tmp, 'audit.db');
+      const p = await serve('the audit gateway', 'audit gateway', opts.gatewayBin, 'gateway-audit.yaml', {
+        listen: '127.0.0.1:0',
+        servers: { 'bench-http': { url: upstreamUrl, policy: 'policy.json' } },
+        audit: { sinks: [`sqlite:${file}`] },
+      });
+      auditGateway = { process: p, url: p.match[1]!, file };
     }
 
     let floor: Started | undefined;
@@ -387,6 +468,7 @@ async function main(argv: string[]): Promise<number> {
         ['compared', 'http', 'gateway-http'],
         ['floor', 'http', 'floor-http'],
         ['limits', 'http', 'limits-http'],
+        ['audit', 'http', 'audit-http'],
         ['direct', 'stdio', 'direct-stdio'],
         ['wrap', 'stdio', 'wrap-stdio'],
         ['compared-wrap', 'stdio', 'wrap-stdio'],
@@ -408,7 +490,12 @@ async function main(argv: string[]): Promise<number> {
           gatewayPid = w.pid;
           upstreamPid = w.upstreamPid;
         } else {
-          const gw = path === 'gateway' || path === 'compared' || path === 'limits' ? gateways.get(path === 'limits' ? 'gateway' : path)! : undefined;
+          const gw =
+            path === 'gateway' || path === 'compared' || path === 'limits'
+              ? gateways.get(path === 'limits' ? 'gateway' : path)!
+              : path === 'audit'
+                ? auditGateway!
+                : undefined;
           const server = path === 'limits' ? 'bench-limits' : `bench-${upstream}`;
           const url = gw ? `${gw.url}/mcp/${server}` : path === 'direct' ? upstreamUrl : floorUrl;
           const pool = httpPool(url, concurrency);
@@ -442,9 +529,11 @@ async function main(argv: string[]): Promise<number> {
     const perRound = opts.measureMs / opts.rounds;
     const total = (scenarios.length * opts.rounds * (perRound + opts.warmupMs)) / 1000;
     log(`${scenarios.length} scenarios × ${opts.rounds} round(s) of ${(opts.warmupMs / 1000).toFixed(1)} s warm-up + ${(perRound / 1000).toFixed(1)} s measured: about ${Math.ceil(total)} s`);
+    // Every tools/call through the audit gateway, warm-up included: what its log should hold.
+    let auditCalls = 0;
     for (let round = 1; round <= opts.rounds; round++) {
       for (const s of scenarios) {
-        await drive(s.callers, opts.warmupMs);
+        const warm = await drive(s.callers, opts.warmupMs);
         const w0 = s.gatewayPid !== undefined ? wakeups(s.gatewayPid) : undefined;
         const m0 = machineCpu(ticks);
         const sp0 = spinnerCpu();
@@ -466,6 +555,7 @@ async function main(argv: string[]): Promise<number> {
         }
         s.calls += r.calls;
         s.elapsedNs += r.elapsedNs;
+        if (s.path === 'audit') auditCalls += warm.calls + r.calls;
         s.cpu.client += c1.user + c1.system;
         if (g0 !== undefined && g1 !== undefined) s.cpu.gateway += g1 - g0;
         else s.cpu.known.gateway = false;
@@ -498,6 +588,21 @@ async function main(argv: string[]): Promise<number> {
 
     for (const c of [...scenarios.flatMap((s) => s.callers)]) await c.close();
 
+    let auditCount: AuditCount | undefined;
+    if (auditGateway) {
+      // Stopped first, so that its writer has flushed whatever it still held and the count is final.
+      await stop(auditGateway.process);
+      auditCount = countAudit(auditGateway.file, auditCalls);
+      if (auditCount.records === undefined) {
+        log(`audit log: could not count the records of ${auditGateway.file} (${auditCount.error}); ${fmt(auditCalls)} calls went through the audit gateway`);
+      } else {
+        log(`audit log: ${fmt(auditCount.records)} records for ${fmt(auditCalls)} calls through the audit gateway (${(auditCount.records / Math.max(1, auditCalls)).toFixed(2)} per call)`);
+        if (auditCount.records === 0) throw new Error('the audit gateway recorded nothing: audit-http did not measure an audit log');
+        // Every forwarded call ends in at least one record, however many the gateway writes per call.
+        if (auditCount.records < auditCalls) log('audit log: fewer records than calls; the numbers may not include the whole cost of recording');
+      }
+    }
+
     const model = cpus()[0]?.model.trim() ?? 'unknown CPU';
     const info: RunInfo = {
       command: argv.length === 0 ? 'npm run bench' : `npm run bench -- ${argv.join(' ')}`,
@@ -522,24 +627,36 @@ async function main(argv: string[]): Promise<number> {
     const md = markdown(results, info);
     const cs = checks(results);
     if (opts.json) {
-      process.stdout.write(JSON.stringify({ info, targets: TARGETS, results, checks: cs }, null, 2) + '\n');
+      process.stdout.write(JSON.stringify({ info, targets: TARGETS, results, checks: cs, audit: auditCount }, null, 2) + '\n');
     } else {
       process.stdout.write(`\n${md}\n`);
     }
     if (opts.write) {
-      const file = join(ROOT, 'docs/benchmarks.md');
-      writeSection(file, md, '# Benchmarks\n\nRun `npm run bench`; the section below is rewritten by each full run.');
-      log(`\nwrote ${file}`);
+      if (opts.partial) {
+        // Some of its rows would be missing or come from another run than the rest.
+        log(`\n--only: the full results in ${BENCH_DOC} are left as they were`);
+      } else {
+        writeSection(BENCH_DOC, md, '# Benchmarks\n\nRun `npm run bench`; the section below is rewritten by each full run.');
+        log(`\nwrote ${BENCH_DOC}`);
+      }
+      if (results.some((r) => r.path === 'gateway' && r.upstream === 'http') && results.some((r) => r.path === 'audit')) {
+        writeMarkedSection(BENCH_DOC, 'proxy-audit-bench', auditMarkdown(results, info, auditCount));
+        log(`wrote the audit comparison into ${BENCH_DOC} (proxy-audit-bench)`);
+      }
     }
-    // The policy-decision benchmark (bench/policy.ts) runs with the same --quick and --write.
-    // So do the counter-store benchmarks: memory always, Redis when one answers at REDIS_URL.
-    const sub = [...(opts.quick ? ['--quick'] : []), ...(opts.write ? ['--write'] : [])];
-    for (const script of ['policy.js', 'limits.js', 'limits-redis.js']) {
-      try {
-        execFileSync(process.execPath, [join(HERE, script), ...sub], { stdio: ['ignore', opts.json ? 2 : 'inherit', 'inherit'] });
-      } catch (err) {
-        if (script !== 'limits-redis.js') throw err;
-        log('limits-redis bench skipped: no Redis answered (set REDIS_URL)');
+    if (opts.partial) {
+      log('--only: the policy and limits benchmarks are not run');
+    } else {
+      // The policy-decision benchmark (bench/policy.ts) runs with the same --quick and --write.
+      // So do the counter-store benchmarks: memory always, Redis when one answers at REDIS_URL.
+      const sub = [...(opts.quick ? ['--quick'] : []), ...(opts.write ? ['--write'] : [])];
+      for (const script of ['policy.js', 'limits.js', 'limits-redis.js']) {
+        try {
+          execFileSync(process.execPath, [join(HERE, script), ...sub], { stdio: ['ignore', opts.json ? 2 : 'inherit', 'inherit'] });
+        } catch (err) {
+          if (script !== 'limits-redis.js') throw err;
+          log('limits-redis bench skipped: no Redis answered (set REDIS_URL)');
+        }
       }
     }
     const missed = cs.filter((c) => c.met === false);
@@ -566,7 +683,7 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) {
     stopAll().finally(() => process.exit(sig === 'SIGINT' ? 130 : 143));
   });
 }
-/** The run's scratch folder (gateway.yaml, policy.json), removed however the process exits. */
+/** The run's scratch folder (gateway configs, policy.json, the audit file), removed however the process exits. */
 let tmpDir: string | undefined;
 process.on('exit', () => {
   killAllNow();
