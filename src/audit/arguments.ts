@@ -12,7 +12,7 @@
  * Masking is best effort: a secret with no tell-tale name or shape passes through `redacted`.
  * Operators who must never store one use `keys`.
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { canonicalJson } from '../util/canonical-json.js';
 import type { ArgumentsMode } from './event.js';
 
@@ -56,7 +56,7 @@ export function auditArguments(args: unknown, mode: ArgumentsMode): unknown {
     case 'keys':
       return {
         keys: typeof args === 'object' && args !== null && !Array.isArray(args) ? Object.keys(args).sort() : [],
-        sha256: createHash('sha256').update(canonicalJson(args)).digest('hex'),
+        sha256: hash('sha256', canonicalJson(args), 'hex'),
       };
   }
 }
