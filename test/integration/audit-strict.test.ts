@@ -5,7 +5,6 @@
  * a call only once its record is durable.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
@@ -14,7 +13,7 @@ import { openSqliteAuditSink } from '../../src/audit/sinks/sqlite.js';
 import { connectHttp, type V1Connection } from '../helpers/clients.js';
 import { tempDir } from '../helpers/fs.js';
 import { yamlValue } from '../helpers/gateway.js';
-import { REPO_ROOT, tappedCommand } from '../helpers/processes.js';
+import { REPO_ROOT, startProcess, tappedCommand } from '../helpers/processes.js';
 
 const FIXTURE = path.join(REPO_ROOT, 'dist/test/fixtures/stdio-server.js');
 const BIN = path.join(REPO_ROOT, 'bin/policylayer.js');
@@ -50,22 +49,15 @@ servers:
     policy: { version: "1", default: allow }
 `,
   );
-  const gateway = spawn(process.execPath, [BIN, 'serve', '-c', config], {
+  const started = await startProcess([process.execPath, BIN, 'serve', '-c', config], {
     cwd: tmp.path,
-    stdio: ['ignore', 'pipe', 'ignore'],
-    env: { ...process.env, POLICYLAYER_LOG_LEVEL: 'silent' },
+    env: { POLICYLAYER_LOG_LEVEL: 'silent' },
+    ready: /PolicyLayer listening on (http:\/\/\S+)/,
   });
+  const gateway = started.child;
+  const url = started.ready![1]!;
   const clients: V1Connection[] = [];
   try {
-    const url = await new Promise<string>((resolve, reject) => {
-      let out = '';
-      gateway.stdout!.setEncoding('utf8').on('data', (c: string) => {
-        out += c;
-        const m = /PolicyLayer listening on (http:\/\/\S+)/.exec(out);
-        if (m) resolve(m[1]!);
-      });
-      gateway.once('exit', (code) => reject(new Error(`serve exited with ${code}`)));
-    });
     for (let i = 0; i < CLIENTS; i++) clients.push(await connectHttp(`${url}/mcp/fx`));
 
     let answered = 0;
@@ -104,7 +96,7 @@ servers:
     const missing = received.filter((t) => !forwarded.has(t));
     assert.deepEqual(missing, [], `${missing.length} of ${received.length} forwarded calls are missing from the audit log`);
   } finally {
-    gateway.kill('SIGKILL');
+    await started.stop(500);
     await Promise.allSettled(clients.map((c) => c.close()));
     tmp.remove();
   }

@@ -122,7 +122,7 @@ CREATE TABLE IF NOT EXISTS audit_checkpoints (
 `;
 
 /** The columns a batch's rows fill, in the order of a row's elements, each with its type. */
-const INSERT_COLUMNS: ReadonlyArray<[string, string]> = [
+export const INSERT_COLUMNS: ReadonlyArray<[string, string]> = [
   ['stream', 'text'],
   ['seq', 'bigint'],
   ['at', 'bigint'],
