@@ -187,7 +187,9 @@ test('verify exits 1 and names the record whose reason was changed in the SQLite
   const tampered = path.join(dir, 'tampered.db');
   copyFileSync(AUDIT_DB, tampered);
   const db = new Database(tampered);
-  assert.equal(db.prepare("UPDATE audit_records SET reason = 'nothing to see' WHERE stream = 'gw-one' AND seq = 2").run().changes, 1);
+  // Straight into the file, past the sink: the way anyone with write access could.
+  const edit = "UPDATE audit_records SET reason = 'nothing to see' WHERE seq = 2 AND stream = (SELECT id FROM audit_streams WHERE stream = 'gw-one')";
+  assert.equal(db.prepare(edit).run().changes, 1);
   db.close();
   const r = run('audit', 'verify', '--sink', `sqlite:${tampered}`);
   assert.equal(r.code, 1, r.stderr);

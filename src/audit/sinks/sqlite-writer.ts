@@ -1,0 +1,655 @@
+/**
+ * Everything the SQLite audit sink writes: batches of records, and pruning. It runs on the sink's
+ * writer thread (sqlite-worker.ts), or on the caller's thread for an in-memory database, which no
+ * other thread can open. sqlite.ts explains the schema; this file keeps its invariants:
+ *
+ * - A record's row id is `at << AT_SHIFT | n`, n one past the highest n of that millisecond,
+ *   looked up inside the write transaction (the write lock makes it exact across processes).
+ * - For every bucket below audit_summary.buckets_below, audit_record_buckets has a row (key,
+ *   bucket) for each grant, tool, decision and server of the bucket's records. Buckets from the
+ *   watermark on (the tail, the last second or so) have none: queries read them whole.
+ * - A record the columns cannot reproduce exactly (a lone surrogate in a string, a hash that is
+ *   not 64 lowercase hex digits) is also stored whole as JSON in record_json.
+ *
+ * Why the bucket rows are written a second late: a batch of 500 records adds some 60 new (grant,
+ * bucket) rows, each on its own leaf page of audit_record_buckets (they are ordered by grant), so
+ * writing them with each batch dirtied about as many pages as the records themselves, each page
+ * written to the WAL at every commit: 1 to 2.5 µs of the writer's 8 to 10 µs a record here.
+ * Written once per SUMMARY_BUCKETS buckets, sorted, a grant's rows for all of those buckets share
+ * a page, and their cost was lost in the noise. Until then the writer keeps the tail's (key,
+ * bucket) pairs in memory; the rows it then writes are those pairs when it knows every record of
+ * the tail is its own, or else (another connection wrote, or the thread is new) read from the
+ * tail's records. A record written into a bucket below the watermark (late: a replay) gets its
+ * rows at once.
+ *
+ * What it caches between transactions, and why that stays true with other writers around: string
+ * and stream ids (rows of audit_strings and audit_streams are only ever added, so an id once seen
+ * keeps its meaning; ids added by a transaction that rolled back are forgotten), and the watermark
+ * (read again whenever another connection committed, which PRAGMA data_version tells).
+ */
+import type Database from 'better-sqlite3';
+import type { AuditRecord } from '../event.js';
+import type { PruneResult } from '../store.js';
+import { AT_LIMIT, AT_SHIFT, BUCKET_SHIFT, KEY_KIND, PER_MS, bucketOf, isHex64, isWellFormed, yieldToEventLoop } from './sqlite-schema.js';
+import { AT, LATENCY, NUMS, RESULT_BYTES, SEQ, STRINGS, STRING_FIELDS, TEXT_LENGTHS, type ReceivedSlice, type StringTable, type WireSlice } from './sqlite-wire.js';
+
+/** Records deleted per transaction by prune(): each transaction holds the write lock this long. */
+const PRUNE_CHUNK = 5_000;
+/** Keys whose old buckets prune() deletes per transaction. */
+const PRUNE_KEYS = 500;
+/** The tail is summarised once it is this many buckets long (16 × 64 ms, about a second of records). */
+const SUMMARY_BUCKETS = 16;
+
+const INSERT_COLUMNS = `id, grant_id, tool, decision, server, stream, seq, request_id, grant_label, session, method, rule, reason,
+  policy_version, arguments, upstream_status, latency_ms, result_bytes, error, prev_hash, hash, record_json`;
+/** The parameters of one row, in the order of INSERT_COLUMNS (the row id is made of the first two). */
+const PARAMS = 23;
+/** One row's values: the hashes as BLOBs of their 32 bytes. */
+const ROW_VALUES = `((? << ${AT_SHIFT}) | ?, ${Array(18).fill('?').join(', ')}, unhex(?), unhex(?), ?)`;
+/**
+ * Rows inserted by one statement: each run of a statement has a cost of its own besides the rows'
+ * values; 32 rows at a time took about a tenth less CPU per record than one at a time here.
+ */
+const ROWS_PER_INSERT = 32;
+const insertSql = (rows: number): string =>
+  `INSERT INTO audit_records (${INSERT_COLUMNS}) VALUES ${Array(rows).fill(ROW_VALUES).join(', ')} ON CONFLICT (stream, seq) DO NOTHING`;
+/** For a record kept in record_json: hashes that are not 64 hex digits are kept as their text's bytes. */
+const INSERT_RAW_SQL = `INSERT INTO audit_records (${INSERT_COLUMNS})
+  VALUES ((? << ${AT_SHIFT}) | ?, ${Array(18).fill('?').join(', ')}, CAST(? AS BLOB), CAST(? AS BLOB), ?) ON CONFLICT (stream, seq) DO NOTHING`;
+
+/** Where each of STRING_FIELDS goes among a row's parameters. */
+const STRING_PARAM = [2, 9, 10, 5, 11, 3, 4, 12, 14, 16, 6] as const;
+/** Indexes into STRING_FIELDS. */
+const F = { grant: 0, server: 3, method: 4, tool: 5, decision: 6, stream: 10 } as const;
+/** STRING_FIELDS a record must have. */
+const REQUIRED = new Set<number>([F.server, F.method, F.decision, F.stream]);
+
+export class AuditRecordWriter {
+  /** By number of rows, prepared when first needed. */
+  private readonly inserts: Array<Database.Statement<unknown[]> | undefined> = [];
+  private readonly insertRaw: Database.Statement<unknown[]>;
+  private readonly lastOfMs: Database.Statement<[number, number], number>;
+  private readonly stored: Database.Statement<[number, number], { hash: Buffer; record_json: string | null }>;
+  private readonly findString: Database.Statement<[string], number>;
+  private readonly addString: Database.Statement<[string]>;
+  private readonly findStream: Database.Statement<[string], number>;
+  private readonly addStream: Database.Statement<[string]>;
+  private readonly addBucket: Database.Statement<[number, number]>;
+  private readonly readWatermark: Database.Statement<[], number>;
+  private readonly writeWatermark: Database.Statement<[number]>;
+  private readonly tailKeys: Database.Statement<[number], unknown[]>;
+  private readonly dataVersion: Database.Statement<[], number>;
+  private readonly begin: Database.Statement;
+  private readonly commit: Database.Statement;
+  private readonly rollback: Database.Statement;
+  private readonly savepoint: Database.Statement;
+  private readonly release: Database.Statement;
+  private readonly rollbackTo: Database.Statement;
+
+  /**
+   * Text → id in audit_strings (streams: in audit_streams). A negative id -x stands for x and says
+   * the text is not well-formed UTF-16 (checked once, when the text is first seen), so a record
+   * holding it goes to record_json.
+   */
+  private readonly strings = new Map<string, number>();
+  private readonly streams = new Map<string, number>();
+  /** Undoes the cache entries added since the last commit, if their transaction (or savepoint) rolls back. */
+  private undo: Array<() => void> = [];
+
+  /** Buckets below this are summarised; undefined: to be read from the database. */
+  private watermark: number | undefined;
+  /** Per bucket of the tail, the keys of the records written to it from here. */
+  private pending = new Map<number, Set<number>>();
+  /** Whether `pending` covers every record of the tail: false after another connection wrote, or before a first summary. */
+  private pendingComplete = false;
+  private newestBucket = -Infinity;
+  private seenVersion = -1;
+
+  /**
+   * Within a transaction: the highest n given to each millisecond so far, which the table does
+   * not show yet for rows still waiting in `rows`; and the last one, the case nearly every time.
+   */
+  private lastOfTransaction = new Map<number, number>();
+  private lastAt = NaN;
+  private lastN = 0;
+  /** The ids of the record being written, in the order of STRING_FIELDS, and whether one of them is not well-formed. */
+  private readonly ids: Array<number | null> = Array(STRING_FIELDS.length).fill(null);
+  private illFormed = false;
+  /** Where the batch began in `undo`, and the hash of its last record (the next one's prevHash when that was not sent). */
+  private batchMark = 0;
+  private batchPrevHash: string | undefined;
+  /** Where the next string of the slice being written starts in its `text`. */
+  private textAt = 0;
+  /** The last hash found to be 64 lowercase hex digits: the next record's prevHash, nearly always. */
+  private lastHex: string | undefined;
+  /** Rows waiting to be inserted together: their parameters, and what a repeat is checked by. */
+  private readonly rows: unknown[] = Array(PARAMS * ROWS_PER_INSERT).fill(null);
+  private waitingCount = 0;
+  private readonly waitingStream: number[] = Array(ROWS_PER_INSERT).fill(0);
+  private readonly waitingSeq: number[] = Array(ROWS_PER_INSERT).fill(0);
+  private readonly waitingHash: string[] = Array(ROWS_PER_INSERT).fill('');
+  /** One row's parameters, for a record kept in record_json. */
+  private readonly params: unknown[] = Array(PARAMS).fill(null);
+
+  constructor(
+    private readonly db: Database.Database,
+    private readonly name: string,
+  ) {
+    this.insertRaw = db.prepare(INSERT_RAW_SQL);
+    this.lastOfMs = db
+      .prepare<[number, number], number>(
+        `SELECT id & ${PER_MS - 1} FROM audit_records WHERE id >= (? << ${AT_SHIFT}) AND id < ((? + 1) << ${AT_SHIFT}) ORDER BY id DESC LIMIT 1`,
+      )
+      .pluck();
+    this.stored = db.prepare('SELECT hash, record_json FROM audit_records WHERE stream = ? AND seq = ?');
+    this.findString = db.prepare<[string], number>('SELECT id FROM audit_strings WHERE text = ?').pluck();
+    this.addString = db.prepare('INSERT INTO audit_strings (text) VALUES (?)');
+    this.findStream = db.prepare<[string], number>('SELECT id FROM audit_streams WHERE stream = ?').pluck();
+    this.addStream = db.prepare('INSERT INTO audit_streams (stream) VALUES (?)');
+    this.addBucket = db.prepare('INSERT INTO audit_record_buckets (key, bucket) VALUES (?, ?) ON CONFLICT DO NOTHING');
+    this.readWatermark = db.prepare<[], number>('SELECT buckets_below FROM audit_summary').pluck();
+    this.writeWatermark = db.prepare('UPDATE audit_summary SET buckets_below = ?');
+    this.tailKeys = db
+      .prepare<[number], unknown[]>(`SELECT id >> ${BUCKET_SHIFT}, grant_id, tool, decision, server FROM audit_records WHERE id >= (? << ${BUCKET_SHIFT})`)
+      .raw(true);
+    this.dataVersion = db.prepare<[], number>('PRAGMA data_version').pluck();
+    this.begin = db.prepare('BEGIN IMMEDIATE');
+    this.commit = db.prepare('COMMIT');
+    this.rollback = db.prepare('ROLLBACK');
+    this.savepoint = db.prepare('SAVEPOINT batch');
+    this.release = db.prepare('RELEASE batch');
+    this.rollbackTo = db.prepare('ROLLBACK TO batch');
+  }
+
+  /**
+   * Writes `batches` in one transaction, each batch all or nothing: one that fails (a record
+   * conflicting with a stored one, a value of the wrong type) is rolled back alone and its error
+   * returned in its place; the others are committed. If the transaction itself cannot be begun or
+   * committed (another process holds the lock past the busy timeout, the disk is full), every
+   * batch gets that error. Never throws. The writer thread uses the steps below instead, to write
+   * each slice of a batch as it arrives.
+   */
+  write(batches: ReadonlyArray<readonly AuditRecord[]>): Array<Error | undefined> {
+    try {
+      this.open();
+    } catch (err) {
+      return batches.map(() => asError(err));
+    }
+    const results = batches.map((batch) => {
+      try {
+        this.startBatch();
+        this.addRecords(batch);
+        this.endBatch();
+        return undefined;
+      } catch (err) {
+        this.abortBatch();
+        return asError(err);
+      }
+    });
+    const failed = this.commitAll();
+    return failed === undefined ? results : batches.map(() => failed);
+  }
+
+  /** Whether a write transaction is open (between open() and commitAll()). */
+  get inTransaction(): boolean {
+    return this.db.inTransaction;
+  }
+
+  /** Begins the write transaction, unless one is open. Throws if it cannot (SQLITE_BUSY past the busy timeout). */
+  open(): void {
+    if (this.db.inTransaction) return;
+    this.begin.run();
+    this.lastAt = NaN;
+    this.lastOfTransaction = new Map();
+    try {
+      this.startTransaction();
+    } catch (err) {
+      this.rollback.run();
+      throw err;
+    }
+  }
+
+  /** Starts a batch within the open transaction: what follows, up to endBatch(), is all or nothing. */
+  startBatch(): void {
+    this.batchMark = this.undo.length;
+    this.batchPrevHash = undefined;
+    this.savepoint.run();
+  }
+
+  /** Adds records to the batch as they are (on the caller's thread). */
+  addRecords(records: readonly AuditRecord[]): void {
+    for (const r of records) this.insertRecord(r);
+  }
+
+  /** Adds the records of a slice that crossed from the main thread (see sqlite-wire.ts). */
+  addSlice({ slice, table }: ReceivedSlice): void {
+    let raw = 0;
+    let prevHash = this.batchPrevHash;
+    this.textAt = 0;
+    for (let k = 0; k < slice.count; k++) {
+      const r = slice.raw?.[raw];
+      if (r !== undefined && r[0] === k) {
+        raw++;
+        this.insertRecord(r[1]);
+        prevHash = undefined;
+      } else {
+        prevHash = this.insertEncoded(slice, table, k, prevHash);
+      }
+    }
+    this.batchPrevHash = prevHash;
+  }
+
+  /** Ends the batch, keeping what it wrote. If it throws, abortBatch(). */
+  endBatch(): void {
+    this.insertWaiting();
+    this.release.run();
+  }
+
+  /** Undoes the batch: its rows, and what the caches learnt from it. */
+  abortBatch(): void {
+    this.waitingCount = 0;
+    if (this.db.inTransaction) {
+      this.rollbackTo.run();
+      this.release.run();
+    }
+    this.undoSince(this.batchMark);
+  }
+
+  /**
+   * Summarises the tail if it is long enough, and commits; undefined when done (or when no
+   * transaction was open), else the error, everything since open() having been rolled back.
+   */
+  commitAll(): Error | undefined {
+    if (!this.db.inTransaction) return undefined;
+    try {
+      if (this.newestBucket - this.watermark! > SUMMARY_BUCKETS) this.summarise(this.newestBucket);
+      this.commit.run();
+      this.undo = [];
+      return undefined;
+    } catch (err) {
+      this.waitingCount = 0;
+      if (this.db.inTransaction) this.rollback.run();
+      this.undoSince(0);
+      // The summary may have been rolled back with the rest: read the watermark again.
+      this.watermark = undefined;
+      this.pendingComplete = false;
+      return asError(err);
+    }
+  }
+
+  /** What another connection may have changed since this one's last transaction: the watermark, and the tail's records. */
+  private startTransaction(): void {
+    const version = this.dataVersion.get()!;
+    if (version === this.seenVersion && this.watermark !== undefined) return;
+    this.seenVersion = version;
+    this.pendingComplete = false;
+    this.watermark = this.readWatermark.get()!;
+    for (const b of this.pending.keys()) if (b < this.watermark) this.pending.delete(b);
+  }
+
+  /** The next string of a slice's `text`, `length` long (-1: null). */
+  private nextText(text: string, length: number): string | null {
+    if (length < 0) return null;
+    const s = text.slice(this.textAt, this.textAt + length);
+    this.textAt += length;
+    return s;
+  }
+
+  /** Inserts record `k` of `slice` (see sqlite-wire.ts), whose prevHash, when not sent, is `prevHash`; returns its hash. */
+  private insertEncoded(slice: WireSlice, table: StringTable, k: number, prevHash: string | undefined): string {
+    const nums = slice.nums;
+    const n0 = k * NUMS;
+    this.illFormed = false;
+    for (let i = 0; i < STRING_FIELDS.length; i++) {
+      const local = nums[n0 + STRINGS + i]!;
+      this.ids[i] = local === 0 ? this.missing(i) : this.tableId(table, local, i);
+    }
+    const t = n0 + TEXT_LENGTHS;
+    const requestId = this.nextText(slice.text, nums[t]!);
+    const reason = this.nextText(slice.text, nums[t + 1]!);
+    const error = this.nextText(slice.text, nums[t + 2]!);
+    const args = this.nextText(slice.text, nums[t + 3]!);
+    const hash = this.nextText(slice.text, nums[t + 4]!)!;
+    const sent = this.nextText(slice.text, nums[t + 5]!);
+    const latency = nums[n0 + LATENCY]!;
+    const resultBytes = nums[n0 + RESULT_BYTES]!;
+    const r = {
+      at: nums[n0 + AT]!,
+      seq: nums[n0 + SEQ]!,
+      requestId,
+      reason,
+      error,
+      hash,
+      prevHash: (sent ?? prevHash)!,
+      latencyMs: Number.isNaN(latency) ? null : latency,
+      resultBytes: Number.isNaN(resultBytes) ? null : resultBytes,
+    };
+    // A prevHash that was not sent is the hash of the record before, which may have been checked already.
+    const prevOk = sent === null ? prevHash === this.lastHex || isHex64(prevHash) : isHex64(sent);
+    const hashOk = isHex64(hash);
+    if (hashOk) this.lastHex = hash;
+    const exact = !this.illFormed && hashOk && prevOk && wellFormed(requestId) && wellFormed(reason) && wellFormed(error);
+    this.insertRow(r.at, r.seq, r, args, exact ? undefined : () => this.wholeEncoded(r, args, table, nums, n0));
+    return hash;
+  }
+
+  /** An encoded record as the object it was, for record_json. */
+  private wholeEncoded(r: { at: number; seq: number } & Record<string, unknown>, args: string | null, table: StringTable, nums: Float64Array, n0: number): AuditRecord {
+    const whole: Record<string, unknown> = { ...r, arguments: args === null ? undefined : (JSON.parse(args) as unknown) };
+    STRING_FIELDS.forEach((field, i) => (whole[field] = nums[n0 + STRINGS + i] === 0 ? null : table.texts[nums[n0 + STRINGS + i]!]));
+    return whole as unknown as AuditRecord;
+  }
+
+  /** Inserts `r` as it is: on the caller's thread, or a record that did not fit the wire's encoding. */
+  private insertRecord(r: AuditRecord): void {
+    this.illFormed = false;
+    for (let i = 0; i < STRING_FIELDS.length; i++) {
+      const field = STRING_FIELDS[i]!;
+      const text = r[field];
+      this.ids[i] = text === null ? this.missing(i) : this.textId(text, i);
+    }
+    const args = r.arguments === undefined ? null : (JSON.stringify(r.arguments) ?? null);
+    const exact = !this.illFormed && isHex64(r.hash) && isHex64(r.prevHash) && wellFormed(r.requestId) && wellFormed(r.reason) && wellFormed(r.error);
+    this.insertRow(r.at, r.seq, r, args, exact ? undefined : () => r);
+  }
+
+  /**
+   * Puts the row of a record whose string ids are in `this.ids` among the rows waiting to be
+   * inserted, or, when `whole` gives the record to keep in record_json, inserts it at once (after
+   * the rows waiting before it, in written order).
+   */
+  private insertRow(
+    at: number,
+    seq: number,
+    r: Pick<AuditRecord, 'requestId' | 'reason' | 'error' | 'latencyMs' | 'resultBytes' | 'prevHash' | 'hash'>,
+    args: string | null,
+    whole: (() => AuditRecord) | undefined,
+  ): void {
+    if (!Number.isSafeInteger(at) || at <= -AT_LIMIT || at >= AT_LIMIT) {
+      throw new RangeError(`${this.name}: record ${seq} of a batch: its time ${at} is not a whole number of ms within ±2^${63 - AT_SHIFT}; the batch was not written`);
+    }
+    let n: number;
+    if (at === this.lastAt) {
+      n = this.lastN + 1;
+    } else {
+      if (!Number.isNaN(this.lastAt)) this.lastOfTransaction.set(this.lastAt, this.lastN);
+      const last = this.lastOfTransaction.get(at) ?? this.lastOfMs.get(at, at);
+      n = last === undefined ? 0 : last + 1;
+    }
+    if (n >= PER_MS) throw new RangeError(`${this.name}: more than ${PER_MS} records at ${at} ms; the batch was not written`);
+
+    const ids = this.ids;
+    const p = whole === undefined ? this.rows : this.params;
+    const o = whole === undefined ? this.waitingCount * PARAMS : 0;
+    p[o] = at;
+    p[o + 1] = n;
+    for (let i = 0; i < STRING_PARAM.length; i++) p[o + STRING_PARAM[i]!] = ids[i];
+    p[o + 7] = seq;
+    p[o + 8] = r.requestId;
+    p[o + 13] = r.reason;
+    p[o + 15] = args;
+    p[o + 17] = r.latencyMs;
+    p[o + 18] = r.resultBytes;
+    p[o + 19] = r.error;
+    p[o + 20] = r.prevHash;
+    p[o + 21] = r.hash;
+    const stream = ids[F.stream]!;
+    if (whole === undefined) {
+      p[o + 22] = null;
+      const w = this.waitingCount++;
+      this.waitingStream[w] = stream;
+      this.waitingSeq[w] = seq;
+      this.waitingHash[w] = r.hash;
+      if (this.waitingCount === ROWS_PER_INSERT) this.insertWaiting();
+    } else {
+      p[o + 22] = JSON.stringify(whole());
+      this.insertWaiting();
+      if (this.insertRaw.run(p).changes === 0) {
+        // Already stored: a repeat of the same record is the writer delivering at least once.
+        this.checkRepeat(stream, seq, r.hash);
+        return;
+      }
+    }
+    this.lastAt = at;
+    this.lastN = n;
+    this.noteKeys(bucketOf(at));
+  }
+
+  /**
+   * Inserts the rows waiting in `rows`. A repeat of a stored record inserts nothing; when fewer
+   * rows went in than were given, every one of them must now be stored with the hash it was given
+   * (those just inserted are; a repeat must be the same record).
+   */
+  private insertWaiting(): void {
+    const count = this.waitingCount;
+    if (count === 0) return;
+    this.waitingCount = 0;
+    const insert = (this.inserts[count] ??= this.db.prepare(insertSql(count)));
+    const inserted = insert.run(count === ROWS_PER_INSERT ? this.rows : this.rows.slice(0, count * PARAMS)).changes;
+    if (inserted < count) {
+      for (let w = 0; w < count; w++) this.checkRepeat(this.waitingStream[w]!, this.waitingSeq[w]!, this.waitingHash[w]!);
+    }
+  }
+
+  /** A record already stored must be the same record: the same hash. */
+  private checkRepeat(stream: number, seq: number, hash: string): void {
+    const stored = this.stored.get(stream, seq);
+    const storedHash = stored === undefined ? '?' : stored.record_json !== null ? (JSON.parse(stored.record_json) as AuditRecord).hash : stored.hash.toString('hex');
+    if (storedHash !== hash) {
+      const name = [...this.streams].find(([, id]) => Math.abs(id) === stream)?.[0] ?? String(stream);
+      throw new Error(`${this.name}: stream ${name} already has a different record ${seq} (hash ${storedHash}, not ${hash}); the batch was not written`);
+    }
+  }
+
+  /** Notes the grant, tool, decision and server of the record in `this.ids` for bucket `b`. */
+  private noteKeys(b: number): void {
+    const ids = this.ids;
+    const grant = ids[F.grant] ?? null;
+    const tool = ids[F.tool] ?? null;
+    const decision = ids[F.decision]! * 4 + KEY_KIND.decision;
+    const server = ids[F.server]! * 4 + KEY_KIND.server;
+    if (b < this.watermark!) {
+      // Late: its bucket is summarised already.
+      if (grant !== null) this.addBucket.run(grant * 4 + KEY_KIND.grant, b);
+      if (tool !== null) this.addBucket.run(tool * 4 + KEY_KIND.tool, b);
+      this.addBucket.run(decision, b);
+      this.addBucket.run(server, b);
+      return;
+    }
+    let keys = this.pending.get(b);
+    if (keys === undefined) this.pending.set(b, (keys = new Set()));
+    if (grant !== null) keys.add(grant * 4 + KEY_KIND.grant);
+    if (tool !== null) keys.add(tool * 4 + KEY_KIND.tool);
+    keys.add(decision);
+    keys.add(server);
+    if (b > this.newestBucket) this.newestBucket = b;
+  }
+
+  /** Writes the bucket rows of the tail's buckets below `upTo`, and moves the watermark there. */
+  private summarise(upTo: number): void {
+    const from = this.watermark!;
+    const pairs: Array<[number, number]> = [];
+    if (!this.pendingComplete) {
+      // Records not written from here may be in the tail: its keys are read from the records
+      // themselves, the whole tail's, so that from now on `pending` covers all of it.
+      this.pending = new Map();
+      for (const row of this.tailKeys.iterate(from)) {
+        const b = row[0] as number;
+        let keys = this.pending.get(b);
+        if (keys === undefined) this.pending.set(b, (keys = new Set()));
+        if (row[1] !== null) keys.add((row[1] as number) * 4 + KEY_KIND.grant);
+        if (row[2] !== null) keys.add((row[2] as number) * 4 + KEY_KIND.tool);
+        keys.add((row[3] as number) * 4 + KEY_KIND.decision);
+        keys.add((row[4] as number) * 4 + KEY_KIND.server);
+        if (b > this.newestBucket) this.newestBucket = b;
+      }
+    }
+    for (const [b, keys] of this.pending) if (b < upTo) for (const key of keys) pairs.push([key, b]);
+    // In key order, so that a key's rows for all these buckets go to one page together.
+    pairs.sort((x, y) => x[0] - y[0] || x[1] - y[1]);
+    for (const [key, b] of pairs) this.addBucket.run(key, b);
+    this.writeWatermark.run(upTo);
+    for (const b of this.pending.keys()) if (b < upTo) this.pending.delete(b);
+    this.watermark = upTo;
+    this.pendingComplete = true;
+  }
+
+  /** The id of string `i` of a record that has none: fails for the fields a record must have. */
+  private missing(i: number): null {
+    if (REQUIRED.has(i)) throw new TypeError(`${this.name}: a record's ${STRING_FIELDS[i]} is missing; the batch was not written`);
+    return null;
+  }
+
+  /** The id of the `local`th string the thread was sent, resolved once per string (and again if that was rolled back). */
+  private tableId(table: StringTable, local: number, i: number): number {
+    let id = table.ids[local]!;
+    if (id === 0) {
+      id = this.cachedId(table.texts[local]!, i);
+      table.ids[local] = id;
+      this.undo.push(() => (table.ids[local] = 0));
+    }
+    if (id < 0) {
+      this.illFormed = true;
+      return -id;
+    }
+    return id;
+  }
+
+  /** The id of `text` as string field `i` of a record. */
+  private textId(text: unknown, i: number): number {
+    if (typeof text !== 'string') {
+      throw new TypeError(`${this.name}: a record's ${STRING_FIELDS[i]} must be a string${REQUIRED.has(i) ? '' : ' or null'}, not ${typeof text}; the batch was not written`);
+    }
+    const id = this.cachedId(text, i);
+    if (id < 0) {
+      this.illFormed = true;
+      return -id;
+    }
+    return id;
+  }
+
+  /** The id of `text` in audit_strings (or, for the stream, audit_streams), added if new; negative if it is not well-formed. */
+  private cachedId(text: string, i: number): number {
+    const isStream = i === F.stream;
+    const cache = isStream ? this.streams : this.strings;
+    let id = cache.get(text);
+    if (id === undefined) {
+      id = isStream
+        ? (this.findStream.get(text) ?? Number(this.addStream.run(text).lastInsertRowid))
+        : (this.findString.get(text) ?? Number(this.addString.run(text).lastInsertRowid));
+      if (!isWellFormed(text)) id = -id;
+      cache.set(text, id);
+      this.undo.push(() => cache.delete(text));
+    }
+    return id;
+  }
+
+  /** Forgets cache entries of rolled-back work: everything after `mark`. */
+  private undoSince(mark: number): void {
+    for (let i = this.undo.length - 1; i >= mark; i--) this.undo[i]!();
+    this.undo.length = mark;
+  }
+
+  /**
+   * Deletes the records written before `before`, stream by stream, and leaves a checkpoint for
+   * each stream that lost records, so the rest still verifies.
+   *
+   * Per stream only a prefix is deleted: records up to the first one at or after `before`. A
+   * record that is old but follows a newer one (a clock stepped back) stays, since deleting it
+   * would leave a hole the checkpoint cannot bridge. Each transaction deletes at most PRUNE_CHUNK
+   * records together with the checkpoint of the last one, so the log verifies after every
+   * step, and the event loop (on the writer thread: the writes) runs between steps. Then the
+   * bucket rows older than every remaining record go, a few hundred keys per transaction.
+   * `stop()` is asked between steps; when it says so, pruning ends there and rejects.
+   */
+  async prune(before: number, prunedAt: number, stop: () => string | undefined): Promise<PruneResult> {
+    const db = this.db;
+    const nextStream = db.prepare<[string], { id: number; stream: string }>('SELECT id, stream FROM audit_streams WHERE stream > ? ORDER BY stream LIMIT 1');
+    const head = db.prepare<[number, number], { seq: number; at: number; hash: Buffer; record_json: string | null }>(
+      `SELECT seq, id >> ${AT_SHIFT} AS at, hash, record_json FROM audit_records WHERE stream = ? ORDER BY seq LIMIT ?`,
+    );
+    const remove = db.prepare<[number, number]>('DELETE FROM audit_records WHERE stream = ? AND seq <= ?');
+    const checkpoint = db.prepare<[string, number, string, number, number]>(
+      `INSERT INTO audit_checkpoints (stream, seq, hash, at, pruned_at) VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT (stream) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, at = excluded.at, pruned_at = excluded.pruned_at
+       WHERE excluded.seq > audit_checkpoints.seq`,
+    );
+    /** One step: deletes the stream's oldest records (at most PRUNE_CHUNK); whether the stream has more to prune. */
+    const step = db
+      .transaction((id: number, stream: string): { deleted: number; more: boolean } => {
+        const rows = head.all(id, PRUNE_CHUNK);
+        let last: (typeof rows)[number] | undefined;
+        for (const row of rows) {
+          if (row.at >= before) break;
+          last = row;
+        }
+        if (last === undefined) return { deleted: 0, more: false };
+        const deleted = remove.run(id, last.seq).changes;
+        const hash = last.record_json !== null ? (JSON.parse(last.record_json) as AuditRecord).hash : last.hash.toString('hex');
+        checkpoint.run(stream, last.seq, hash, last.at, prunedAt);
+        return { deleted, more: last === rows[rows.length - 1] && rows.length === PRUNE_CHUNK };
+      })
+      .immediate;
+
+    let records = 0;
+    let streams = 0;
+    const check = () => {
+      const why = stop();
+      if (why !== undefined) throw new Error(`${this.name}: pruning stopped (${why}) after deleting ${records} records; the log verifies as it is`);
+    };
+    // Streams one at a time by seeking past the previous one: no scan of the whole table.
+    for (let s = nextStream.get(''); s !== undefined; s = nextStream.get(s.stream)) {
+      let pruned = false;
+      for (;;) {
+        await this.idle();
+        check();
+        const { deleted, more } = step(s.id, s.stream);
+        records += deleted;
+        pruned ||= deleted > 0;
+        await yieldToEventLoop();
+        if (!more) break;
+      }
+      if (pruned) streams++;
+    }
+    if (records > 0) await this.pruneBuckets(check);
+    return { records, streams };
+  }
+
+  /** Waits until no write transaction is open: a batch still arriving slice by slice holds one. */
+  private async idle(): Promise<void> {
+    while (this.db.inTransaction) await yieldToEventLoop();
+  }
+
+  /**
+   * Deletes the bucket rows of buckets older than the oldest remaining record, key by key. The
+   * oldest record is read again in every transaction: a record written meanwhile into an old
+   * bucket (a late replay) keeps that bucket's rows.
+   */
+  private async pruneBuckets(check: () => void): Promise<void> {
+    const db = this.db;
+    const keysAfter = db.prepare<[number, number], number>('SELECT DISTINCT key FROM audit_record_buckets WHERE key > ? ORDER BY key LIMIT ?').pluck();
+    const oldest = db.prepare<[], number>(`SELECT id >> ${BUCKET_SHIFT} FROM audit_records ORDER BY id LIMIT 1`).pluck();
+    const remove = db.prepare<[number, number]>('DELETE FROM audit_record_buckets WHERE key = ? AND bucket < ?');
+    const step = db
+      .transaction((after: number): number | undefined => {
+        const first = oldest.get();
+        if (first === undefined) return undefined;
+        const keys = keysAfter.all(after, PRUNE_KEYS);
+        for (const key of keys) remove.run(key, first);
+        return keys.length === PRUNE_KEYS ? keys[keys.length - 1] : undefined;
+      })
+      .immediate;
+    for (let after: number | undefined = -1; after !== undefined; ) {
+      await this.idle();
+      check();
+      after = step(after);
+      await yieldToEventLoop();
+    }
+  }
+}
+
+const wellFormed = (v: unknown): boolean => typeof v !== 'string' || isWellFormed(v);
+
+function asError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err));
+}
