@@ -29,18 +29,18 @@ export interface AuditQuery {
 /**
  * One page of a query. Records are ordered by time, then by the order they were written in (for
  * one stream, its seq order), newest or oldest first: a total order, so a page boundary never
- * splits or repeats records of the same millisecond. Written order is the table's rowid, which
- * every index carries anyway, so each query walks one index in order and stops at the page's end
- * (ties broken by stream and seq instead would make SQLite sort every match first).
+ * splits or repeats records of the same millisecond. Each store keeps written order in its key
+ * (SQLite: the row id is the time and the order within its millisecond; PostgreSQL: an identity
+ * column), so a query walks its rows in order and stops at the page's end instead of sorting.
  */
 export interface AuditPage {
   readonly records: AuditRecord[];
   /**
    * The cursor for the next page (pass it as `after`, with the same filters and order), or
-   * undefined when this page is the last. It is the position (time and rowid) of this page's
-   * last record, opaque to callers: records written after the first page was read appear in
-   * later pages of an `oldest` walk, and in none of a `newest` walk, which moves into the past.
-   * A cursor is good until the file is VACUUMed (which may renumber rowids).
+   * undefined when this page is the last. It is the position (time and written order) of this
+   * page's last record, opaque to callers and meaningful only to the store that made it: records
+   * written after the first page was read appear in later pages of an `oldest` walk, and in none
+   * of a `newest` walk, which moves into the past.
    */
   readonly next: string | undefined;
 }

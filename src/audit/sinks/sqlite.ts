@@ -17,7 +17,9 @@
  *   records cross in a compact form (sqlite-wire.ts: numbers in a Float64Array, the strings that
  *   repeat sent once and then by number, the rest concatenated), a slice of SLICE_RECORDS at a
  *   time, and write() yields to the event loop whenever it has spent SLICE_MS: each turn it takes
- *   stays well under a millisecond, ~3.5-4.5 µs of main-thread CPU a record in all.
+ *   stays well under a millisecond (0.3 ms typically), ~3.5-4.5 µs of main-thread CPU a record in
+ *   all. takeLongestStep() says how long the longest of those turns was, for the benchmark and
+ *   for metrics.
  * - The thread writes each slice as it arrives, inside the batch's transaction, so it works on one
  *   slice while the main thread encodes the next. Batches that arrive back to back share a
  *   transaction (a savepoint each keeps each all or nothing): the audit writer keeps one batch in
@@ -118,7 +120,7 @@ export interface SqliteAuditSinkOptions {
   readonly clock?: () => number;
 }
 
-/** Records per slice when handing a batch to the writer thread: about 0.25 ms of encoding each here. */
+/** Records per slice when handing a batch to the writer thread: about 0.2 ms of encoding each here. */
 const SLICE_RECORDS = 64;
 /**
  * The first slice of a batch is smaller: the writer thread, idle since the last batch, starts on it
