@@ -19,6 +19,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
+import { inTransaction } from './pg-transaction.js';
 import { MIGRATIONS, SCHEMA_MIGRATIONS_SQL, nextMigration } from './migrations.js';
 import type { Migration } from './migrations.js';
 import { StoreConflictError } from './store.js';
@@ -106,24 +107,6 @@ export async function applyPostgresMigrations(pool: pg.Pool, migrations: readonl
       return true;
     });
     if (!applied) return;
-  }
-}
-
-async function inTransaction<T>(pool: pg.Pool, body: (client: pg.PoolClient) => Promise<T>): Promise<T> {
-  const client = await pool.connect();
-  try {
-    await client.query('BEGIN');
-    const result = await body(client);
-    await client.query('COMMIT');
-    client.release();
-    return result;
-  } catch (err) {
-    // A connection whose ROLLBACK failed is in an unknown state: destroy it rather than reuse it.
-    await client.query('ROLLBACK').then(
-      () => client.release(),
-      (rollbackErr: Error) => client.release(rollbackErr),
-    );
-    throw err;
   }
 }
 

@@ -44,6 +44,7 @@
  *   value past 2^53 is refused rather than rounded.
  */
 import pg from 'pg';
+import { inTransaction } from '../../store/pg-transaction.js';
 import type { AuditRecord } from '../event.js';
 import type { AuditPage, AuditQuery, AuditStore, PruneResult } from '../store.js';
 import { verifyChain, type AuditCheckpoint, type VerifyOptions, type VerifyResult } from '../verify.js';
@@ -249,24 +250,6 @@ async function migrate(pool: pg.Pool, clock: () => number): Promise<void> {
       await client.query('INSERT INTO audit_schema_versions (version, applied_at) VALUES ($1, $2)', [1, clock()]);
     }
   });
-}
-
-async function inTransaction<T>(pool: pg.Pool, body: (client: pg.PoolClient) => Promise<T>, begin = 'BEGIN'): Promise<T> {
-  const client = await pool.connect();
-  try {
-    await client.query(begin);
-    const result = await body(client);
-    await client.query('COMMIT');
-    client.release();
-    return result;
-  } catch (err) {
-    // A connection whose ROLLBACK failed is in an unknown state: destroy it rather than reuse it.
-    await client.query('ROLLBACK').then(
-      () => client.release(),
-      (rollbackErr: Error) => client.release(rollbackErr),
-    );
-    throw err;
-  }
 }
 
 export class PostgresAuditSink implements AuditStore {
