@@ -5,53 +5,17 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { chain, recordHash, type AuditDecision, type AuditEventInput, type AuditRecord } from '../event.js';
+import { chain, recordHash, type AuditEventInput, type AuditRecord } from '../event.js';
 import { verifyChain } from '../verify.js';
 import type { Worker } from 'node:worker_threads';
 import { AUDIT_SQLITE_SCHEMA_VERSION, openSqliteAuditSink, type SqliteAuditSink } from './sqlite.js';
+import { A, B, event, streamOf, T0 } from './records.fixture.js';
 
-const T0 = 1_700_000_000_000;
-const A = '3f2a9c1d-5b7e-4f0a-9d2c-8e1f6a4b3c21';
-const B = 'b81c04e2-7a19-4c55-a0d3-2f9e6b7c8d10';
 const dir = mkdtempSync(path.join(tmpdir(), 'policylayer-audit-sqlite-'));
 let files = 0;
 const freshFile = () => path.join(dir, `audit-${++files}.db`);
 
 after(() => rmSync(dir, { recursive: true, force: true }));
-
-const DECISIONS: AuditDecision[] = ['allow', 'deny', 'rate_limited', 'allow', 'hidden'];
-
-/** Event `i` of a varied traffic: every decision kind here, nulls where the kind has none. */
-function event(i: number, at = T0 + i * 1_000): AuditEventInput {
-  const decision = DECISIONS[i % DECISIONS.length]!;
-  const allowed = decision === 'allow';
-  return {
-    at,
-    requestId: String(i),
-    grantId: `grant-${i % 3}`,
-    grantLabel: `agent ${i % 3}`,
-    session: i % 4 === 0 ? null : `session-${i % 2}`,
-    server: i % 2 === 0 ? 'crm' : 'github',
-    method: 'tools/call',
-    tool: ['search', 'update_contact', 'delete_contact'][i % 3]!,
-    decision,
-    rule: allowed ? '/tools/search' : '/tools/update_contact/deny_if/0',
-    reason: allowed ? null : 'outside business hours',
-    policyVersion: 'sha256:0123456789abcdef',
-    arguments: { keys: ['id', 'name'], sha256: 'ab'.repeat(32) },
-    upstreamStatus: allowed ? 'ok' : null,
-    latencyMs: allowed ? 3.25 + i : null,
-    resultBytes: allowed ? 100 + i : null,
-    error: null,
-  };
-}
-
-/** Records 1..n of `stream`, chained; `at` of record k is T0 + k s unless `at` says otherwise. */
-function streamOf(stream: string, n: number, at: (k: number) => number = (k) => T0 + k * 1_000): AuditRecord[] {
-  const out: AuditRecord[] = [];
-  for (let k = 1; k <= n; k++) out.push(chain(stream, out[out.length - 1], event(k, at(k))));
-  return out;
-}
 
 async function all(sink: SqliteAuditSink): Promise<AuditRecord[]> {
   const out: AuditRecord[] = [];
