@@ -104,7 +104,7 @@ Options:
   --only LIST               scenarios to run, of: direct-http,gateway-http,floor-http,limits-http,
                             audit-http,direct-stdio,wrap-stdio,gateway-stdio (default: all). A run of
                             only some leaves the full results in docs/benchmarks.md as they are and
-                            skips the in-process benchmarks (policy, limits); with gateway-http and
+                            skips the in-process benchmarks (policy, limits, audit sinks); with gateway-http and
                             audit-http it writes their comparison between the proxy-audit-bench markers
   --gateway PATH            the gateway's bin/policylayer.js to measure (default: this checkout's)
   --compare PATH            also measure another build's bin/policylayer.js (a worktree of main, say) in
@@ -645,12 +645,16 @@ async function main(argv: string[]): Promise<number> {
       }
     }
     if (opts.partial) {
-      log('--only: the policy and limits benchmarks are not run');
+      log('--only: the policy, limits and audit sink benchmarks are not run');
     } else {
       // The policy-decision benchmark (bench/policy.ts) runs with the same --quick and --write.
-      // So do the counter-store benchmarks: memory always, Redis when one answers at REDIS_URL.
+      // So do the counter-store benchmarks (memory always, Redis when one answers at REDIS_URL)
+      // and the audit sinks' (SQLite always, PostgreSQL when one answers at DATABASE_URL).
       const sub = [...(opts.quick ? ['--quick'] : []), ...(opts.write ? ['--write'] : [])];
-      for (const script of ['policy.js', 'limits.js', 'limits-redis.js']) {
+      const scripts = ['policy.js', 'limits.js', 'limits-redis.js', 'audit-sqlite.js'];
+      if (process.env.DATABASE_URL) scripts.push('audit-postgres.js');
+      else log('audit-postgres bench skipped: set DATABASE_URL to a PostgreSQL it may create schemas in');
+      for (const script of scripts) {
         try {
           execFileSync(process.execPath, [join(HERE, script), ...sub], { stdio: ['ignore', opts.json ? 2 : 'inherit', 'inherit'] });
         } catch (err) {

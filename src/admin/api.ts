@@ -3,6 +3,7 @@
  * docs/admin-api.md). It authenticates and authorises, turns requests into ControlPlane calls and
  * answers; the ControlPlane validates, writes and records the admin audit events.
  */
+import type { KeyObject } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { AUDIT_DECISIONS, type AuditDecision } from '../audit/event.js';
 import type { AuditSinkStats } from '../audit/writer.js';
@@ -32,7 +33,9 @@ export interface AdminApiOptions {
 export interface AuditSource {
   /** The sinks that can be queried (SQLite, PostgreSQL), in configured order. */
   stores(): AuditStore[];
-  stats(): AuditSinkStats[];
+  stats(): Promise<AuditSinkStats[]>;
+  /** The public half of the gateway's audit signing key (none if it has none): what checkpoints are verified with. */
+  publicKeys(): KeyObject[];
 }
 
 interface Request {
@@ -167,7 +170,7 @@ export const ROUTES: readonly Route[] = [
     role: 'viewer',
     handle: async (_c, r) => {
       if (r.audit === undefined) throw new PolicyLayerError(ErrorCodes.NOT_FOUND, 'the audit log is off (audit.sinks: [])');
-      return { sinks: r.audit.stats() };
+      return { sinks: await r.audit.stats() };
     },
   },
   {
@@ -176,7 +179,8 @@ export const ROUTES: readonly Route[] = [
     role: 'admin',
     handle: async (_c, r) => {
       const store = auditStore(r.audit);
-      return { sink: store.name, ...(await store.verify()) };
+      // Checkpoints count only if signed by the gateway's own audit signing key.
+      return { sink: store.name, ...(await store.verify({ publicKeys: r.audit?.publicKeys() ?? [] })) };
     },
   },
 ];

@@ -1,43 +1,39 @@
 /**
- * The running audit log of a gateway: its sinks, the writer that feeds them, the trail the
- * pipeline records through, and retention. Built from `audit:` by the composition root.
+ * The running audit log of a gateway: its audit thread (which owns the sinks and the writer that
+ * feeds them, see thread-worker.ts), the trail the pipeline records through, and retention. Built
+ * from `audit:` by the composition root.
  */
+import type { KeyObject } from 'node:crypto';
 import type { AuditConfig } from '../config/index.js';
 import { silentLogger, type Logger } from '../telemetry/logger.js';
-import { DeferredSink, isPostgresSpec, openAuditSink, sinkDisplayName } from './open.js';
-import type { AuditSink } from './sink.js';
+import { openSigningKey, type AuditSigningKey } from './signing.js';
 import type { AuditStore } from './store.js';
+import { AuditThread } from './thread.js';
 import { AuditTrail } from './trail.js';
-import { AuditWriter, type AuditSinkStats } from './writer.js';
+import type { AuditSinkStats } from './writer.js';
 
 /** How often retention prunes (the first run is shortly after the start). */
 const RETENTION_EVERY_MS = 60 * 60_000;
 const RETENTION_FIRST_MS = 60_000;
 
 export class AuditLog {
-  readonly writer: AuditWriter;
   readonly trail: AuditTrail;
-  private readonly sinks: readonly AuditSink[];
+  /** The key retention signs its checkpoints with, and the admin API verifies them with; undefined when there is none yet and retention is off. */
+  readonly signingKey: AuditSigningKey | undefined;
+  private readonly thread: AuditThread;
   private readonly log: Logger;
   private retentionTimer: NodeJS.Timeout | undefined;
   private pruning: Promise<void> | undefined;
   private closed: Promise<void> | undefined;
 
-  private constructor(config: AuditConfig, sinks: readonly AuditSink[], logger: Logger) {
-    this.sinks = sinks;
+  private constructor(config: AuditConfig, thread: AuditThread, logger: Logger, signingKey: AuditSigningKey | undefined) {
+    this.thread = thread;
+    this.signingKey = signingKey;
     this.log = logger.child({ component: 'audit' });
-    this.writer = new AuditWriter({
-      sinks,
-      spillDir: config.spillDir,
-      flushIntervalMs: config.flushIntervalMs,
-      batchSize: config.batchSize,
-      maxQueue: config.maxQueue,
-      onFull: config.onFull,
-      logger,
-    });
     this.trail = new AuditTrail({
-      writer: this.writer,
-      arguments: config.arguments,
+      writer: thread,
+      // Derived in the audit thread, not on the event loop.
+      arguments: undefined,
       durability: config.durability,
       onFull: config.onFull,
       holdMs: config.flushIntervalMs,
@@ -46,53 +42,69 @@ export class AuditLog {
   }
 
   /**
-   * Opens every sink `config.sinks` names and starts writing. A SQLite or JSON Lines sink that
-   * cannot be opened (a folder without write permission, a file of a newer schema) fails the
-   * start: that is a mistake to fix, not an outage to wait out. A PostgreSQL sink is opened by its
-   * first write, so a database that is down at start only delays its records (they spill).
+   * Starts the audit thread, which opens every sink `config.sinks` names. A SQLite or JSON Lines
+   * sink that cannot be opened (a folder without write permission, a file of a newer schema) fails
+   * the start: that is a mistake to fix, not an outage to wait out. A PostgreSQL sink is opened by
+   * its first write, so a database that is down at start only delays its records (they spill).
+   * So does a signing key file that cannot be read or is not an Ed25519 private key (see
+   * openSigningKey), before any sink is opened.
    */
-  static async open(config: AuditConfig, logger: Logger = silentLogger()): Promise<AuditLog> {
-    const sinks: AuditSink[] = [];
-    try {
-      for (const spec of config.sinks) {
-        if (isPostgresSpec(spec)) {
-          sinks.push(new DeferredSink(sinkDisplayName(spec), async () => (await openAuditSink(spec, config)).sink));
-        } else {
-          sinks.push((await openAuditSink(spec, config)).sink);
-        }
-      }
-    } catch (err) {
-      await Promise.allSettled(sinks.map((s) => s.close()));
-      throw err;
-    }
-    return new AuditLog(config, sinks, logger);
+  static async open(config: AuditConfig, logger: Logger = silentLogger(), opts: { stream?: string } = {}): Promise<AuditLog> {
+    const signingKey = openSigningKey(config, logger.child({ component: 'audit' }));
+    return new AuditLog(config, await AuditThread.start(config, logger, opts), logger, signingKey);
+  }
+
+  /** The public keys checkpoints are verified with: the signing key's, when there is one. */
+  publicKeys(): KeyObject[] {
+    return this.signingKey === undefined ? [] : [this.signingKey.publicKey];
+  }
+
+  /** This process's stream id: every record it writes carries it. */
+  get stream(): string {
+    return this.thread.stream;
+  }
+
+  /** Resolves once everything recorded so far is written (or spilled) by every sink. */
+  flush(): Promise<void> {
+    return this.thread.flush();
   }
 
   get sinkNames(): string[] {
-    return this.sinks.map((s) => s.name);
+    return [...this.thread.sinkNames];
   }
 
-  /** Each sink's counters: state, queued, written, spilled, dropped, errors. */
-  stats(): AuditSinkStats[] {
-    return this.writer.stats();
+  /** Each sink's counters: state, queued, written, spilled, dropped, errors, as the audit thread has them now. */
+  stats(): Promise<AuditSinkStats[]> {
+    // The thread gone (it crashed), the last counters it sent are still the best answer.
+    return this.thread.statsNow().catch(() => this.thread.stats());
   }
 
-  /** The sinks that can be queried (SQLite, PostgreSQL once opened), for retention and the admin API. */
+  /** The sinks that can be queried (SQLite, PostgreSQL), for retention and the admin API; they run in the audit thread. */
   stores(): AuditStore[] {
-    const out: AuditStore[] = [];
-    for (const s of this.sinks) {
-      const inner = s instanceof DeferredSink ? s.current : s;
-      if (inner !== undefined && isStore(inner)) out.push(inner);
-    }
-    return out;
+    return this.thread.stores();
   }
 
-  /** Prunes every store of records older than `retentionMs` (each keeps a checkpoint per stream). */
+  /**
+   * Prunes every store of records older than `retentionMs` (each keeps a signed checkpoint per
+   * stream). A stream the store would not prune as far (its checkpoint is not this key's, or its
+   * records were removed by hand) is logged as an error each time: it is what verify reports.
+   */
   async prune(retentionMs: number, now = Date.now()): Promise<void> {
+    const key = this.signingKey;
+    if (key === undefined) {
+      this.log.error('audit retention: no signing key to sign checkpoints with; nothing pruned');
+      return;
+    }
     for (const store of this.stores()) {
       try {
-        const r = await store.prune(now - retentionMs);
+        const r = await store.prune(now - retentionMs, key);
         if (r.records > 0) this.log.info({ sink: store.name, records: r.records, streams: r.streams }, 'audit retention: old records pruned');
+        for (const h of r.held ?? []) {
+          this.log.error(
+            { sink: store.name, stream: h.stream, reason: h.reason },
+            `audit retention: stream ${h.stream} not pruned: ${h.reason}; run \`policylayer audit verify\``,
+          );
+        }
       } catch (err) {
         this.log.error({ sink: store.name, err: (err as Error).message }, 'audit retention: pruning failed; will try again');
       }
@@ -106,7 +118,7 @@ export class AuditLog {
       await this.pruning;
       // Calls still running (the drain timed out) are in the log as forwarded, at least.
       this.trail.releaseHeld(true);
-      await this.writer.close();
+      await this.thread.close();
     })();
     return this.closed;
   }
@@ -123,8 +135,4 @@ export class AuditLog {
     };
     run(RETENTION_FIRST_MS);
   }
-}
-
-function isStore(s: AuditSink): s is AuditStore {
-  return typeof (s as Partial<AuditStore>).prune === 'function' && typeof (s as Partial<AuditStore>).query === 'function';
 }

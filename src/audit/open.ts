@@ -10,6 +10,8 @@ import type { JsonlFileSink } from './sinks/jsonl.js';
 export interface OpenSinkOptions {
   /** `strict` syncs every SQLite commit to disk (see the SQLite sink). Default `async`. */
   readonly durability?: 'async' | 'strict';
+  /** A SQLite sink writes on the caller's thread (see SqliteAuditSinkOptions.inline). */
+  readonly inline?: boolean;
 }
 
 /** What a spec names: a queryable store, a JSON Lines file (readable in order), or stdout. */
@@ -26,7 +28,7 @@ export function isPostgresSpec(spec: string): boolean {
 export async function openAuditSink(spec: string, opts: OpenSinkOptions = {}): Promise<OpenedSink> {
   if (spec.startsWith('sqlite:')) {
     const { openSqliteAuditSink } = await import('./sinks/sqlite.js');
-    return { kind: 'store', sink: openSqliteAuditSink(spec.slice('sqlite:'.length), { synchronous: opts.durability === 'strict' ? 'full' : 'normal' }) };
+    return { kind: 'store', sink: openSqliteAuditSink(spec.slice('sqlite:'.length), { synchronous: opts.durability === 'strict' ? 'full' : 'normal', inline: opts.inline }) };
   }
   if (spec.startsWith('jsonl:')) {
     const { JsonlFileSink } = await import('./sinks/jsonl.js');

@@ -6,6 +6,7 @@
  */
 import type { AuditDecision, AuditRecord } from './event.js';
 import type { AuditSink } from './sink.js';
+import type { AuditSigningKey } from './signing.js';
 import type { AuditCheckpoint, VerifyOptions, VerifyResult } from './verify.js';
 
 /** What query() selects; every filter is optional and they combine with AND. */
@@ -50,6 +51,12 @@ export interface PruneResult {
   readonly records: number;
   /** Streams that lost records, each with a new checkpoint. */
   readonly streams: number;
+  /**
+   * Streams the prune did not take as far as the cut, each with why: its checkpoint is not one
+   * this key signed, or a record does not follow the one before (see signing.ts, pruneAnchor and
+   * prunableRecords). Verification reports the same place. Present only when there are any.
+   */
+  readonly held?: ReadonlyArray<{ readonly stream: string; readonly reason: string }>;
 }
 
 export interface AuditStore extends AuditSink {
@@ -59,8 +66,12 @@ export interface AuditStore extends AuditSink {
   iterate(): AsyncGenerator<AuditRecord>;
   /** The checkpoints retention left for pruned streams. */
   checkpoints(): Promise<AuditCheckpoint[]>;
-  /** Verifies every stream's chain from its checkpoint (or genesis) on. */
+  /** Verifies every stream's chain from its checkpoint (or genesis) on; give `publicKeys` to check the checkpoints' signatures with. */
   verify(opts?: Omit<VerifyOptions, 'checkpoints'>): Promise<VerifyResult>;
-  /** Deletes records older than `beforeMs`, leaving a checkpoint per stream that lost any. */
-  prune(beforeMs: number): Promise<PruneResult>;
+  /**
+   * Deletes records older than `beforeMs`, leaving a checkpoint per stream that lost any, signed
+   * by `key` in the transaction that deletes the records it stands for. A stream is pruned only
+   * from a checkpoint `key` signed (or its start), and only over records that chain from it.
+   */
+  prune(beforeMs: number, key: AuditSigningKey): Promise<PruneResult>;
 }

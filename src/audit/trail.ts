@@ -18,11 +18,22 @@
 import { performance } from 'node:perf_hooks';
 import type { AuditDecision, AuditEventInput, ArgumentsMode } from './event.js';
 import { auditArguments } from './arguments.js';
-import type { AuditWriter } from './writer.js';
+
+/** What the trail records through: the audit thread (thread.ts), or an AuditWriter of its own. */
+export interface EventRecorder {
+  record(event: AuditEventInput): unknown;
+  recordDurable(event: AuditEventInput): Promise<void>;
+  readonly full: boolean;
+  whenRoom(): Promise<void>;
+}
 
 export interface AuditTrailOptions {
-  readonly writer: AuditWriter;
-  readonly arguments: ArgumentsMode;
+  readonly writer: EventRecorder;
+  /**
+   * What is kept of arguments. Undefined: the writer decides, and is handed them as the client sent
+   * them (the audit thread derives them, off the event loop).
+   */
+  readonly arguments: ArgumentsMode | undefined;
   readonly durability: 'async' | 'strict';
   /**
    * How long a forwarded call's decision record may wait for its outcome to be written with it
@@ -60,8 +71,8 @@ export class AuditTrail {
   private holdTimer: NodeJS.Timeout | undefined;
   private readonly holdMs: number;
   private readonly block: boolean;
-  private readonly writer: AuditWriter;
-  private readonly mode: ArgumentsMode;
+  private readonly writer: EventRecorder;
+  private readonly mode: ArgumentsMode | undefined;
   private readonly now: () => number;
 
   constructor(o: AuditTrailOptions) {
@@ -121,7 +132,7 @@ export class AuditTrail {
 
   /** @internal */
   argumentsOf(args: unknown): unknown {
-    return auditArguments(args, this.mode);
+    return this.mode === undefined ? args : auditArguments(args, this.mode);
   }
 
   /**

@@ -1,6 +1,8 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
 import { chain, recordHash, type AuditEventInput, type AuditRecord } from './event.js';
+import { keyFingerprint, signCheckpoint, type AuditSigningKey, type CheckpointContent } from './signing.js';
 import { verifyChain, type AuditCheckpoint, type VerifyResult } from './verify.js';
 
 const S1 = '3f2a9c1d-5b7e-4f0a-9d2c-8e1f6a4b3c21';
@@ -27,6 +29,23 @@ function event(i: number): AuditEventInput {
     resultBytes: i % 5 === 0 ? null : 120 + i,
     error: null,
   };
+}
+
+const T = 1_700_000_000_000;
+const PRUNED_AT = T + 86_400_000;
+
+function newKey(): AuditSigningKey {
+  const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+  return { keyId: keyFingerprint(publicKey), privateKey, publicKey };
+}
+/** The audit signing key the tests trust, and another one. */
+const KEY = newKey();
+const OTHER = newKey();
+
+/** `cp` as the gateway's prune writes it: signed by `key`. */
+function signed(cp: CheckpointContent, key: AuditSigningKey = KEY): AuditCheckpoint {
+  const { stream, seq, hash, at, prunedAt } = cp;
+  return { stream, seq, hash, at, prunedAt, ...signCheckpoint(key, { stream, seq, hash, at, prunedAt }) };
 }
 
 /** Records 1..n of `stream`, correctly chained. */
@@ -243,46 +262,123 @@ describe('verifyChain with repeated records (the writer delivers at least once)'
 
 describe('verifyChain with checkpoints of pruned records', () => {
   const log = streamOf(S1, 10);
-  const checkpoint: AuditCheckpoint = { stream: S1, seq: 4, hash: log[3]!.hash };
+  const checkpoint = signed({ stream: S1, seq: 4, hash: log[3]!.hash, at: log[3]!.at, prunedAt: PRUNED_AT });
+  const publicKeys = [KEY.publicKey];
 
   it('starts the stream right after its checkpoint', async () => {
-    assert.deepEqual(await verifyChain(log.slice(4), { checkpoints: [checkpoint] }), { ok: true, records: 6, streams: 1, duplicates: 0 });
+    assert.deepEqual(await verifyChain(log.slice(4), { checkpoints: [checkpoint], publicKeys }), { ok: true, records: 6, streams: 1, duplicates: 0 });
   });
 
   it('without the checkpoint, reports the pruned records as deleted', async () => {
-    const f = failure(await verifyChain(log.slice(4)));
+    const f = failure(await verifyChain(log.slice(4), { publicKeys }));
     assert.deepEqual([f.problem, f.seq], ['deleted', 1]);
   });
 
   it('accepts a stream pruned to its checkpoint and nothing after it', async () => {
-    assert.deepEqual(await verifyChain(streamOf(S2, 3), { checkpoints: [checkpoint] }), { ok: true, records: 3, streams: 1, duplicates: 0 });
+    assert.deepEqual(await verifyChain(streamOf(S2, 3), { checkpoints: [checkpoint], publicKeys }), { ok: true, records: 3, streams: 1, duplicates: 0 });
   });
 
   it('reports records deleted right after the checkpoint', async () => {
-    const f = failure(await verifyChain(log.slice(6), { checkpoints: [checkpoint] }));
+    const f = failure(await verifyChain(log.slice(6), { checkpoints: [checkpoint], publicKeys }));
     assert.deepEqual([f.problem, f.seq], ['deleted', 5]);
     assert.match(f.message, /records 5–6: missing: record 7 follows the checkpoint \(record 4, pruned\)/);
   });
 
   it('reports a checkpoint whose hash the first remaining record does not carry', async () => {
-    const f = failure(await verifyChain(log.slice(4), { checkpoints: [{ ...checkpoint, hash: 'e'.repeat(64) }] }));
+    const f = failure(await verifyChain(log.slice(4), { checkpoints: [signed({ ...checkpoint, hash: 'e'.repeat(64) })], publicKeys }));
     assert.deepEqual([f.problem, f.seq], ['checkpoint', 5]);
   });
 
   it('reports a record the checkpoint says was pruned', async () => {
-    const f = failure(await verifyChain(log.slice(2), { checkpoints: [checkpoint] }));
+    const f = failure(await verifyChain(log.slice(2), { checkpoints: [checkpoint], publicKeys }));
     assert.deepEqual([f.problem, f.seq], ['checkpoint', 3]);
     assert.match(f.message, /record 3: it is still present although the checkpoint says records up to 4 were pruned/);
   });
 
   it('counts the furthest of two checkpoints for one stream', async () => {
-    const older = { stream: S1, seq: 2, hash: log[1]!.hash };
-    assert.equal((await verifyChain(log.slice(4), { checkpoints: [older, checkpoint] })).ok, true);
-    assert.equal((await verifyChain(log.slice(4), { checkpoints: [checkpoint, older] })).ok, true);
+    const older = signed({ stream: S1, seq: 2, hash: log[1]!.hash, at: log[1]!.at, prunedAt: PRUNED_AT });
+    assert.equal((await verifyChain(log.slice(4), { checkpoints: [older, checkpoint], publicKeys })).ok, true);
+    assert.equal((await verifyChain(log.slice(4), { checkpoints: [checkpoint, older], publicKeys })).ok, true);
   });
 
-  it('refuses a checkpoint that is not one', async () => {
-    await assert.rejects(verifyChain(log, { checkpoints: [{ stream: S1, seq: 0, hash: 'x' }] }), TypeError);
+  it('refuses a checkpoint that is not one, even signed', async () => {
+    await assert.rejects(verifyChain(log, { checkpoints: [signed({ stream: S1, seq: 0, hash: 'x', at: 0, prunedAt: 0 })], publicKeys }), TypeError);
+  });
+});
+
+describe('verifyChain checks that each checkpoint is signed off', () => {
+  const log = streamOf(S1, 10);
+  const content = { stream: S1, seq: 4, hash: log[3]!.hash, at: log[3]!.at, prunedAt: PRUNED_AT };
+  const publicKeys = [KEY.publicKey];
+
+  it('names the stream whose checkpoint is not signed (forged, or written before checkpoints were signed)', async () => {
+    const f = failure(await verifyChain(log.slice(4), { checkpoints: [{ ...content, keyId: null, signature: null }], publicKeys }));
+    assert.deepEqual(f, {
+      ok: false,
+      problem: 'checkpoint',
+      stream: S1,
+      seq: 4,
+      message: `stream 3f2a9c1d…, the checkpoint (record 4, pruned): it is not signed by the audit signing key ${KEY.keyId}: the records before it may have been removed by hand (or it was written before checkpoints were signed) (checkpoint)`,
+    });
+  });
+
+  it('names the stream whose checkpoint was forged with another key, and that key', async () => {
+    const f = failure(await verifyChain(log.slice(4), { checkpoints: [signed(content, OTHER)], publicKeys }));
+    assert.deepEqual([f.problem, f.stream, f.seq], ['checkpoint', S1, 4]);
+    assert.match(f.message, new RegExp(`^stream 3f2a9c1d…, the checkpoint \\(record 4, pruned\\): it is signed by key ${OTHER.keyId}, not by the audit signing key ${KEY.keyId}: the records before it may have been removed by hand`));
+  });
+
+  for (const [field, patch] of [
+    ['seq', { seq: 3 }],
+    ['hash', { hash: log[2]!.hash }],
+    ['at', { at: content.at + 1 }],
+    ['prunedAt', { prunedAt: PRUNED_AT + 1 }],
+    ['stream', { stream: S2 }],
+  ] as const) {
+    it(`reports a signed checkpoint whose ${field} was changed after it was signed`, async () => {
+      const cp = { ...signed(content), ...patch };
+      const f = failure(await verifyChain(log, { checkpoints: [cp], publicKeys }));
+      assert.deepEqual([f.problem, f.stream, f.seq], ['checkpoint', cp.stream, cp.seq]);
+      assert.match(f.message, new RegExp(`it does not match its signature by the audit signing key ${KEY.keyId}: it was changed after it was signed \\(checkpoint\\)$`));
+    });
+  }
+
+  it('reports a signature that is not one', async () => {
+    const f = failure(await verifyChain(log.slice(4), { checkpoints: [{ ...signed(content), signature: 'not base64 at all!' }], publicKeys }));
+    assert.deepEqual([f.problem, f.seq], ['checkpoint', 4]);
+  });
+
+  it('checks every checkpoint before any record, even one whose stream has no records left', async () => {
+    const gone = { stream: S2, seq: 9, hash: 'd'.repeat(64), at: T, prunedAt: PRUNED_AT, keyId: null, signature: null };
+    const f = failure(await verifyChain(log.slice(4), { checkpoints: [signed(content), gone], publicKeys }));
+    assert.deepEqual([f.problem, f.stream, f.seq], ['checkpoint', S2, 9]);
+  });
+
+  it('accepts checkpoints signed by any of the keys given (gateways with a key each, a key replaced)', async () => {
+    const b = streamOf(S2, 6);
+    const other = signed({ stream: S2, seq: 2, hash: b[1]!.hash, at: b[1]!.at, prunedAt: PRUNED_AT }, OTHER);
+    const both = { checkpoints: [signed(content), other], publicKeys: [OTHER.publicKey, KEY.publicKey] };
+    assert.deepEqual(await verifyChain([...log.slice(4), ...b.slice(2)], both), { ok: true, records: 10, streams: 2, duplicates: 0 });
+  });
+
+  it('takes a private key for its public half', async () => {
+    assert.equal((await verifyChain(log.slice(4), { checkpoints: [signed(content)], publicKeys: [KEY.privateKey] })).ok, true);
+  });
+
+  it('calls a log with checkpoints and no key to check them with unverifiable, never a pass', async () => {
+    const f = failure(await verifyChain(log.slice(4), { checkpoints: [signed(content)] }));
+    assert.deepEqual(f, {
+      ok: false,
+      problem: 'unverifiable',
+      stream: S1,
+      seq: 4,
+      message: "stream 3f2a9c1d…, the checkpoint (record 4, pruned): a stream was pruned, and no public key of the audit signing key was given to check the checkpoints' signatures with (unverifiable)",
+    });
+    assert.equal(failure(await verifyChain(log.slice(4), { checkpoints: [signed(content)], publicKeys: [] })).problem, 'unverifiable');
+  });
+
+  it('needs no key for a log without checkpoints', async () => {
+    assert.deepEqual(await verifyChain(log), { ok: true, records: 10, streams: 1, duplicates: 0 });
   });
 });
 

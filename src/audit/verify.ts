@@ -23,7 +23,8 @@
  * | `inserted`   | two records that differ carry the same seq; or a record's successor follows the record before it (it does not belong between them), whether or not the records after it were renumbered | the inserted one |
  * | `reordered`  | seq goes backwards (and is no exact repeat); or seq jumps ahead and the skipped numbers arrive later; or the record's hash fits only another seq and the record its prevHash names is found elsewhere (numbers were swapped) | the first record out of place |
  * | `duplicated` | only with `duplicates: 'report'`: seq goes back and the records from there repeat, intact and chained, up to the last verified one (an append-only sink got a batch twice) | the first repeat |
- * | `checkpoint` | a record the checkpoint says was pruned is still present, or the first record after a checkpoint does not follow it | that record |
+ * | `checkpoint` | a checkpoint is unsigned, signed by a key not among VerifyOptions.publicKeys, or does not match its signature (checked before any record is read); or a record the checkpoint says was pruned is still present, or the first record after a checkpoint does not follow it | the checkpoint's record; that record |
+ * | `unverifiable` | the log has checkpoints but no public key was given to check their signatures: nothing else is judged | the first checkpoint's record |
  * | `broken`     | the record's content is intact but its prevHash names no record in reach (the record before it or this one was replaced, and which cannot be told); or it follows the record before yet skips numbers (a writer's fault) | this record |
  * | `malformed`  | a field the chain needs is missing or of the wrong form (seq not a whole number ≥ 1, a hash not 64 lowercase hex digits) | this record |
  *
@@ -33,23 +34,39 @@
  * changed in place; anchoring each stream's last hash elsewhere (exported, signed) is what proves
  * that nothing was cut off or rewritten wholesale.
  *
- * Retention: after old records are pruned, a checkpoint `{ stream, seq, hash }` (the last pruned
- * record) stands in for them. The first remaining record of that stream must then be numbered
- * seq + 1 and carry hash as its prevHash. A checkpoint is only as trustworthy as wherever it is
- * kept.
+ * Retention: after old records are pruned, a checkpoint `{ stream, seq, hash, at, prunedAt }`
+ * (the last pruned record, and when it was pruned) stands in for them. The first remaining record
+ * of that stream must then be numbered seq + 1 and carry hash as its prevHash. Whoever can write
+ * to the database could delete a stream's first records and write a checkpoint that fits, so a
+ * checkpoint counts only if it is signed (signing.ts): the gateway signs every checkpoint it
+ * writes with its audit signing key, and verification is given the public half of that key
+ * (VerifyOptions.publicKeys), kept where the database's writers cannot change it. Every checkpoint
+ * is checked before any record: one that is unsigned, signed by a key not given, or changed after
+ * it was signed is a `checkpoint` problem, since the records before it may have been removed by
+ * hand. A log with checkpoints and no key to check them with is `unverifiable`, never a pass.
  */
+import { createPublicKey, type KeyObject } from 'node:crypto';
 import { GENESIS_HASH, recordHash, type AuditRecord } from './event.js';
+import { checkpointSignatureValid, keyFingerprint, type SignedCheckpoint } from './signing.js';
 
 /** The last pruned record of a stream: verification of that stream starts right after it. */
-export interface AuditCheckpoint {
+export interface AuditCheckpoint extends SignedCheckpoint {
   readonly stream: string;
   /** seq of the last pruned record; the stream's first remaining record must be seq + 1. */
   readonly seq: number;
   /** hash of the last pruned record; the stream's first remaining record must carry it as prevHash. */
   readonly hash: string;
+  /** `at` of the last pruned record (ms since the epoch). */
+  readonly at: number;
+  /** When it was pruned (ms since the epoch). */
+  readonly prunedAt: number;
+  /** The fingerprint of the audit signing key that signed it; null if unsigned (written by hand, or before checkpoints were signed). */
+  readonly keyId: string | null;
+  /** Its signature (base64) over signing.ts's checkpointSigningText; null if unsigned. */
+  readonly signature: string | null;
 }
 
-export type ChainProblem = 'edited' | 'deleted' | 'inserted' | 'reordered' | 'duplicated' | 'checkpoint' | 'broken' | 'malformed';
+export type ChainProblem = 'edited' | 'deleted' | 'inserted' | 'reordered' | 'duplicated' | 'checkpoint' | 'broken' | 'malformed' | 'unverifiable';
 
 export type VerifyResult =
   | {
@@ -73,8 +90,14 @@ export type VerifyResult =
     };
 
 export interface VerifyOptions {
-  /** Checkpoints of pruned streams; with several for one stream, the furthest counts. */
+  /** Checkpoints of pruned streams; with several for one stream, the furthest counts. Each must be signed by one of publicKeys. */
   readonly checkpoints?: Iterable<AuditCheckpoint>;
+  /**
+   * The public keys whose signatures make a checkpoint trusted: the audit signing key's (several
+   * when gateways sharing a log each have their own, or after the key was replaced). A private
+   * key stands for its public half. Without any, a log with checkpoints is `unverifiable`.
+   */
+  readonly publicKeys?: readonly KeyObject[];
   /**
    * What to do with a proven exact repeat of records already verified (the writer delivers at
    * least once, so an append-only sink may hold a retried batch twice): `skip` (default) passes
@@ -112,16 +135,20 @@ type Failure = Extract<VerifyResult, { ok: false }>;
 
 /**
  * Verifies `records` (every stream in them) and returns the first problem found, in the order
- * the records arrive, or the counts when there is none. Reads the source once; stops reading it
- * a little past the first problem (see AHEAD_RECORDS) and closes it (`return()`), so a database
- * cursor behind an async iterable is released.
+ * the records arrive, or the counts when there is none. The checkpoints' signatures are checked
+ * first: a checkpoint that fails is reported without reading a record. Reads the source once;
+ * stops reading it a little past the first problem (see AHEAD_RECORDS) and closes it
+ * (`return()`), so a database cursor behind an async iterable is released.
  */
 export async function verifyChain(
   records: Iterable<AuditRecord> | AsyncIterable<AuditRecord>,
   opts: VerifyOptions = {},
 ): Promise<VerifyResult> {
+  const checkpoints = [...(opts.checkpoints ?? [])];
+  const unsigned = checkSignatures(checkpoints, opts.publicKeys ?? []);
+  if (unsigned !== undefined) return unsigned;
   const anchors = new Map<string, Link>();
-  for (const cp of opts.checkpoints ?? []) {
+  for (const cp of checkpoints) {
     if (typeof cp.stream !== 'string' || !Number.isSafeInteger(cp.seq) || cp.seq < 1 || !HEX64.test(cp.hash)) {
       throw new TypeError(`invalid checkpoint ${JSON.stringify(cp)}: needs a stream, a seq ≥ 1 and a 64-digit hex hash`);
     }
@@ -170,6 +197,40 @@ export async function verifyChain(
     await source.close();
   }
   return { ok: true, records: verified, streams: streams.size, duplicates };
+}
+
+/**
+ * The first checkpoint not signed by one of `publicKeys`, as a failure: unsigned, signed by
+ * another key, or changed since it was signed (its signature no longer matches). Every
+ * checkpoint is checked, whether or not its stream has records left: a forged one is evidence
+ * either way.
+ */
+function checkSignatures(checkpoints: readonly AuditCheckpoint[], publicKeys: readonly KeyObject[]): Failure | undefined {
+  const first = checkpoints[0];
+  if (first === undefined) return undefined;
+  const seqOf = (cp: AuditCheckpoint) => (Number.isSafeInteger(cp.seq) ? cp.seq : 0);
+  const label = (cp: AuditCheckpoint) => `the checkpoint (record ${String(cp.seq)}, pruned)`;
+  if (publicKeys.length === 0) {
+    const streams = checkpoints.length === 1 ? 'a stream was' : `${new Set(checkpoints.map((c) => c.stream)).size} streams were`;
+    return fail('unverifiable', first.stream, seqOf(first), label(first), `${streams} pruned, and no public key of the audit signing key was given to check the checkpoints' signatures with`);
+  }
+  const keys = new Map<string, KeyObject>();
+  for (const k of publicKeys) keys.set(keyFingerprint(k), k.type === 'private' ? createPublicKey(k) : k);
+  const trusted = keys.size === 1 ? `the audit signing key ${[...keys.keys()][0]!}` : `any of the audit signing keys ${[...keys.keys()].join(', ')}`;
+  for (const cp of checkpoints) {
+    const why = (text: string) => fail('checkpoint', cp.stream, seqOf(cp), label(cp), text);
+    if (typeof cp.keyId !== 'string' || typeof cp.signature !== 'string') {
+      return why(`it is not signed by ${trusted}: the records before it may have been removed by hand (or it was written before checkpoints were signed)`);
+    }
+    const key = keys.get(cp.keyId);
+    if (key === undefined) {
+      return why(`it is signed by key ${cp.keyId}, not by ${trusted}: the records before it may have been removed by hand`);
+    }
+    if (!checkpointSignatureValid(key, cp)) {
+      return why(`it does not match its signature by the audit signing key ${cp.keyId}: it was changed after it was signed`);
+    }
+  }
+  return undefined;
 }
 
 /**

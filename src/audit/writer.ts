@@ -1,10 +1,11 @@
 /**
- * The audit writer: takes events on the call path, chains them into this process's stream, and
- * delivers the records to every sink off the call path.
+ * The audit writer: takes events, chains them into this process's stream, and delivers the
+ * records to every sink in batches. In the gateway it runs on the audit thread (thread-worker.ts),
+ * which the event loop posts events to; nothing here assumes which thread it is on.
  *
  * Shape:
  * - `record()` is synchronous: it chains the event (hash over its canonical form) and appends the
- *   record to one in-memory queue per sink. Nothing else happens on the call path.
+ *   record to one in-memory queue per sink. The writing happens later, in other turns.
  * - Each sink has its own lane: its queue, at most one batch in flight, its own failure state. A
  *   slow or dead sink only ever holds back its own lane.
  * - A lane writes when its queue reaches `batchSize`, when the flush interval elapses, or at once

@@ -8,6 +8,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { chain, recordHash, type AuditEventInput, type AuditRecord } from '../audit/event.js';
+import { loadOrCreateSigningKey, publicKeyPem, signCheckpoint } from '../audit/signing.js';
 import { JsonlFileSink } from '../audit/sinks/jsonl.js';
 import { openSqliteAuditSink } from '../audit/sinks/sqlite.js';
 import { Writable } from 'node:stream';
@@ -525,4 +526,154 @@ test('audit is a command of the binary: --help shows an example, and an unknown 
   const unknown = run('audit', 'frobnicate', '-c', CONFIG);
   assert.equal(unknown.code, 2);
   assert.match(unknown.stderr, /unknown subcommand 'frobnicate'/);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Signed checkpoints: a gateway with retention, whose key signed the checkpoints of a pruned log.
+
+const SIGNED = path.join(dir, 'signed');
+mkdirSync(path.join(SIGNED, 'data'), { recursive: true });
+const SIGNED_CONFIG = path.join(SIGNED, 'gateway.yaml');
+const SIGNED_DB = path.join(SIGNED, 'data/audit.db');
+writeFileSync(
+  SIGNED_CONFIG,
+  `audit:
+  sinks: [ "sqlite:./data/audit.db" ]
+  retention: 30d
+servers:
+  piloty: { command: [ "true" ], policy: { version: "1", default: deny } }
+`,
+);
+// Where the gateway makes its key: beside the spill folder, ./data/audit-signing.key.
+const GATEWAY_KEY = loadOrCreateSigningKey(path.join(SIGNED, 'data/audit-signing.key')).key;
+const OTHER_KEY = loadOrCreateSigningKey(path.join(SIGNED, 'other-signing.key')).key;
+const OTHER_PUB = path.join(SIGNED, 'other.pub');
+writeFileSync(OTHER_PUB, publicKeyPem(OTHER_KEY.publicKey));
+{
+  const sink = openSqliteAuditSink(SIGNED_DB);
+  await sink.write(GW_ONE);
+  await sink.write(GW_TWO);
+  // A cut 7 days ago: gw-one's first record (30 days old) goes, and a checkpoint stands in for it.
+  assert.deepEqual(await sink.prune(NOW - 7 * DAY, GATEWAY_KEY), { records: 1, streams: 1 });
+  await sink.close();
+}
+
+/** A copy of the signed log, changed by SQL the way anyone with write access to the file could. */
+function signedCopy(name: string, tamper: (db: Database.Database) => void): string {
+  const file = path.join(SIGNED, `${name}.db`);
+  copyFileSync(SIGNED_DB, file);
+  const db = new Database(file);
+  try {
+    tamper(db);
+  } finally {
+    db.close();
+  }
+  return file;
+}
+
+test("verify checks the checkpoints' signatures with the public half of audit.signing_key, and a pruned log passes", async () => {
+  const r = await cli('verify', '-c', SIGNED_CONFIG);
+  assert.equal(r.code, 0, r.stderr + r.stdout);
+  assert.equal(r.stdout, `sqlite:${SIGNED_DB}: ok: 7 records in 2 streams (0 duplicates passed over)\n`);
+});
+
+test('verify exits 1 and names the stream whose checkpoint was forged: records deleted by SQL and a checkpoint inserted', async () => {
+  const gwTwo = GW_TWO[1]!;
+  for (const [name, keyId, signature] of [
+    ['unsigned', null, null],
+    ['other-key', OTHER_KEY.keyId, signCheckpoint(OTHER_KEY, { stream: 'gw-two', seq: 2, hash: gwTwo.hash, at: gwTwo.at, prunedAt: NOW }).signature],
+  ] as const) {
+    const forged = signedCopy(name, (db) => {
+      db.prepare("DELETE FROM audit_records WHERE seq <= 2 AND stream = (SELECT id FROM audit_streams WHERE stream = 'gw-two')").run();
+      db.prepare('INSERT INTO audit_checkpoints (stream, seq, hash, at, pruned_at, key_id, signature) VALUES (?, ?, ?, ?, ?, ?, ?)').run(
+        'gw-two',
+        2,
+        gwTwo.hash,
+        gwTwo.at,
+        NOW,
+        keyId,
+        signature,
+      );
+    });
+    const r = run('audit', 'verify', '-c', SIGNED_CONFIG, '--sink', `sqlite:${forged}`);
+    assert.equal(r.code, 1, r.stderr);
+    const why =
+      keyId === null
+        ? `it is not signed by the audit signing key ${GATEWAY_KEY.keyId}: the records before it may have been removed by hand (or it was written before checkpoints were signed)`
+        : `it is signed by key ${OTHER_KEY.keyId}, not by the audit signing key ${GATEWAY_KEY.keyId}: the records before it may have been removed by hand`;
+    assert.equal(r.stdout, `sqlite:${forged}: FAILED: stream gw-two, the checkpoint (record 2, pruned): ${why} (checkpoint)\n`, name);
+  }
+});
+
+test('verify exits 1 for a signed checkpoint whose seq or hash was changed by SQL', async () => {
+  for (const [name, tamper] of [
+    ['seq', "UPDATE audit_checkpoints SET seq = 2; DELETE FROM audit_records WHERE seq = 2 AND stream = (SELECT id FROM audit_streams WHERE stream = 'gw-one')"],
+    ['hash', `UPDATE audit_checkpoints SET hash = '${'e'.repeat(64)}'`],
+  ] as const) {
+    const changed = signedCopy(`changed-${name}`, (db) => db.exec(tamper));
+    const r = await cli('verify', '--sink', `sqlite:${changed}`, '-c', SIGNED_CONFIG);
+    assert.equal(r.code, 1, name);
+    assert.match(r.stdout, new RegExp(`FAILED: stream gw-one, the checkpoint \\(record [12], pruned\\): it does not match its signature by the audit signing key ${GATEWAY_KEY.keyId}: it was changed after it was signed \\(checkpoint\\)\\n$`), name);
+  }
+});
+
+test('public-key prints the PEM and its fingerprint, with which an auditor verifies (--public-key, repeatable) without the private key', async () => {
+  const printed = run('audit', 'public-key', '-c', SIGNED_CONFIG);
+  assert.equal(printed.code, 0, printed.stderr);
+  assert.match(printed.stdout, new RegExp(`^audit signing key ${GATEWAY_KEY.keyId} \\(fingerprint: .*\\)\\n-----BEGIN PUBLIC KEY-----\\n[A-Za-z0-9+/=\\n]+-----END PUBLIC KEY-----\\n$`));
+  const pub = path.join(SIGNED, 'audit-signing.pub');
+  writeFileSync(pub, printed.stdout);
+
+  const auditor = await cli('verify', '--sink', `sqlite:${SIGNED_DB}`, '--public-key', pub);
+  assert.equal(auditor.code, 0, auditor.stderr + auditor.stdout);
+  assert.match(auditor.stdout, /ok: 7 records in 2 streams/);
+  const both = await cli('verify', '--sink', `sqlite:${SIGNED_DB}`, '--public-key', OTHER_PUB, '--public-key', pub);
+  assert.equal(both.code, 0, both.stderr + both.stdout);
+  // --public-key replaces the config's key: an auditor's keys are the ones trusted.
+  const wrong = await cli('verify', '-c', SIGNED_CONFIG, '--public-key', OTHER_PUB);
+  assert.equal(wrong.code, 1);
+  assert.match(wrong.stdout, new RegExp(`FAILED: stream gw-one, the checkpoint \\(record 1, pruned\\): it is signed by key ${GATEWAY_KEY.keyId}, not by the audit signing key ${OTHER_KEY.keyId}`));
+});
+
+test("verify exits 2 when the log has checkpoints and no key was given to check them: it never passes silently", async () => {
+  const r = await cli('verify', '--sink', `sqlite:${SIGNED_DB}`);
+  assert.equal(r.code, 2);
+  assert.equal(r.stdout, '');
+  assert.equal(r.stderr, `policylayer: sqlite:${SIGNED_DB}: cannot check the checkpoints' signatures: give the signing key (audit.signing_key) or --public-key <pem file>\n`);
+  const json = JSON.parse((await cli('verify', '--sink', `sqlite:${SIGNED_DB}`, '--format', 'json')).stdout) as { ok: boolean; sinks: Array<{ ok: boolean | null }> };
+  assert.equal(json.ok, false);
+  assert.equal(json.sinks[0]!.ok, null);
+  // A log without checkpoints needs no key.
+  assert.equal((await cli('verify', '--sink', `sqlite:${AUDIT_DB}`)).code, 0);
+});
+
+test('verify and public-key exit 2 naming the key file that is missing or not a key', async () => {
+  const notKey = path.join(SIGNED, 'not-a-key.pem');
+  writeFileSync(notKey, 'hello\n');
+  const badPublic = await cli('verify', '--sink', `sqlite:${SIGNED_DB}`, '--public-key', notKey);
+  assert.equal(badPublic.code, 2);
+  assert.match(badPublic.stderr, new RegExp(`--public-key: public key ${notKey.replace(/[.]/g, '\\.')} is not a PEM public key`));
+  const missingPublic = await cli('verify', '--sink', `sqlite:${SIGNED_DB}`, '--public-key', path.join(SIGNED, 'absent.pub'));
+  assert.equal(missingPublic.code, 2);
+  assert.match(missingPublic.stderr, /absent\.pub: cannot read it: no such file/);
+
+  const SERVERS = 'servers:\n  piloty: { command: [ "true" ], policy: { version: "1", default: deny } }\n';
+  const named = path.join(SIGNED, 'named.yaml');
+  writeFileSync(named, `audit:\n  sinks: [ "sqlite:./data/audit.db" ]\n  signing_key: ./keys/missing.key\n${SERVERS}`);
+  const missing = await cli('verify', '-c', named);
+  assert.equal(missing.code, 2);
+  assert.match(missing.stderr, /keys\/missing\.key: cannot read it: no such file \(audit\.signing_key of .*named\.yaml\); where the private key cannot be read, verify with --public-key/);
+  assert.equal((await cli('public-key', '-c', named)).code, 2);
+
+  const wrongKey = path.join(SIGNED, 'wrong.yaml');
+  writeFileSync(wrongKey, `audit:\n  sinks: [ "sqlite:./data/audit.db" ]\n  signing_key: ./not-a-key.pem\n${SERVERS}`);
+  const invalid = await cli('public-key', '-c', wrongKey);
+  assert.equal(invalid.code, 2);
+  assert.match(invalid.stderr, /audit signing key .*not-a-key\.pem is not an Ed25519 private key/);
+
+  // Before the gateway first ran with retention, there is no key to print.
+  const fresh = await cli('public-key', '-c', CONFIG);
+  assert.equal(fresh.code, 2);
+  assert.match(fresh.stderr, /no audit signing key at .*data\/audit-signing\.key yet: the gateway makes it when it first starts with audit\.retention set/);
+  assert.equal(existsSync(path.join(dir, 'data/audit-signing.key')), false, 'the CLI never makes a key');
 });

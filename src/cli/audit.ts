@@ -1,14 +1,17 @@
 /**
  * `policylayer audit`: reads the log the gateway writes. Exit statuses follow grep's: 1 is an
- * answer (verify found a broken chain), 2 a question that could not be asked (arguments, config,
- * a sink that will not open), so a cron job can alarm on 1 alone.
+ * answer (verify found a broken chain, or a checkpoint not signed off by a key it was given), 2 a
+ * question that could not be asked (arguments, config, a sink that will not open, checkpoints and
+ * no key to check them with), so a cron job can alarm on 1 alone.
  */
+import type { KeyObject } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import path from 'node:path';
 import type { Writable } from 'node:stream';
 import { AUDIT_DECISIONS, type AuditDecision, type AuditRecord } from '../audit/event.js';
 import { isPostgresSpec, openAuditSink, sinkDisplayName, type OpenedSink } from '../audit/open.js';
+import { publicKeyPem, readPublicKey, readSigningKey } from '../audit/signing.js';
 import type { AuditQuery, AuditStore } from '../audit/store.js';
 import { verifyChain, type VerifyResult } from '../audit/verify.js';
 import { loadGatewayConfig, type GatewayConfig } from '../config/index.js';
@@ -19,15 +22,22 @@ import type { Command } from './index.js';
 
 export const auditCommand: Command = {
   summary: 'verify, tail, search and export the audit log',
-  usage: `Usage: policylayer audit <verify|tail|search|export> [-c <gateway.yaml> | --sink <spec>] [options]
+  usage: `Usage: policylayer audit <verify|tail|search|export|public-key> [-c <gateway.yaml> | --sink <spec>] [options]
 
 Reads the audit sinks of gateway.yaml (audit.sinks), or the one named by --sink:
 sqlite:<path>, postgres://…, jsonl:<path> (verify only) or stdout (nothing to read).
 
-  verify [--sink <spec>]... [--format text|json]
-      Checks every sink's hash chains. Exit 0 when all verify, 1 when a record was
-      changed, deleted, inserted or reordered (the first such record is named), 2 when
-      a sink cannot be opened.
+  verify [--sink <spec>]... [--public-key <pem file>]... [--format text|json]
+      Checks every sink's hash chains, and the signatures of the checkpoints retention
+      left, with the public half of audit.signing_key (-c), or with the keys given by
+      --public-key instead (an auditor need not hold the private key). Exit 0 when all
+      verify, 1 when a record was changed, deleted, inserted or reordered or a
+      checkpoint is not signed by a key given (the first such place is named), 2 when
+      a sink cannot be opened or there are checkpoints and no key to check them with.
+  public-key -c <gateway.yaml>
+      Prints the public half of the audit signing key (PEM, after a line with its
+      fingerprint), for verify --public-key. Keep it where the database's writers
+      cannot change it.
   tail [-n 20] [--follow] [filters] [--format table|jsonl|json]
       The last n matching records, oldest first; --follow then prints new ones as they
       arrive (checked every second) until Ctrl-C.
@@ -83,8 +93,10 @@ export async function runAudit(argv: string[], io: AuditIo = { stdout: process.s
         return await searchCommand(rest, io);
       case 'export':
         return await exportCommand(rest, io);
+      case 'public-key':
+        return publicKeyCommand(rest, io);
       default:
-        throw new UsageError(`unknown subcommand '${sub ?? ''}': expected verify, tail, search or export\nSee 'policylayer audit --help'.`);
+        throw new UsageError(`unknown subcommand '${sub ?? ''}': expected verify, tail, search, export or public-key\nSee 'policylayer audit --help'.`);
     }
   } catch (err) {
     if (err instanceof UsageError) {
@@ -284,14 +296,15 @@ type SinkReport =
   | { sink: string; ok: null; skipped?: string; error?: string };
 
 async function verifyCommand(argv: string[], io: AuditIo): Promise<number> {
-  const values = parseUsage('verify', argv, { ...SOURCE, sink: { type: 'string', multiple: true } });
+  const values = parseUsage('verify', argv, { ...SOURCE, sink: { type: 'string', multiple: true }, 'public-key': { type: 'string', multiple: true } });
   const format = oneOf('--format', values.format, ['text', 'json'] as const, 'text');
   const config = loadConfig(values);
   const specs = specsOf(values, config);
   if (specs.length === 0) throw new UsageError(`${values.config ?? 'the config'} names no audit sink (audit.sinks is empty)`);
+  const publicKeys = verifyKeys(values['public-key'], config);
 
   const reports: SinkReport[] = [];
-  for (const spec of specs) reports.push(await verifySink(spec));
+  for (const spec of specs) reports.push(await verifySink(spec, publicKeys));
 
   if (format === 'json') {
     const ok = reports.every((r) => r.ok === true || (r.ok === null && r.skipped !== undefined));
@@ -313,7 +326,34 @@ async function verifyCommand(argv: string[], io: AuditIo): Promise<number> {
   return reports.some((r) => r.ok === null && r.error !== undefined) ? 2 : 0;
 }
 
-async function verifySink(spec: string): Promise<SinkReport> {
+/**
+ * The public keys checkpoints are checked with: those of --public-key, or else the public half of
+ * the config's audit.signing_key when the file is there (the default one is made by the gateway
+ * when retention first needs it: before that, no checkpoint needs it either).
+ */
+function verifyKeys(files: string[] | undefined, config: GatewayConfig | undefined): KeyObject[] {
+  if (files !== undefined && files.length > 0) {
+    return files.map((file) => {
+      try {
+        return readPublicKey(path.resolve(file));
+      } catch (err) {
+        throw new UsageError(`--public-key: ${(err as Error).message}`);
+      }
+    });
+  }
+  const file = config?.audit.signingKey;
+  if (config === undefined || file === undefined) return [];
+  if (config.audit.signingKeyNamed !== true && !existsSync(file)) return [];
+  try {
+    return [readSigningKey(file).publicKey];
+  } catch (err) {
+    throw new UsageError(
+      `${(err as Error).message} (audit.signing_key of ${config.source}); where the private key cannot be read, verify with --public-key <pem file> (policylayer audit public-key prints it)`,
+    );
+  }
+}
+
+async function verifySink(spec: string, publicKeys: readonly KeyObject[]): Promise<SinkReport> {
   const display = sinkDisplayName(spec);
   if (spec === 'stdout') return { sink: display, ok: null, skipped: 'records written to stdout cannot be read back' };
   let opened: OpenedSink;
@@ -325,10 +365,14 @@ async function verifySink(spec: string): Promise<SinkReport> {
   const name = opened.sink.name;
   try {
     let result: VerifyResult;
-    if (opened.kind === 'store') result = await opened.sink.verify();
-    else if (opened.kind === 'jsonl') result = await verifyChain(opened.sink.iterate());
+    if (opened.kind === 'store') result = await opened.sink.verify({ publicKeys });
+    else if (opened.kind === 'jsonl') result = await verifyChain(opened.sink.iterate(), { publicKeys });
     else return { sink: name, ok: null, skipped: 'this sink cannot be read back' };
     if (result.ok) return { sink: name, ok: true, records: result.records, streams: result.streams, duplicates: result.duplicates };
+    // Not a broken chain: a question that could not be asked without a key (exit 2, not 1).
+    if (result.problem === 'unverifiable') {
+      return { sink: name, ok: null, error: `${name}: cannot check the checkpoints' signatures: give the signing key (audit.signing_key) or --public-key <pem file>` };
+    }
     return { sink: name, ok: false, problem: result.problem, stream: result.stream, seq: result.seq, message: result.message };
   } catch (err) {
     // A line that is not JSON, a row the driver cannot read: the log is damaged, not merely unopened.
@@ -336,6 +380,32 @@ async function verifySink(spec: string): Promise<SinkReport> {
   } finally {
     await opened.sink.close();
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// public-key
+
+/** Prints the public half of the config's audit signing key, after a line with its fingerprint (PEM readers pass over text before the key). */
+function publicKeyCommand(argv: string[], io: AuditIo): number {
+  const values = parseUsage('public-key', argv, { config: { type: 'string', short: 'c' } });
+  if (values.config === undefined) throw new UsageError("missing -c <gateway.yaml>\nSee 'policylayer audit --help'.");
+  const config = loadConfig(values)!;
+  const file = config.audit.signingKey!;
+  if (!existsSync(file)) {
+    throw new UsageError(
+      config.audit.signingKeyNamed === true
+        ? `audit.signing_key ${file}: no such file`
+        : `no audit signing key at ${file} yet: the gateway makes it when it first starts with audit.retention set (or name one with audit.signing_key)`,
+    );
+  }
+  let key;
+  try {
+    key = readSigningKey(file);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  io.stdout.write(`audit signing key ${key.keyId} (fingerprint: SHA-256 of the public key, first 16 hex digits)\n${publicKeyPem(key.publicKey)}`);
+  return 0;
 }
 
 function plural(n: number, word: string): string {

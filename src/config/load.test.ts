@@ -811,6 +811,8 @@ test('turns the audit log on by default: a SQLite file and a spill folder beside
     maxQueue: 100_000,
     onFull: 'block',
     spillDir: '/srv/pl/data/audit-spill',
+    signingKey: '/srv/pl/data/audit-signing.key',
+    signingKeyNamed: false,
   });
 });
 
@@ -826,6 +828,7 @@ test('reads every audit setting, with file sinks relative to the config folder a
   max_queue: 5000
   on_full: drop
   spill_dir: spill
+  signing_key: keys/audit.key
 servers:
   s:
     url: https://x.example
@@ -845,8 +848,18 @@ servers:
     maxQueue: 5000,
     onFull: 'drop',
     spillDir: '/srv/pl/spill',
+    signingKey: '/srv/pl/keys/audit.key',
+    signingKeyNamed: true,
   });
   assert.ok(c.secretValues.includes('hunter2secret'));
+});
+
+test('puts the audit signing key beside the spill folder unless audit.signing_key names one', () => {
+  const config = (audit: string) => parseGatewayConfig(`audit:\n${audit}servers:\n  s:\n    url: https://x.example\n    policy: ${ALLOW_ALL}\n`, 'gateway.yaml', {}, '/srv/pl');
+  assert.equal(config('  retention: 30d\n').audit.signingKey, '/srv/pl/data/audit-signing.key');
+  assert.equal(config('  spill_dir: /var/lib/pl/spill\n').audit.signingKey, '/var/lib/pl/audit-signing.key');
+  const named = config('  signing_key: /etc/pl/audit.key\n').audit;
+  assert.deepEqual([named.signingKey, named.signingKeyNamed], ['/etc/pl/audit.key', true]);
 });
 
 test('an empty list of audit sinks turns the audit log off', () => {
@@ -862,6 +875,7 @@ test('reports bad audit settings with their paths and lines', () => {
   arguments: everything
   durability: eventually
   retention: 0s
+  signing_key: ""
   colour: blue
 servers:
   s:
@@ -879,5 +893,8 @@ servers:
   assert.match(text, /\/audit\/arguments: expected keys\|redacted\|full \(line 3/);
   assert.match(text, /\/audit\/durability: expected async\|strict \(line 4/);
   assert.match(text, /\/audit\/retention: expected a duration above zero/);
+  assert.match(text, /\/audit\/signing_key: expected the path of an Ed25519 private key file \(PKCS#8 PEM\) \(line 6/);
   assert.match(text, /colour/);
+  const notText = failure(() => parseGatewayConfig(`audit: { signing_key: 42 }\nservers:\n  s:\n    url: https://x.example\n    policy: ${ALLOW_ALL}\n`, 'gateway.yaml', {}));
+  assert.match(notText.issues.join('\n'), /\/audit\/signing_key: expected the path of an Ed25519 private key file/);
 });

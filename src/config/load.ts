@@ -1,4 +1,4 @@
-import { dirname, isAbsolute, relative, resolve } from 'node:path';
+import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { ConfigError, ErrorCodes } from '../errors.js';
 import type { ErrorCode } from '../errors.js';
 import { formatProblems, readSource, zodProblems } from '../policy/diagnostics.js';
@@ -6,7 +6,7 @@ import type { PathSegment, Problem, SourceText } from '../policy/diagnostics.js'
 import { checkPolicyValue, compileChecked, readText, tryReadText } from '../policy/load.js';
 import type { CompiledPolicy } from '../policy/types.js';
 import type * as z from 'zod';
-import { GatewayConfigSchema } from './schema.js';
+import { DEFAULT_AUDIT_SIGNING_KEY, GatewayConfigSchema } from './schema.js';
 import type { AuditSchema, GatewayConfigDocument, ServerDocument } from './schema.js';
 import { parseIssuerKey } from '../identity/jwt.js';
 import type { OidcConfig } from '../identity/jwt.js';
@@ -85,6 +85,15 @@ export interface AuditConfig {
   onFull: 'block' | 'drop';
   /** Absolute. */
   spillDir: string;
+  /**
+   * The audit signing key file (Ed25519, PKCS#8 PEM) that signs retention's checkpoints; absolute.
+   * `audit.signing_key`, or `audit-signing.key` in the folder that holds spill_dir (the data
+   * folder). The loader always sets it; a config built by hand without it has no key, and then
+   * cannot have retention (the audit log refuses to start).
+   */
+  signingKey?: string;
+  /** Whether `audit.signing_key` named the file: then it must exist; the default one is created when retention needs it. */
+  signingKeyNamed?: boolean;
 }
 
 export interface CountersConfig {
@@ -201,6 +210,9 @@ export function toAuditConfig(doc: z.output<typeof AuditSchema>, baseDir: string
     maxQueue: doc.max_queue,
     onFull: doc.on_full,
     spillDir: resolve(baseDir, doc.spill_dir),
+    // The default sits where the audit log's other local state does: beside the spill folder.
+    signingKey: doc.signing_key !== undefined ? resolve(baseDir, doc.signing_key) : join(dirname(resolve(baseDir, doc.spill_dir)), DEFAULT_AUDIT_SIGNING_KEY),
+    signingKeyNamed: doc.signing_key !== undefined,
   };
   if (doc.retention !== undefined) audit.retentionMs = doc.retention;
   return audit;

@@ -15,6 +15,8 @@ export const DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024;
 export const DEFAULT_AUDIT_SINK = 'sqlite:./data/audit.db';
 /** Where an audit sink that is down spills its records until it returns. */
 export const DEFAULT_AUDIT_SPILL_DIR = './data/audit-spill';
+/** The audit signing key's file name when `audit.signing_key` names none: it goes in the folder that holds spill_dir. */
+export const DEFAULT_AUDIT_SIGNING_KEY = 'audit-signing.key';
 // Bare host names: the origin check allows any port on them, which local clients need because
 // they pick ports freely, while a page on any other site is still refused.
 export const DEFAULT_ALLOWED_HOSTS: readonly string[] = ['localhost', '127.0.0.1', '[::1]'];
@@ -309,8 +311,14 @@ export const AuditSchema = strictObject(
     max_queue: positiveInt.prefault(100_000),
     on_full: z.enum(['block', 'drop'], { error: 'expected block|drop' }).prefault('block'),
     spill_dir: z.string({ error: 'expected a folder path' }).min(1, { error: 'expected a folder path' }).prefault(DEFAULT_AUDIT_SPILL_DIR),
+    // Optional, not defaulted here: a key the operator named must exist, while the default one
+    // (beside spill_dir, see toAuditConfig) is created when retention first needs it.
+    signing_key: z
+      .string({ error: 'expected the path of an Ed25519 private key file (PKCS#8 PEM)' })
+      .min(1, { error: 'expected the path of an Ed25519 private key file (PKCS#8 PEM)' })
+      .optional(),
   },
-  'an object with sinks, arguments, durability, retention, flush_interval, batch_size, max_queue, on_full or spill_dir',
+  'an object with sinks, arguments, durability, retention, flush_interval, batch_size, max_queue, on_full, spill_dir or signing_key',
 );
 
 export const GatewayConfigSchema = strictObject(

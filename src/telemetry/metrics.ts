@@ -7,6 +7,17 @@ import { Counter, Gauge, Registry } from 'prom-client';
 /** What became of a tools/call. */
 export type CallOutcome = 'allowed' | 'denied' | 'hidden' | 'invalid_arguments' | 'limited' | 'shadow_refused';
 
+/** What the audit metrics read of each sink (AuditSinkStats, in audit/writer.ts). */
+interface AuditSinkCounters {
+  readonly name: string;
+  readonly state: string;
+  readonly queued: number;
+  readonly written: number;
+  readonly spilled: number;
+  readonly dropped: number;
+  readonly sinkErrors: number;
+}
+
 export class Metrics {
   readonly registry = new Registry();
   private readonly calls: Counter<'server' | 'outcome'>;
@@ -45,16 +56,26 @@ export class Metrics {
    * written, spilled to the local file while the sink was down, dropped (only with
    * `on_full: drop`), failed writes, and whether the sink is up.
    */
-  auditSinks(stats: () => ReadonlyArray<{ name: string; state: string; queued: number; written: number; spilled: number; dropped: number; sinkErrors: number }>): void {
-    const gauge = (name: string, help: string, pick: (s: ReturnType<typeof stats>[number]) => number) =>
+  auditSinks(stats: () => Promise<readonly AuditSinkCounters[]>): void {
+    // The counters live in the audit thread: one request per scrape, shared by the six gauges.
+    let scrape: Promise<readonly AuditSinkCounters[]> | undefined;
+    const current = () => {
+      if (scrape === undefined) {
+        scrape = stats();
+        setImmediate(() => (scrape = undefined));
+      }
+      return scrape;
+    };
+    const gauge = (name: string, help: string, pick: (s: AuditSinkCounters) => number) =>
       new Gauge({
         name,
         help,
         labelNames: ['sink'],
         registers: [this.registry],
-        collect() {
+        async collect() {
+          const all = await current();
           this.reset();
-          for (const s of stats()) this.labels(s.name).set(pick(s));
+          for (const s of all) this.labels(s.name).set(pick(s));
         },
       });
     // Totals since the start are exposed as gauges read from the writer, which owns the counts.

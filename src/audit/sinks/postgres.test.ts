@@ -1,8 +1,9 @@
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { chain, recordHash, type AuditEventInput, type AuditRecord } from '../event.js';
+import { checkpointSignatureValid, keyFingerprint, signCheckpoint, type AuditSigningKey } from '../signing.js';
 import type { AuditQuery } from '../store.js';
 import { verifyChain, type VerifyResult } from '../verify.js';
 import { AUDIT_POSTGRES_SCHEMA_VERSION, auditQuerySql, openPostgresAuditSink, type PostgresAuditSink } from './postgres.js';
@@ -27,6 +28,15 @@ async function all(sink: PostgresAuditSink): Promise<AuditRecord[]> {
 }
 
 type Failure = Extract<VerifyResult, { ok: false }>;
+
+function newKey(): AuditSigningKey {
+  const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+  return { keyId: keyFingerprint(publicKey), privateKey, publicKey };
+}
+/** The gateway's audit signing key: prune signs with it, verify trusts it. */
+const KEY = newKey();
+const OTHER = newKey();
+const TRUSTED = { publicKeys: [KEY.publicKey] };
 
 function sinkTests(url: string): void {
   const admin = new pg.Pool({ connectionString: url, max: 3 });
@@ -181,7 +191,7 @@ function sinkTests(url: string): void {
           [schema],
         );
         const { rows: indexes } = await admin.query<{ indexname: string }>('SELECT indexname FROM pg_indexes WHERE schemaname = $1 ORDER BY indexname', [schema]);
-        const { rows: versions } = await admin.query<{ version: number }>(`SELECT version FROM ${pg.escapeIdentifier(schema)}.audit_schema_versions`);
+        const { rows: versions } = await admin.query<{ version: number }>(`SELECT version FROM ${pg.escapeIdentifier(schema)}.audit_schema_versions ORDER BY version`);
         return { tables: tables.map((t) => t.table_name), indexes: indexes.map((i) => i.indexname), versions: versions.map((v) => v.version) };
       };
       const expected = {
@@ -196,7 +206,7 @@ function sinkTests(url: string): void {
           'audit_records_tool',
           'audit_schema_versions_pkey',
         ],
-        versions: [AUDIT_POSTGRES_SCHEMA_VERSION],
+        versions: [1, AUDIT_POSTGRES_SCHEMA_VERSION],
       };
       assert.deepEqual(await layout(), expected);
       const again = await open(schemaUrl);
@@ -208,7 +218,8 @@ function sinkTests(url: string): void {
       const { schema, schemaUrl } = await freshSchema();
       const racers = await Promise.all(Array.from({ length: 5 }, () => open(schemaUrl)));
       const { rows } = await admin.query<{ n: string }>(`SELECT count(*) AS n FROM ${pg.escapeIdentifier(schema)}.audit_schema_versions`);
-      assert.equal(Number(rows[0]!.n), 1);
+      // One row per version applied, each once.
+      assert.equal(Number(rows[0]!.n), AUDIT_POSTGRES_SCHEMA_VERSION);
       const streams = racers.map((_, i) => `${A.slice(0, -1)}${i}`);
       await Promise.all(racers.map((sink, i) => sink.write(streamOf(streams[i]!, 10))));
       for (const sink of racers) assert.deepEqual(await sink.verify(), { ok: true, records: 50, streams: 5, duplicates: 0 });
@@ -218,7 +229,10 @@ function sinkTests(url: string): void {
       const { schema, schemaUrl } = await freshSchema();
       await (await open(schemaUrl)).close();
       await tamperWith(schema, (db) => db.query('INSERT INTO audit_schema_versions (version, applied_at) VALUES ($1, $2)', [AUDIT_POSTGRES_SCHEMA_VERSION + 1, T0]));
-      await assert.rejects(openPostgresAuditSink(schemaUrl), /: cannot open the audit log: the database's audit schema is version 2, newer than this gateway's 1: upgrade the gateway$/);
+      await assert.rejects(
+        openPostgresAuditSink(schemaUrl),
+        new RegExp(`: cannot open the audit log: the database's audit schema is version ${AUDIT_POSTGRES_SCHEMA_VERSION + 1}, newer than this gateway's ${AUDIT_POSTGRES_SCHEMA_VERSION}: upgrade the gateway$`),
+      );
     });
 
     it('names itself by host, port and database, never by user or password, in its name and its errors', async () => {
@@ -284,7 +298,7 @@ function sinkTests(url: string): void {
         querying = sink.query({ after: 'not-a-cursor' });
       });
       await Promise.all([assert.rejects(writing!, /bigint/), assert.rejects(querying!, /invalid cursor/)]);
-      await assert.rejects(sink.prune(Number.NaN), /beforeMs must be a time/);
+      await assert.rejects(sink.prune(Number.NaN, KEY), /beforeMs must be a time/);
     });
 
     it('reads back stream by stream, each in seq order, across many pages, however the streams were interleaved when written', async () => {
@@ -538,21 +552,25 @@ function sinkTests(url: string): void {
       const b = streamOf(B, 10, (k) => T0 + k * 3_000);
       const { sink } = await sinkWith([...a, ...b]);
       // Before T0 + 8.5 s: records 1–8 of A (1 s apart) and 1–2 of B (3 s apart).
-      assert.deepEqual(await sink.prune(T0 + 8_500), { records: 10, streams: 2 });
-      assert.deepEqual(await sink.checkpoints(), [
-        { stream: A, seq: 8, hash: a[7]!.hash },
-        { stream: B, seq: 2, hash: b[1]!.hash },
-      ]);
+      assert.deepEqual(await sink.prune(T0 + 8_500, KEY), { records: 10, streams: 2 });
+      assert.deepEqual(
+        (await sink.checkpoints()).map(({ stream, seq, hash, at, keyId }) => ({ stream, seq, hash, at, keyId })),
+        [
+          { stream: A, seq: 8, hash: a[7]!.hash, at: a[7]!.at, keyId: KEY.keyId },
+          { stream: B, seq: 2, hash: b[1]!.hash, at: b[1]!.at, keyId: KEY.keyId },
+        ],
+      );
+      for (const cp of await sink.checkpoints()) assert.ok(checkpointSignatureValid(KEY.publicKey, cp), `the checkpoint of ${cp.stream} is signed`);
       assert.deepStrictEqual(await all(sink), [...a.slice(8), ...b.slice(2)]);
-      assert.deepEqual(await verifyChain(sink.iterate(), { checkpoints: await sink.checkpoints() }), { ok: true, records: 20, streams: 2, duplicates: 0 });
-      assert.deepEqual(await sink.verify(), { ok: true, records: 20, streams: 2, duplicates: 0 });
+      assert.deepEqual(await verifyChain(sink.iterate(), { checkpoints: await sink.checkpoints(), ...TRUSTED }), { ok: true, records: 20, streams: 2, duplicates: 0 });
+      assert.deepEqual(await sink.verify(TRUSTED), { ok: true, records: 20, streams: 2, duplicates: 0 });
       // Without its checkpoints, the pruned log reads as records deleted.
       assert.equal((await verifyChain(sink.iterate())).ok, false);
       // Pruning again at the same cut changes nothing; a later cut moves the checkpoints on.
-      assert.deepEqual(await sink.prune(T0 + 8_500), { records: 0, streams: 0 });
-      assert.deepEqual(await sink.prune(T0 + 12_500), { records: 6, streams: 2 });
+      assert.deepEqual(await sink.prune(T0 + 8_500, KEY), { records: 0, streams: 0 });
+      assert.deepEqual(await sink.prune(T0 + 12_500, KEY), { records: 6, streams: 2 });
       assert.deepEqual((await sink.checkpoints()).map((c) => [c.stream, c.seq]), [[A, 12], [B, 4]]);
-      assert.equal((await sink.verify()).ok, true);
+      assert.equal((await sink.verify(TRUSTED)).ok, true);
     });
 
     it('records in each checkpoint the time of the last pruned record and when it was pruned', async () => {
@@ -560,59 +578,60 @@ function sinkTests(url: string): void {
       const sink = await openPostgresAuditSink(schemaUrl, { clock: () => T0 + 99_000 });
       sinks.push(sink);
       await sink.write(streamOf(A, 5));
-      await sink.prune(T0 + 3_500);
-      const rows = await tamperWith(schema, async (db) => (await db.query('SELECT stream, seq, at, pruned_at FROM audit_checkpoints')).rows);
-      assert.deepEqual(rows, [{ stream: A, seq: '3', at: String(T0 + 3_000), pruned_at: String(T0 + 99_000) }]);
+      await sink.prune(T0 + 3_500, KEY);
+      const rows = await tamperWith(schema, async (db) => (await db.query('SELECT stream, seq, at, pruned_at, key_id FROM audit_checkpoints')).rows);
+      assert.deepEqual(rows, [{ stream: A, seq: '3', at: String(T0 + 3_000), pruned_at: String(T0 + 99_000), key_id: KEY.keyId }]);
     });
 
     it('still finds a record edited after pruning', async () => {
       const { sink, schema } = await sinkWith(streamOf(A, 20));
-      await sink.prune(T0 + 10_500);
+      await sink.prune(T0 + 10_500, KEY);
       await tamperWith(schema, (db) => db.query("UPDATE audit_records SET tool = 'x' WHERE seq = 14"));
-      const f = await verifyChain(sink.iterate(), { checkpoints: await sink.checkpoints() });
+      const f = await verifyChain(sink.iterate(), { checkpoints: await sink.checkpoints(), ...TRUSTED });
       assert.deepEqual(f, { ok: false, problem: 'edited', stream: A, seq: 14, message: 'stream 3f2a9c1d…, record 14: its content does not match its hash (edited)' });
-      assert.deepEqual(await sink.verify(), f);
+      assert.deepEqual(await sink.verify(TRUSTED), f);
     });
 
     it('finds records deleted right after the checkpoint, and a checkpoint that was altered', async () => {
       const { sink, schema } = await sinkWith(streamOf(A, 20));
-      await sink.prune(T0 + 10_500);
+      await sink.prune(T0 + 10_500, KEY);
       await tamperWith(schema, (db) => db.query('DELETE FROM audit_records WHERE seq IN (11, 12)'));
-      const f = await sink.verify();
+      const f = await sink.verify(TRUSTED);
       assert.deepEqual(f.ok ? f : [f.problem, f.seq, f.message], ['deleted', 11, 'stream 3f2a9c1d…, records 11–12: missing: record 13 follows the checkpoint (record 10, pruned) (deleted)']);
       await tamperWith(schema, (db) => db.query('UPDATE audit_checkpoints SET seq = 12'));
-      const g = await sink.verify();
-      assert.deepEqual(g.ok ? g : [g.problem, g.seq], ['checkpoint', 13]);
+      const g = await sink.verify(TRUSTED);
+      assert.deepEqual(g.ok ? g : [g.problem, g.seq], ['checkpoint', 12]);
+      assert.match(g.ok ? '' : g.message, /the checkpoint \(record 12, pruned\): it does not match its signature .*: it was changed after it was signed/);
     });
 
     it('prunes a whole stream down to its checkpoint, and the stream verifies as its gateway writes on', async () => {
       const records = streamOf(A, 12);
       const { sink } = await sinkWith(records.slice(0, 10));
-      assert.deepEqual(await sink.prune(T0 + 60_000), { records: 10, streams: 1 });
+      assert.deepEqual(await sink.prune(T0 + 60_000, KEY), { records: 10, streams: 1 });
       assert.deepEqual(await all(sink), []);
-      assert.deepEqual(await sink.verify(), { ok: true, records: 0, streams: 0, duplicates: 0 });
+      assert.deepEqual(await sink.verify(TRUSTED), { ok: true, records: 0, streams: 0, duplicates: 0 });
       await sink.write(records.slice(10));
-      assert.deepEqual(await sink.verify(), { ok: true, records: 2, streams: 1, duplicates: 0 });
+      assert.deepEqual(await sink.verify(TRUSTED), { ok: true, records: 2, streams: 1, duplicates: 0 });
     });
 
     it('keeps an old record that follows a newer one (a clock stepped back), since deleting it would leave a hole', async () => {
       const times = [1, 2, 9, 3, 4, 10];
       const { sink } = await sinkWith(streamOf(A, 6, (k) => T0 + times[k - 1]! * 1_000));
-      assert.deepEqual(await sink.prune(T0 + 5_500), { records: 2, streams: 1 });
+      assert.deepEqual(await sink.prune(T0 + 5_500, KEY), { records: 2, streams: 1 });
       assert.deepEqual((await all(sink)).map((r) => r.seq), [3, 4, 5, 6]);
-      assert.equal((await sink.verify()).ok, true);
+      assert.equal((await sink.verify(TRUSTED)).ok, true);
     });
 
     it('prunes a long stream in several steps while the gateway writes on, the log verifying throughout', async () => {
       const records = streamOf(A, 12_000, (k) => T0 + k);
       const { sink } = await sinkWith(records);
-      const pruning = sink.prune(T0 + 11_000.5);
+      const pruning = sink.prune(T0 + 11_000.5, KEY);
       const more = chain(A, records[records.length - 1], event(12_001, T0 + 12_001));
       await sink.write([more]);
-      assert.equal((await sink.verify()).ok, true, 'between steps');
+      assert.equal((await sink.verify(TRUSTED)).ok, true, 'between steps');
       assert.deepEqual(await pruning, { records: 11_000, streams: 1 });
-      assert.deepEqual(await sink.checkpoints(), [{ stream: A, seq: 11_000, hash: records[10_999]!.hash }]);
-      assert.deepEqual(await sink.verify(), { ok: true, records: 1_001, streams: 1, duplicates: 0 });
+      assert.deepEqual((await sink.checkpoints()).map(({ stream, seq, hash }) => ({ stream, seq, hash })), [{ stream: A, seq: 11_000, hash: records[10_999]!.hash }]);
+      assert.deepEqual(await sink.verify(TRUSTED), { ok: true, records: 1_001, streams: 1, duplicates: 0 });
     });
 
     it('verify() reads records and checkpoints from one snapshot, so a prune committed while it reads does not confuse it', async () => {
@@ -623,7 +642,7 @@ function sinkTests(url: string): void {
       const sink = await open(named.href);
       for (let i = 0; i < records.length; i += 5_000) await sink.write(records.slice(i, i + 5_000));
       let pruned = false;
-      const verifying = sink.verify().then((result) => ({ result, prunedBefore: pruned }));
+      const verifying = sink.verify(TRUSTED).then((result) => ({ result, prunedBefore: pruned }));
       // Once verify() holds its snapshot, another process prunes the first 10,000 records (far
       // past the page verify() reads first) in one round trip: one transaction, as prune() does.
       for (;;) {
@@ -632,15 +651,126 @@ function sinkTests(url: string): void {
         await new Promise((resolve) => setTimeout(resolve, 1));
       }
       const last = records[9_999]!;
+      const { keyId, signature } = signCheckpoint(KEY, { stream: A, seq: 10_000, hash: last.hash, at: last.at, prunedAt: T0 });
       await tamperWith(schema, (db) =>
         db.query(`BEGIN; DELETE FROM audit_records WHERE seq <= 10000;
-          INSERT INTO audit_checkpoints (stream, seq, hash, at, pruned_at) VALUES ('${A}', 10000, '${last.hash}', ${last.at}, ${T0}); COMMIT`),
+          INSERT INTO audit_checkpoints (stream, seq, hash, at, pruned_at, key_id, signature)
+          VALUES ('${A}', 10000, '${last.hash}', ${last.at}, ${T0}, '${keyId}', '${signature}'); COMMIT`),
       );
       pruned = true;
       const { result, prunedBefore } = await verifying;
       assert.equal(prunedBefore, true, 'the prune committed while verify() was still reading');
       assert.deepEqual(result, { ok: true, records: 30_000, streams: 1, duplicates: 0 }, 'it saw the log as it was when it began');
-      assert.deepEqual(await sink.verify(), { ok: true, records: 20_000, streams: 1, duplicates: 0 });
+      assert.deepEqual(await sink.verify(TRUSTED), { ok: true, records: 20_000, streams: 1, duplicates: 0 });
+    });
+  });
+
+  describe('PostgreSQL audit sink: signed checkpoints', () => {
+    /** What someone with SQL access does to hide records 1..seq of a stream: deletes them and writes a checkpoint that fits. */
+    async function forge(schema: string, records: readonly AuditRecord[], seq: number, signer?: AuditSigningKey): Promise<void> {
+      const last = records[seq - 1]!;
+      const content = { stream: last.stream, seq, hash: last.hash, at: last.at, prunedAt: T0 + 99_000 };
+      const signed = signer === undefined ? { keyId: null, signature: null } : signCheckpoint(signer, content);
+      await tamperWith(schema, async (db) => {
+        await db.query('DELETE FROM audit_records WHERE stream = $1 AND seq <= $2', [last.stream, seq]);
+        await db.query('INSERT INTO audit_checkpoints (stream, seq, hash, at, pruned_at, key_id, signature) VALUES ($1, $2, $3, $4, $5, $6, $7)', [
+          last.stream,
+          seq,
+          last.hash,
+          last.at,
+          content.prunedAt,
+          signed.keyId,
+          signed.signature,
+        ]);
+      });
+    }
+
+    it('names the stream whose checkpoint was forged: records deleted by SQL and an unsigned checkpoint inserted', async () => {
+      const a = streamOf(A, 20);
+      const { sink, schema } = await sinkWith([...a, ...streamOf(B, 10)]);
+      await forge(schema, a, 5);
+      assert.deepEqual(await sink.verify(TRUSTED), {
+        ok: false,
+        problem: 'checkpoint',
+        stream: A,
+        seq: 5,
+        message: `stream 3f2a9c1d…, the checkpoint (record 5, pruned): it is not signed by the audit signing key ${KEY.keyId}: the records before it may have been removed by hand (or it was written before checkpoints were signed) (checkpoint)`,
+      });
+    });
+
+    it('names the stream whose checkpoint was forged with another key', async () => {
+      const b = streamOf(B, 10);
+      const { sink, schema } = await sinkWith([...streamOf(A, 20), ...b]);
+      await forge(schema, b, 4, OTHER);
+      const f = await sink.verify(TRUSTED);
+      assert.deepEqual(f.ok ? f : [f.problem, f.stream, f.seq], ['checkpoint', B, 4]);
+      assert.match(f.ok ? '' : f.message, new RegExp(`^stream b81c04e2…, the checkpoint \\(record 4, pruned\\): it is signed by key ${OTHER.keyId}, not by the audit signing key ${KEY.keyId}`));
+    });
+
+    it('finds a signed checkpoint whose seq or hash was changed by SQL', async () => {
+      const records = streamOf(A, 20);
+      for (const tamper of [
+        // Two more records gone, the checkpoint moved over them.
+        `DELETE FROM audit_records WHERE seq IN (11, 12); UPDATE audit_checkpoints SET seq = 12, hash = '${records[11]!.hash}'`,
+        `UPDATE audit_checkpoints SET hash = '${'e'.repeat(64)}'`,
+      ]) {
+        const { sink, schema } = await sinkWith(records);
+        await sink.prune(T0 + 10_500, KEY);
+        await tamperWith(schema, (db) => db.query(tamper));
+        const f = await sink.verify(TRUSTED);
+        assert.equal(f.ok ? f : f.problem, 'checkpoint', tamper);
+        assert.match(f.ok ? '' : f.message, /^stream 3f2a9c1d…, the checkpoint \(record 1[02], pruned\): it does not match its signature by the audit signing key [0-9a-f]{16}: it was changed after it was signed \(checkpoint\)$/);
+      }
+    });
+
+    it('does not sign over a forged checkpoint or records deleted by hand: those streams are held, and say why', async () => {
+      const a = streamOf(A, 20);
+      const b = streamOf(B, 10, (k) => T0 + k * 3_000);
+      const { sink, schema } = await sinkWith([...a, ...b]);
+      await forge(schema, a, 5);
+      await tamperWith(schema, (db) => db.query('DELETE FROM audit_records WHERE stream = $1 AND seq <= 1', [B]));
+      assert.deepEqual(await sink.prune(T0 + 10_500, KEY), {
+        records: 0,
+        streams: 0,
+        held: [
+          { stream: A, reason: 'its checkpoint (record 5, pruned) is not signed' },
+          { stream: B, reason: 'record 2 does not follow the start of the stream' },
+        ],
+      });
+      const f = await sink.verify(TRUSTED);
+      assert.deepEqual(f.ok ? f : [f.problem, f.stream, f.seq], ['checkpoint', A, 5]);
+    });
+
+    it('opens a schema of the version before checkpoints were signed, and verify reports its unsigned checkpoint', async () => {
+      const a = streamOf(A, 20);
+      const { sink: writer, schema, schemaUrl } = await (async () => {
+        const fresh = await freshSchema();
+        const s = await open(fresh.schemaUrl);
+        await s.write(a);
+        return { sink: s, ...fresh };
+      })();
+      await writer.close();
+      // The schema as version 1 left it after a prune: a checkpoint without key_id or signature.
+      await tamperWith(schema, (db) =>
+        db.query(`ALTER TABLE audit_checkpoints DROP COLUMN key_id, DROP COLUMN signature;
+          DELETE FROM audit_schema_versions WHERE version > 1;
+          DELETE FROM audit_records WHERE seq <= 5;
+          INSERT INTO audit_checkpoints (stream, seq, hash, at, pruned_at) VALUES ('${A}', 5, '${a[4]!.hash}', ${a[4]!.at}, ${T0 + 99_000})`),
+      );
+      const sink = await open(schemaUrl);
+      assert.deepEqual(await sink.checkpoints(), [{ stream: A, seq: 5, hash: a[4]!.hash, at: a[4]!.at, prunedAt: T0 + 99_000, keyId: null, signature: null }]);
+      const f = await sink.verify(TRUSTED);
+      assert.deepEqual(f.ok ? f : [f.problem, f.stream, f.seq], ['checkpoint', A, 5]);
+      assert.match(f.ok ? '' : f.message, /it is not signed by the audit signing key .*\(or it was written before checkpoints were signed\)/);
+      assert.deepEqual((await sink.prune(T0 + 10_500, KEY)).held, [{ stream: A, reason: 'its checkpoint (record 5, pruned) is not signed' }]);
+    });
+
+    it('verifies a pruned log only with a key: without one it is unverifiable, never a pass', async () => {
+      const { sink } = await sinkWith(streamOf(A, 20));
+      await sink.prune(T0 + 10_500, KEY);
+      const f = await sink.verify();
+      assert.deepEqual(f.ok ? f : [f.problem, f.stream, f.seq], ['unverifiable', A, 10]);
+      assert.deepEqual(await sink.verify({ publicKeys: [OTHER.publicKey, KEY.publicKey] }), { ok: true, records: 10, streams: 1, duplicates: 0 });
     });
   });
 }

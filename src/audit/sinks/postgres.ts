@@ -46,6 +46,7 @@
 import pg from 'pg';
 import { inTransaction } from '../../store/pg-transaction.js';
 import type { AuditRecord } from '../event.js';
+import { prunableRecords, pruneAnchor, signCheckpoint, type AuditSigningKey, type SignedCheckpoint } from '../signing.js';
 import type { AuditPage, AuditQuery, AuditStore, PruneResult } from '../store.js';
 import { verifyChain, type AuditCheckpoint, type VerifyOptions, type VerifyResult } from '../verify.js';
 
@@ -70,8 +71,8 @@ export interface PostgresAuditSinkOptions {
 const READ_PAGE = 1_000;
 /** Records deleted per transaction by prune(): the log verifies after each, and no transaction runs long. */
 const PRUNE_CHUNK = 5_000;
-/** The schema this code writes (audit_schema_versions). */
-export const AUDIT_POSTGRES_SCHEMA_VERSION = 1;
+/** The schema this code writes (audit_schema_versions): 1 the records, 2 signed checkpoints. */
+export const AUDIT_POSTGRES_SCHEMA_VERSION = 2;
 
 // Two keys for pg_advisory_xact_lock(int, int): what is locked, and in which schema.
 const LOCK_SQL = `SELECT pg_advisory_xact_lock(hashtext('policylayer audit schema'), hashtext(coalesce(current_schema(), '')))`;
@@ -120,6 +121,15 @@ CREATE TABLE IF NOT EXISTS audit_checkpoints (
   at        bigint NOT NULL,
   pruned_at bigint NOT NULL
 );
+`;
+
+/**
+ * Version 2: checkpoints are signed by the audit signing key (see ../signing.ts). A checkpoint
+ * written before has NULL in both columns, which verification reports as unsigned.
+ */
+const SCHEMA_V2 = `
+ALTER TABLE audit_checkpoints ADD COLUMN IF NOT EXISTS key_id text;
+ALTER TABLE audit_checkpoints ADD COLUMN IF NOT EXISTS signature text;
 `;
 
 /** The columns a batch's rows fill, in the order of a row's elements, each with its type. */
@@ -249,6 +259,10 @@ async function migrate(pool: pg.Pool, clock: () => number): Promise<void> {
       await client.query(SCHEMA_V1);
       await client.query('INSERT INTO audit_schema_versions (version, applied_at) VALUES ($1, $2)', [1, clock()]);
     }
+    if (version < 2) {
+      await client.query(SCHEMA_V2);
+      await client.query('INSERT INTO audit_schema_versions (version, applied_at) VALUES ($1, $2)', [2, clock()]);
+    }
   });
 }
 
@@ -320,38 +334,55 @@ export class PostgresAuditSink implements AuditStore {
   }
 
   /**
-   * Deletes the records written before `beforeMs`, stream by stream, and leaves a checkpoint for
-   * each stream that lost records, so the rest still verifies.
+   * Deletes the records written before `beforeMs`, stream by stream, and leaves a checkpoint
+   * signed by `key` for each stream that lost records, so the rest still verifies.
    *
    * Per stream only a prefix is deleted: records up to the first one at or after `beforeMs`. A
    * record that is old but follows a newer one (a clock stepped back) stays, since deleting it
-   * would leave a hole the checkpoint cannot bridge. Each transaction deletes at most PRUNE_CHUNK
-   * records together with the checkpoint of the last one, so the log verifies after every step.
-   * The checkpoint only ever moves forward, so two prunes running at once do no harm.
+   * would leave a hole the checkpoint cannot bridge. The prefix must also chain from the stream's
+   * checkpoint, which `key` must have signed, or from its start (prunableRecords): a stream whose
+   * checkpoint is not this key's or whose records were removed by hand is held where it is, and
+   * said so in the result, rather than signed over. Each transaction deletes at most PRUNE_CHUNK
+   * records together with writing the signed checkpoint of the last one, so the log verifies
+   * after every step. The checkpoint row is locked while a step reads it, and only ever moves
+   * forward, so two prunes running at once do no harm.
    */
-  async prune(beforeMs: number): Promise<PruneResult> {
+  async prune(beforeMs: number, key: AuditSigningKey): Promise<PruneResult> {
     if (!Number.isFinite(beforeMs)) throw new RangeError(`beforeMs must be a time in ms since the epoch, got ${beforeMs}`);
-    /** One step: deletes the stream's oldest records (at most PRUNE_CHUNK); whether the stream has more to prune. */
+    /** One step: deletes the stream's oldest records (at most PRUNE_CHUNK); whether the stream has more to prune, and why it was held if it was. */
     const step = (stream: string) =>
-      inTransaction(this.pool, async (client): Promise<{ deleted: number; more: boolean }> => {
-        const { rows } = await client.query<{ seq: number; at: number; hash: string }>(
-          'SELECT seq, at, hash FROM audit_records WHERE stream = $1 ORDER BY seq LIMIT $2',
+      inTransaction(this.pool, async (client): Promise<{ deleted: number; more: boolean; held: string | undefined }> => {
+        const existing = await client.query<SignedCheckpoint>(
+          'SELECT stream, seq, hash, at, pruned_at AS "prunedAt", key_id AS "keyId", signature FROM audit_checkpoints WHERE stream = $1 FOR UPDATE',
+          [stream],
+        );
+        const { rows } = await client.query<{ seq: number; at: number; hash: string; prevHash: string; record_json: string | null }>(
+          'SELECT seq, at, hash, prev_hash AS "prevHash", record_json FROM audit_records WHERE stream = $1 ORDER BY seq LIMIT $2',
           [stream, PRUNE_CHUNK],
         );
-        let last: (typeof rows)[number] | undefined;
-        for (const row of rows) {
-          if (row.at >= beforeMs) break;
-          last = row;
-        }
-        if (last === undefined) return { deleted: 0, more: false };
+        // Nothing to prune: a stream held at its checkpoint is not reported until it has records to prune.
+        if (rows[0] === undefined || rows[0].at >= beforeMs) return { deleted: 0, more: false, held: undefined };
+        const anchor = pruneAnchor(existing.rows[0], key);
+        if (typeof anchor === 'string') return { deleted: 0, more: false, held: anchor };
+        // A record kept whole as JSON has its hashes there exactly (the columns hold U+FFFD for what text cannot).
+        const chained = rows.map((row) => {
+          if (row.record_json === null) return row;
+          const whole = JSON.parse(row.record_json) as AuditRecord;
+          return { ...row, hash: whole.hash, prevHash: whole.prevHash };
+        });
+        const { last, held } = prunableRecords(anchor, chained, beforeMs);
+        if (last === undefined) return { deleted: 0, more: false, held };
         const removed = await client.query('DELETE FROM audit_records WHERE stream = $1 AND seq <= $2', [stream, last.seq]);
+        const content = { stream, seq: last.seq, hash: last.hash, at: last.at, prunedAt: this.clock() };
+        const signed = signCheckpoint(key, content);
         await client.query(
-          `INSERT INTO audit_checkpoints (stream, seq, hash, at, pruned_at) VALUES ($1, $2, $3, $4, $5)
-           ON CONFLICT (stream) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, at = excluded.at, pruned_at = excluded.pruned_at
+          `INSERT INTO audit_checkpoints (stream, seq, hash, at, pruned_at, key_id, signature) VALUES ($1, $2, $3, $4, $5, $6, $7)
+           ON CONFLICT (stream) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, at = excluded.at, pruned_at = excluded.pruned_at,
+             key_id = excluded.key_id, signature = excluded.signature
            WHERE excluded.seq > audit_checkpoints.seq`,
-          [stream, last.seq, last.hash, last.at, this.clock()],
+          [stream, last.seq, last.hash, last.at, content.prunedAt, signed.keyId, signed.signature],
         );
-        return { deleted: removed.rowCount ?? 0, more: last === rows[rows.length - 1] && rows.length === PRUNE_CHUNK };
+        return { deleted: removed.rowCount ?? 0, more: held === undefined && last === chained[chained.length - 1] && rows.length === PRUNE_CHUNK, held };
       });
     const nextStream = async (after: string): Promise<string | undefined> => {
       const { rows } = await this.pool.query<{ stream: string | null }>('SELECT min(stream) AS stream FROM audit_records WHERE stream > $1', [after]);
@@ -360,18 +391,20 @@ export class PostgresAuditSink implements AuditStore {
 
     let records = 0;
     let streams = 0;
+    const held: Array<{ stream: string; reason: string }> = [];
     // Streams one at a time by seeking past the previous one in the primary key: no scan of the table.
     for (let stream = await nextStream(''); stream !== undefined; stream = await nextStream(stream)) {
       let pruned = false;
       for (;;) {
-        const { deleted, more } = await step(stream);
-        records += deleted;
-        pruned ||= deleted > 0;
-        if (!more) break;
+        const r = await step(stream);
+        records += r.deleted;
+        pruned ||= r.deleted > 0;
+        if (r.held !== undefined) held.push({ stream, reason: r.held });
+        if (!r.more) break;
       }
       if (pruned) streams++;
     }
-    return { records, streams };
+    return held.length > 0 ? { records, streams, held } : { records, streams };
   }
 
   /** Ends the pool once the queries under way are done; a second call waits for the same end. */
@@ -486,7 +519,9 @@ async function* pages(db: Queryable): AsyncGenerator<AuditRecord> {
 }
 
 async function readCheckpoints(db: Queryable): Promise<AuditCheckpoint[]> {
-  const { rows } = await db.query<AuditCheckpoint>('SELECT stream, seq, hash FROM audit_checkpoints ORDER BY stream');
+  const { rows } = await db.query<AuditCheckpoint>(
+    'SELECT stream, seq, hash, at, pruned_at AS "prunedAt", key_id AS "keyId", signature FROM audit_checkpoints ORDER BY stream',
+  );
   return rows;
 }
 

@@ -5,8 +5,8 @@
  */
 import Database from 'better-sqlite3';
 
-/** The schema this code writes (PRAGMA user_version). */
-export const AUDIT_SQLITE_SCHEMA_VERSION = 1;
+/** The schema this code writes (PRAGMA user_version): 1 the records, 2 signed checkpoints. */
+export const AUDIT_SQLITE_SCHEMA_VERSION = 2;
 
 /** How long a write waits for another process's write to finish before it fails with SQLITE_BUSY. */
 export const BUSY_TIMEOUT_MS = 5_000;
@@ -133,6 +133,15 @@ LEFT JOIN audit_strings pv ON pv.id = r.policy_version
 LEFT JOIN audit_strings us ON us.id = r.upstream_status;
 `;
 
+/**
+ * Version 2: checkpoints are signed by the audit signing key (see ../signing.ts). A checkpoint
+ * written before has NULL in both columns, which verification reports as unsigned.
+ */
+const SCHEMA_V2 = `
+ALTER TABLE audit_checkpoints ADD COLUMN key_id TEXT;
+ALTER TABLE audit_checkpoints ADD COLUMN signature TEXT;
+`;
+
 export type Synchronous = 'normal' | 'full';
 
 /**
@@ -183,10 +192,9 @@ export function migrate(db: Database.Database, file: string): void {
     if (version > AUDIT_SQLITE_SCHEMA_VERSION) {
       throw new Error(`audit database ${file} has schema version ${version}, newer than this gateway's ${AUDIT_SQLITE_SCHEMA_VERSION}: upgrade the gateway`);
     }
-    if (version < 1) {
-      db.exec(SCHEMA_V1);
-      db.pragma(`user_version = ${AUDIT_SQLITE_SCHEMA_VERSION}`);
-    }
+    if (version < 1) db.exec(SCHEMA_V1);
+    if (version < 2) db.exec(SCHEMA_V2);
+    if (version < AUDIT_SQLITE_SCHEMA_VERSION) db.pragma(`user_version = ${AUDIT_SQLITE_SCHEMA_VERSION}`);
   }).immediate();
 }
 

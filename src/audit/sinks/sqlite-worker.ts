@@ -13,6 +13,7 @@
  * as no batch is half-way and nothing more has arrived; then each batch's outcome is posted back.
  */
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
+import type { AuditSigningKey } from '../signing.js';
 import type { PruneResult } from '../store.js';
 import { openAuditDatabase, type Synchronous } from './sqlite-schema.js';
 import { WireDecoder, type WireSlice } from './sqlite-wire.js';
@@ -29,7 +30,8 @@ export interface WriterThreadOptions {
 export type ToWriterThread =
   | { readonly t: 'write'; readonly id: number; readonly slice: WireSlice; readonly end: boolean }
   | { readonly t: 'abort'; readonly id: number }
-  | { readonly t: 'prune'; readonly id: number; readonly before: number; readonly prunedAt: number }
+  // The key's KeyObjects cross as they are (they can be posted): the thread signs the checkpoints it writes.
+  | { readonly t: 'prune'; readonly id: number; readonly before: number; readonly prunedAt: number; readonly key: AuditSigningKey }
   | { readonly t: 'close' };
 
 /** From the thread to its sink: the outcome of the write or prune numbered `id`, or that the thread has closed the database. */
@@ -61,7 +63,7 @@ function serve(port: MessagePort, o: WriterThreadOptions): void {
   let current: Written | undefined;
   let written: Written[] = [];
   let records = 0;
-  const prunes: Array<{ id: number; before: number; prunedAt: number }> = [];
+  const prunes: Array<Extract<ToWriterThread, { t: 'prune' }>> = [];
   let pruning = false;
   let closing = false;
 
@@ -139,7 +141,7 @@ function serve(port: MessagePort, o: WriterThreadOptions): void {
     if (p === undefined) return;
     pruning = true;
     writer
-      .prune(p.before, p.prunedAt, () => (closing ? 'the sink was closed' : undefined))
+      .prune(p.before, p.prunedAt, p.key, () => (closing ? 'the sink was closed' : undefined))
       .then(
         (result) => port.postMessage({ t: 'done', id: p.id, result } satisfies FromWriterThread),
         (err: unknown) => port.postMessage({ t: 'done', id: p.id, error: wire(err) } satisfies FromWriterThread),

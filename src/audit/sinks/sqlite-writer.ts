@@ -29,6 +29,7 @@
  */
 import type Database from 'better-sqlite3';
 import type { AuditRecord } from '../event.js';
+import { prunableRecords, pruneAnchor, signCheckpoint, type AuditSigningKey, type SignedCheckpoint } from '../signing.js';
 import type { PruneResult } from '../store.js';
 import { AT_LIMIT, AT_SHIFT, BUCKET_SHIFT, KEY_KIND, PER_MS, bucketOf, isHex64, isWellFormed, yieldToEventLoop } from './sqlite-schema.js';
 import { AT, LATENCY, NUMS, RESULT_BYTES, SEQ, STRINGS, STRING_FIELDS, TEXT_LENGTHS, type ReceivedSlice, type StringTable, type WireSlice } from './sqlite-wire.js';
@@ -552,47 +553,65 @@ export class AuditRecordWriter {
 
   /**
    * Deletes the records written before `before`, stream by stream, and leaves a checkpoint for
-   * each stream that lost records, so the rest still verifies.
+   * each stream that lost records, signed by `key`, so the rest still verifies.
    *
    * Per stream only a prefix is deleted: records up to the first one at or after `before`. A
    * record that is old but follows a newer one (a clock stepped back) stays, since deleting it
-   * would leave a hole the checkpoint cannot bridge. Each transaction deletes at most PRUNE_CHUNK
-   * records together with the checkpoint of the last one, so the log verifies after every
-   * step, and the event loop (on the writer thread: the writes) runs between steps. Then the
-   * bucket rows older than every remaining record go, a few hundred keys per transaction.
-   * `stop()` is asked between steps; when it says so, pruning ends there and rejects.
+   * would leave a hole the checkpoint cannot bridge. The prefix must also chain from the stream's
+   * checkpoint, which `key` must have signed, or from its start (prunableRecords): a stream whose
+   * checkpoint is not ours or whose records were removed by hand is held where it is, and said
+   * so in the result, rather than signed over. Each transaction deletes at most PRUNE_CHUNK
+   * records together with writing the signed checkpoint of the last one, so the log verifies
+   * after every step, and the event loop (on the writer thread: the writes) runs between steps.
+   * Then the bucket rows older than every remaining record go, a few hundred keys per
+   * transaction. `stop()` is asked between steps; when it says so, pruning ends there and rejects.
    */
-  async prune(before: number, prunedAt: number, stop: () => string | undefined): Promise<PruneResult> {
+  async prune(before: number, prunedAt: number, key: AuditSigningKey, stop: () => string | undefined): Promise<PruneResult> {
     const db = this.db;
     const nextStream = db.prepare<[string], { id: number; stream: string }>('SELECT id, stream FROM audit_streams WHERE stream > ? ORDER BY stream LIMIT 1');
-    const head = db.prepare<[number, number], { seq: number; at: number; hash: Buffer; record_json: string | null }>(
-      `SELECT seq, id >> ${AT_SHIFT} AS at, hash, record_json FROM audit_records WHERE stream = ? ORDER BY seq LIMIT ?`,
+    const head = db.prepare<[number, number], { seq: number; at: number; hash: Buffer; prev_hash: Buffer; record_json: string | null }>(
+      `SELECT seq, id >> ${AT_SHIFT} AS at, hash, prev_hash, record_json FROM audit_records WHERE stream = ? ORDER BY seq LIMIT ?`,
+    );
+    const current = db.prepare<[string], SignedCheckpoint>(
+      'SELECT stream, seq, hash, at, pruned_at AS prunedAt, key_id AS keyId, signature FROM audit_checkpoints WHERE stream = ?',
     );
     const remove = db.prepare<[number, number]>('DELETE FROM audit_records WHERE stream = ? AND seq <= ?');
-    const checkpoint = db.prepare<[string, number, string, number, number]>(
-      `INSERT INTO audit_checkpoints (stream, seq, hash, at, pruned_at) VALUES (?, ?, ?, ?, ?)
-       ON CONFLICT (stream) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, at = excluded.at, pruned_at = excluded.pruned_at
+    const checkpoint = db.prepare<[string, number, string, number, number, string, string]>(
+      `INSERT INTO audit_checkpoints (stream, seq, hash, at, pruned_at, key_id, signature) VALUES (?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (stream) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, at = excluded.at, pruned_at = excluded.pruned_at,
+         key_id = excluded.key_id, signature = excluded.signature
        WHERE excluded.seq > audit_checkpoints.seq`,
     );
-    /** One step: deletes the stream's oldest records (at most PRUNE_CHUNK); whether the stream has more to prune. */
+    /** One step: deletes the stream's oldest records (at most PRUNE_CHUNK); whether the stream has more to prune, and why it was held if it was. */
     const step = db
-      .transaction((id: number, stream: string): { deleted: number; more: boolean } => {
-        const rows = head.all(id, PRUNE_CHUNK);
-        let last: (typeof rows)[number] | undefined;
-        for (const row of rows) {
-          if (row.at >= before) break;
-          last = row;
-        }
-        if (last === undefined) return { deleted: 0, more: false };
+      .transaction((id: number, stream: string): { deleted: number; more: boolean; held: string | undefined } => {
+        const rows = head.all(id, PRUNE_CHUNK).map((row) => {
+          // A record kept whole as JSON may have hashes its BLOBs do not hold as hex.
+          const whole = row.record_json === null ? undefined : (JSON.parse(row.record_json) as AuditRecord);
+          return {
+            seq: row.seq,
+            at: row.at,
+            hash: whole?.hash ?? row.hash.toString('hex'),
+            prevHash: whole?.prevHash ?? row.prev_hash.toString('hex'),
+          };
+        });
+        // Nothing to prune: a stream held at its checkpoint is not reported until it has records to prune.
+        if (rows[0] === undefined || rows[0].at >= before) return { deleted: 0, more: false, held: undefined };
+        const anchor = pruneAnchor(current.get(stream), key);
+        if (typeof anchor === 'string') return { deleted: 0, more: false, held: anchor };
+        const { last, held } = prunableRecords(anchor, rows, before);
+        if (last === undefined) return { deleted: 0, more: false, held };
         const deleted = remove.run(id, last.seq).changes;
-        const hash = last.record_json !== null ? (JSON.parse(last.record_json) as AuditRecord).hash : last.hash.toString('hex');
-        checkpoint.run(stream, last.seq, hash, last.at, prunedAt);
-        return { deleted, more: last === rows[rows.length - 1] && rows.length === PRUNE_CHUNK };
+        const content = { stream, seq: last.seq, hash: last.hash, at: last.at, prunedAt };
+        const signed = signCheckpoint(key, content);
+        checkpoint.run(stream, last.seq, last.hash, last.at, prunedAt, signed.keyId, signed.signature);
+        return { deleted, more: held === undefined && last === rows[rows.length - 1] && rows.length === PRUNE_CHUNK, held };
       })
       .immediate;
 
     let records = 0;
     let streams = 0;
+    const held: Array<{ stream: string; reason: string }> = [];
     const check = () => {
       const why = stop();
       if (why !== undefined) throw new Error(`${this.name}: pruning stopped (${why}) after deleting ${records} records; the log verifies as it is`);
@@ -603,16 +622,17 @@ export class AuditRecordWriter {
       for (;;) {
         await this.idle();
         check();
-        const { deleted, more } = step(s.id, s.stream);
-        records += deleted;
-        pruned ||= deleted > 0;
+        const r = step(s.id, s.stream);
+        records += r.deleted;
+        pruned ||= r.deleted > 0;
+        if (r.held !== undefined) held.push({ stream: s.stream, reason: r.held });
         await yieldToEventLoop();
-        if (!more) break;
+        if (!r.more) break;
       }
       if (pruned) streams++;
     }
     if (records > 0) await this.pruneBuckets(check);
-    return { records, streams };
+    return held.length > 0 ? { records, streams, held } : { records, streams };
   }
 
   /** Waits until no write transaction is open: a batch still arriving slice by slice holds one. */

@@ -5,7 +5,9 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
+import { generateKeyPairSync } from 'node:crypto';
 import { chain, recordHash, type AuditEventInput, type AuditRecord } from '../event.js';
+import { checkpointSignatureValid, keyFingerprint, signCheckpoint, type AuditSigningKey } from '../signing.js';
 import { verifyChain } from '../verify.js';
 import type { Worker } from 'node:worker_threads';
 import { AUDIT_SQLITE_SCHEMA_VERSION, openSqliteAuditSink, type SqliteAuditSink } from './sqlite.js';
@@ -16,6 +18,14 @@ let files = 0;
 const freshFile = () => path.join(dir, `audit-${++files}.db`);
 
 after(() => rmSync(dir, { recursive: true, force: true }));
+
+function newKey(): AuditSigningKey {
+  const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+  return { keyId: keyFingerprint(publicKey), privateKey, publicKey };
+}
+/** The gateway's audit signing key: prune signs with it, verify trusts it. */
+const KEY = newKey();
+const TRUSTED = { publicKeys: [KEY.publicKey] };
 
 async function all(sink: SqliteAuditSink): Promise<AuditRecord[]> {
   const out: AuditRecord[] = [];
@@ -363,21 +373,25 @@ describe('SQLite audit sink: pruning', () => {
     const { sink } = await sinkWith([...a, ...b]);
     try {
       // Before T0 + 8.5 s: records 1–8 of A (1 s apart) and 1–2 of B (3 s apart).
-      assert.deepEqual(await sink.prune(T0 + 8_500), { records: 10, streams: 2 });
-      assert.deepEqual(await sink.checkpoints(), [
-        { stream: A, seq: 8, hash: a[7]!.hash },
-        { stream: B, seq: 2, hash: b[1]!.hash },
-      ]);
+      assert.deepEqual(await sink.prune(T0 + 8_500, KEY), { records: 10, streams: 2 });
+      assert.deepEqual(
+        (await sink.checkpoints()).map(({ stream, seq, hash, at, keyId }) => ({ stream, seq, hash, at, keyId })),
+        [
+          { stream: A, seq: 8, hash: a[7]!.hash, at: a[7]!.at, keyId: KEY.keyId },
+          { stream: B, seq: 2, hash: b[1]!.hash, at: b[1]!.at, keyId: KEY.keyId },
+        ],
+      );
+      for (const cp of await sink.checkpoints()) assert.ok(checkpointSignatureValid(KEY.publicKey, cp), `the checkpoint of ${cp.stream} is signed`);
       assert.deepStrictEqual(await all(sink), [...a.slice(8), ...b.slice(2)]);
-      assert.deepEqual(await verifyChain(sink.iterate(), { checkpoints: await sink.checkpoints() }), { ok: true, records: 20, streams: 2, duplicates: 0 });
-      assert.deepEqual(await sink.verify(), { ok: true, records: 20, streams: 2, duplicates: 0 });
+      assert.deepEqual(await verifyChain(sink.iterate(), { checkpoints: await sink.checkpoints(), ...TRUSTED }), { ok: true, records: 20, streams: 2, duplicates: 0 });
+      assert.deepEqual(await sink.verify(TRUSTED), { ok: true, records: 20, streams: 2, duplicates: 0 });
       // Without its checkpoints, the pruned log reads as records deleted.
       assert.equal((await verifyChain(sink.iterate())).ok, false);
       // Pruning again at the same cut changes nothing; a later cut moves the checkpoints on.
-      assert.deepEqual(await sink.prune(T0 + 8_500), { records: 0, streams: 0 });
-      assert.deepEqual(await sink.prune(T0 + 12_500), { records: 6, streams: 2 });
+      assert.deepEqual(await sink.prune(T0 + 8_500, KEY), { records: 0, streams: 0 });
+      assert.deepEqual(await sink.prune(T0 + 12_500, KEY), { records: 6, streams: 2 });
       assert.deepEqual((await sink.checkpoints()).map((c) => [c.stream, c.seq]), [[A, 12], [B, 4]]);
-      assert.equal((await sink.verify()).ok, true);
+      assert.equal((await sink.verify(TRUSTED)).ok, true);
     } finally {
       await sink.close();
     }
@@ -386,9 +400,9 @@ describe('SQLite audit sink: pruning', () => {
   it('still finds a record edited after pruning', async () => {
     const { sink, file } = await sinkWith(streamOf(A, 20));
     try {
-      await sink.prune(T0 + 10_500);
+      await sink.prune(T0 + 10_500, KEY);
       tamperWith(file, (db) => db.prepare('UPDATE audit_records SET tool = ? WHERE seq = 14').run(stringId(db, 'x')));
-      const f = await verifyChain(sink.iterate(), { checkpoints: await sink.checkpoints() });
+      const f = await verifyChain(sink.iterate(), { checkpoints: await sink.checkpoints(), ...TRUSTED });
       assert.deepEqual(f, { ok: false, problem: 'edited', stream: A, seq: 14, message: 'stream 3f2a9c1d…, record 14: its content does not match its hash (edited)' });
     } finally {
       await sink.close();
@@ -398,13 +412,14 @@ describe('SQLite audit sink: pruning', () => {
   it('finds records deleted right after the checkpoint, and a checkpoint that was altered', async () => {
     const { sink, file } = await sinkWith(streamOf(A, 20));
     try {
-      await sink.prune(T0 + 10_500);
+      await sink.prune(T0 + 10_500, KEY);
       tamperWith(file, (db) => db.prepare('DELETE FROM audit_records WHERE seq IN (11, 12)').run());
-      const f = await sink.verify();
+      const f = await sink.verify(TRUSTED);
       assert.deepEqual(f.ok ? f : [f.problem, f.seq, f.message], ['deleted', 11, 'stream 3f2a9c1d…, records 11–12: missing: record 13 follows the checkpoint (record 10, pruned) (deleted)']);
       tamperWith(file, (db) => db.prepare('UPDATE audit_checkpoints SET seq = 12').run());
-      const g = await sink.verify();
-      assert.deepEqual(g.ok ? g : [g.problem, g.seq], ['checkpoint', 13]);
+      const g = await sink.verify(TRUSTED);
+      assert.deepEqual(g.ok ? g : [g.problem, g.seq], ['checkpoint', 12]);
+      assert.match(g.ok ? '' : g.message, /the checkpoint \(record 12, pruned\): it does not match its signature .*: it was changed after it was signed/);
     } finally {
       await sink.close();
     }
@@ -414,11 +429,11 @@ describe('SQLite audit sink: pruning', () => {
     const records = streamOf(A, 12);
     const { sink } = await sinkWith(records.slice(0, 10));
     try {
-      assert.deepEqual(await sink.prune(T0 + 60_000), { records: 10, streams: 1 });
+      assert.deepEqual(await sink.prune(T0 + 60_000, KEY), { records: 10, streams: 1 });
       assert.deepEqual(await all(sink), []);
-      assert.deepEqual(await sink.verify(), { ok: true, records: 0, streams: 0, duplicates: 0 });
+      assert.deepEqual(await sink.verify(TRUSTED), { ok: true, records: 0, streams: 0, duplicates: 0 });
       await sink.write(records.slice(10));
-      assert.deepEqual(await sink.verify(), { ok: true, records: 2, streams: 1, duplicates: 0 });
+      assert.deepEqual(await sink.verify(TRUSTED), { ok: true, records: 2, streams: 1, duplicates: 0 });
     } finally {
       await sink.close();
     }
@@ -429,9 +444,9 @@ describe('SQLite audit sink: pruning', () => {
     const records = streamOf(A, 6, (k) => T0 + times[k - 1]! * 1_000);
     const { sink } = await sinkWith(records);
     try {
-      assert.deepEqual(await sink.prune(T0 + 5_500), { records: 2, streams: 1 });
+      assert.deepEqual(await sink.prune(T0 + 5_500, KEY), { records: 2, streams: 1 });
       assert.deepEqual((await all(sink)).map((r) => r.seq), [3, 4, 5, 6]);
-      assert.equal((await sink.verify()).ok, true);
+      assert.equal((await sink.verify(TRUSTED)).ok, true);
     } finally {
       await sink.close();
     }
@@ -441,13 +456,13 @@ describe('SQLite audit sink: pruning', () => {
     const records = streamOf(A, 12_000, (k) => T0 + k);
     const { sink } = await sinkWith(records);
     try {
-      const pruning = sink.prune(T0 + 11_000.5);
+      const pruning = sink.prune(T0 + 11_000.5, KEY);
       // Steps alternate with the event loop: a write lands between them and the chain holds.
       const more = chain(A, records[records.length - 1], event(12_001, T0 + 12_001));
       await sink.write([more]);
       assert.deepEqual(await pruning, { records: 11_000, streams: 1 });
-      assert.deepEqual(await sink.checkpoints(), [{ stream: A, seq: 11_000, hash: records[10_999]!.hash }]);
-      assert.deepEqual(await sink.verify(), { ok: true, records: 1_001, streams: 1, duplicates: 0 });
+      assert.deepEqual((await sink.checkpoints()).map(({ stream, seq, hash }) => ({ stream, seq, hash })), [{ stream: A, seq: 11_000, hash: records[10_999]!.hash }]);
+      assert.deepEqual(await sink.verify(TRUSTED), { ok: true, records: 1_001, streams: 1, duplicates: 0 });
     } finally {
       await sink.close();
     }
@@ -457,11 +472,11 @@ describe('SQLite audit sink: pruning', () => {
     const records = streamOf(A, 5_000, (k) => T0 + k);
     const { sink } = await sinkWith(records);
     try {
-      const verifying = sink.verify();
-      const pruned = await sink.prune(T0 + 3_000.5);
+      const verifying = sink.verify(TRUSTED);
+      const pruned = await sink.prune(T0 + 3_000.5, KEY);
       assert.deepEqual(pruned, { records: 3_000, streams: 1 });
       assert.deepEqual(await verifying, { ok: true, records: 5_000, streams: 1, duplicates: 0 });
-      assert.deepEqual(await sink.verify(), { ok: true, records: 2_000, streams: 1, duplicates: 0 });
+      assert.deepEqual(await sink.verify(TRUSTED), { ok: true, records: 2_000, streams: 1, duplicates: 0 });
     } finally {
       await sink.close();
     }
@@ -645,10 +660,190 @@ describe('SQLite audit sink: its writer thread', () => {
 
   it('stops pruning when closed, and says so', async () => {
     const { sink } = await sinkWith(streamOf(A, 12_000, (k) => T0 + k));
-    const pruning = sink.prune(T0 + 11_000.5);
+    const pruning = sink.prune(T0 + 11_000.5, KEY);
     const closing = sink.close();
     await assert.rejects(pruning, /pruning stopped \(the sink was closed\) after deleting \d+ records; the log verifies as it is/);
     await closing;
+  });
+});
+
+describe('SQLite audit sink: signed checkpoints', () => {
+  const OTHER = newKey();
+  const streamId = "(SELECT id FROM audit_streams WHERE stream = ?)";
+
+  /** What someone with write access does to hide records 1..seq of `stream`: deletes them and writes a checkpoint that fits. */
+  function forge(file: string, records: readonly AuditRecord[], seq: number, signer?: AuditSigningKey): void {
+    const last = records[seq - 1]!;
+    const content = { stream: last.stream, seq, hash: last.hash, at: last.at, prunedAt: T0 + 99_000 };
+    const signed = signer === undefined ? { keyId: null, signature: null } : signCheckpoint(signer, content);
+    tamperWith(file, (db) => {
+      db.prepare(`DELETE FROM audit_records WHERE stream = ${streamId} AND seq <= ?`).run(last.stream, seq);
+      db.prepare('INSERT INTO audit_checkpoints (stream, seq, hash, at, pruned_at, key_id, signature) VALUES (?, ?, ?, ?, ?, ?, ?)').run(
+        last.stream,
+        seq,
+        last.hash,
+        last.at,
+        content.prunedAt,
+        signed.keyId,
+        signed.signature,
+      );
+    });
+  }
+
+  it('signs each checkpoint on the writer thread, in the transaction that deletes its records', async () => {
+    const file = freshFile();
+    const sink = openSqliteAuditSink(file, { clock: () => T0 + 99_000 });
+    const records = streamOf(A, 5);
+    try {
+      await sink.write(records);
+      await sink.prune(T0 + 3_500, KEY);
+      tamperWith(file, (db) => {
+        const row = db.prepare('SELECT stream, seq, hash, at, pruned_at AS prunedAt, key_id AS keyId, signature FROM audit_checkpoints').get() as {
+          stream: string;
+          seq: number;
+          hash: string;
+          at: number;
+          prunedAt: number;
+          keyId: string;
+          signature: string;
+        };
+        assert.deepEqual({ ...row, signature: undefined }, { stream: A, seq: 3, hash: records[2]!.hash, at: T0 + 3_000, prunedAt: T0 + 99_000, keyId: KEY.keyId, signature: undefined });
+        assert.ok(checkpointSignatureValid(KEY.publicKey, row));
+      });
+    } finally {
+      await sink.close();
+    }
+  });
+
+  it('names the stream whose checkpoint was forged: records deleted by SQL and an unsigned checkpoint inserted', async () => {
+    const a = streamOf(A, 20);
+    const { sink, file } = await sinkWith([...a, ...streamOf(B, 10)]);
+    try {
+      forge(file, a, 5);
+      assert.deepEqual(await sink.verify(TRUSTED), {
+        ok: false,
+        problem: 'checkpoint',
+        stream: A,
+        seq: 5,
+        message: `stream 3f2a9c1d…, the checkpoint (record 5, pruned): it is not signed by the audit signing key ${KEY.keyId}: the records before it may have been removed by hand (or it was written before checkpoints were signed) (checkpoint)`,
+      });
+    } finally {
+      await sink.close();
+    }
+  });
+
+  it('names the stream whose checkpoint was forged with another key', async () => {
+    const b = streamOf(B, 10);
+    const { sink, file } = await sinkWith([...streamOf(A, 20), ...b]);
+    try {
+      forge(file, b, 4, OTHER);
+      const f = await sink.verify(TRUSTED);
+      assert.deepEqual(f.ok ? f : [f.problem, f.stream, f.seq], ['checkpoint', B, 4]);
+      assert.match(f.ok ? '' : f.message, new RegExp(`^stream b81c04e2…, the checkpoint \\(record 4, pruned\\): it is signed by key ${OTHER.keyId}, not by the audit signing key ${KEY.keyId}`));
+    } finally {
+      await sink.close();
+    }
+  });
+
+  it('finds a signed checkpoint whose seq or hash was changed by SQL', async () => {
+    const records = streamOf(A, 20);
+    for (const tamper of [
+      // Two more records gone, the checkpoint moved over them.
+      `DELETE FROM audit_records WHERE seq IN (11, 12); UPDATE audit_checkpoints SET seq = 12, hash = '${records[11]!.hash}'`,
+      `UPDATE audit_checkpoints SET hash = '${'e'.repeat(64)}'`,
+    ]) {
+      const { sink, file } = await sinkWith(records);
+      try {
+        await sink.prune(T0 + 10_500, KEY);
+        tamperWith(file, (db) => db.exec(tamper));
+        const f = await sink.verify(TRUSTED);
+        assert.equal(f.ok ? f : f.problem, 'checkpoint', tamper);
+        assert.match(f.ok ? '' : f.message, /^stream 3f2a9c1d…, the checkpoint \(record 1[02], pruned\): it does not match its signature by the audit signing key [0-9a-f]{16}: it was changed after it was signed \(checkpoint\)$/);
+      } finally {
+        await sink.close();
+      }
+    }
+  });
+
+  it('does not sign over a forged checkpoint: the stream is held where it is, and says why', async () => {
+    const a = streamOf(A, 20);
+    const b = streamOf(B, 10, (k) => T0 + k * 3_000);
+    const { sink, file } = await sinkWith([...a, ...b]);
+    try {
+      forge(file, a, 5);
+      assert.deepEqual(await sink.prune(T0 + 10_500, KEY), {
+        records: 3,
+        streams: 1,
+        held: [{ stream: A, reason: 'its checkpoint (record 5, pruned) is not signed' }],
+      });
+      assert.deepEqual((await all(sink)).filter((r) => r.stream === A).map((r) => r.seq)[0], 6, "A's records are left as they are");
+      const f = await sink.verify(TRUSTED);
+      assert.deepEqual(f.ok ? f : [f.problem, f.stream, f.seq], ['checkpoint', A, 5]);
+    } finally {
+      await sink.close();
+    }
+  });
+
+  it('does not sign over records deleted by hand from the start of a stream', async () => {
+    const a = streamOf(A, 20);
+    const { sink, file } = await sinkWith(a);
+    try {
+      tamperWith(file, (db) => db.prepare('DELETE FROM audit_records WHERE seq <= 3').run());
+      assert.deepEqual(await sink.prune(T0 + 10_500, KEY), { records: 0, streams: 0, held: [{ stream: A, reason: 'record 4 does not follow the start of the stream' }] });
+      assert.deepEqual(await sink.checkpoints(), []);
+      const f = await sink.verify(TRUSTED);
+      assert.deepEqual(f.ok ? f : [f.problem, f.seq], ['deleted', 1]);
+    } finally {
+      await sink.close();
+    }
+  });
+
+  it('prunes up to a hole made by hand, and no further', async () => {
+    const a = streamOf(A, 20);
+    const { sink, file } = await sinkWith(a);
+    try {
+      tamperWith(file, (db) => db.prepare('DELETE FROM audit_records WHERE seq IN (7, 8)').run());
+      assert.deepEqual(await sink.prune(T0 + 15_500, KEY), { records: 6, streams: 1, held: [{ stream: A, reason: 'record 9 does not follow record 6' }] });
+      const f = await sink.verify(TRUSTED);
+      assert.deepEqual(f.ok ? f : [f.problem, f.seq], ['deleted', 7]);
+    } finally {
+      await sink.close();
+    }
+  });
+
+  it('opens a file of the schema before checkpoints were signed, and verify reports its unsigned checkpoint', async () => {
+    const a = streamOf(A, 20);
+    const { sink: writer, file } = await sinkWith(a);
+    await writer.close();
+    // The file as the schema of version 1 left it after a prune: a checkpoint without key_id or signature.
+    tamperWith(file, (db) => {
+      db.exec('ALTER TABLE audit_checkpoints DROP COLUMN key_id; ALTER TABLE audit_checkpoints DROP COLUMN signature; PRAGMA user_version = 1');
+      db.prepare('DELETE FROM audit_records WHERE seq <= 5').run();
+      db.prepare('INSERT INTO audit_checkpoints (stream, seq, hash, at, pruned_at) VALUES (?, ?, ?, ?, ?)').run(A, 5, a[4]!.hash, a[4]!.at, T0 + 99_000);
+    });
+    const sink = openSqliteAuditSink(file);
+    try {
+      tamperWith(file, (db) => assert.equal(db.pragma('user_version', { simple: true }), AUDIT_SQLITE_SCHEMA_VERSION));
+      assert.deepEqual(await sink.checkpoints(), [{ stream: A, seq: 5, hash: a[4]!.hash, at: a[4]!.at, prunedAt: T0 + 99_000, keyId: null, signature: null }]);
+      const f = await sink.verify(TRUSTED);
+      assert.deepEqual(f.ok ? f : [f.problem, f.stream, f.seq], ['checkpoint', A, 5]);
+      assert.match(f.ok ? '' : f.message, /it is not signed by the audit signing key .*\(or it was written before checkpoints were signed\)/);
+      assert.deepEqual((await sink.prune(T0 + 10_500, KEY)).held, [{ stream: A, reason: 'its checkpoint (record 5, pruned) is not signed' }]);
+    } finally {
+      await sink.close();
+    }
+  });
+
+  it('verifies a pruned log only with a key: without one it is unverifiable, never a pass', async () => {
+    const { sink } = await sinkWith(streamOf(A, 20));
+    try {
+      await sink.prune(T0 + 10_500, KEY);
+      const f = await sink.verify();
+      assert.deepEqual(f.ok ? f : [f.problem, f.stream, f.seq], ['unverifiable', A, 10]);
+      assert.deepEqual(await sink.verify({ publicKeys: [OTHER.publicKey, KEY.publicKey] }), { ok: true, records: 10, streams: 1, duplicates: 0 });
+    } finally {
+      await sink.close();
+    }
   });
 });
 
@@ -833,14 +1028,14 @@ describe('SQLite audit sink: queries over many buckets of time', () => {
     const sink = openSqliteAuditSink(file);
     try {
       for (let i = 0; i < written.length; i += 500) await sink.write(written.slice(i, i + 500));
-      await sink.prune(T0 + 3_000);
+      await sink.prune(T0 + 3_000, KEY);
       const kept = written.filter((r) => r.at >= T0 + 3_000);
       tamperWith(file, (db) => {
         const oldest = db.prepare<[], { b: number }>('SELECT min(bucket) AS b FROM audit_record_buckets').get()!.b;
         assert.equal(oldest, Math.floor((T0 + 3_000) / 64));
       });
       assert.deepStrictEqual(await pagesOf(sink, { grant: 'grant-7', limit: 20 }), newestFirst(kept.filter((r) => r.grantId === 'grant-7')));
-      assert.deepEqual(await sink.verify(), { ok: true, records: kept.length, streams: 2, duplicates: 0 });
+      assert.deepEqual(await sink.verify(TRUSTED), { ok: true, records: kept.length, streams: 2, duplicates: 0 });
     } finally {
       await sink.close();
     }

@@ -101,6 +101,7 @@ import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type Database from 'better-sqlite3';
 import type { AuditRecord } from '../event.js';
+import type { AuditSigningKey } from '../signing.js';
 import type { AuditPage, AuditQuery, AuditStore, PruneResult } from '../store.js';
 import { verifyChain, type AuditCheckpoint, type VerifyOptions, type VerifyResult } from '../verify.js';
 import { AT_LIMIT, AT_SHIFT, BUCKET_MS, BUCKET_SHIFT, KEY_KIND, NO_BUCKET, PER_MS, bucketOf, migrate, openAuditDatabase, yieldToEventLoop } from './sqlite-schema.js';
@@ -118,6 +119,12 @@ export interface SqliteAuditSinkOptions {
   readonly synchronous?: 'normal' | 'full';
   /** The clock checkpoints record `pruned_at` with; default `Date.now`. */
   readonly clock?: () => number;
+  /**
+   * Write on the caller's thread instead of a writer thread of the sink's own: for a caller that
+   * is itself a thread set aside for the audit log (audit/thread-worker.ts), where a second hand-over
+   * would only add work. `:memory:` databases are always written inline (no other thread can open them).
+   */
+  readonly inline?: boolean;
 }
 
 /** Records per slice when handing a batch to the writer thread: about 0.2 ms of encoding each here. */
@@ -188,7 +195,7 @@ export class SqliteAuditSink implements AuditStore {
     this.name = `sqlite:${file}`;
     this.synchronous = opts.synchronous ?? 'normal';
     this.clock = opts.clock ?? Date.now;
-    this.inline = file === ':memory:' ? new AuditRecordWriter(db, this.name) : undefined;
+    this.inline = file === ':memory:' || opts.inline === true ? new AuditRecordWriter(db, this.name) : undefined;
   }
 
   write(records: readonly AuditRecord[]): Promise<void> {
@@ -227,7 +234,7 @@ export class SqliteAuditSink implements AuditStore {
   }
 
   /** Hands a write (records) or a prune (message) to the thread; resolves with its outcome. */
-  private send(records: readonly AuditRecord[] | undefined, prune: { before: number; prunedAt: number } | undefined): Promise<PruneResult | undefined> {
+  private send(records: readonly AuditRecord[] | undefined, prune: { before: number; prunedAt: number; key: AuditSigningKey } | undefined): Promise<PruneResult | undefined> {
     const worker = (this.worker ??= this.startWorker());
     const id = ++this.nextId;
     const done = new Promise<PruneResult | undefined>((resolve, reject) => {
@@ -509,7 +516,7 @@ export class SqliteAuditSink implements AuditStore {
    * (here or in another process) cannot make records and checkpoints disagree.
    */
   async verify(opts: Omit<VerifyOptions, 'checkpoints'> = {}): Promise<VerifyResult> {
-    if (this.inline !== undefined) return verifyChain(readAll(this.db), { ...opts, checkpoints: readCheckpoints(this.db) });
+    if (this.file === ':memory:') return verifyChain(readAll(this.db), { ...opts, checkpoints: readCheckpoints(this.db) });
     const snapshot = openAuditDatabase(this.file, this.synchronous, { readonly: true, fileMustExist: true });
     try {
       snapshot.exec('BEGIN');
@@ -524,16 +531,18 @@ export class SqliteAuditSink implements AuditStore {
   }
 
   /**
-   * Deletes the records written before `beforeMs`, stream by stream, and leaves a checkpoint for
-   * each stream that lost records, so the rest still verifies. It runs on the writer thread, a
-   * few thousand records per transaction, with writes going on in between (see
-   * AuditRecordWriter.prune).
+   * Deletes the records written before `beforeMs`, stream by stream, and leaves a checkpoint
+   * signed by `key` for each stream that lost records, so the rest still verifies. It runs on the
+   * writer thread, a few thousand records per transaction, with writes going on in between (see
+   * AuditRecordWriter.prune, which also says when a stream is held rather than pruned).
    */
-  async prune(beforeMs: number): Promise<PruneResult> {
+  async prune(beforeMs: number, key: AuditSigningKey): Promise<PruneResult> {
     const before = finiteTime(beforeMs, 'beforeMs');
     if (this.closed) throw new Error(`${this.name} is closed`);
-    if (this.inline !== undefined) return this.inline.prune(before, this.clock(), () => (this.closed ? 'the sink was closed' : undefined));
-    return (await this.send(undefined, { before, prunedAt: this.clock() }))!;
+    // Only what the thread needs: the key pair, not whatever else the caller's object holds.
+    const signer: AuditSigningKey = { keyId: key.keyId, privateKey: key.privateKey, publicKey: key.publicKey };
+    if (this.inline !== undefined) return this.inline.prune(before, this.clock(), signer, () => (this.closed ? 'the sink was closed' : undefined));
+    return (await this.send(undefined, { before, prunedAt: this.clock(), key: signer }))!;
   }
 
   /**
@@ -649,7 +658,9 @@ async function* readAll(db: Database.Database): AsyncGenerator<AuditRecord> {
 }
 
 function readCheckpoints(db: Database.Database): AuditCheckpoint[] {
-  return db.prepare<[], AuditCheckpoint>('SELECT stream, seq, hash FROM audit_checkpoints ORDER BY stream').all();
+  return db
+    .prepare<[], AuditCheckpoint>('SELECT stream, seq, hash, at, pruned_at AS prunedAt, key_id AS keyId, signature FROM audit_checkpoints ORDER BY stream')
+    .all();
 }
 
 function pageSize(limit: number | undefined): number {

@@ -1,0 +1,188 @@
+/**
+ * The audit thread: where the audit log's work happens, so that the gateway's event loop, which
+ * every call goes through, only hands events over (thread.ts). Here the arguments are derived
+ * (`keys`: a hash of their canonical form; `redacted`: masked), each event is chained into the
+ * stream (canonical form, SHA-256), and the writer batches the records to every sink; the SQLite
+ * sink writes on this thread too, rather than hand each batch on to a thread of its own. Reads
+ * the gateway asks for (the admin API's queries, verify, retention's prune) run here as well.
+ *
+ * Why a thread: on the event loop, deriving and chaining alone took some 10 to 20 µs a call here,
+ * and the sinks' serialisation more; the gateway's thread is what limits its calls per second,
+ * while the machine usually has a core with time to spare.
+ */
+import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
+import { pino, type Logger } from 'pino';
+import { auditArguments } from './arguments.js';
+import type { AuditEventInput } from './event.js';
+import { DeferredSink, isPostgresSpec, openAuditSink, sinkDisplayName } from './open.js';
+import type { AuditSink } from './sink.js';
+import type { AuditStore } from './store.js';
+import { toWireError, type AuditThreadData, type FromAuditThread, type StoreOp, type ToAuditThread } from './thread-wire.js';
+import { AuditWriter } from './writer.js';
+
+/** How often changed counters are sent to the gateway (its metrics read them). */
+const STATS_EVERY_MS = 250;
+
+const data = (workerData as { auditThread?: AuditThreadData } | null)?.auditThread;
+if (parentPort !== null && data !== undefined) void serve(parentPort, data);
+
+async function serve(port: MessagePort, o: AuditThreadData): Promise<void> {
+  const send = (m: FromAuditThread) => port.postMessage(m);
+  // The writer's warnings (a sink down, a spill file replayed) reach the gateway's log as lines.
+  const logger: Logger = pino({ level: o.level, base: null, timestamp: false }, { write: (line: string) => send({ t: 'log', line }) });
+  const c = o.config;
+
+  const sinks: AuditSink[] = [];
+  try {
+    for (const spec of c.sinks) {
+      // A database that is down at start only delays its records (they spill); see DeferredSink.
+      if (isPostgresSpec(spec)) sinks.push(new DeferredSink(sinkDisplayName(spec), async () => (await openAuditSink(spec, { durability: c.durability })).sink));
+      else sinks.push((await openAuditSink(spec, { durability: c.durability, inline: true })).sink);
+    }
+  } catch (err) {
+    await Promise.allSettled(sinks.map((s) => s.close()));
+    send({ t: 'failed', error: toWireError(err) });
+    return;
+  }
+  let writer: AuditWriter;
+  try {
+    writer = new AuditWriter({
+      sinks,
+      spillDir: c.spillDir,
+      flushIntervalMs: c.flushIntervalMs,
+      batchSize: c.batchSize,
+      maxQueue: c.maxQueue,
+      onFull: c.onFull,
+      logger,
+      ...(o.stream !== undefined ? { stream: o.stream } : {}),
+    });
+  } catch (err) {
+    await Promise.allSettled(sinks.map((s) => s.close()));
+    send({ t: 'failed', error: toWireError(err) });
+    return;
+  }
+
+  const storeOf = (i: number): AuditStore => {
+    const s = sinks[i];
+    const inner = s instanceof DeferredSink ? s.current : s;
+    if (inner === undefined || !isStore(inner)) {
+      throw new Error(s instanceof DeferredSink ? `${s.name} has not been reached yet; its records wait in the spill file` : `audit sink ${i} cannot be queried`);
+    }
+    return inner;
+  };
+
+  let reportedFull = false;
+  const checkFull = () => {
+    if (reportedFull || !writer.full) return;
+    reportedFull = true;
+    send({ t: 'full', full: true });
+    void writer.whenRoom().then(() => {
+      reportedFull = false;
+      send({ t: 'full', full: false });
+    });
+  };
+
+  let lastStats = '';
+  const statsTimer = setInterval(() => {
+    const stats = writer.stats();
+    const text = JSON.stringify(stats);
+    if (text === lastStats) return;
+    lastStats = text;
+    send({ t: 'stats', stats });
+  }, STATS_EVERY_MS);
+
+  const record = (e: AuditEventInput): AuditEventInput => {
+    // The trail sends the arguments as the client sent them; what is kept of them is decided here.
+    (e as { arguments: unknown }).arguments = auditArguments(e.arguments, c.arguments);
+    return e;
+  };
+  const reply = (id: number, work: () => unknown) => {
+    Promise.resolve()
+      .then(work)
+      .then(
+        (value) => send({ t: 'reply', id, value }),
+        (err: unknown) => send({ t: 'reply', id, error: toWireError(err) }),
+      );
+  };
+  const iterations = new Map<number, AsyncGenerator<unknown>>();
+
+  port.on('message', (m: ToAuditThread) => {
+    switch (m.t) {
+      case 'events':
+        for (const e of m.events) {
+          try {
+            writer.record(record(e));
+          } catch (err) {
+            // Only after close: nothing the gateway can do about it but know.
+            logger.error({ err: (err as Error).message }, 'audit event not recorded');
+          }
+        }
+        checkFull();
+        return;
+      case 'durable': {
+        // Queued now, in the order the messages came: an event sent after it is chained after it.
+        const durable = writer.recordDurable(record(m.event));
+        reply(m.id, () => durable);
+        checkFull();
+        return;
+      }
+      case 'flush':
+        reply(m.id, async () => {
+          await writer.flush();
+          return writer.stats();
+        });
+        return;
+      case 'stats':
+        reply(m.id, () => writer.stats());
+        return;
+      case 'store':
+        reply(m.id, () => callStore(storeOf(m.sink), m.op, m.args));
+        return;
+      case 'iterate':
+        reply(m.id, () => {
+          iterations.set(m.iter, storeOf(m.sink).iterate());
+        });
+        return;
+      case 'next':
+        reply(m.id, async () => {
+          const it = iterations.get(m.iter);
+          if (it === undefined) return { records: [], done: true };
+          const records: unknown[] = [];
+          // A page at a time: one message per record would cost more than reading it.
+          while (records.length < 500) {
+            const r = await it.next();
+            if (r.done === true) {
+              iterations.delete(m.iter);
+              return { records, done: true };
+            }
+            records.push(r.value);
+          }
+          return { records, done: false };
+        });
+        return;
+      case 'return':
+        void iterations.get(m.iter)?.return(undefined);
+        iterations.delete(m.iter);
+        return;
+      case 'close':
+        reply(m.id, async () => {
+          clearInterval(statsTimer);
+          for (const it of iterations.values()) await it.return(undefined);
+          await writer.close();
+          return writer.stats();
+        });
+        return;
+    }
+  });
+
+  send({ t: 'ready', stream: writer.stream, sinks: sinks.map((s) => ({ name: s.name, store: isStore(s) || s instanceof DeferredSink })), stats: writer.stats() });
+}
+
+function callStore(store: AuditStore, op: StoreOp, args: unknown[]): Promise<unknown> {
+  const fn = store[op] as (...a: unknown[]) => Promise<unknown>;
+  return fn.apply(store, args);
+}
+
+function isStore(s: AuditSink): s is AuditStore {
+  return typeof (s as Partial<AuditStore>).prune === 'function' && typeof (s as Partial<AuditStore>).query === 'function';
+}

@@ -1,0 +1,222 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { describe, it, type TestContext } from 'node:test';
+import { pino } from 'pino';
+import type { AuditConfig } from '../config/index.js';
+import type { Logger } from '../telemetry/logger.js';
+import type { AuditEventInput, AuditRecord } from './event.js';
+import { loadOrCreateSigningKey } from './signing.js';
+import { openSqliteAuditSink } from './sinks/sqlite.js';
+import { AuditThread } from './thread.js';
+
+const T0 = Date.UTC(2026, 10, 22, 12, 0, 0);
+
+const event = (i: number, args: unknown = { path: `/tmp/file-${i}`, token: 'sk_live_abcdefghijklmnop' }): AuditEventInput => ({
+  at: T0 + i,
+  requestId: String(i),
+  grantId: 'g1',
+  grantLabel: 'alice',
+  session: 'sess-1',
+  server: 'files',
+  method: 'tools/call',
+  tool: 'read_file',
+  decision: 'allow',
+  rule: '/tools/read_file',
+  reason: null,
+  policyVersion: 'v1',
+  arguments: args,
+  upstreamStatus: 'ok',
+  latencyMs: 3,
+  resultBytes: 120,
+  error: null,
+});
+
+async function tempDir(t: TestContext): Promise<string> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'pl-audit-thread-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+function config(dir: string, over: Partial<AuditConfig> = {}): AuditConfig {
+  return {
+    sinks: [`sqlite:${path.join(dir, 'audit.db')}`],
+    arguments: 'keys',
+    durability: 'async',
+    flushIntervalMs: 10,
+    batchSize: 500,
+    maxQueue: 100_000,
+    onFull: 'block',
+    spillDir: path.join(dir, 'spill'),
+    ...over,
+  };
+}
+
+/** A logger whose JSON lines a test can read. */
+function capture(): { logger: Logger; lines: Array<Record<string, unknown>> } {
+  const lines: Array<Record<string, unknown>> = [];
+  const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) }) as unknown as Logger;
+  return { logger, lines };
+}
+
+async function start(t: TestContext, cfg: AuditConfig, logger: Logger = capture().logger): Promise<AuditThread> {
+  const thread = await AuditThread.start(cfg, logger);
+  t.after(() => thread.close());
+  return thread;
+}
+
+async function readBack(file: string): Promise<AuditRecord[]> {
+  const sink = openSqliteAuditSink(file);
+  try {
+    const out: AuditRecord[] = [];
+    for await (const r of sink.iterate()) out.push(r);
+    return out;
+  } finally {
+    await sink.close();
+  }
+}
+
+describe('the audit thread', () => {
+  it('writes what the gateway records, in order, chained, with the arguments derived there', async (t) => {
+    const dir = await tempDir(t);
+    const thread = await start(t, config(dir));
+    for (let i = 1; i <= 300; i++) thread.record(event(i));
+    await thread.close();
+    const records = await readBack(path.join(dir, 'audit.db'));
+    assert.equal(records.length, 300);
+    assert.deepEqual(
+      records.map((r) => r.seq),
+      Array.from({ length: 300 }, (_, i) => i + 1),
+    );
+    assert.ok(records.every((r) => r.stream === thread.stream));
+    // `keys`: the names and a hash, never the values.
+    assert.deepEqual((records[0]!.arguments as { keys: string[] }).keys, ['path', 'token']);
+    assert.doesNotMatch(JSON.stringify(records), /sk_live_/);
+  });
+
+  it('masks secrets in the thread when the arguments are to be redacted', async (t) => {
+    const dir = await tempDir(t);
+    const thread = await start(t, config(dir, { arguments: 'redacted' }));
+    thread.record(event(1));
+    await thread.close();
+    const [r] = await readBack(path.join(dir, 'audit.db'));
+    assert.deepEqual(r!.arguments, { path: '/tmp/file-1', token: '[REDACTED]' });
+  });
+
+  it('resolves a strict record once it is written, after everything recorded before it', async (t) => {
+    const dir = await tempDir(t);
+    const thread = await start(t, config(dir, { durability: 'strict' }));
+    thread.record(event(1));
+    thread.record(event(2));
+    await thread.recordDurable(event(3));
+    // Durable means readable by another connection now, not after close.
+    const records = await readBack(path.join(dir, 'audit.db'));
+    assert.deepEqual(
+      records.map((r) => r.requestId),
+      ['1', '2', '3'],
+    );
+  });
+
+  it('serves queries, iteration, verification and pruning of its sinks to the gateway', async (t) => {
+    const dir = await tempDir(t);
+    const thread = await start(t, config(dir));
+    for (let i = 1; i <= 1200; i++) thread.record(event(i));
+    await thread.flush();
+    const [store] = thread.stores();
+    assert.ok(store);
+    assert.equal(store.name, `sqlite:${path.join(dir, 'audit.db')}`);
+    const page = await store.query({ limit: 10, order: 'oldest' });
+    assert.deepEqual(
+      page.records.map((r) => r.requestId),
+      ['1', '2', '3', '4', '5', '6', '7', '8', '9', '10'],
+    );
+    let n = 0;
+    for await (const r of store.iterate()) {
+      n++;
+      assert.equal(r.seq, n);
+    }
+    assert.equal(n, 1200);
+    const { key } = loadOrCreateSigningKey(path.join(dir, 'signing.key'));
+    // The key crosses to the thread as it is (KeyObjects are cloneable).
+    assert.deepEqual(await store.verify({ publicKeys: [key.publicKey] }), { ok: true, records: 1200, streams: 1, duplicates: 0 });
+    const pruned = await store.prune(T0 + 1001, key);
+    assert.deepEqual(pruned, { records: 1000, streams: 1 });
+    const [checkpoint] = await store.checkpoints();
+    assert.equal(checkpoint!.seq, 1000);
+    assert.equal(checkpoint!.keyId, key.keyId);
+    assert.deepEqual(await store.verify({ publicKeys: [key.publicKey] }), { ok: true, records: 200, streams: 1, duplicates: 0 });
+  });
+
+  it('stops an iteration the gateway abandons, and can start another', async (t) => {
+    const dir = await tempDir(t);
+    const thread = await start(t, config(dir));
+    for (let i = 1; i <= 1200; i++) thread.record(event(i));
+    await thread.flush();
+    const [store] = thread.stores();
+    for await (const r of store!.iterate()) if (r.seq === 3) break;
+    let n = 0;
+    for await (const _ of store!.iterate()) n++;
+    assert.equal(n, 1200);
+  });
+
+  it('keeps a store error of its kind: a foreign cursor is a RangeError', async (t) => {
+    const dir = await tempDir(t);
+    const thread = await start(t, config(dir));
+    await assert.rejects(thread.stores()[0]!.query({ after: 'not-a-cursor' }), RangeError);
+  });
+
+  it('refuses to start when a sink cannot be opened, saying which and why', async (t) => {
+    const dir = await tempDir(t);
+    const file = path.join(dir, 'not-a-database.db');
+    await writeFile(file, 'this is not a SQLite file, it is plain text long enough to have a header page '.repeat(20));
+    await assert.rejects(AuditThread.start(config(dir, { sinks: [`sqlite:${file}`] }), capture().logger), /not a database|file is not a database/i);
+  });
+
+  it("reports a full queue and room again, so a blocking gateway can wait", async (t) => {
+    const dir = await tempDir(t);
+    const thread = await start(t, config(dir, { batchSize: 1, maxQueue: 5 }));
+    for (let i = 1; i <= 200; i++) thread.record(event(i));
+    let sawFull = false;
+    for (let i = 0; i < 2000 && !sawFull; i++) {
+      await new Promise((r) => setTimeout(r, 1));
+      sawFull = thread.full;
+    }
+    assert.ok(sawFull, 'the queue of 200 records one at a time passed max_queue 5');
+    await thread.whenRoom();
+    assert.equal(thread.full, false);
+    await thread.flush();
+    assert.equal(thread.stats()[0]!.written, 200);
+  });
+
+  it("logs the writer's warnings through the gateway's logger", async (t) => {
+    const dir = await tempDir(t);
+    const { logger, lines } = capture();
+    // Nothing listens there: the sink goes down at the first write and its records spill.
+    const thread = await start(t, config(dir, { sinks: ['postgres://audit:secret@127.0.0.1:1/audit'] }), logger);
+    thread.record(event(1));
+    await thread.flush();
+    const stats = await thread.statsNow();
+    assert.equal(stats[0]!.state, 'down');
+    assert.equal(stats[0]!.spilled, 1);
+    const down = lines.find((l) => typeof l.msg === 'string' && /down|spill/i.test(l.msg));
+    assert.ok(down, `a warning about the sink, in ${JSON.stringify(lines)}`);
+    assert.equal(down.component, 'audit');
+    assert.doesNotMatch(JSON.stringify(lines), /secret/);
+  });
+
+  it('rejects what waits on it when the thread dies, and counts later events as lost instead of throwing', async (t) => {
+    const dir = await tempDir(t);
+    const { logger, lines } = capture();
+    const thread = await start(t, config(dir), logger);
+    const worker = (thread as unknown as { worker: { terminate(): Promise<number> } }).worker;
+    const flushing = thread.flush();
+    await worker.terminate();
+    await assert.rejects(flushing, /audit log stopped|audit thread exited/);
+    assert.doesNotThrow(() => thread.record(event(2)));
+    await assert.rejects(thread.recordDurable(event(3)), /audit log stopped/);
+    assert.ok(lines.some((l) => l.level === 50 && /audit thread stopped/.test(String(l.msg))));
+    await thread.close();
+    assert.equal((await readFile(path.join(dir, 'audit.db'))).length > 0, true);
+  });
+});

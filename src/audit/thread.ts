@@ -1,0 +1,354 @@
+/**
+ * The gateway's end of its audit thread (thread-worker.ts): what the trail records through, and
+ * the queryable sinks the admin API and retention use, each a proxy to the sink in the thread.
+ *
+ * On the call path, recording an event is an array push: the events of one turn of the event
+ * loop go to the thread together, in one message, at the end of that turn (or at once when
+ * POST_AT of them have piled up). A strict event is sent at once, after whatever was recorded
+ * before it, and its promise settles when the thread says it is durable.
+ *
+ * What the gateway knows of the thread's state arrives by message, so it lags by a turn or so:
+ * `full` turns true only after the thread has seen the queue pass `max_queue` (a few more calls
+ * are queued meanwhile, which `on_full: block` allows: it bounds memory, not the exact count),
+ * and stats() are the counters as last sent (at most STATS_EVERY_MS old; statsNow() asks).
+ *
+ * The thread does not keep the process alive on its own account: while nothing waits for an
+ * answer it is unreferenced, like the writer's timers, so an orderly shutdown must close() the
+ * log to lose nothing (the gateway's does).
+ */
+import { Worker } from 'node:worker_threads';
+import type { AuditConfig } from '../config/index.js';
+import type { Logger } from '../telemetry/logger.js';
+import type { AuditEventInput, AuditRecord } from './event.js';
+import type { AuditPage, AuditQuery, AuditStore, PruneResult } from './store.js';
+import { fromWireError, type AuditThreadData, type FromAuditThread, type StoreOp, type ToAuditThread } from './thread-wire.js';
+import type { AuditCheckpoint, VerifyResult } from './verify.js';
+import type { AuditSinkStats } from './writer.js';
+
+/** Events sent in one message at most; more are sent at once rather than wait for POST_EVERY_MS. */
+const POST_AT = 256;
+/**
+ * How long recorded events wait on the event loop before going to the thread together. Each
+ * message wakes the thread, which costs both sides more than copying a few more events; at a
+ * call per turn (one client), sending every turn cost about 100 µs of CPU a call here. Small
+ * next to the flush interval, which bounds what a crash loses either way.
+ */
+const POST_EVERY_MS = 2;
+
+interface Waiting {
+  resolve(value: unknown): void;
+  reject(err: Error): void;
+}
+
+const PINO_LEVELS: Record<number, 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal'> = {
+  10: 'trace',
+  20: 'debug',
+  30: 'info',
+  40: 'warn',
+  50: 'error',
+  60: 'fatal',
+};
+
+export class AuditThread {
+  readonly stream: string;
+  readonly sinkNames: readonly string[];
+  private readonly worker: Worker;
+  private readonly log: Logger;
+  private pending: AuditEventInput[] = [];
+  private scheduled = false;
+  private readonly waiting = new Map<number, Waiting>();
+  private nextId = 0;
+  private lastStats: AuditSinkStats[];
+  private isFull = false;
+  private roomWaiters: Array<() => void> = [];
+  private readonly proxies: AuditStore[];
+  /** Why the thread is gone, once it is (a crash, or close()). */
+  private gone: Error | undefined;
+  private lostEvents = 0;
+  private closed: Promise<void> | undefined;
+
+  private constructor(worker: Worker, ready: Extract<FromAuditThread, { t: 'ready' }>, log: Logger) {
+    this.worker = worker;
+    this.log = log;
+    this.stream = ready.stream;
+    this.sinkNames = ready.sinks.map((s) => s.name);
+    this.lastStats = ready.stats;
+    this.proxies = [];
+    ready.sinks.forEach((s, i) => {
+      if (s.store) this.proxies.push(new ThreadStore(this, s.name, i));
+    });
+    worker.on('message', (m: FromAuditThread) => this.onMessage(m));
+    worker.on('error', (err) => this.lost(err));
+    worker.on('exit', (code) => this.lost(new Error(`the audit thread exited (code ${code})`)));
+    worker.unref();
+  }
+
+  /** Starts the thread and opens the sinks there; rejects with the reason a sink could not be opened. */
+  static start(config: AuditConfig, logger: Logger, opts: { stream?: string } = {}): Promise<AuditThread> {
+    const data: AuditThreadData = { config, level: logger.level, ...(opts.stream !== undefined ? { stream: opts.stream } : {}) };
+    // No execArgv: the thread needs none of the process's flags, and some would stop it starting.
+    const worker = new Worker(new URL('./thread-worker.js', import.meta.url), { workerData: { auditThread: data }, execArgv: [] });
+    const log = logger.child({ component: 'audit' });
+    return new Promise<AuditThread>((resolve, reject) => {
+      const early = (m: FromAuditThread) => {
+        if (m.t === 'log') {
+          forwardLog(log, m.line);
+        } else if (m.t === 'ready') {
+          off();
+          resolve(new AuditThread(worker, m, log));
+        } else if (m.t === 'failed') {
+          off();
+          void worker.terminate();
+          reject(fromWireError(m.error));
+        }
+      };
+      const failed = (err: Error) => {
+        off();
+        reject(err);
+      };
+      const exited = (code: number) => failed(new Error(`the audit thread exited before it started (code ${code})`));
+      const off = () => {
+        worker.off('message', early);
+        worker.off('error', failed);
+        worker.off('exit', exited);
+      };
+      worker.on('message', early);
+      worker.on('error', failed);
+      worker.on('exit', exited);
+    });
+  }
+
+  // ---- what the trail records through ----
+
+  /** Queues `event`; it goes to the thread at the end of this turn of the event loop. */
+  record(event: AuditEventInput): void {
+    if (this.gone !== undefined) {
+      this.dropped();
+      return;
+    }
+    const n = this.pending.push(event);
+    if (n >= POST_AT) this.post();
+    else if (!this.scheduled) {
+      this.scheduled = true;
+      setTimeout(this.postScheduled, POST_EVERY_MS).unref();
+    }
+  }
+
+  /** Records `event` and resolves once every sink has it durably (see AuditWriter.recordDurable). */
+  recordDurable(event: AuditEventInput): Promise<void> {
+    if (this.gone !== undefined) return Promise.reject(this.gone);
+    // What was recorded before it is chained before it.
+    this.post();
+    return this.ask((id) => ({ t: 'durable', id, event })).then(() => undefined);
+  }
+
+  /** Resolves once everything recorded so far is written or spilled, by every sink. */
+  flush(): Promise<void> {
+    this.post();
+    return this.ask((id) => ({ t: 'flush', id })).then((stats) => {
+      this.lastStats = stats as AuditSinkStats[];
+    });
+  }
+
+  /** True while some sink's queue in the thread holds `max_queue` records or more. */
+  get full(): boolean {
+    return this.isFull;
+  }
+
+  /** Resolves at once while there is room, else once the thread says there is again. */
+  whenRoom(): Promise<void> {
+    if (!this.isFull) return Promise.resolve();
+    // Referenced while a caller waits, like ask(): the answer comes from the thread.
+    if (this.roomWaiters.length === 0 && this.waiting.size === 0) this.worker.ref();
+    return new Promise((resolve) => this.roomWaiters.push(resolve));
+  }
+
+  // ---- what the gateway reads ----
+
+  /** The sinks' counters as the thread last sent them. */
+  stats(): AuditSinkStats[] {
+    return this.lastStats;
+  }
+
+  /** The sinks' counters as they are now. */
+  async statsNow(): Promise<AuditSinkStats[]> {
+    this.lastStats = (await this.ask((id) => ({ t: 'stats', id }))) as AuditSinkStats[];
+    return this.lastStats;
+  }
+
+  /** The queryable sinks (SQLite, PostgreSQL), in the config's order; their work runs in the thread. */
+  stores(): AuditStore[] {
+    return this.proxies;
+  }
+
+  /** Sends what is queued, lets the writer write it (or spill it), closes the sinks and ends the thread. */
+  close(): Promise<void> {
+    this.closed ??= (async () => {
+      if (this.gone !== undefined) return;
+      this.post();
+      try {
+        this.lastStats = (await this.ask((id) => ({ t: 'close', id }))) as AuditSinkStats[];
+      } finally {
+        this.gone = new Error('the audit log is closed');
+        await this.worker.terminate();
+      }
+    })();
+    return this.closed;
+  }
+
+  /** @internal For ThreadStore: sends a request and resolves with the thread's answer. */
+  ask(message: (id: number) => ToAuditThread): Promise<unknown> {
+    if (this.gone !== undefined) return Promise.reject(this.gone);
+    const id = ++this.nextId;
+    return new Promise((resolve, reject) => {
+      // Referenced while an answer is awaited: a caller waiting on the log keeps the process up.
+      if (this.waiting.size === 0 && this.roomWaiters.length === 0) this.worker.ref();
+      this.waiting.set(id, { resolve, reject });
+      this.worker.postMessage(message(id));
+    });
+  }
+
+  /** @internal */
+  send(message: ToAuditThread): void {
+    if (this.gone === undefined) this.worker.postMessage(message);
+  }
+
+  private readonly postScheduled = (): void => {
+    this.post();
+  };
+
+  private post(): void {
+    // A timer still set fires later and finds little or nothing to send, which is harmless.
+    this.scheduled = false;
+    if (this.pending.length === 0 || this.gone !== undefined) return;
+    const events = this.pending;
+    this.pending = [];
+    try {
+      this.worker.postMessage({ t: 'events', events } satisfies ToAuditThread);
+    } catch (err) {
+      // An event that cannot be copied to the thread (never one the gateway makes): the message
+      // is lost whole, so each event goes again alone, and only the culprit is left out.
+      for (const e of events) {
+        try {
+          this.worker.postMessage({ t: 'events', events: [e] } satisfies ToAuditThread);
+        } catch {
+          this.log.error({ err: (err as Error).message, method: e.method, tool: e.tool }, 'audit event cannot be recorded: it does not copy to the audit thread');
+        }
+      }
+    }
+  }
+
+  private onMessage(m: FromAuditThread): void {
+    switch (m.t) {
+      case 'reply': {
+        const w = this.waiting.get(m.id);
+        if (w === undefined) return;
+        this.waiting.delete(m.id);
+        if (this.waiting.size === 0 && this.roomWaiters.length === 0) this.worker.unref();
+        if (m.error !== undefined) w.reject(fromWireError(m.error));
+        else w.resolve(m.value);
+        return;
+      }
+      case 'full':
+        this.isFull = m.full;
+        if (!m.full && this.roomWaiters.length > 0) {
+          for (const resolve of this.roomWaiters.splice(0)) resolve();
+          if (this.waiting.size === 0) this.worker.unref();
+        }
+        return;
+      case 'stats':
+        this.lastStats = m.stats;
+        return;
+      case 'log':
+        forwardLog(this.log, m.line);
+        return;
+      default:
+        return;
+    }
+  }
+
+  /** The thread died (a bug, or out of memory): every waiter is told, and later events are counted as lost. */
+  private lost(err: Error): void {
+    if (this.gone !== undefined) return;
+    this.gone = new Error(`the audit log stopped: ${err.message}`);
+    this.log.error({ err: err.message, queued: this.pending.length }, 'the audit thread stopped; records still queued there are lost');
+    this.lostEvents += this.pending.length;
+    this.pending = [];
+    for (const w of this.waiting.values()) w.reject(this.gone);
+    this.waiting.clear();
+    this.isFull = false;
+    for (const resolve of this.roomWaiters.splice(0)) resolve();
+  }
+
+  private dropped(): void {
+    if (this.lostEvents++ % 10_000 === 0) this.log.error({ lost: this.lostEvents }, 'audit event not recorded: the audit thread has stopped');
+  }
+}
+
+/** A queryable sink of the thread, seen from the gateway: each method runs there. */
+class ThreadStore implements AuditStore {
+  private nextIter = 0;
+
+  constructor(
+    private readonly thread: AuditThread,
+    readonly name: string,
+    private readonly sink: number,
+  ) {}
+
+  write(_records: readonly AuditRecord[]): Promise<void> {
+    return Promise.reject(new Error(`${this.name}: the audit thread writes this sink; record events through the audit log`));
+  }
+
+  /** The sink itself is closed with the log. */
+  async close(): Promise<void> {}
+
+  query(filter?: AuditQuery): Promise<AuditPage> {
+    return this.call('query', [filter]) as Promise<AuditPage>;
+  }
+
+  checkpoints(): Promise<AuditCheckpoint[]> {
+    return this.call('checkpoints', []) as Promise<AuditCheckpoint[]>;
+  }
+
+  verify(...args: Parameters<AuditStore['verify']>): Promise<VerifyResult> {
+    return this.call('verify', args) as Promise<VerifyResult>;
+  }
+
+  prune(...args: Parameters<AuditStore['prune']>): Promise<PruneResult> {
+    return this.call('prune', args) as Promise<PruneResult>;
+  }
+
+  async *iterate(): AsyncGenerator<AuditRecord> {
+    const iter = ++this.nextIter;
+    await this.thread.ask((id) => ({ t: 'iterate', id, sink: this.sink, iter }));
+    let done = false;
+    try {
+      while (!done) {
+        const page = (await this.thread.ask((id) => ({ t: 'next', id, iter }))) as { records: AuditRecord[]; done: boolean };
+        done = page.done;
+        yield* page.records;
+      }
+    } finally {
+      if (!done) this.thread.send({ t: 'return', iter });
+    }
+  }
+
+  private call(op: StoreOp, args: unknown[]): Promise<unknown> {
+    return this.thread.ask((id) => ({ t: 'store', id, sink: this.sink, op, args }));
+  }
+}
+
+/** A line the thread's logger wrote, logged by the gateway's logger at the same level. */
+function forwardLog(log: Logger, line: string): void {
+  let entry: Record<string, unknown>;
+  try {
+    entry = JSON.parse(line) as Record<string, unknown>;
+  } catch {
+    log.warn({ line }, 'unreadable log line from the audit thread');
+    return;
+  }
+  // The gateway's logger adds its own `component`.
+  const { level, msg, component: _component, ...fields } = entry;
+  const name = PINO_LEVELS[level as number] ?? 'info';
+  log[name](fields, typeof msg === 'string' ? msg : '');
+}
