@@ -14,7 +14,7 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { describe, test } from 'node:test';
 import { ADMIN_ROLES, StoreConflictError } from './store.js';
-import type { AdminRole, ControlStore, NewAdminEvent } from './store.js';
+import type { AdminRole, ApprovalChange, ApprovalRecord, ControlStore, NewAdminEvent, NewApproval } from './store.js';
 
 const T0 = 1_700_000_000_000;
 const MINUTE = 60_000;
@@ -45,6 +45,42 @@ async function rejectsWithoutConflict(p: Promise<unknown>, what: string): Promis
 /** An admin event about `target`, with defaults for what a test does not care about. */
 function adminEvent(target: string, fields: Partial<NewAdminEvent> = {}): NewAdminEvent {
   return { at: T0, actor: 'cli', role: 'admin', action: 'grant.create', target, before: null, after: { label: 'x' }, ...fields };
+}
+
+/** The canonical JSON of a charge's arguments, and its digest, as the approval service computes them. */
+const CHARGE_ARGS = '{"amount":500,"currency":"usd"}';
+const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');
+
+/** A new approval of a call by `unique('alice')` to `unique('payments')`, with defaults for what a test does not care about. */
+function approvalOf(unique: (name: string) => string, fields: Partial<NewApproval> = {}): NewApproval {
+  const args = fields.arguments ?? CHARGE_ARGS;
+  return {
+    grantId: unique('grant-alice'),
+    grantLabel: unique('alice'),
+    server: unique('payments'),
+    tool: 'create_charge',
+    arguments: args,
+    argumentsDigest: sha256(args),
+    policyVersion: 'sha256:0123456789abcdef',
+    rule: '/tools/create_charge',
+    reason: 'charges need a person',
+    via: ['dashboard'],
+    expiresAt: T0 + 10 * MINUTE,
+    heldBy: 'replica-a',
+    ...fields,
+  };
+}
+
+/** Asserts a change lost, and returns the record it was given. */
+function lost(change: ApprovalChange, what: string): ApprovalRecord | undefined {
+  assert.equal(change.ok, false, `${what}: expected the change to lose`);
+  return change.approval;
+}
+
+/** Asserts a change won, and returns the changed record. */
+function won(change: ApprovalChange, what: string): ApprovalRecord {
+  assert.equal(change.ok, true, `${what}: expected the change to win, the approval is ${change.approval?.status}`);
+  return change.approval!;
 }
 
 /**
@@ -695,6 +731,348 @@ export function controlStoreContract(label: string, open: () => Promise<ControlS
       }));
     });
 
+    describe('approvals', () => {
+      test('creates a pending approval with every field as given, and gets it back by id', withStore(async (store, unique) => {
+        const given = approvalOf(unique, { via: ['dashboard', 'webhook'] });
+        const created = await store.createApproval(given, T0);
+        assert.match(created.id, /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+        assert.deepEqual(created, {
+          ...given,
+          id: created.id,
+          status: 'pending',
+          requestedAt: T0,
+          decidedAt: null,
+          decidedBy: null,
+          comment: null,
+          executedAt: null,
+        });
+        assert.deepEqual(await store.getApproval(created.id), created);
+        const other = await store.createApproval(given, T0);
+        assert.notEqual(other.id, created.id, 'every approval gets a new id, even of the same call');
+      }));
+
+      test('answers undefined for an unknown approval, and every change of one loses without a record', withStore(async (store) => {
+        const nobody = '00000000-0000-4000-8000-000000000000';
+        assert.equal(await store.getApproval(nobody), undefined);
+        const none = { ok: false, approval: undefined, expiredNow: false };
+        assert.deepEqual(await store.decideApproval(nobody, { decision: 'approved', by: 'ops', now: T0 }), none);
+        assert.deepEqual(await store.markExecuted(nobody, T0), none);
+        assert.deepEqual(await store.cancelApproval(nobody, 'gone', T0), none);
+      }));
+
+      test('keeps the arguments text byte for byte, via as a list, and a call without a grant as nulls', withStore(async (store, unique) => {
+        // Canonical JSON may hold what jsonb would rewrite: key order, \u0000, long numbers.
+        const args = '{"b":1,"a":"naïve — ✓ \\"q\\" \\\\ \\u0000 \u{1F600}","n":12345678901234567890,"z":[{"y":null,"x":true}]}';
+        const given = approvalOf(unique, { arguments: args, argumentsDigest: sha256(args), grantId: null, grantLabel: null, via: [], heldBy: null });
+        const created = await store.createApproval(given, T0);
+        const read = await store.getApproval(created.id);
+        assert.strictEqual(read?.arguments, args);
+        assert.strictEqual(read?.argumentsDigest, sha256(args));
+        assert.deepEqual(read?.via, []);
+        assert.strictEqual(read?.grantId, null);
+        assert.strictEqual(read?.grantLabel, null);
+        assert.strictEqual(read?.heldBy, null);
+      }));
+
+      test('approves a pending approval once, naming the approver and the comment; a later decision loses and is shown the first', withStore(async (store, unique) => {
+        const created = await store.createApproval(approvalOf(unique), T0);
+        const approved = won(await store.decideApproval(created.id, { decision: 'approved', by: 'ops-alice', comment: 'looks right', now: T0 + 1_000 }), 'approve');
+        assert.deepEqual(approved, { ...created, status: 'approved', decidedAt: T0 + 1_000, decidedBy: 'ops-alice', comment: 'looks right' });
+        assert.deepEqual(await store.getApproval(created.id), approved);
+        const second = await store.decideApproval(created.id, { decision: 'denied', by: 'ops-bob', comment: 'no', now: T0 + 2_000 });
+        assert.deepEqual(second, { ok: false, approval: approved, expiredNow: false });
+        const again = await store.decideApproval(created.id, { decision: 'approved', by: 'ops-bob', now: T0 + 2_000 });
+        assert.deepEqual(lost(again, 'approve twice'), approved);
+      }));
+
+      test('denies a pending approval with the reason; it can then be neither approved, executed nor cancelled', withStore(async (store, unique) => {
+        const created = await store.createApproval(approvalOf(unique), T0);
+        const denied = won(await store.decideApproval(created.id, { decision: 'denied', by: 'ops-bob', comment: 'too large', now: T0 + 1 }), 'deny');
+        assert.deepEqual(denied, { ...created, status: 'denied', decidedAt: T0 + 1, decidedBy: 'ops-bob', comment: 'too large' });
+        assert.deepEqual(lost(await store.decideApproval(created.id, { decision: 'approved', by: 'ops-alice', now: T0 + 2 }), 'approve'), denied);
+        assert.deepEqual(lost(await store.markExecuted(created.id, T0 + 2), 'execute'), denied);
+        assert.deepEqual(lost(await store.cancelApproval(created.id, 'client left', T0 + 2), 'cancel'), denied);
+        assert.deepEqual(await store.getApproval(created.id), denied);
+      }));
+
+      test('keeps a decision without a comment as null, whether left out or given as null', withStore(async (store, unique) => {
+        const a = await store.createApproval(approvalOf(unique), T0);
+        const b = await store.createApproval(approvalOf(unique), T0);
+        assert.strictEqual(won(await store.decideApproval(a.id, { decision: 'approved', by: 'cli', now: T0 + 1 }), 'a').comment, null);
+        assert.strictEqual(won(await store.decideApproval(b.id, { decision: 'denied', by: 'cli', comment: null, now: T0 + 1 }), 'b').comment, null);
+      }));
+
+      test('lets exactly one of ten concurrent decisions win; every loser is shown the winner’s record', withStore(async (store, unique) => {
+        const created = await store.createApproval(approvalOf(unique), T0);
+        const changes = await Promise.all(
+          Array.from({ length: 10 }, (_, i) =>
+            store.decideApproval(created.id, { decision: i % 2 === 0 ? 'approved' : 'denied', by: `ops-${i}`, comment: `c${i}`, now: T0 + 1 + i }),
+          ),
+        );
+        const winners = changes.filter((c) => c.ok);
+        assert.equal(winners.length, 1, `${winners.length} decisions won`);
+        const winner = winners[0]!.approval!;
+        const i = Number(winner.decidedBy!.slice('ops-'.length));
+        assert.deepEqual(winner, { ...created, status: i % 2 === 0 ? 'approved' : 'denied', decidedAt: T0 + 1 + i, decidedBy: `ops-${i}`, comment: `c${i}` });
+        for (const c of changes.filter((c) => !c.ok)) assert.deepEqual(c, { ok: false, approval: winner, expiredNow: false });
+        assert.deepEqual(await store.getApproval(created.id), winner);
+      }));
+
+      test('refuses a decision at its expiresAt, expiring the approval instead and naming nobody; one ms earlier it wins', withStore(async (store, unique) => {
+        const late = await store.createApproval(approvalOf(unique, { expiresAt: T0 + MINUTE }), T0);
+        const expired = { ...late, status: 'expired' as const, decidedAt: T0 + MINUTE };
+        assert.deepEqual(await store.decideApproval(late.id, { decision: 'approved', by: 'ops-alice', comment: 'ok', now: T0 + MINUTE }), {
+          ok: false,
+          approval: expired,
+          expiredNow: true,
+        });
+        // The expiry is reported once: to the call that made it.
+        assert.deepEqual(await store.decideApproval(late.id, { decision: 'denied', by: 'ops-bob', now: T0 + 2 * MINUTE }), { ok: false, approval: expired, expiredNow: false });
+        assert.deepEqual(await store.getApproval(late.id), expired);
+
+        const inTime = await store.createApproval(approvalOf(unique, { expiresAt: T0 + MINUTE }), T0);
+        assert.equal(won(await store.decideApproval(inTime.id, { decision: 'approved', by: 'ops-alice', now: T0 + MINUTE - 1 }), 'in time').status, 'approved');
+      }));
+
+      test('expires only pending approvals whose time has come, each returned by exactly one of several concurrent sweeps', withStore(async (store, unique) => {
+        const mine = (list: ApprovalRecord[]) => list.filter((a) => a.server === unique('payments'));
+        const first = await store.createApproval(approvalOf(unique, { expiresAt: T0 + MINUTE }), T0);
+        const second = await store.createApproval(approvalOf(unique, { expiresAt: T0 + 2 * MINUTE }), T0);
+        const later = await store.createApproval(approvalOf(unique, { expiresAt: T0 + 3 * MINUTE }), T0);
+        const approved = await store.createApproval(approvalOf(unique, { expiresAt: T0 + MINUTE }), T0);
+        won(await store.decideApproval(approved.id, { decision: 'approved', by: 'ops', now: T0 + 1 }), 'approve');
+
+        assert.deepEqual(mine(await store.expireApprovals(T0 + MINUTE - 1)), []);
+        const sweeps = await Promise.all(Array.from({ length: 5 }, () => store.expireApprovals(T0 + 2 * MINUTE)));
+        const swept = sweeps.flatMap(mine);
+        assert.deepEqual(swept.sort((a, b) => a.expiresAt - b.expiresAt), [
+          { ...first, status: 'expired', decidedAt: T0 + MINUTE },
+          { ...second, status: 'expired', decidedAt: T0 + 2 * MINUTE },
+        ]);
+        assert.deepEqual(mine(await store.expireApprovals(T0 + 2 * MINUTE)), []);
+        assert.equal((await store.getApproval(later.id))?.status, 'pending');
+        assert.equal((await store.getApproval(approved.id))?.status, 'approved');
+      }));
+
+      test('returns a sweep’s approvals in the order they expired', withStore(async (store, unique) => {
+        for (const m of [3, 1, 2]) await store.createApproval(approvalOf(unique, { expiresAt: T0 + m * MINUTE, rule: `/tools/t${m}` }), T0);
+        const swept = (await store.expireApprovals(T0 + 3 * MINUTE)).filter((a) => a.server === unique('payments'));
+        assert.deepEqual(
+          swept.map((a) => a.rule),
+          ['/tools/t1', '/tools/t2', '/tools/t3'],
+        );
+      }));
+
+      test('marks an approved approval executed exactly once, even when asked concurrently, and never a pending one', withStore(async (store, unique) => {
+        const created = await store.createApproval(approvalOf(unique), T0);
+        assert.equal(lost(await store.markExecuted(created.id, T0 + 1), 'execute a pending approval')?.status, 'pending');
+        const approved = won(await store.decideApproval(created.id, { decision: 'approved', by: 'ops', comment: 'go', now: T0 + 2 }), 'approve');
+        const changes = await Promise.all(Array.from({ length: 5 }, (_, i) => store.markExecuted(created.id, T0 + 10 + i)));
+        const winners = changes.filter((c) => c.ok);
+        assert.equal(winners.length, 1, `${winners.length} executions won`);
+        const executed = winners[0]!.approval!;
+        // Executing keeps the decision: who approved it, when and why.
+        assert.deepEqual(executed, { ...approved, status: 'executed', executedAt: executed.executedAt });
+        assert.ok(executed.executedAt! >= T0 + 10 && executed.executedAt! < T0 + 15);
+        for (const c of changes.filter((c) => !c.ok)) assert.deepEqual(c.approval, executed);
+        assert.deepEqual(lost(await store.markExecuted(created.id, T0 + 100), 'execute again'), executed);
+      }));
+
+      test('executes an approved approval even after its expiresAt: the deadline is for the decision, not the forwarding', withStore(async (store, unique) => {
+        const created = await store.createApproval(approvalOf(unique, { expiresAt: T0 + MINUTE }), T0);
+        won(await store.decideApproval(created.id, { decision: 'approved', by: 'ops', now: T0 + MINUTE - 1 }), 'approve');
+        assert.equal((await store.expireApprovals(T0 + MINUTE)).some((a) => a.id === created.id), false);
+        assert.equal(won(await store.markExecuted(created.id, T0 + MINUTE + 5), 'execute').executedAt, T0 + MINUTE + 5);
+      }));
+
+      test('cancels a pending approval with the reason, naming nobody; a cancelled approval can be neither decided nor executed', withStore(async (store, unique) => {
+        const created = await store.createApproval(approvalOf(unique), T0);
+        const cancelled = won(await store.cancelApproval(created.id, 'the client cancelled the call', T0 + 5), 'cancel');
+        assert.deepEqual(cancelled, { ...created, status: 'cancelled', decidedAt: T0 + 5, decidedBy: null, comment: 'the client cancelled the call' });
+        assert.deepEqual(lost(await store.decideApproval(created.id, { decision: 'approved', by: 'ops', now: T0 + 6 }), 'approve'), cancelled);
+        assert.deepEqual(lost(await store.markExecuted(created.id, T0 + 6), 'execute'), cancelled);
+        assert.deepEqual(lost(await store.cancelApproval(created.id, 'again', T0 + 6), 'cancel again'), cancelled);
+      }));
+
+      test('expires instead of cancelling an approval whose time had already come', withStore(async (store, unique) => {
+        const created = await store.createApproval(approvalOf(unique, { expiresAt: T0 + MINUTE }), T0);
+        assert.deepEqual(await store.cancelApproval(created.id, 'client left', T0 + MINUTE + 1), {
+          ok: false,
+          approval: { ...created, status: 'expired', decidedAt: T0 + MINUTE },
+          expiredNow: true,
+        });
+      }));
+
+      test('does not cancel an approved approval: it stays approved, and unexecuted, for the record', withStore(async (store, unique) => {
+        const created = await store.createApproval(approvalOf(unique), T0);
+        const approved = won(await store.decideApproval(created.id, { decision: 'approved', by: 'ops', now: T0 + 1 }), 'approve');
+        assert.deepEqual(lost(await store.cancelApproval(created.id, 'client left', T0 + 2), 'cancel'), approved);
+      }));
+
+      test('remembers an approved and executed call decided within the window, and no approval that was not executed', withStore(async (store, unique) => {
+        const key = approvalOf(unique);
+        const done = await store.createApproval(key, T0);
+        won(await store.decideApproval(done.id, { decision: 'approved', by: 'ops', comment: 'fine', now: T0 + 1_000 }), 'approve');
+        assert.equal(await store.findRemembered(key, T0), undefined, 'approved but not yet executed');
+        const executed = won(await store.markExecuted(done.id, T0 + 1_001), 'execute');
+        assert.deepEqual(await store.findRemembered(key, T0 + 1_000), executed);
+        assert.deepEqual(await store.findRemembered(key, T0), executed);
+        assert.equal(await store.findRemembered(key, T0 + 1_001), undefined, 'decided before the window began');
+
+        // Denied, cancelled, expired and pending approvals of the same call are never remembered.
+        const denied = await store.createApproval(key, T0 + 2_000);
+        won(await store.decideApproval(denied.id, { decision: 'denied', by: 'ops', now: T0 + 2_001 }), 'deny');
+        const cancelled = await store.createApproval(key, T0 + 2_000);
+        won(await store.cancelApproval(cancelled.id, 'left', T0 + 2_001), 'cancel');
+        await store.createApproval(key, T0 + 2_000);
+        assert.equal(await store.findRemembered(key, T0 + 1_500), undefined);
+      }));
+
+      test('does not remember a call that differs in grant, server, tool, arguments or policy version', withStore(async (store, unique) => {
+        const key = approvalOf(unique);
+        const a = await store.createApproval(key, T0);
+        won(await store.decideApproval(a.id, { decision: 'approved', by: 'ops', now: T0 + 1 }), 'approve');
+        won(await store.markExecuted(a.id, T0 + 2), 'execute');
+        assert.equal((await store.findRemembered(key, T0))?.id, a.id);
+        const otherArgs = '{"amount":501,"currency":"usd"}';
+        for (const [what, differs] of [
+          ['grant', { grantId: unique('grant-bob') }],
+          ['no grant', { grantId: null }],
+          ['server', { server: unique('payments-2') }],
+          ['tool', { tool: 'create_refund' }],
+          ['arguments', { argumentsDigest: sha256(otherArgs) }],
+          ['policy version', { policyVersion: 'sha256:fedcba9876543210' }],
+        ] as const) {
+          assert.equal(await store.findRemembered({ ...key, ...differs }, T0), undefined, what);
+        }
+      }));
+
+      test('remembers a call without a grant only for calls without a grant', withStore(async (store, unique) => {
+        const anonymous = approvalOf(unique, { grantId: null, grantLabel: null });
+        const a = await store.createApproval(anonymous, T0);
+        won(await store.decideApproval(a.id, { decision: 'approved', by: 'cli', now: T0 + 1 }), 'approve');
+        won(await store.markExecuted(a.id, T0 + 2), 'execute');
+        assert.equal((await store.findRemembered(anonymous, T0))?.id, a.id);
+        assert.equal(await store.findRemembered({ ...anonymous, grantId: unique('grant-alice') }, T0), undefined);
+      }));
+
+      test('remembers the most recently decided of several approvals of one call', withStore(async (store, unique) => {
+        const key = approvalOf(unique);
+        const ids: string[] = [];
+        for (const decidedAt of [T0 + 10, T0 + 30, T0 + 20]) {
+          const a = await store.createApproval(key, T0);
+          won(await store.decideApproval(a.id, { decision: 'approved', by: `ops-${decidedAt - T0}`, now: decidedAt }), 'approve');
+          won(await store.markExecuted(a.id, decidedAt + 1), 'execute');
+          ids.push(a.id);
+        }
+        assert.equal((await store.findRemembered(key, T0))?.id, ids[1]);
+      }));
+
+      test('lists approvals newest first, ties by id, and only those of one status when asked', withStore(async (store, unique) => {
+        const mine = (list: ApprovalRecord[]) => list.filter((a) => a.server === unique('payments'));
+        const old = await store.createApproval(approvalOf(unique), T0);
+        const tied = [await store.createApproval(approvalOf(unique), T0 + 5), await store.createApproval(approvalOf(unique), T0 + 5), await store.createApproval(approvalOf(unique), T0 + 5)];
+        const newest = await store.createApproval(approvalOf(unique), T0 + 9);
+        const expected = [newest, ...[...tied].sort((a, b) => (a.id < b.id ? 1 : -1)), old];
+        assert.deepEqual(mine(await store.listApprovals({ limit: 1000 })), expected);
+
+        const denied = won(await store.decideApproval(tied[1]!.id, { decision: 'denied', by: 'ops', now: T0 + 6 }), 'deny');
+        assert.deepEqual(mine(await store.listApprovals({ status: 'denied', limit: 1000 })), [denied]);
+        assert.deepEqual(
+          mine(await store.listApprovals({ status: 'pending', limit: 1000 })),
+          expected.filter((a) => a.id !== denied.id),
+        );
+        assert.deepEqual(mine(await store.listApprovals({ status: 'executed', limit: 1000 })), []);
+      }));
+
+      test('pages back from the id of the last approval of a page, within a status too, until the page is empty', withStore(async (store, unique) => {
+        // Times of this test's own (no other test writes between 1e15 and 2e15), so the pages hold only its approvals.
+        const base = 1e15 + Math.floor(Math.random() * 1e6) * 1e6;
+        const top = await store.createApproval(approvalOf(unique, { expiresAt: base + DAY }), base + 100);
+        const made: ApprovalRecord[] = [];
+        for (let i = 1; i <= 5; i++) made.push(await store.createApproval(approvalOf(unique, { expiresAt: base + DAY }), base + i));
+        const ids = made.map((a) => a.id).reverse(); // newest first
+        const page = async (cursor: string, status?: 'pending' | 'denied') => (await store.listApprovals({ cursor, limit: 2, status })).map((a) => a.id);
+        assert.deepEqual(await page(top.id), [ids[0], ids[1]]);
+        assert.deepEqual(await page(ids[1]!), [ids[2], ids[3]]);
+        const last = await page(ids[3]!);
+        assert.equal(last[0], ids[4]);
+        won(await store.decideApproval(ids[2]!, { decision: 'denied', by: 'ops', now: base + 10 }), 'deny');
+        assert.deepEqual(await page(top.id, 'pending'), [ids[0], ids[1]]);
+        assert.deepEqual(await page(ids[1]!, 'pending'), [ids[3], ids[4]]);
+        // Older denied approvals of other tests may follow on a shared database.
+        assert.equal((await page(top.id, 'denied'))[0], ids[2]);
+        assert.deepEqual(await store.listApprovals({ cursor: '00000000-0000-4000-8000-000000000000' }), [], 'an unknown cursor gives an empty page');
+      }));
+
+      test('lists 100 approvals when no limit is given, and clamps the limit to 1..1000', withStore(async (store, unique) => {
+        await Promise.all(Array.from({ length: 101 }, (_, i) => store.createApproval(approvalOf(unique, { expiresAt: LAST_DATE_MS }), LAST_DATE_MS - 1_000 - i)));
+        assert.equal((await store.listApprovals()).length, 100);
+        assert.equal((await store.listApprovals({ limit: 7 })).length, 7);
+        assert.equal((await store.listApprovals({ limit: 0 })).length, 1);
+        assert.equal((await store.listApprovals({ limit: -3 })).length, 1);
+        assert.ok((await store.listApprovals({ limit: 5000 })).length >= 101);
+      }));
+
+      test('keeps every approval time as given, even the largest a Date can hold', withStore(async (store, unique) => {
+        const created = await store.createApproval(approvalOf(unique, { expiresAt: LAST_DATE_MS }), LAST_DATE_MS - 10);
+        won(await store.decideApproval(created.id, { decision: 'approved', by: 'ops', now: LAST_DATE_MS - 5 }), 'approve');
+        const executed = won(await store.markExecuted(created.id, LAST_DATE_MS), 'execute');
+        for (const a of [executed, await store.getApproval(created.id)]) {
+          assert.strictEqual(a?.requestedAt, LAST_DATE_MS - 10);
+          assert.strictEqual(a?.expiresAt, LAST_DATE_MS);
+          assert.strictEqual(a?.decidedAt, LAST_DATE_MS - 5);
+          assert.strictEqual(a?.executedAt, LAST_DATE_MS);
+        }
+      }));
+
+      test('refuses a time that is not a whole number of ms in every approval call, changing nothing', withStore(async (store, unique) => {
+        await assert.rejects(store.createApproval(approvalOf(unique, { rule: unique('frac') }), T0 + 0.5));
+        await assert.rejects(store.createApproval(approvalOf(unique, { rule: unique('frac'), expiresAt: T0 + 0.5 + MINUTE }), T0));
+        assert.equal((await store.listApprovals({ limit: 1000 })).some((a) => a.rule === unique('frac')), false);
+        const created = await store.createApproval(approvalOf(unique, { expiresAt: T0 + MINUTE }), T0);
+        await assert.rejects(store.decideApproval(created.id, { decision: 'approved', by: 'ops', now: T0 + 0.5 }), RangeError);
+        // Past its expiry too, where the time would only be compared.
+        await assert.rejects(store.decideApproval(created.id, { decision: 'approved', by: 'ops', now: T0 + MINUTE + 0.5 }), RangeError);
+        await assert.rejects(store.cancelApproval(created.id, 'x', T0 + MINUTE + 0.5), RangeError);
+        await assert.rejects(store.expireApprovals(T0 + MINUTE + 0.5), RangeError);
+        await assert.rejects(store.findRemembered(approvalOf(unique), T0 + 0.5), RangeError);
+        assert.deepEqual(await store.getApproval(created.id), created);
+        won(await store.decideApproval(created.id, { decision: 'approved', by: 'ops', now: T0 + 1 }), 'approve');
+        await assert.rejects(store.markExecuted(created.id, T0 + 1.5), RangeError);
+        assert.equal((await store.getApproval(created.id))?.status, 'approved');
+      }));
+
+      test('refuses a digest that is not lowercase hex SHA-256, arguments or via that are not JSON of the right kind, and an expiry not after the request', withStore(async (store, unique) => {
+        const bad: Array<[string, Partial<NewApproval>]> = [
+          ['upper-case digest', { argumentsDigest: sha256(CHARGE_ARGS).toUpperCase() }],
+          ['short digest', { argumentsDigest: sha256(CHARGE_ARGS).slice(1) }],
+          ['arguments not JSON', { arguments: '{amount: 500}' }],
+          ['expiry at the request', { expiresAt: T0 }],
+          ['expiry before the request', { expiresAt: T0 - 1 }],
+          ['via not an array', { via: 'dashboard' as unknown as string[] }],
+        ];
+        for (const [what, fields] of bad) {
+          await rejectsWithoutConflict(store.createApproval(approvalOf(unique, { ...fields, rule: unique(what) }), T0), what);
+          assert.equal((await store.listApprovals({ limit: 1000 })).some((a) => a.rule === unique(what)), false, what);
+        }
+      }));
+
+      test('refuses a decision other than approved or denied, changing nothing', withStore(async (store, unique) => {
+        const created = await store.createApproval(approvalOf(unique), T0);
+        for (const decision of ['executed', 'pending', 'cancelled', 'expired', 'APPROVED']) {
+          await assert.rejects(store.decideApproval(created.id, { decision: decision as 'approved', by: 'ops', now: T0 + 1 }), TypeError, decision);
+        }
+        assert.deepEqual(await store.getApproval(created.id), created);
+      }));
+
+      test('keeps approvals when migrated a second time', withStore(async (store, unique) => {
+        const created = await store.createApproval(approvalOf(unique), T0);
+        await store.migrate();
+        assert.deepEqual(await store.getApproval(created.id), created);
+      }));
+    });
+
     describe('policy versions', () => {
       test('numbers policy versions 1, 2, 3 per server, each server on its own', withStore(async (store, unique) => {
         const a1 = await store.addPolicyVersion(unique('a'), { text: 'a one', actor: 'cli' }, T0);
@@ -794,8 +1172,8 @@ export function controlStoreContract(label: string, open: () => Promise<ControlS
 
 /**
  * Two handles on one database, as two gateway processes would hold: each sees the other's
- * grants, revocations and rotations, admin credentials, admin events, servers and policy versions
- * at once. The database must be new (the lists are compared whole); `a` migrates it.
+ * grants, revocations and rotations, admin credentials, admin events, servers, policy versions
+ * and approvals at once. The database must be new (the lists are compared whole); `a` migrates it.
  */
 export async function assertStoresShareState(a: ControlStore, b: ControlStore): Promise<void> {
   await a.migrate();
@@ -830,4 +1208,11 @@ export async function assertStoresShareState(a: ControlStore, b: ControlStore): 
   assert.equal(await b.deleteServer('github'), true);
   assert.deepEqual(await a.listServers(), []);
   assert.deepEqual(await a.listPolicyVersions('github'), []);
+
+  const held = await a.createApproval(approvalOf((n) => n), T0);
+  assert.deepEqual(await b.listApprovals(), [held]);
+  const approved = won(await b.decideApproval(held.id, { decision: 'approved', by: 'ops', now: T0 + 1 }), 'approve on the other handle');
+  assert.deepEqual(lost(await a.decideApproval(held.id, { decision: 'denied', by: 'ops-2', now: T0 + 2 }), 'deny on the first'), approved);
+  const executed = won(await a.markExecuted(held.id, T0 + 3), 'execute on the first');
+  assert.deepEqual(await b.findRemembered(held, T0), executed);
 }

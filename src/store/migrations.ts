@@ -182,6 +182,86 @@ export const MIGRATIONS: readonly Migration[] = [
       );
     `,
   },
+  // Migration 3, human approvals, beyond the shared choices above:
+  // - One row per held call, its status moving only forward (pending → approved → executed;
+  //   pending → denied | expired | cancelled). Every change is an UPDATE conditional on the status
+  //   it leaves, so two approvers or two replicas acting at once cannot both win (see store.ts).
+  // - The CHECKs tie the times to the status (pending ⇔ no decidedAt; approved, denied and executed
+  //   ⇔ a named approver; executed ⇔ executedAt), so no write, however buggy, can record a
+  //   half-made decision; and the digest must be lowercase hex SHA-256.
+  // - `arguments` is TEXT in both dialects, checked as JSON: it holds the canonical JSON whose hash
+  //   is `arguments_digest`, and jsonb would reorder its keys (and refuse \u0000), so the text
+  //   read back would no longer be the text hashed. `via` is a JSON array, like grants.servers.
+  // - grant_id has no foreign key: a caller may come from OIDC (no stored grant) or, without
+  //   authentication, from no grant at all (NULL), and the record must outlive a deleted grant.
+  // - Ids compare byte by byte (COLLATE "C"), as the listing's tie-breaker after requested_at, so
+  //   both stores page in one order. Indexes: the listing (all, and by status), the expiry sweep
+  //   (only pending rows), and `remember` (only executed rows, by the arguments digest first,
+  //   the most selective column of the call's key).
+  {
+    version: 3,
+    name: 'human approvals',
+    sqlite: `
+      CREATE TABLE approvals (
+        id TEXT NOT NULL PRIMARY KEY,
+        status TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'denied', 'expired', 'cancelled', 'executed')),
+        grant_id TEXT,
+        grant_label TEXT,
+        server TEXT NOT NULL,
+        tool TEXT NOT NULL,
+        arguments TEXT NOT NULL CHECK (json_valid(arguments)),
+        arguments_digest TEXT NOT NULL CHECK (length(arguments_digest) = 64 AND arguments_digest NOT GLOB '*[^0-9a-f]*'),
+        policy_version TEXT NOT NULL,
+        rule TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        via TEXT NOT NULL CHECK (json_valid(via) AND json_type(via) = 'array'),
+        requested_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL CHECK (expires_at > requested_at),
+        decided_at INTEGER,
+        decided_by TEXT,
+        comment TEXT,
+        executed_at INTEGER,
+        held_by TEXT,
+        CHECK ((status = 'pending') = (decided_at IS NULL)),
+        CHECK ((status IN ('approved', 'denied', 'executed')) = (decided_by IS NOT NULL)),
+        CHECK ((status = 'executed') = (executed_at IS NOT NULL))
+      ) STRICT;
+      CREATE INDEX approvals_listing ON approvals (requested_at, id);
+      CREATE INDEX approvals_status ON approvals (status, requested_at, id);
+      CREATE INDEX approvals_pending_expiry ON approvals (expires_at) WHERE status = 'pending';
+      CREATE INDEX approvals_remembered ON approvals (arguments_digest, decided_at) WHERE status = 'executed';
+    `,
+    postgres: `
+      CREATE TABLE approvals (
+        id text COLLATE "C" CONSTRAINT approvals_pkey PRIMARY KEY,
+        status text NOT NULL CHECK (status IN ('pending', 'approved', 'denied', 'expired', 'cancelled', 'executed')),
+        grant_id text,
+        grant_label text,
+        server text NOT NULL,
+        tool text NOT NULL,
+        arguments text NOT NULL CHECK (arguments::json IS NOT NULL),
+        arguments_digest text NOT NULL CHECK (arguments_digest ~ '^[0-9a-f]{64}$'),
+        policy_version text NOT NULL,
+        rule text NOT NULL,
+        reason text NOT NULL,
+        via jsonb NOT NULL CHECK (jsonb_typeof(via) = 'array'),
+        requested_at bigint NOT NULL,
+        expires_at bigint NOT NULL CHECK (expires_at > requested_at),
+        decided_at bigint,
+        decided_by text,
+        comment text,
+        executed_at bigint,
+        held_by text,
+        CHECK ((status = 'pending') = (decided_at IS NULL)),
+        CHECK ((status IN ('approved', 'denied', 'executed')) = (decided_by IS NOT NULL)),
+        CHECK ((status = 'executed') = (executed_at IS NOT NULL))
+      );
+      CREATE INDEX approvals_listing ON approvals (requested_at, id);
+      CREATE INDEX approvals_status ON approvals (status, requested_at, id);
+      CREATE INDEX approvals_pending_expiry ON approvals (expires_at) WHERE status = 'pending';
+      CREATE INDEX approvals_remembered ON approvals (arguments_digest, decided_at) WHERE status = 'executed';
+    `,
+  },
 ];
 
 /** The newest schema version this build knows. */

@@ -93,7 +93,7 @@ function storeTests(url: string): void {
       );
       assert.deepEqual(
         rows.map((r) => r.table_name),
-        ['admin_credentials', 'admin_events', 'grant_tokens', 'grants', 'policy_versions', 'schema_migrations', 'servers'],
+        ['admin_credentials', 'admin_events', 'approvals', 'grant_tokens', 'grants', 'policy_versions', 'schema_migrations', 'servers'],
       );
     });
 
@@ -156,6 +156,54 @@ function storeTests(url: string): void {
             [1, 'held'],
           ],
         );
+      } finally {
+        await holder.query('ROLLBACK').catch(() => {});
+        holder.release();
+      }
+    });
+
+    it('tells a decision that waited behind another, still uncommitted, decision what that one committed, not the pending it first saw', async () => {
+      // Deterministic, unlike a race: a transaction holds a denial uncommitted while the store
+      // approves, so the store's UPDATE waits, then finds the row no longer pending. Read in the
+      // same statement, the loser would be shown the snapshot from before it waited: pending.
+      const { schema, schemaUrl } = await freshSchema();
+      const store = open(schemaUrl);
+      await store.migrate();
+      const args = '{"amount":500}';
+      const created = await store.createApproval(
+        {
+          grantId: 'g',
+          grantLabel: 'alice',
+          server: 'payments',
+          tool: 'create_charge',
+          arguments: args,
+          argumentsDigest: createHash('sha256').update(args).digest('hex'),
+          policyVersion: 'sha256:0123456789abcdef',
+          rule: '/tools/create_charge',
+          reason: 'r',
+          via: ['dashboard'],
+          expiresAt: T0 + 60_000,
+          heldBy: 'a',
+        },
+        T0,
+      );
+      const holder = await admin.connect();
+      try {
+        await holder.query('BEGIN');
+        await holder.query(
+          `UPDATE ${pg.escapeIdentifier(schema)}.approvals SET status = 'denied', decided_at = $2, decided_by = 'holder', comment = 'first' WHERE id = $1`,
+          [created.id, T0 + 1],
+        );
+        const { rows } = await holder.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+        const pending = store.decideApproval(created.id, { decision: 'approved', by: 'store', now: T0 + 2 });
+        pending.catch(() => {});
+        await waitUntilBlockedBy(rows[0]!.pid);
+        await holder.query('COMMIT');
+        assert.deepEqual(await pending, {
+          ok: false,
+          approval: { ...created, status: 'denied', decidedAt: T0 + 1, decidedBy: 'holder', comment: 'first' },
+          expiredNow: false,
+        });
       } finally {
         await holder.query('ROLLBACK').catch(() => {});
         holder.release();

@@ -25,16 +25,23 @@ import type { Migration } from './migrations.js';
 import { StoreConflictError } from './store.js';
 import {
   ADMIN_COLUMNS,
+  APPROVAL_COLUMNS,
+  approvalChange,
+  byExpiry,
+  checkedDecision,
   EVENT_COLUMNS,
   GRANT_COLUMNS,
   jsonOrNull,
   pageSize,
   sortedServers,
   toAdmin,
+  toApproval,
   toVersion,
   VERSION_COLUMNS,
   wholeCursor,
+  wholeMs,
   type AdminRow,
+  type ApprovalRow,
   type VersionRow,
 } from './shared.js';
 import type {
@@ -42,10 +49,17 @@ import type {
   AdminEvent,
   AdminEventQuery,
   AdminRole,
+  ApprovalCallKey,
+  ApprovalChange,
+  ApprovalDecision,
+  ApprovalQuery,
+  ApprovalRecord,
+  ApprovalStatus,
   ControlStore,
   GrantRecord,
   NewAdminCredential,
   NewAdminEvent,
+  NewApproval,
   NewGrant,
   NewPolicyVersion,
   PolicyVersion,
@@ -370,9 +384,133 @@ class PostgresControlStore implements ControlStore {
     return result.rowCount ?? 0;
   }
 
+  async createApproval(approval: NewApproval, now: number): Promise<ApprovalRecord> {
+    const { rows } = await this.pool.query<PgApprovalRow>(
+      `INSERT INTO approvals (id, status, grant_id, grant_label, server, tool, arguments, arguments_digest, policy_version, rule, reason, via,
+                              requested_at, expires_at, decided_at, decided_by, comment, executed_at, held_by)
+       VALUES ($1, 'pending', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12, $13, NULL, NULL, NULL, NULL, $14)
+       RETURNING ${APPROVAL_COLUMNS}`,
+      [
+        randomUUID(),
+        approval.grantId,
+        approval.grantLabel,
+        approval.server,
+        approval.tool,
+        approval.arguments,
+        approval.argumentsDigest,
+        approval.policyVersion,
+        approval.rule,
+        approval.reason,
+        JSON.stringify(approval.via),
+        wholeMs('now', now),
+        approval.expiresAt,
+        approval.heldBy,
+      ],
+    );
+    return toPgApproval(rows[0]!);
+  }
+
+  async getApproval(id: string): Promise<ApprovalRecord | undefined> {
+    const { rows } = await this.pool.query<PgApprovalRow>(`SELECT ${APPROVAL_COLUMNS} FROM approvals WHERE id = $1`, [id]);
+    return rows[0] === undefined ? undefined : toPgApproval(rows[0]);
+  }
+
+  async listApprovals(query: ApprovalQuery = {}): Promise<ApprovalRecord[]> {
+    const params: Array<string | number> = [pageSize(query.limit)];
+    const where: string[] = [];
+    if (query.status !== undefined) where.push(`status = $${params.push(query.status)}`);
+    if (query.cursor !== undefined) {
+      where.push(`(requested_at, id) < (SELECT c.requested_at, c.id FROM approvals c WHERE c.id = $${params.push(query.cursor)})`);
+    }
+    const { rows } = await this.pool.query<PgApprovalRow>(
+      `SELECT ${APPROVAL_COLUMNS} FROM approvals ${where.length === 0 ? '' : `WHERE ${where.join(' AND ')}`}
+       ORDER BY requested_at DESC, id DESC LIMIT $1`,
+      params,
+    );
+    return rows.map(toPgApproval);
+  }
+
+  async decideApproval(id: string, d: ApprovalDecision): Promise<ApprovalChange> {
+    // Decided at or after its expiry, an approval expires instead: the same statement says so,
+    // so no decision can slip in between a check and the write.
+    return this.change(
+      `UPDATE approvals SET
+         status = CASE WHEN expires_at > $2 THEN $3::text ELSE 'expired' END,
+         decided_at = CASE WHEN expires_at > $2 THEN $2 ELSE expires_at END,
+         decided_by = CASE WHEN expires_at > $2 THEN $4::text END,
+         comment = CASE WHEN expires_at > $2 THEN $5::text END
+       WHERE id = $1 AND status = 'pending'
+       RETURNING ${APPROVAL_COLUMNS}`,
+      [id, wholeMs('now', d.now), checkedDecision(d.decision), d.by, d.comment ?? null],
+      d.decision,
+    );
+  }
+
+  async expireApprovals(now: number): Promise<ApprovalRecord[]> {
+    // Sweeps of several replicas at once: a row locked by one waits in the other, which then sees
+    // it no longer pending and skips it, so each approval is returned once.
+    const { rows } = await this.pool.query<PgApprovalRow>(
+      `UPDATE approvals SET status = 'expired', decided_at = expires_at WHERE status = 'pending' AND expires_at <= $1 RETURNING ${APPROVAL_COLUMNS}`,
+      [wholeMs('now', now)],
+    );
+    return byExpiry(rows.map(toPgApproval));
+  }
+
+  async markExecuted(id: string, now: number): Promise<ApprovalChange> {
+    return this.change(
+      `UPDATE approvals SET status = 'executed', executed_at = $2 WHERE id = $1 AND status = 'approved' RETURNING ${APPROVAL_COLUMNS}`,
+      [id, wholeMs('now', now)],
+      'executed',
+    );
+  }
+
+  async cancelApproval(id: string, reason: string, now: number): Promise<ApprovalChange> {
+    return this.change(
+      `UPDATE approvals SET
+         status = CASE WHEN expires_at > $2 THEN 'cancelled' ELSE 'expired' END,
+         decided_at = CASE WHEN expires_at > $2 THEN $2 ELSE expires_at END,
+         comment = CASE WHEN expires_at > $2 THEN $3::text END
+       WHERE id = $1 AND status = 'pending'
+       RETURNING ${APPROVAL_COLUMNS}`,
+      [id, wholeMs('now', now), reason],
+      'cancelled',
+    );
+  }
+
+  async findRemembered(call: ApprovalCallKey, decidedSince: number): Promise<ApprovalRecord | undefined> {
+    // IS NOT DISTINCT FROM: equal, or both NULL (a gateway without authentication).
+    const { rows } = await this.pool.query<PgApprovalRow>(
+      `SELECT ${APPROVAL_COLUMNS} FROM approvals
+       WHERE status = 'executed' AND arguments_digest = $1 AND grant_id IS NOT DISTINCT FROM $2::text AND server = $3 AND tool = $4
+         AND policy_version = $5 AND decided_at >= $6
+       ORDER BY decided_at DESC, id DESC LIMIT 1`,
+      [call.argumentsDigest, call.grantId, call.server, call.tool, call.policyVersion, wholeMs('decidedSince', decidedSince)],
+    );
+    return rows[0] === undefined ? undefined : toPgApproval(rows[0]);
+  }
+
+  /**
+   * Runs a conditional UPDATE of the approval whose id is the first parameter; ok when it matched and left the approval `wanted`.
+   * When it matched nothing, the row is read by a second statement, not within the first: under
+   * READ COMMITTED an UPDATE that waited for a concurrent change re-checks the row as committed,
+   * but any other part of the same statement still reads the snapshot taken before it waited, and
+   * would tell the loser the approval is pending. A new statement sees what the winner committed.
+   */
+  private async change(sql: string, params: [id: string, ...rest: unknown[]], wanted: ApprovalStatus): Promise<ApprovalChange> {
+    const { rows } = await this.pool.query<PgApprovalRow>(sql, params);
+    if (rows[0] !== undefined) return approvalChange(toPgApproval(rows[0]), true, wanted);
+    return approvalChange(await this.getApproval(params[0]), false, wanted);
+  }
+
   async close(): Promise<void> {
     if (!this.pool.ended) await this.pool.end();
   }
+}
+
+type PgApprovalRow = ApprovalRow<string[]>;
+
+function toPgApproval(row: PgApprovalRow): ApprovalRecord {
+  return toApproval(row, row.via);
 }
 
 /** Far more rounds than writers a deployment runs at once; see addPolicyVersion. */

@@ -115,6 +115,51 @@ describe('SQLite control store', () => {
     }
   });
 
+  it('lets exactly one of several processes deciding one approval at once win, and shows every loser the winner', async () => {
+    const file = freshFile();
+    const setup = openSqliteStore(file);
+    await setup.migrate();
+    const args = '{"amount":500}';
+    const held = await setup.createApproval(
+      {
+        grantId: 'g',
+        grantLabel: 'alice',
+        server: 'payments',
+        tool: 'create_charge',
+        arguments: args,
+        argumentsDigest: createHash('sha256').update(args).digest('hex'),
+        policyVersion: 'sha256:0123456789abcdef',
+        rule: '/tools/create_charge',
+        reason: 'r',
+        via: ['dashboard'],
+        expiresAt: Date.now() + 60_000,
+        heldBy: 'a',
+      },
+      Date.now(),
+    );
+    await setup.close();
+    // Each process decides 25 times; it records a win, and fails if a loss shows anything but the winner.
+    const script = `
+      const { openSqliteStore } = await import(process.env.PL_MODULE);
+      const store = openSqliteStore(process.env.PL_FILE);
+      for (let i = 0; i < 25; i++) {
+        const c = await store.decideApproval(process.env.PL_APPROVAL, { decision: 'approved', by: process.env.PL_PREFIX + i, now: Date.now() });
+        if (c.ok) await store.appendAdminEvent({ at: Date.now(), actor: c.approval.decidedBy, role: 'admin', action: 'won', target: 'approval', before: null, after: null });
+        else if (c.approval.status !== 'approved' || c.approval.decidedBy === null) throw new Error('a loser was shown ' + JSON.stringify(c.approval));
+      }
+      await store.close();
+    `;
+    await inFourProcesses(script, file, { PL_APPROVAL: held.id });
+    const store = openSqliteStore(file);
+    try {
+      const wins = await store.listAdminEvents({ action: 'won' });
+      assert.equal(wins.length, 1, `${wins.length} decisions won`);
+      assert.equal((await store.getApproval(held.id))?.decidedBy, wins[0]?.actor);
+    } finally {
+      await store.close();
+    }
+  });
+
   it('deletes a server and its policy versions in one transaction, so a failure keeps both', async () => {
     const file = freshFile();
     const store = openSqliteStore(file);
@@ -254,16 +299,16 @@ describe('migrations', () => {
 });
 
 /**
- * Runs `script` (an ES module reading PL_MODULE, the store's module; PL_FILE, the database; and
- * PL_PREFIX, p0- to p3-) in four processes at once, and asserts each one exits cleanly.
+ * Runs `script` (an ES module reading PL_MODULE, the store's module; PL_FILE, the database;
+ * PL_PREFIX, p0- to p3-; and `env`) in four processes at once, and asserts each one exits cleanly.
  */
-async function inFourProcesses(script: string, file: string): Promise<void> {
+async function inFourProcesses(script: string, file: string, env: Record<string, string> = {}): Promise<void> {
   const moduleUrl = new URL('./sqlite.js', import.meta.url).href;
   const children = [0, 1, 2, 3].map(
     (n) =>
       new Promise<{ code: number | null; stderr: string }>((resolve, reject) => {
         const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
-          env: { ...process.env, PL_MODULE: moduleUrl, PL_FILE: file, PL_PREFIX: `p${n}-` },
+          env: { ...process.env, ...env, PL_MODULE: moduleUrl, PL_FILE: file, PL_PREFIX: `p${n}-` },
           stdio: ['ignore', 'ignore', 'pipe'],
         });
         let stderr = '';

@@ -26,16 +26,23 @@ import type { Migration } from './migrations.js';
 import { StoreConflictError } from './store.js';
 import {
   ADMIN_COLUMNS,
+  APPROVAL_COLUMNS,
+  approvalChange,
+  byExpiry,
+  checkedDecision,
   EVENT_COLUMNS,
   GRANT_COLUMNS,
   jsonOrNull,
   pageSize,
   sortedServers,
   toAdmin,
+  toApproval,
   toVersion,
   VERSION_COLUMNS,
   wholeCursor,
+  wholeMs,
   type AdminRow,
+  type ApprovalRow,
   type VersionRow,
 } from './shared.js';
 import type {
@@ -43,10 +50,17 @@ import type {
   AdminEvent,
   AdminEventQuery,
   AdminRole,
+  ApprovalCallKey,
+  ApprovalChange,
+  ApprovalDecision,
+  ApprovalQuery,
+  ApprovalRecord,
+  ApprovalStatus,
   ControlStore,
   GrantRecord,
   NewAdminCredential,
   NewAdminEvent,
+  NewApproval,
   NewGrant,
   NewPolicyVersion,
   PolicyVersion,
@@ -194,8 +208,51 @@ function statements(db: Database.Database) {
     ),
     deleteVersions: db.prepare<[string]>('DELETE FROM policy_versions WHERE server = ?'),
     retireVersions: db.prepare<[string]>('UPDATE policy_versions SET retired = 1 WHERE server = ? AND retired = 0'),
+
+    insertApproval: db.prepare<Record<string, string | number | null>, SqliteApprovalRow>(
+      `INSERT INTO approvals (id, status, grant_id, grant_label, server, tool, arguments, arguments_digest, policy_version, rule, reason, via,
+                              requested_at, expires_at, decided_at, decided_by, comment, executed_at, held_by)
+       VALUES (@id, 'pending', @grantId, @grantLabel, @server, @tool, @arguments, @argumentsDigest, @policyVersion, @rule, @reason, @via,
+               @now, @expiresAt, NULL, NULL, NULL, NULL, @heldBy)
+       RETURNING ${APPROVAL_COLUMNS}`,
+    ),
+    getApproval: db.prepare<[string], SqliteApprovalRow>(`SELECT ${APPROVAL_COLUMNS} FROM approvals WHERE id = ?`),
+    // Decided at or after its expiry, an approval expires instead: the same statement says so,
+    // so no decision can slip in between a check and the write.
+    decideApproval: db.prepare<{ id: string; decision: string; by: string; comment: string | null; now: number }, SqliteApprovalRow>(
+      `UPDATE approvals SET
+         status = CASE WHEN expires_at > @now THEN @decision ELSE 'expired' END,
+         decided_at = CASE WHEN expires_at > @now THEN @now ELSE expires_at END,
+         decided_by = CASE WHEN expires_at > @now THEN @by END,
+         comment = CASE WHEN expires_at > @now THEN @comment END
+       WHERE id = @id AND status = 'pending'
+       RETURNING ${APPROVAL_COLUMNS}`,
+    ),
+    cancelApproval: db.prepare<{ id: string; reason: string; now: number }, SqliteApprovalRow>(
+      `UPDATE approvals SET
+         status = CASE WHEN expires_at > @now THEN 'cancelled' ELSE 'expired' END,
+         decided_at = CASE WHEN expires_at > @now THEN @now ELSE expires_at END,
+         comment = CASE WHEN expires_at > @now THEN @reason END
+       WHERE id = @id AND status = 'pending'
+       RETURNING ${APPROVAL_COLUMNS}`,
+    ),
+    markExecuted: db.prepare<{ id: string; now: number }, SqliteApprovalRow>(
+      `UPDATE approvals SET status = 'executed', executed_at = @now WHERE id = @id AND status = 'approved' RETURNING ${APPROVAL_COLUMNS}`,
+    ),
+    expireApprovals: db.prepare<[number], SqliteApprovalRow>(
+      `UPDATE approvals SET status = 'expired', decided_at = expires_at WHERE status = 'pending' AND expires_at <= ? RETURNING ${APPROVAL_COLUMNS}`,
+    ),
+    // `grant_id IS @grantId`: equal, or both NULL (a gateway without authentication).
+    findRemembered: db.prepare<Record<string, string | number | null>, SqliteApprovalRow>(
+      `SELECT ${APPROVAL_COLUMNS} FROM approvals
+       WHERE status = 'executed' AND arguments_digest = @argumentsDigest AND grant_id IS @grantId AND server = @server AND tool = @tool
+         AND policy_version = @policyVersion AND decided_at >= @since
+       ORDER BY decided_at DESC, id DESC LIMIT 1`,
+    ),
   };
 }
+
+type SqliteApprovalRow = ApprovalRow<string>;
 
 class SqliteControlStore implements ControlStore {
   readonly kind = 'sqlite';
@@ -204,6 +261,9 @@ class SqliteControlStore implements ControlStore {
   private readonly rotateTx: (key: string, newHash: string, now: number, oldValidUntil: number) => boolean;
   private readonly addVersionTx: (server: string, text: string, now: number, actor: string, note: string | null) => number;
   private readonly deleteServerTx: (name: string) => boolean;
+  private readonly changeTx: (change: () => SqliteApprovalRow | undefined, id: string) => { row: SqliteApprovalRow | undefined; changed: boolean };
+  /** listApprovals statements by which filters they have (four shapes). */
+  private readonly approvalQueries = new Map<string, Database.Statement<Record<string, string | number>, SqliteApprovalRow>>();
   /** listAdminEvents statements by which filters they have (at most eight shapes). */
   private readonly eventQueries = new Map<string, Database.Statement<Record<string, string | number>, EventRow>>();
 
@@ -236,6 +296,13 @@ class SqliteControlStore implements ControlStore {
       if (s.deleteServer.run(name).changes === 0) return false;
       s.deleteVersions.run(name);
       return true;
+    }).immediate;
+    // A conditional UPDATE, and when it matched nothing, the row as it stands, read under the same
+    // write lock: what the loser is told is what the winner wrote, not an older state.
+    this.changeTx = db.transaction((change: () => SqliteApprovalRow | undefined, id: string) => {
+      const row = change();
+      if (row !== undefined) return { row, changed: true };
+      return { row: this.stmts.getApproval.get(id), changed: false };
     }).immediate;
   }
 
@@ -391,9 +458,98 @@ class SqliteControlStore implements ControlStore {
     return this.stmts.retireVersions.run(server).changes;
   }
 
+  async createApproval(approval: NewApproval, now: number): Promise<ApprovalRecord> {
+    const row = this.stmts.insertApproval.get({
+      id: randomUUID(),
+      grantId: approval.grantId,
+      grantLabel: approval.grantLabel,
+      server: approval.server,
+      tool: approval.tool,
+      arguments: approval.arguments,
+      argumentsDigest: approval.argumentsDigest,
+      policyVersion: approval.policyVersion,
+      rule: approval.rule,
+      reason: approval.reason,
+      via: JSON.stringify(approval.via),
+      now: wholeMs('now', now),
+      expiresAt: approval.expiresAt,
+      heldBy: approval.heldBy,
+    });
+    return toSqliteApproval(row!);
+  }
+
+  async getApproval(id: string): Promise<ApprovalRecord | undefined> {
+    const row = this.stmts.getApproval.get(id);
+    return row === undefined ? undefined : toSqliteApproval(row);
+  }
+
+  async listApprovals(query: ApprovalQuery = {}): Promise<ApprovalRecord[]> {
+    const params: Record<string, string | number> = { limit: pageSize(query.limit) };
+    const where: string[] = [];
+    if (query.status !== undefined) {
+      params.status = query.status;
+      where.push('status = @status');
+    }
+    if (query.cursor !== undefined) {
+      params.cursor = query.cursor;
+      where.push('(requested_at, id) < (SELECT requested_at, id FROM approvals WHERE id = @cursor)');
+    }
+    const key = where.join(' AND ');
+    let stmt = this.approvalQueries.get(key);
+    if (stmt === undefined) {
+      stmt = this.db.prepare<Record<string, string | number>, SqliteApprovalRow>(
+        `SELECT ${APPROVAL_COLUMNS} FROM approvals ${key === '' ? '' : `WHERE ${key}`} ORDER BY requested_at DESC, id DESC LIMIT @limit`,
+      );
+      this.approvalQueries.set(key, stmt);
+    }
+    return stmt.all(params).map(toSqliteApproval);
+  }
+
+  async decideApproval(id: string, d: ApprovalDecision): Promise<ApprovalChange> {
+    const params = { id, decision: checkedDecision(d.decision), by: d.by, comment: d.comment ?? null, now: wholeMs('now', d.now) };
+    // Changed to `expired` is not a won decision: the caller is told it lost, and why.
+    return this.change(() => this.stmts.decideApproval.get(params), id, d.decision);
+  }
+
+  async expireApprovals(now: number): Promise<ApprovalRecord[]> {
+    return byExpiry(this.stmts.expireApprovals.all(wholeMs('now', now)).map(toSqliteApproval));
+  }
+
+  async markExecuted(id: string, now: number): Promise<ApprovalChange> {
+    const params = { id, now: wholeMs('now', now) };
+    return this.change(() => this.stmts.markExecuted.get(params), id, 'executed');
+  }
+
+  async cancelApproval(id: string, reason: string, now: number): Promise<ApprovalChange> {
+    const params = { id, reason, now: wholeMs('now', now) };
+    return this.change(() => this.stmts.cancelApproval.get(params), id, 'cancelled');
+  }
+
+  async findRemembered(call: ApprovalCallKey, decidedSince: number): Promise<ApprovalRecord | undefined> {
+    const row = this.stmts.findRemembered.get({
+      argumentsDigest: call.argumentsDigest,
+      grantId: call.grantId,
+      server: call.server,
+      tool: call.tool,
+      policyVersion: call.policyVersion,
+      since: wholeMs('decidedSince', decidedSince),
+    });
+    return row === undefined ? undefined : toSqliteApproval(row);
+  }
+
+  /** Runs a conditional UPDATE of approval `id`; ok when it matched and left the approval `wanted`. */
+  private change(update: () => SqliteApprovalRow | undefined, id: string, wanted: ApprovalStatus): ApprovalChange {
+    const { row, changed } = this.changeTx(update, id);
+    return approvalChange(row === undefined ? undefined : toSqliteApproval(row), changed, wanted);
+  }
+
   async close(): Promise<void> {
     if (this.db.open) this.db.close();
   }
+}
+
+function toSqliteApproval(row: SqliteApprovalRow): ApprovalRecord {
+  return toApproval(row, JSON.parse(row.via) as string[]);
 }
 
 function toGrant(row: GrantRow): GrantRecord {

@@ -1,6 +1,6 @@
 /**
- * The control-plane store contract: grants and their tokens (later: servers, policy versions,
- * the catalogue, approvals). SQLite (one file, the embedded default) and PostgreSQL implement it
+ * The control-plane store contract: grants and their tokens, admin credentials and events, servers,
+ * policy versions and pending human approvals (later: the catalogue). SQLite (one file, the embedded default) and PostgreSQL implement it
  * (store/sqlite.ts, store/postgres.ts); the same contract tests run against both.
  *
  * The store never sees a token, only its hash: a leaked database does not leak credentials.
@@ -126,6 +126,46 @@ export interface ControlStore {
    */
   deletePolicyVersions(server: string): Promise<number>;
 
+  // --- Human approvals: one record per call held for a person's decision (approvals/service.ts). ---
+  //
+  // Every change of status is one conditional write (`… WHERE status = 'pending'`), so two
+  // approvers, or two replicas, acting on one approval at once cannot both win: the loser is told
+  // so and given the record as the winner left it. Statuses only move forward:
+  //   pending → approved → executed;  pending → denied | expired | cancelled.
+
+  /** Stores a new approval, `pending`, requested at `now`, under a new id (a UUID). */
+  createApproval(approval: NewApproval, now: number): Promise<ApprovalRecord>;
+  getApproval(id: string): Promise<ApprovalRecord | undefined>;
+  /**
+   * Approvals newest first (by requestedAt, then id). `status` keeps only those in it; `cursor`,
+   * the id of the last approval of the previous page, pages back (an unknown id gives an empty
+   * page); `limit` defaults to 100 and is clamped to 1..1000.
+   */
+  listApprovals(query?: ApprovalQuery): Promise<ApprovalRecord[]>;
+  /**
+   * A person's decision. Succeeds only while the approval is pending and `now` is before its
+   * `expiresAt`; decided at or after that moment, the approval is marked `expired` instead (its
+   * decidedAt is its expiresAt, nobody is named) and the decision loses. A loser gets the record
+   * as it now stands: who won and how, or that it expired; undefined for an unknown id.
+   */
+  decideApproval(id: string, decision: ApprovalDecision): Promise<ApprovalChange>;
+  /**
+   * Marks every pending approval whose `expiresAt` is at or before `now` expired (decidedAt =
+   * expiresAt, decidedBy null) and returns them; each is returned by exactly one call, however
+   * many replicas sweep at once.
+   */
+  expireApprovals(now: number): Promise<ApprovalRecord[]>;
+  /** Single use: approved → executed, at most once. Fails from any other status. */
+  markExecuted(id: string, now: number): Promise<ApprovalChange>;
+  /** Withdraws a pending approval (its caller went away): pending → cancelled, with `reason` as the comment. */
+  cancelApproval(id: string, reason: string, now: number): Promise<ApprovalChange>;
+  /**
+   * For `approval.remember`: the most recently decided approval of exactly this call (same grant,
+   * server, tool, arguments digest and policy version) that was approved and executed, and decided
+   * at or after `decidedSince`; undefined when there is none.
+   */
+  findRemembered(call: ApprovalCallKey, decidedSince: number): Promise<ApprovalRecord | undefined>;
+
   close(): Promise<void>;
 }
 
@@ -202,6 +242,84 @@ export interface PolicyVersion {
   readonly createdAt: number;
   readonly actor: string;
   readonly note: string | null;
+}
+
+/** Where an approval stands. `pending` is the only status a decision, expiry or cancellation leaves. */
+export type ApprovalStatus = 'pending' | 'approved' | 'denied' | 'expired' | 'cancelled' | 'executed';
+
+export const APPROVAL_STATUSES: readonly ApprovalStatus[] = ['pending', 'approved', 'denied', 'expired', 'cancelled', 'executed'];
+
+/**
+ * What binds an approval to one call: a call that differs in any of these is another call, which
+ * this approval does not release.
+ */
+export interface ApprovalCallKey {
+  /** The caller's grant id; null when the gateway runs without authentication. */
+  readonly grantId: string | null;
+  readonly server: string;
+  readonly tool: string;
+  /** Lowercase hex SHA-256 of `arguments` (the canonical JSON). */
+  readonly argumentsDigest: string;
+  /** The version of the policy that asked for approval (`sha256:…`). */
+  readonly policyVersion: string;
+}
+
+export interface NewApproval extends ApprovalCallKey {
+  /** The grant's label at the time (null with grantId). */
+  readonly grantLabel: string | null;
+  /** The call's arguments as canonical JSON (keys sorted at every depth): exactly what will be forwarded. */
+  readonly arguments: string;
+  /** JSON pointer of the rule that asked, e.g. `/tools/create_charge`. */
+  readonly rule: string;
+  /** Why approval is needed, as the policy says it. */
+  readonly reason: string;
+  /** The channels the person is asked through, e.g. `["dashboard"]`, `["elicitation"]`. */
+  readonly via: readonly string[];
+  /** When an undecided approval expires (after `now` of createApproval). */
+  readonly expiresAt: number;
+  /** The replica holding the call open, or null when no call waits (a record made by hand). */
+  readonly heldBy: string | null;
+}
+
+export interface ApprovalRecord extends NewApproval {
+  /** A UUID. */
+  readonly id: string;
+  readonly status: ApprovalStatus;
+  readonly requestedAt: number;
+  /** When it left `pending`: the decision, the cancellation, or (expired) its expiresAt; null while pending. */
+  readonly decidedAt: number | null;
+  /** Who approved or denied (an admin label, `oidc:<subject>`, `cli`, `elicitation:<grant>`); null while pending, and for expired and cancelled ones. */
+  readonly decidedBy: string | null;
+  /** The approver's comment, the reason of a denial, or why it was cancelled; null when none was given. */
+  readonly comment: string | null;
+  /** When the approved call was forwarded; null until then. */
+  readonly executedAt: number | null;
+}
+
+export interface ApprovalDecision {
+  readonly decision: 'approved' | 'denied';
+  /** Who decides (see ApprovalRecord.decidedBy). */
+  readonly by: string;
+  /** A comment on an approval, the reason for a denial; null or omitted for none. */
+  readonly comment?: string | null;
+  readonly now: number;
+}
+
+/**
+ * The result of a status change: `ok` and the changed record, or not `ok` and the record as it
+ * stands (whoever changed it first, and how), undefined when there is no such approval.
+ * `expiredNow` is true when this very call found the approval pending past its expiresAt and
+ * marked it expired (the one write that did, so the one caller to report the expiry).
+ */
+export type ApprovalChange =
+  | { readonly ok: true; readonly approval: ApprovalRecord }
+  | { readonly ok: false; readonly approval: ApprovalRecord | undefined; readonly expiredNow: boolean };
+
+export interface ApprovalQuery {
+  readonly status?: ApprovalStatus;
+  readonly limit?: number;
+  /** The id of the last approval of the previous page. */
+  readonly cursor?: string;
 }
 
 /** A write that conflicts with what is stored (a label already taken, a token hash already in use). */
