@@ -13,7 +13,7 @@
  * worst case spreads the calls evenly over the 1,000 grants, so every batch holds more of them.
  *
  * Method. Records are made and chained PHASE_RECORDS at a time, untimed (chaining is the
- * writer's work, on the call path: it is timed apart and reported below the table), and the
+ * writer's work, done on the gateway's audit thread: it is timed apart and reported below the table), and the
  * garbage that leaves is collected, untimed too (see collectGarbage). Each phase's
  * batches then go through `sink.write()` the way the audit writer drives a sink: the next batch
  * is handed over as soon as the previous write resolved (one in flight), or, in the pipelined
@@ -678,7 +678,7 @@ export function auditSqliteMarkdown(results: AuditBenchResult[], command: string
   }
   const chainUs = results.reduce((sum, r) => sum + r.chainUs, 0) / Math.max(1, results.length);
   lines.push('');
-  lines.push(`Chaining a record (the audit writer's canonical JSON and SHA-256, on the call path, not in the rates above): ${chainUs.toFixed(1)} µs.`);
+  lines.push(`Chaining a record (the audit writer's canonical JSON and SHA-256, on the gateway's audit thread, not in the rates above): ${chainUs.toFixed(1)} µs.`);
   const target = results.find((r) => r.synchronous === 'normal' && r.grants === 'zipf' && r.inFlight === 1 && r.batch === 500);
   if (target !== undefined) {
     const rateMet = target.eventsPerSecond >= AUDIT_SQLITE_TARGETS.eventsPerSecond;

@@ -20,8 +20,8 @@ export interface AuditThreadData {
 export type StoreOp = 'query' | 'checkpoints' | 'verify' | 'prune';
 
 export type ToAuditThread =
-  /** Events to record (`async`), in order. */
-  | { readonly t: 'events'; readonly events: AuditEventInput[] }
+  /** Events to record (`async`), in order, as EventEncoder wrote them. */
+  | { readonly t: 'events'; readonly events: EncodedEvents }
   /** One event to record and answer once durable (`strict`). */
   | { readonly t: 'durable'; readonly id: number; readonly event: AuditEventInput }
   | { readonly t: 'flush'; readonly id: number }
@@ -69,4 +69,95 @@ export function fromWireError(w: WireError): Error {
   const err = w.name === 'RangeError' ? new RangeError(w.message) : w.name === 'TypeError' ? new TypeError(w.message) : new Error(w.message);
   if (w.code !== undefined) (err as Error & { code: string }).code = w.code;
   return err;
+}
+
+/**
+ * Events as they cross to the thread: one flat array, FIELDS_PER_EVENT values an event, in which
+ * the fields that repeat from call to call (grant, session, server, tool, decision, rule…) are
+ * sent as text the first time and as a number after. Copying a few numbers costs less than
+ * copying the same dozen strings and an object's shape for every call, on both sides.
+ */
+export interface EncodedEvents {
+  /** The thread forgets every string it was sent before this message (see EventEncoder). */
+  readonly reset: boolean;
+  readonly values: unknown[];
+}
+
+/** The fields sent by number once seen: each is a string or null. */
+const INTERNED = ['grantId', 'grantLabel', 'session', 'server', 'method', 'tool', 'decision', 'rule', 'reason', 'policyVersion', 'upstreamStatus', 'error'] as const;
+export const FIELDS_PER_EVENT = INTERNED.length + 5;
+/** Strings remembered at most; then both sides start again (session ids keep arriving). */
+const MAX_STRINGS = 50_000;
+
+export class EventEncoder {
+  private ids = new Map<string, number>();
+  private resetPending = false;
+
+  /** Forget every string: the next message says so, and the thread forgets them too. */
+  restart(): void {
+    this.ids = new Map();
+    this.resetPending = true;
+  }
+
+  encode(events: readonly AuditEventInput[]): EncodedEvents {
+    if (this.ids.size > MAX_STRINGS) this.restart();
+    const reset = this.resetPending;
+    this.resetPending = false;
+    const values: unknown[] = [];
+    for (const e of events) {
+      values.push(e.at, e.requestId, e.arguments, e.latencyMs, e.resultBytes);
+      for (const f of INTERNED) values.push(this.ref(e[f]));
+    }
+    return { reset, values };
+  }
+
+  private ref(s: string | null): string | number | null {
+    if (s === null) return null;
+    const id = this.ids.get(s);
+    if (id !== undefined) return id;
+    this.ids.set(s, this.ids.size);
+    return s;
+  }
+}
+
+export class EventDecoder {
+  private strings: string[] = [];
+
+  decode(m: EncodedEvents): AuditEventInput[] {
+    if (m.reset) this.strings = [];
+    const v = m.values;
+    const out: AuditEventInput[] = [];
+    for (let i = 0; i < v.length; i += FIELDS_PER_EVENT) {
+      const s = (k: number) => this.text(v[i + 5 + k] as string | number | null);
+      out.push({
+        at: v[i] as number,
+        requestId: v[i + 1] as string | null,
+        arguments: v[i + 2],
+        latencyMs: v[i + 3] as number | null,
+        resultBytes: v[i + 4] as number | null,
+        grantId: s(0),
+        grantLabel: s(1),
+        session: s(2),
+        server: s(3)!,
+        method: s(4)!,
+        tool: s(5),
+        decision: s(6) as AuditEventInput['decision'],
+        rule: s(7),
+        reason: s(8),
+        policyVersion: s(9),
+        upstreamStatus: s(10),
+        error: s(11),
+      });
+    }
+    return out;
+  }
+
+  private text(x: string | number | null): string | null {
+    if (x === null) return null;
+    if (typeof x === 'string') {
+      this.strings.push(x);
+      return x;
+    }
+    return this.strings[x]!;
+  }
 }

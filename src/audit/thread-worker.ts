@@ -17,7 +17,7 @@ import type { AuditEventInput } from './event.js';
 import { DeferredSink, isPostgresSpec, openAuditSink, sinkDisplayName } from './open.js';
 import type { AuditSink } from './sink.js';
 import type { AuditStore } from './store.js';
-import { toWireError, type AuditThreadData, type FromAuditThread, type StoreOp, type ToAuditThread } from './thread-wire.js';
+import { EventDecoder, toWireError, type AuditThreadData, type FromAuditThread, type StoreOp, type ToAuditThread } from './thread-wire.js';
 import { AuditWriter } from './writer.js';
 
 /** How often changed counters are sent to the gateway (its metrics read them). */
@@ -105,11 +105,12 @@ async function serve(port: MessagePort, o: AuditThreadData): Promise<void> {
       );
   };
   const iterations = new Map<number, AsyncGenerator<unknown>>();
+  const decoder = new EventDecoder();
 
   port.on('message', (m: ToAuditThread) => {
     switch (m.t) {
       case 'events':
-        for (const e of m.events) {
+        for (const e of decoder.decode(m.events)) {
           try {
             writer.record(record(e));
           } catch (err) {

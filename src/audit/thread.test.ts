@@ -166,6 +166,28 @@ describe('the audit thread', () => {
     await assert.rejects(thread.stores()[0]!.query({ after: 'not-a-cursor' }), RangeError);
   });
 
+  it('leaves out only an event that cannot be copied to the thread, and keeps the others exact', async (t) => {
+    const dir = await tempDir(t);
+    const { logger, lines } = capture();
+    const thread = await start(t, config(dir, { arguments: 'full' }), logger);
+    thread.record(event(1));
+    thread.record({ ...event(2), session: 'sess-2', arguments: { callback: () => 1 } });
+    thread.record({ ...event(3), session: 'sess-2' });
+    await thread.flush();
+    thread.record({ ...event(4), session: 'sess-3' });
+    await thread.close();
+    const records = await readBack(path.join(dir, 'audit.db'));
+    assert.deepEqual(
+      records.map((r) => [r.requestId, r.session]),
+      [
+        ['1', 'sess-1'],
+        ['3', 'sess-2'],
+        ['4', 'sess-3'],
+      ],
+    );
+    assert.ok(lines.some((l) => /does not copy to the audit thread/.test(String(l.msg))));
+  });
+
   it('refuses to start when a sink cannot be opened, saying which and why', async (t) => {
     const dir = await tempDir(t);
     const file = path.join(dir, 'not-a-database.db');

@@ -1,0 +1,58 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { AuditEventInput } from './event.js';
+import { EventDecoder, EventEncoder } from './thread-wire.js';
+
+const event = (i: number, session: string | null = 'sess-1'): AuditEventInput => ({
+  at: 1_700_000_000_000 + i,
+  requestId: i % 2 === 0 ? String(i) : null,
+  grantId: 'g1',
+  grantLabel: 'alice',
+  session,
+  server: 'files',
+  method: 'tools/call',
+  tool: i % 3 === 0 ? null : 'read_file',
+  decision: i % 5 === 0 ? 'deny' : 'allow',
+  rule: '/tools/read_file',
+  reason: i % 5 === 0 ? 'not on Sundays' : null,
+  policyVersion: 'v1',
+  arguments: i % 4 === 0 ? undefined : { path: `/tmp/${i}`, nested: { a: [1, 'two', null] } },
+  upstreamStatus: i % 5 === 0 ? null : 'ok',
+  latencyMs: i % 5 === 0 ? null : 1.5,
+  resultBytes: i % 5 === 0 ? null : 120,
+  error: null,
+});
+
+describe('events on their way to the audit thread', () => {
+  it('arrive exactly as recorded, message after message', () => {
+    const enc = new EventEncoder();
+    const dec = new EventDecoder();
+    for (let m = 0; m < 3; m++) {
+      const events = Array.from({ length: 20 }, (_, i) => event(m * 20 + i, `sess-${i % 4}`));
+      // The message is copied (structured clone) on its way; a JSON round trip would lose undefined.
+      assert.deepEqual(dec.decode(structuredClone(enc.encode(events))), events);
+    }
+  });
+
+  it('send a repeated string once, then by number', () => {
+    const enc = new EventEncoder();
+    const first = enc.encode([event(1)]).values;
+    const second = enc.encode([event(1)]).values;
+    assert.ok(first.includes('alice'));
+    assert.ok(!second.includes('alice'));
+    assert.ok(second.filter((v) => typeof v === 'string').length < first.filter((v) => typeof v === 'string').length);
+  });
+
+  it('start again on both sides after a restart, so a lost message cannot leave them disagreeing', () => {
+    const enc = new EventEncoder();
+    const dec = new EventDecoder();
+    dec.decode(enc.encode([event(1)]));
+    // A message that never arrived: its new strings are unknown to the decoder.
+    enc.encode([event(2, 'sess-lost')]);
+    enc.restart();
+    const after = [event(3, 'sess-lost'), event(4)];
+    const m = enc.encode(after);
+    assert.equal(m.reset, true);
+    assert.deepEqual(dec.decode(m), after);
+  });
+});
