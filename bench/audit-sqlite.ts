@@ -47,7 +47,7 @@
  * The machine is shared: the share of its CPU used by other processes during each case is
  * reported, since it lowers the rate.
  */
-import { closeSync, mkdtempSync, openSync, readSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { cpus, platform, release, tmpdir } from 'node:os';
 import path from 'node:path';
 import { PerformanceObserver, performance } from 'node:perf_hooks';
@@ -58,7 +58,7 @@ import { Worker } from 'node:worker_threads';
 import vm from 'node:vm';
 import { chain, type AuditDecision, type AuditEventInput, type AuditRecord } from '../src/audit/event.js';
 import { openSqliteAuditSink, type SqliteAuditSink } from '../src/audit/sinks/sqlite.js';
-import { machineCpu } from './procs.js';
+import { machineCpu, ThreadClock } from './procs.js';
 import { percentile } from './stats.js';
 import { BENCH_DOC, writeMarkedSection } from './report.js';
 
@@ -145,35 +145,6 @@ const collectGarbage: () => void = (() => {
 })();
 /** Batches written during the probe pass. */
 const HOLD_BATCHES = 400;
-
-/**
- * The calling thread's time on a CPU and waiting for one so far, in ms, from
- * /proc/thread-self/schedstat (Linux); undefined elsewhere. The file stays open: a read is a few µs.
- * The time waited is exact; the time run is only brought up to date at scheduler ticks.
- */
-class ThreadClock {
-  private readonly fd: number | undefined;
-  private readonly buf = Buffer.alloc(128);
-
-  constructor() {
-    try {
-      this.fd = openSync('/proc/thread-self/schedstat', 'r');
-    } catch {
-      this.fd = undefined;
-    }
-  }
-
-  read(): { run: number; wait: number } | undefined {
-    if (this.fd === undefined) return undefined;
-    const n = readSync(this.fd, this.buf, 0, this.buf.length, 0);
-    const [run, wait] = this.buf.toString('latin1', 0, n).split(' ');
-    return { run: Number(run) / 1e6, wait: Number(wait) / 1e6 };
-  }
-
-  close(): void {
-    if (this.fd !== undefined) closeSync(this.fd);
-  }
-}
 
 const BASE = 1_700_000_000_000;
 const GRANTS = 1_000;
