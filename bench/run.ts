@@ -651,7 +651,7 @@ async function main(argv: string[]): Promise<number> {
       // So do the counter-store benchmarks (memory always, Redis when one answers at REDIS_URL)
       // and the audit sinks' (SQLite always, PostgreSQL when one answers at DATABASE_URL).
       const sub = [...(opts.quick ? ['--quick'] : []), ...(opts.write ? ['--write'] : [])];
-      const scripts = ['policy.js', 'limits.js', 'limits-redis.js', 'audit-sqlite.js'];
+      const scripts = ['policy.js', 'limits.js', 'limits-redis.js', 'audit-sqlite.js', 'audit-thread.js'];
       if (process.env.DATABASE_URL) scripts.push('audit-postgres.js');
       else log('audit-postgres bench skipped: set DATABASE_URL to a PostgreSQL it may create schemas in');
       for (const script of scripts) {
