@@ -13,7 +13,7 @@
  * Operators who must never store one use `keys`.
  */
 import { hash } from 'node:crypto';
-import { canonicalJson } from '../util/canonical-json.js';
+import { canonicalJson, withCanonicalJson } from '../util/canonical-json.js';
 import type { ArgumentsMode } from './event.js';
 
 /** What a masked value is replaced with. */
@@ -53,11 +53,13 @@ export function auditArguments(args: unknown, mode: ArgumentsMode): unknown {
       return args;
     case 'redacted':
       return redact(args, 0);
-    case 'keys':
-      return {
-        keys: typeof args === 'object' && args !== null && !Array.isArray(args) ? Object.keys(args).sort() : [],
-        sha256: hash('sha256', canonicalJson(args), 'hex'),
-      };
+    case 'keys': {
+      const keys = typeof args === 'object' && args !== null && !Array.isArray(args) ? Object.keys(args).sort() : [];
+      const sha256 = hash('sha256', canonicalJson(args), 'hex');
+      // Hashed again into every record that carries it: its canonical text is known now, and the
+      // object is frozen so that it stays so (keys sorted, sorted keys of the object: JSON.stringify's text).
+      return withCanonicalJson({ keys: Object.freeze(keys), sha256 }, `{"keys":${JSON.stringify(keys)},"sha256":"${sha256}"}`);
+    }
   }
 }
 

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import fc from 'fast-check';
 import { canonicalJson } from '../util/canonical-json.js';
 import { canonicalRecord, chain, recordHash, type AuditEventInput, type AuditRecord } from './event.js';
 
@@ -53,4 +54,48 @@ test('chained records number themselves and carry the previous hash', () => {
   assert.equal(b.seq, 2);
   assert.equal(b.prevHash, a.hash);
   assert.equal(recordHash(b), b.hash);
+});
+
+test('the fast canonical form of a record is exactly the generic canonical JSON, whatever the values', () => {
+  const text = fc.oneof(fc.string(), fc.string({ unit: 'binary' }), fc.constantFrom('', '"', '\\', '\u2028', '\ud800', 'é\u0000'));
+  const orNull = <T>(a: fc.Arbitrary<T>) => fc.option(a, { nil: null });
+  const num = fc.oneof(fc.integer(), fc.double(), fc.constantFrom(-0, 1e21, 5e-324, Number.MAX_SAFE_INTEGER));
+  const args = fc.oneof(fc.constant(undefined), fc.jsonValue(), fc.dictionary(text, fc.jsonValue()));
+  const record = fc.record({
+    at: num,
+    requestId: orNull(text),
+    grantId: orNull(text),
+    grantLabel: orNull(text),
+    session: orNull(text),
+    server: text,
+    method: text,
+    tool: orNull(text),
+    decision: fc.constantFrom('allow', 'deny'),
+    rule: orNull(text),
+    reason: orNull(text),
+    policyVersion: orNull(text),
+    arguments: args,
+    upstreamStatus: orNull(text),
+    latencyMs: orNull(num),
+    resultBytes: orNull(num),
+    error: orNull(text),
+    stream: text,
+    seq: num,
+    prevHash: text,
+  });
+  fc.assert(
+    fc.property(record, (r) => {
+      const rec = r as unknown as Omit<AuditRecord, 'hash'>;
+      assert.equal(canonicalRecord(rec), canonicalJson(rec));
+      assert.equal(canonicalRecord({ ...rec, hash: 'x' } as AuditRecord), canonicalJson(rec));
+    }),
+    { numRuns: 2_000 },
+  );
+});
+
+test('keys arguments carry their canonical text, and it is the generic one', async () => {
+  const { auditArguments } = await import('./arguments.js');
+  const a = auditArguments({ zeta: 1, alpha: { y: [1, 2], x: 'é"\\' } }, 'keys') as { keys: string[]; sha256: string };
+  assert.ok(Object.isFrozen(a) && Object.isFrozen(a.keys));
+  assert.equal(canonicalJson(a), canonicalJson({ ...a, keys: [...a.keys] }));
 });

@@ -112,34 +112,55 @@ const HASHED_FIELDS = [
   'tool',
   'upstreamStatus',
 ] as const satisfies readonly (keyof Omit<AuditRecord, 'hash'>)[];
-const HASHED_KEYS = HASHED_FIELDS.map((k) => `${JSON.stringify(k)}:`);
+
+/** HASHED_FIELDS but `arguments`, the one field that holds an object. */
+const PLAIN_FIELDS = HASHED_FIELDS.slice(1) as readonly Exclude<(typeof HASHED_FIELDS)[number], 'arguments'>[];
 
 /**
  * canonicalJson of the record without `hash`. A record holding exactly the fields of its type
  * (the writer's, a sink's read back) takes the fast path, which gives the very same text; one
- * with any other key (a hand-made or tampered object) is serialised generically.
+ * with any other key, or an object where a plain value belongs (a hand-made or tampered object),
+ * is serialised generically.
+ *
+ * The fast path is one JSON.stringify of the plain fields in canonical order, with the canonical
+ * arguments put in front (`arguments` sorts first; with `keys` arguments their text is known
+ * already, see withCanonicalJson): chaining runs for every record.
  */
 export function canonicalRecord(r: Omit<AuditRecord, 'hash'>): string {
   const keys = Object.keys(r);
   const expected = 'hash' in r ? HASHED_FIELDS.length + 1 : HASHED_FIELDS.length;
-  if (keys.length === expected) {
-    let out = '{';
-    let first = true;
-    for (let i = 0; i < HASHED_FIELDS.length; i++) {
-      const v = (r as Record<string, unknown>)[HASHED_FIELDS[i]!];
-      if (v === undefined) {
-        // An absent field still counts among the keys: then some other key is extra.
-        if (!(HASHED_FIELDS[i]! in r)) return generic(r);
-        continue;
-      }
-      if (!first) out += ',';
-      first = false;
-      out += HASHED_KEYS[i];
-      out += typeof v === 'object' && v !== null ? canonicalJson(v) : (JSON.stringify(v) ?? 'null');
-    }
-    return `${out}}`;
+  if (keys.length !== expected || !('arguments' in r)) return generic(r);
+  const o = r as Record<string, unknown>;
+  for (const f of PLAIN_FIELDS) {
+    const v = o[f];
+    // An object would be serialised with its keys unsorted; an absent field means some other key is extra.
+    if ((typeof v === 'object' && v !== null) || (v === undefined && !(f in r))) return generic(r);
   }
-  return generic(r);
+  // Keys in canonical (sorted) order, which JSON.stringify keeps; both leave undefined members out.
+  const body = JSON.stringify({
+    at: o.at,
+    decision: o.decision,
+    error: o.error,
+    grantId: o.grantId,
+    grantLabel: o.grantLabel,
+    latencyMs: o.latencyMs,
+    method: o.method,
+    policyVersion: o.policyVersion,
+    prevHash: o.prevHash,
+    reason: o.reason,
+    requestId: o.requestId,
+    resultBytes: o.resultBytes,
+    rule: o.rule,
+    seq: o.seq,
+    server: o.server,
+    session: o.session,
+    stream: o.stream,
+    tool: o.tool,
+    upstreamStatus: o.upstreamStatus,
+  } satisfies Record<(typeof PLAIN_FIELDS)[number], unknown>);
+  if (o.arguments === undefined) return body;
+  const args = `{"arguments":${canonicalJson(o.arguments)}`;
+  return body === '{}' ? `${args}}` : `${args},${body.slice(1)}`;
 }
 
 function generic(r: Omit<AuditRecord, 'hash'>): string {
