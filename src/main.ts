@@ -5,7 +5,11 @@
 import path from 'node:path';
 import type { AuditConfig, CountersConfig, GatewayConfig, ServerConfig } from './config/index.js';
 import { AuditLog } from './audit/log.js';
-import { Gateway } from './gateway/gateway.js';
+import type { ApprovalNotifier } from './approvals/notifier.js';
+import { createLocalNotifier } from './approvals/notifier/local.js';
+import { ApprovalService } from './approvals/service.js';
+import { Gateway, type ApprovalRequester } from './gateway/gateway.js';
+import { usesApproval } from './policy/index.js';
 import { logConversionWarnings, watchPolicies } from './gateway/reload.js';
 import { Limiter } from './limits/limiter.js';
 import type { CounterStore } from './limits/limiter.js';
@@ -101,7 +105,18 @@ export function createLimiter(store: CounterStore, counters: Pick<CountersConfig
   });
 }
 
-export function createGateway(config: GatewayConfig, logger: Logger, limiter: Limiter, metrics?: Metrics, audit?: AuditLog): Gateway {
+/** Why a require_approval call is refused by a `serve` gateway that opened no control store at start. */
+const NO_CONTROL_STORE =
+  'this call needs human approval, which needs the control store (`store`): this gateway opened none at start, since then no policy asked for approval; restart it to open one';
+
+export function createGateway(
+  config: GatewayConfig,
+  logger: Logger,
+  limiter: Limiter,
+  metrics?: Metrics,
+  audit?: AuditLog,
+  approvals?: ApprovalRequester,
+): Gateway {
   const gateway = new Gateway({
     logger,
     metrics,
@@ -109,6 +124,9 @@ export function createGateway(config: GatewayConfig, logger: Logger, limiter: Li
     sessionIdleTimeoutMs: config.sessionIdleTimeoutMs,
     limiter,
     refundToolErrors: config.counters.refundToolErrors,
+    approvals,
+    approvalsUnavailable: NO_CONTROL_STORE,
+    approvalProgressMs: config.approvals.progressIntervalMs,
   });
   for (const server of config.servers.values()) {
     gateway.addServer({ name: server.name, upstream: createUpstream(server, logger), policy: server.policy });
@@ -127,6 +145,59 @@ export async function openAuditLog(audit: AuditConfig, logger: Logger, opts: { q
   return log;
 }
 
+/**
+ * How approval decisions reach the replica holding the call: Redis pub/sub when the counters use
+ * Redis (what a multi-replica deployment shares), else in-process (one gateway; a decision made
+ * by another process, such as the CLI on the store, is found by the holder's poll).
+ */
+export async function createApprovalNotifier(counters: Pick<CountersConfig, 'url'>, logger: Logger): Promise<ApprovalNotifier> {
+  if (counters.url === 'memory') return createLocalNotifier();
+  const { createRedisNotifier } = await import('./approvals/notifier/redis.js');
+  let down = false;
+  return createRedisNotifier({
+    url: counters.url,
+    onError: (err) => {
+      // One line when it goes away, not one per retry while it stays away: the poll covers meanwhile.
+      if (down) return;
+      down = true;
+      logger.warn({ err: (err as Error).message }, 'approval notifications: Redis unreachable; held calls learn of decisions by polling the store meanwhile');
+      setTimeout(() => (down = false), 10_000).unref();
+    },
+  });
+}
+
+/** The approval service of a gateway process over its control store, reporting each change it makes to the log. */
+export function createApprovalService(store: ControlStore, notifier: ApprovalNotifier, config: Pick<GatewayConfig, 'approvals'>, logger: Logger): ApprovalService {
+  return new ApprovalService({
+    store,
+    notifier,
+    pollIntervalMs: config.approvals.pollIntervalMs,
+    onEvent: ({ type, approval: a }) =>
+      logger.info(
+        { approval: a.id, server: a.server, tool: a.tool, grant: a.grantLabel, status: a.status, by: a.decidedBy, comment: a.comment },
+        `approval ${type}`,
+      ),
+    onError: (err) => logger.warn({ err: (err as Error).message }, 'approval service: a poll or notification failed; it keeps trying'),
+  });
+}
+
+/**
+ * The service as the gateway uses it: started (subscribed, polling) on the first held call, or at
+ * once with `start()` when a policy in force asks for approval, so its sweep also expires the
+ * approvals a dead replica left pending.
+ */
+function lazilyStarted(service: ApprovalService): ApprovalRequester & { start(): Promise<void> } {
+  let started: Promise<void> | undefined;
+  const start = () => (started ??= service.start());
+  return {
+    start,
+    request: async (call, spec) => {
+      await start();
+      return service.request(call, spec);
+    },
+  };
+}
+
 export interface RunningGateway {
   gateway: Gateway;
   listener: HttpListener;
@@ -140,9 +211,11 @@ export interface RunningGateway {
 }
 
 export async function startGateway(config: GatewayConfig, logger: Logger): Promise<RunningGateway> {
-  // The control-plane store is opened only when grants are checked or an admin address is set:
-  // a local gateway without authentication writes no database file.
-  const control = config.auth.required || config.admin !== undefined ? await openControlStore(config.store) : undefined;
+  // The control-plane store is opened only when grants are checked, an admin address is set or a
+  // policy holds calls for human approval (pending approvals live there): a local gateway without
+  // authentication or approvals writes no database file.
+  const asksForApproval = [...config.servers.values()].some((s) => usesApproval(s.policy));
+  const control = config.auth.required || config.admin !== undefined || asksForApproval ? await openControlStore(config.store) : undefined;
   for (const server of config.servers.values()) logConversionWarnings(logger, server.name, server.policy);
   const store = await createCounterStore(config.counters, logger);
   const metrics = new Metrics();
@@ -154,7 +227,10 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
     throw err;
   }
   if (audit !== undefined) metrics.auditSinks(() => audit.stats());
-  const gateway = createGateway(config, logger, createLimiter(store, config.counters, logger, metrics), metrics, audit);
+  const notifier = control === undefined ? undefined : await createApprovalNotifier(config.counters, logger);
+  const approvals = control === undefined || notifier === undefined ? undefined : createApprovalService(control, notifier, config, logger);
+  const requester = approvals === undefined ? undefined : lazilyStarted(approvals);
+  const gateway = createGateway(config, logger, createLimiter(store, config.counters, logger, metrics), metrics, audit, requester);
   const origins = originPolicy(config.allowedHosts, config.allowedOrigins);
   // One verifier for MCP and admin requests alike: one cache of the issuer's keys.
   const verifier = oidcVerifier(config.auth.oidc);
@@ -166,12 +242,12 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
     sync = new ControlSync({ gateway, store: control, configServers: config.servers, logger, createUpstream: (s) => createUpstream(s, logger), baseDir });
     // Stored servers and policy versions are in force before the first request is served.
     await sync.sync().catch(async (err: unknown) => {
-      await Promise.allSettled([control.close(), audit?.close()]);
+      await Promise.allSettled([control.close(), audit?.close(), notifier?.close()]);
       throw err;
     });
     const liveSync = sync;
     admin = new AdminApi({
-      control: new ControlPlane({ store: control, configServers: config.servers, configSecrets: config.secretValues, baseDir }),
+      control: new ControlPlane({ store: control, configServers: config.servers, configSecrets: config.secretValues, baseDir, approvals }),
       authenticator: new AdminAuthenticator(control, { jwt: verifier === undefined ? undefined : (token) => verifier.verify(token) }),
       origins,
       maxBodyBytes: config.maxBodyBytes,
@@ -203,10 +279,12 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
     await adminListener?.listen();
   } catch (err) {
     await listener.close().catch(() => {});
-    await Promise.allSettled([control?.close(), audit?.close()]);
+    await Promise.allSettled([control?.close(), audit?.close(), notifier?.close()]);
     throw err;
   }
   sync?.start();
+  // With the stored policies in force: a policy that asks for approval starts the service now.
+  if (requester !== undefined && [...gateway.servers.values()].some((s) => usesApproval(s.policy))) await requester.start();
   if (grants === undefined) {
     logger.warn('authentication is off (auth.required: false): any client that reaches this address may call these servers; use it for local, single-user setups only');
   } else {
@@ -233,6 +311,9 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
         await adminListener?.close();
         // After the gateway has drained: the outcome of every call it finished is in the queue.
         await audit?.close().catch((err: unknown) => logger.error({ err: (err as Error).message }, 'audit log did not close cleanly'));
+        // The gateway ended its held calls while draining; anything still held is withdrawn here.
+        await approvals?.close().catch(() => {});
+        await notifier?.close().catch(() => {});
         await control?.close();
       })()),
   };

@@ -55,10 +55,16 @@ interface Route {
   readonly role: AdminRole;
   /** 200 unless said; 201 for creations, 204 for deletions. */
   readonly status?: number;
+  /** False for writes that change no grant, server or policy (approval decisions): no `onChange`. */
+  readonly reconfigures?: false;
   readonly handle: (c: ControlPlane, r: Request) => Promise<unknown>;
 }
 
-/** Every route of the admin API. Reads need `viewer`, policy writes `policy_manager`, everything else `admin`. */
+/**
+ * Every route of the admin API. Reads need `viewer`; policy writes and approval decisions
+ * `policy_manager` (who may change the policy may let one call through it, or refuse it); everything
+ * else `admin`.
+ */
 export const ROUTES: readonly Route[] = [
   { method: 'GET', path: '/whoami', role: 'viewer', handle: async (_c, r) => ({ actor: r.actor.name, role: r.actor.role }) },
   { method: 'GET', path: '/servers', role: 'viewer', handle: async (c) => ({ servers: await c.listServers() }) },
@@ -129,6 +135,33 @@ export const ROUTES: readonly Route[] = [
     path: '/grants/:grant/rotate',
     role: 'admin',
     handle: (c, r) => c.rotateGrant(r.actor, r.params.grant!, r.body.grace === undefined ? 0 : duration(r.body.grace, 'grace')),
+  },
+  {
+    method: 'GET',
+    path: '/approvals',
+    role: 'viewer',
+    handle: (c, r) => {
+      const q = r.query;
+      for (const k of q.keys()) if (!['status', 'limit', 'cursor'].includes(k)) invalid(`unknown filter '${k}': expected status, limit or cursor`);
+      const limit = q.get('limit');
+      if (limit !== null && !/^\d{1,4}$/.test(limit)) invalid('limit: expected a whole number from 1 to 1000');
+      return c.listApprovals({ status: q.get('status') ?? undefined, limit: limit === null ? undefined : Number(limit), cursor: q.get('cursor') ?? undefined });
+    },
+  },
+  { method: 'GET', path: '/approvals/:id', role: 'viewer', handle: (c, r) => c.getApproval(r.params.id!) },
+  {
+    method: 'POST',
+    path: '/approvals/:id/approve',
+    role: 'policy_manager',
+    reconfigures: false,
+    handle: (c, r) => c.approve(r.actor, r.params.id!, optionalString(r.body.comment, 'comment')),
+  },
+  {
+    method: 'POST',
+    path: '/approvals/:id/deny',
+    role: 'policy_manager',
+    reconfigures: false,
+    handle: (c, r) => c.deny(r.actor, r.params.id!, r.body.reason),
   },
   { method: 'GET', path: '/admins', role: 'admin', handle: async (c) => ({ admins: await c.listAdmins() }) },
   {
@@ -291,7 +324,7 @@ export class AdminApi {
     const result = await route.handle(this.opts.control, { actor, params, query: new URLSearchParams(query), body, audit: this.opts.audit });
     if (route.method !== 'GET') {
       this.log.info({ actor: actor.name, role: actor.role, method: route.method, path }, 'admin change');
-      await this.opts.onChange?.().catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'admin change stored; applying it here failed, the next sync retries'));
+      if (route.reconfigures !== false) await this.opts.onChange?.().catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'admin change stored; applying it here failed, the next sync retries'));
     }
     const status = route.status ?? 200;
     if (status === 204) {

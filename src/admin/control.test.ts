@@ -58,3 +58,36 @@ test('refuses a grant whose expiry is in the past or given twice, storing nothin
   assert.deepEqual(await store.listAdminEvents(), []);
   await store.close();
 });
+
+test('decides an approval once, recording the decider in the admin events; a later decision is a conflict showing the winner', async () => {
+  let now = 1_000_000;
+  const { store, control } = await plane(() => now);
+  const base = { grantId: null, grantLabel: null, server: 'fixed', tool: 'pay', arguments: '{"amount":5}', argumentsDigest: 'a'.repeat(64), policyVersion: 'sha256:0', rule: '/tools/pay', reason: 'payments need a person', via: ['dashboard'], heldBy: null };
+  const first = await store.createApproval({ ...base, expiresAt: now + 60_000 }, now);
+  const second = await store.createApproval({ ...base, expiresAt: now + 1_000 }, now);
+
+  const approved = await control.approve({ name: 'ops-alice', role: 'policy_manager' }, first.id, 'ok');
+  assert.deepEqual([approved.status, approved.decidedBy, approved.comment, approved.arguments], ['approved', 'ops-alice', 'ok', { amount: 5 }]);
+  await assert.rejects(control.deny(OPS, first.id, 'too late'), (err: Error & { code?: string; details?: { approval?: { decidedBy?: string } } }) => {
+    assert.equal(err.code, 'PL_CONFLICT');
+    assert.match(err.message, /was already approved by ops-alice/);
+    assert.equal(err.details?.approval?.decidedBy, 'ops-alice');
+    return true;
+  });
+  await assert.rejects(control.deny(OPS, second.id, '  '), /a denial says why/);
+  await assert.rejects(control.approve(OPS, 'nope'), /no approval 'nope'/);
+
+  // A read after the expiry finds it expired, even with no gateway sweeping.
+  now += 2_000;
+  assert.equal((await control.getApproval(second.id)).status, 'expired');
+  const page = await control.listApprovals({ limit: 1 });
+  assert.equal(page.approvals.length, 1);
+  assert.equal(page.next, page.approvals[0]!.id);
+  assert.equal((await control.listApprovals({ limit: 1, cursor: page.next! })).next, null);
+  await assert.rejects(control.listApprovals({ status: 'maybe' }), /status: expected one of pending/);
+
+  const events = await store.listAdminEvents({ action: 'approval.approve' });
+  assert.deepEqual(events.map((e) => [e.actor, e.target]), [['ops-alice', `approval:${first.id}`]]);
+  assert.deepEqual(await store.listAdminEvents({ action: 'approval.deny' }), []);
+  await store.close();
+});

@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import type { Env, ServerConfig } from '../config/index.js';
 import { loadServerDefinition } from '../config/index.js';
 import { SERVER_NAME_PATTERN } from '../config/schema.js';
+import { ApprovalService } from '../approvals/service.js';
 import { ConfigError, ErrorCodes, PolicyLayerError } from '../errors.js';
 import { hashToken, newAdminToken, newToken } from '../identity/tokens.js';
 import { parsePolicy } from '../policy/index.js';
@@ -17,12 +18,15 @@ import type {
   AdminEvent,
   AdminEventQuery,
   AdminRole,
+  ApprovalChange,
+  ApprovalRecord,
+  ApprovalStatus,
   ControlStore,
   GrantRecord,
   PolicyVersion,
   StoredServer,
 } from '../store/store.js';
-import { ADMIN_ROLES, StoreConflictError } from '../store/store.js';
+import { ADMIN_ROLES, APPROVAL_STATUSES, StoreConflictError } from '../store/store.js';
 
 /** Who is acting: an admin credential's label (or `oidc:<subject>`, `cli:<user>`) and its role. */
 export interface Actor {
@@ -53,6 +57,43 @@ export interface ControlPlaneOptions {
    * for the CLI given a store without a config, which cannot tell what gateway.yaml holds.
    */
   readonly checkServers?: boolean;
+  /**
+   * Decides approvals, waking the held call: the gateway's own service (which wakes a call it
+   * holds at once and tells the other replicas), or the CLI's (which tells them through Redis when
+   * the counters use it). Default: a service over `store` alone, whose decisions the holding
+   * replica finds at its next poll of the store.
+   */
+  readonly approvals?: ApprovalService;
+}
+
+/** An approval as the admin API and the CLI show it (times in ISO 8601, the arguments parsed). */
+export interface ApprovalView {
+  readonly id: string;
+  readonly status: ApprovalStatus;
+  readonly grantId: string | null;
+  readonly grantLabel: string | null;
+  readonly server: string;
+  readonly tool: string;
+  /** Exactly what will be forwarded if approved. */
+  readonly arguments: unknown;
+  readonly argumentsDigest: string;
+  readonly policyVersion: string;
+  readonly rule: string;
+  readonly reason: string;
+  readonly via: readonly string[];
+  readonly requestedAt: string;
+  readonly expiresAt: string;
+  readonly decidedAt: string | null;
+  readonly decidedBy: string | null;
+  readonly comment: string | null;
+  readonly executedAt: string | null;
+  readonly heldBy: string | null;
+}
+
+export interface ApprovalListQuery {
+  readonly status?: string | undefined;
+  readonly limit?: number | undefined;
+  readonly cursor?: string | undefined;
 }
 
 export interface GrantView {
@@ -127,11 +168,13 @@ export class ControlPlane {
   readonly store: ControlStore;
   private readonly opts: ControlPlaneOptions;
   private readonly now: () => number;
+  private readonly approvals: ApprovalService;
 
   constructor(opts: ControlPlaneOptions) {
     this.opts = opts;
     this.store = opts.store;
     this.now = opts.now ?? Date.now;
+    this.approvals = opts.approvals ?? new ApprovalService({ store: opts.store, clock: this.now, pollIntervalMs: 0 });
   }
 
   // --- grants ---
@@ -362,6 +405,77 @@ export class ControlPlane {
     return this.store.listAdminEvents(query);
   }
 
+  // --- human approvals ---
+  //
+  // Reads sweep expired approvals first (the same sweep every gateway runs on its poll), so a
+  // record read here is never `pending` past its expiry, even with no gateway running.
+
+  /** Approvals newest first; `next` is the cursor of the following page, null on the last. */
+  async listApprovals(query: ApprovalListQuery = {}): Promise<{ approvals: ApprovalView[]; next: string | null }> {
+    const { status, cursor } = query;
+    if (status !== undefined && !APPROVAL_STATUSES.includes(status as ApprovalStatus)) invalid(`status: expected one of ${APPROVAL_STATUSES.join(', ')}`);
+    const limit = query.limit ?? 100;
+    if (!Number.isInteger(limit) || limit < 1 || limit > 1000) invalid('limit: expected a whole number from 1 to 1000');
+    await this.approvals.expireDue();
+    // One more than the page, to tell whether another page follows (the store's largest page is
+    // 1000: a page of 1000 always names a next cursor, which may lead to an empty page).
+    const records = await this.approvals.list({
+      ...(status !== undefined ? { status: status as ApprovalStatus } : {}),
+      ...(cursor !== undefined ? { cursor } : {}),
+      limit: Math.min(limit + 1, 1000),
+    });
+    const page = records.slice(0, limit);
+    return { approvals: page.map(approvalView), next: records.length > limit || page.length === 1000 ? page[page.length - 1]!.id : null };
+  }
+
+  async getApproval(id: string): Promise<ApprovalView> {
+    await this.approvals.expireDue();
+    return approvalView(await this.approval(id));
+  }
+
+  /**
+   * Approves the held call `id`, as `actor`: its call is forwarded, once. A decision already made
+   * (or an expiry) wins: 409 with the record as it stands.
+   */
+  async approve(actor: Actor, id: string, comment?: string | null): Promise<ApprovalView> {
+    if (comment !== undefined && comment !== null && typeof comment !== 'string') invalid('comment: expected a string');
+    await this.approval(id);
+    const change = await this.approvals.approve(id, actor.name, comment === '' ? null : (comment ?? null));
+    return this.decided(actor, 'approval.approve', change);
+  }
+
+  /** Denies the held call `id`, as `actor`, saying why: the agent reads the approver and the reason. */
+  async deny(actor: Actor, id: string, reason: unknown): Promise<ApprovalView> {
+    if (typeof reason !== 'string' || reason.trim() === '') invalid('reason: a denial says why, and the agent reads it (a non-empty string)');
+    await this.approval(id);
+    const change = await this.approvals.deny(id, actor.name, reason.trim());
+    return this.decided(actor, 'approval.deny', change);
+  }
+
+  private async decided(actor: Actor, action: string, change: ApprovalChange): Promise<ApprovalView> {
+    const record = change.approval;
+    if (record === undefined) notFound('no such approval');
+    const view = approvalView(record);
+    if (!change.ok) {
+      const how =
+        record.status === 'expired'
+          ? `expired at ${view.expiresAt}, before this decision`
+          : record.status === 'cancelled'
+            ? `was withdrawn at ${view.decidedAt} (${record.comment ?? 'its caller went away'})`
+            : `was already ${record.status === 'executed' ? 'approved' : record.status} by ${record.decidedBy ?? 'someone'} at ${view.decidedAt}`;
+      throw new PolicyLayerError(ErrorCodes.CONFLICT, `approval ${record.id} ${how}`, { approval: view });
+    }
+    const after = { status: record.status, server: record.server, tool: record.tool, grantLabel: record.grantLabel, argumentsDigest: record.argumentsDigest, decidedBy: record.decidedBy, comment: record.comment };
+    await this.record(actor, action, `approval:${record.id}`, { status: 'pending' }, after);
+    return view;
+  }
+
+  private async approval(id: string): Promise<ApprovalRecord> {
+    const found = typeof id === 'string' && id !== '' ? await this.approvals.get(id) : undefined;
+    if (found === undefined) notFound(`no approval '${id}'`);
+    return found;
+  }
+
   // --- internals ---
 
   private async storePolicy(actor: Actor, action: string, server: string, text: string, note: string | null): Promise<PolicyView> {
@@ -538,6 +652,36 @@ function maskText(text: string, secrets: readonly string[]): string {
   let out = text;
   for (const s of secrets) if (s.length >= 4 && out.includes(s)) out = out.split(s).join(MASK);
   return out;
+}
+
+function approvalView(a: ApprovalRecord): ApprovalView {
+  let args: unknown;
+  try {
+    args = JSON.parse(a.arguments);
+  } catch {
+    args = a.arguments;
+  }
+  return {
+    id: a.id,
+    status: a.status,
+    grantId: a.grantId,
+    grantLabel: a.grantLabel,
+    server: a.server,
+    tool: a.tool,
+    arguments: args,
+    argumentsDigest: a.argumentsDigest,
+    policyVersion: a.policyVersion,
+    rule: a.rule,
+    reason: a.reason,
+    via: a.via,
+    requestedAt: iso(a.requestedAt),
+    expiresAt: iso(a.expiresAt),
+    decidedAt: a.decidedAt === null ? null : iso(a.decidedAt),
+    decidedBy: a.decidedBy,
+    comment: a.comment,
+    executedAt: a.executedAt === null ? null : iso(a.executedAt),
+    heldBy: a.heldBy,
+  };
 }
 
 function adminView(a: AdminCredentialRecord): AdminCredentialView {

@@ -49,13 +49,14 @@
  *   never executed (its caller vanished in between) stays approved, executedAt null: also true.
  */
 import { createHash, randomUUID } from 'node:crypto';
+import { DEFAULT_APPROVAL_TIMEOUT_MS } from '../policy/compile.js';
 import type { ApprovalSpec } from '../policy/types.js';
 import type { ApprovalCallKey, ApprovalChange, ApprovalQuery, ApprovalRecord, ControlStore } from '../store/store.js';
 import { canonicalJson } from '../util/canonical-json.js';
 import type { ApprovalNotifier } from './notifier.js';
 
-/** How long a call waits for a person when its rule has no `approval.timeout`. */
-export const DEFAULT_APPROVAL_TIMEOUT_MS = 10 * 60_000;
+/** How long a call waits for a person when its rule has no `approval.timeout` (the policy's default). */
+export { DEFAULT_APPROVAL_TIMEOUT_MS };
 /** How often a replica reads back the approvals it holds and sweeps expired ones. */
 export const DEFAULT_POLL_INTERVAL_MS = 5_000;
 /** The cancellation reason when the client gives none. */

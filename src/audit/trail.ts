@@ -187,6 +187,20 @@ export class CallAudit {
     this.reason = reason;
   }
 
+  /**
+   * A decision on the way that does not end the request (human approval): the call is held for a
+   * person (`approval_requested`), or a person approved it (`approved`). Written at once unless
+   * `record` is false, with no upstream status; the request's later records (a refusal, the
+   * forwarded call's outcome) carry this decision, rule and reason until another replaces them.
+   */
+  decided(decision: AuditDecision, rule: string | null, reason: string | null, record = true): void {
+    if (this.done) return;
+    this.decision = decision;
+    this.rule = rule;
+    this.reason = reason;
+    if (record) this.trail.write(this.event(decision, rule, reason, undefined, null, null, null), false);
+  }
+
   /** The request was refused: its one record. */
   refused(decision: AuditDecision, rule: string | null, reason: string | null, policyVersion?: string): void {
     if (this.done) return;

@@ -52,6 +52,37 @@ test('explains a denial with the rule, the reason and the exact text the agent r
   assert.match(r.stdout, /^limits: +none$/m);
 });
 
+test('explains a call held for approval: the timeout, what the agent sees, and limits reserved only once a person approves', () => {
+  const policy = write(
+    'approval.yaml',
+    `version: "1"
+default: deny
+tools:
+  create_charge:
+    action: require_approval
+    reason: charges need a person
+    approval: { timeout: 90s, remember: 1h }
+    deny_if: [ { path: args.amount, op: gt, value: 50000 } ]
+    limits: [ { counter: charges, window: day, max: 5, scope: grant } ]
+  "pay_*": { action: require_approval, shadow: true }
+`,
+  );
+  const r = cli(policy, '--tool', 'create_charge', '--args', '{"amount":500}');
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^effect: +require_approval$/m);
+  assert.match(r.stdout, /^reason: +charges need a person$/m);
+  assert.match(r.stdout, /^approval: +timeout 1m30s, remember 1h \(\/tools\/create_charge\/approval\)$/m);
+  assert.match(r.stdout, /^agent sees: +the call is held until a person decides \(policylayer approvals approve\|deny, timeout 1m30s\); approved, it is forwarded/m);
+  assert.match(r.stdout, /^limits: +1 reserved once a person approves the call, before it is forwarded$/m);
+  const tooLarge = cli(policy, '--tool', 'create_charge', '--args', '{"amount":60000}');
+  assert.match(tooLarge.stdout, /^effect: +deny$/m, 'a condition refuses outright what no person should be asked about');
+  const shadowed = cli(policy, '--tool', 'pay_invoice');
+  assert.match(shadowed.stdout, /^approval: +timeout 10m \(\/tools\/pay_\*\)$/m);
+  assert.match(shadowed.stdout, /shadow mode: it would have been held for a person's approval/);
+  const json = JSON.parse(cli(policy, '--tool', 'create_charge', '--args', '{"amount":1}', '--format', 'json').stdout);
+  assert.deepEqual(json.decision.approval, { timeoutMs: 90_000, rememberMs: 3_600_000, pointer: '/tools/create_charge/approval' });
+});
+
 test('lists the limits an allowed call would reserve: counter, window, max and scope', () => {
   const r = cli(POLICY, '--tool', 'read_file', '--args', '{"path":"/etc/hosts"}');
   assert.equal(r.code, 0, r.stderr);

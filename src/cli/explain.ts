@@ -7,7 +7,7 @@ import { evaluate, loadPolicyFile, parsePolicy } from '../policy/index.js';
 import type { CompiledPolicy, Decision, LimitSpec } from '../policy/index.js';
 import { parse } from './args.js';
 import type { Command } from './index.js';
-import { windowText } from '../util/duration.js';
+import { durationText, windowText } from '../util/duration.js';
 
 export const explainCommand: Command = {
   summary: 'show what a policy decides for one tool call, and why',
@@ -165,13 +165,30 @@ export function agentView(tool: string, d: Decision): string {
       return `tool result (isError): ${denialText(tool, d)}`;
     case 'hidden':
       return `JSON-RPC error -32602: Unknown tool: ${tool} (and the tool is absent from tools/list)`;
+    case 'require_approval':
+      if (!d.enforced) return "the call is forwarded (shadow mode: it would have been held for a person's approval); the agent reads the server's own answer";
+      return (
+        `the call is held until a person decides (policylayer approvals approve|deny, timeout ${approvalText(d).timeout}); ` +
+        "approved, it is forwarded and the agent reads the server's own answer; denied or expired, a tool result (isError) saying who or what refused it and why"
+      );
     default:
       return "the call is forwarded; the agent reads the server's own answer";
   }
 }
 
+/** A require_approval decision's approval settings, as a person reads them. */
+function approvalText(d: Decision): { timeout: string; line: string } {
+  const a = d.approval;
+  if (a === undefined) return { timeout: '10m', line: 'timeout 10m' };
+  const timeout = durationText(a.timeoutMs);
+  const parts = [`timeout ${timeout}`];
+  if (a.rememberMs !== undefined) parts.push(`remember ${durationText(a.rememberMs)}`);
+  if (a.via !== undefined) parts.push(`via ${a.via}`);
+  return { timeout, line: `${parts.join(', ')} (${a.pointer})` };
+}
+
 // `enforced` is shown only through `shadow`, which is present exactly when it is false.
-const DECISION_FIELDS = new Set(['effect', 'rule', 'reason', 'policyVersion', 'limits', 'enforced', 'validateArguments']);
+const DECISION_FIELDS = new Set(['effect', 'rule', 'reason', 'policyVersion', 'limits', 'enforced', 'validateArguments', 'approval']);
 const LIMIT_FIELDS = new Set(['counter', 'kind', 'windowMs', 'max', 'scope', 'increment', 'incrementFrom', 'pointer']);
 
 /** Fields of a decision that this command does not know by name (added to the policy language later). */
@@ -188,9 +205,11 @@ function explainText(policy: CompiledPolicy, tool: string, args: Record<string, 
     `reason:      ${d.reason}`,
     `agent sees:  ${agent}`,
   ];
+  if (d.approval !== undefined) lines.push(`approval:    ${approvalText(d).line}`);
   if (d.limits.length === 0) lines.push('limits:      none');
   else {
-    lines.push(`limits:      ${d.limits.length} reserved before the call is forwarded`);
+    const when = d.effect === 'require_approval' && d.enforced ? 'once a person approves the call, before it is forwarded' : 'before the call is forwarded';
+    lines.push(`limits:      ${d.limits.length} reserved ${when}`);
     for (const l of d.limits) lines.push(`  - ${limitText(l)}`);
   }
   for (const [k, v] of extraFields(d)) lines.push(`${(k + ':').padEnd(12)} ${typeof v === 'string' ? v : JSON.stringify(v)}`);

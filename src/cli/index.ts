@@ -9,6 +9,7 @@ import { grantsCommand } from './grants.js';
 import { serversCommand } from './servers.js';
 import { adminsCommand } from './admins.js';
 import { auditCommand } from './audit.js';
+import { approvalsCommand } from './approvals.js';
 
 export interface Command {
   summary: string;
@@ -26,6 +27,7 @@ const COMMANDS: Record<string, Command> = {
   grants: grantsCommand,
   servers: serversCommand,
   admins: adminsCommand,
+  approvals: approvalsCommand,
   audit: auditCommand,
 };
 

@@ -54,7 +54,15 @@ Example (.mcp.json for Claude Code, or .cursor/mcp.json):
     // One local client: its counters live and die with this process.
     const limiter = createLimiter(createMemoryStore(), { onStoreError: 'deny' }, logger);
     const audit = await openAuditLog(auditConfig(values.audit ?? [], values['audit-arguments']), logger, { quietWhenOff: true });
-    const gateway = new Gateway({ logger, sessionIdleTimeoutMs: 365 * 24 * 3600_000, limiter, audit: audit?.trail });
+    const gateway = new Gateway({
+      logger,
+      sessionIdleTimeoutMs: 365 * 24 * 3600_000,
+      limiter,
+      audit: audit?.trail,
+      // Pending approvals live in the control store, where an approver (admin API, CLI) finds them;
+      // the stdio wrapper has none, so a call that needs a person is refused, saying where to go.
+      approvalsUnavailable: STDIO_APPROVALS,
+    });
     logConversionWarnings(logger, name, policy);
     const upstream = new StdioUpstream({ name, command, timeoutMs, logger });
     const server = { name, upstream, policy };
@@ -74,6 +82,10 @@ Example (.mcp.json for Claude Code, or .cursor/mcp.json):
     return 0;
   },
 };
+
+/** Why `policylayer run` refuses a call whose decision is require_approval. */
+export const STDIO_APPROVALS =
+  'this call needs human approval, which `policylayer run` (stdio) cannot ask for: approvals live in the control store of `policylayer serve`; serve this server with it to hold such calls for a person';
 
 /** `audit:` for the stdio wrapper: the sinks of its --audit flags, every other setting at its default. */
 function auditConfig(sinks: readonly string[], args: string | undefined): AuditConfig {

@@ -63,6 +63,43 @@ test('passes a file whose every expectation holds: one ok line per test, a summa
   ]);
 });
 
+test('checks that a call is held for approval, and that a condition refuses it outright instead', () => {
+  const file = write(
+    'approval.yaml',
+    `policy:
+  version: "1"
+  default: deny
+  tools:
+    create_charge:
+      action: require_approval
+      reason: charges need a person
+      deny_if: [ { path: args.amount, op: gt, value: 50000 } ]
+tests:
+  - name: a charge waits for a person
+    tool: create_charge
+    args: { amount: 500 }
+    expect: require_approval
+    rule: /tools/create_charge
+    reason_contains: a person
+  - name: a huge charge is refused without asking anyone
+    tool: create_charge
+    args: { amount: 60000 }
+    expect: deny
+    rule: /tools/create_charge/deny_if/0
+  - name: wrongly expects a charge to pass
+    tool: create_charge
+    args: { amount: 1 }
+    expect: allow
+`,
+  );
+  const r = cli(file);
+  assert.equal(r.code, 1, r.stdout + r.stderr);
+  assert.match(r.stdout, /^ok +a charge waits for a person$/m);
+  assert.match(r.stdout, /^ok +a huge charge is refused without asking anyone$/m);
+  assert.match(r.stdout, /^FAIL +wrongly expects a charge to pass$/m);
+  assert.match(r.stdout, /effect: expected allow, got require_approval \(rule \/tools\/create_charge: charges need a person\)/);
+});
+
 test('reports each failed expectation with what was expected and what the policy decided, and exits 1', () => {
   const file = write(
     'fail.yaml',
@@ -142,12 +179,12 @@ tests:
   assert.match(r.stderr, /\/tests\/1\/expect: required field is missing/);
 });
 
-test('rejects an expectation other than allow, deny or hidden, and an unknown top-level key', () => {
+test('rejects an expectation other than allow, deny, hidden or require_approval, and an unknown top-level key', () => {
   const file = write('bad-values.yaml', `policy: policies/policy.json\ncases: []\ntests:\n  - { name: a, tool: b, expect: maybe }\n`);
   const r = cli(file);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /\/cases: unknown field; expected one of: policy, tests \(line 2:1\)/);
-  assert.match(r.stderr, /\/tests\/0\/expect: expected allow\|deny\|hidden \[test 0 "a"\] \(line 4:\d+\)/);
+  assert.match(r.stderr, /\/tests\/0\/expect: expected allow\|deny\|hidden\|require_approval \[test 0 "a"\] \(line 4:\d+\)/);
 });
 
 test('reports a policy that cannot be read where the tests file names it', () => {

@@ -22,7 +22,7 @@ inline as an object) and calls with the decision each must get:
     - name: reads are allowed
       tool: read_text_file
       args: { path: /tmp/x }
-      expect: allow                  # allow | deny | hidden
+      expect: allow                  # allow | deny | hidden | require_approval
     - name: writes are refused with the reason
       tool: write_file
       expect: deny
@@ -69,7 +69,7 @@ Example:
   },
 };
 
-const EXPECTATIONS = ['allow', 'deny', 'hidden'] as const;
+const EXPECTATIONS = ['allow', 'deny', 'hidden', 'require_approval'] as const;
 
 const nonEmpty = (what: string) => z.string({ error: `expected ${what} (a non-empty string)` }).min(1, { error: `expected ${what} (a non-empty string)` });
 
@@ -78,7 +78,7 @@ const TestCaseSchema = strictObject(
     name: nonEmpty('a test name'),
     tool: nonEmpty('a tool name'),
     args: z.record(z.string(), z.unknown(), { error: 'expected the call arguments as an object' }).optional(),
-    expect: z.enum(EXPECTATIONS, { error: 'expected allow|deny|hidden' }),
+    expect: z.enum(EXPECTATIONS, { error: 'expected allow|deny|hidden|require_approval' }),
     rule: nonEmpty('a rule pointer such as /tools/write_file or (default deny)').optional(),
     reason_contains: nonEmpty('text the reason must contain').optional(),
   },

@@ -276,7 +276,7 @@ servers:
   );
   assert.equal(f.code, ErrorCodes.CONFIG_INVALID);
   assert.deepEqual(f.issues, [
-    'gateway.yaml: /telemetry: unknown field; expected one of: listen, admin, store, counters, auth, limits, audit, allowed_hosts, allowed_origins, session_idle_timeout, shutdown_grace, servers (line 1:1)',
+    'gateway.yaml: /telemetry: unknown field; expected one of: listen, admin, store, counters, auth, limits, audit, allowed_hosts, allowed_origins, approvals, session_idle_timeout, shutdown_grace, servers (line 1:1)',
     'gateway.yaml: /auth/mode: unknown field; expected one of: required, oidc (line 2:26)',
     'gateway.yaml: /servers/s/comand: unknown field; expected one of: command, args, env, cwd, isolation, url, transport, headers, oauth, policy, timeout (line 5:5)',
     'gateway.yaml: /servers/s: expected command (a local stdio server) or url (a remote server) (line 5:5)',

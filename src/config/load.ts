@@ -62,6 +62,12 @@ export interface GatewayConfig {
   allowedOrigins: string[];
   sessionIdleTimeoutMs: number;
   shutdownGraceMs: number;
+  /**
+   * Human approval: how often a replica reads back the approvals of the calls it holds and sweeps
+   * expired ones (`poll_interval`), and how often a held call with a progressToken is sent a
+   * progress notification (`progress_interval`).
+   */
+  approvals: { pollIntervalMs: number; progressIntervalMs: number };
   servers: Map<string, ServerConfig>;
   /**
    * Values a logger must redact wherever they appear: header values, env values, credentials in
@@ -191,6 +197,7 @@ export function parseGatewayConfig(text: string, source: string, env: Env = proc
     allowedOrigins: doc.allowed_origins,
     sessionIdleTimeoutMs: doc.session_idle_timeout,
     shutdownGraceMs: doc.shutdown_grace,
+    approvals: { pollIntervalMs: doc.approvals.poll_interval, progressIntervalMs: doc.approvals.progress_interval },
     servers,
     secretValues: Object.freeze([...secrets].sort((a, b) => b.length - a.length || (a < b ? -1 : 1))),
   };

@@ -374,6 +374,13 @@ export const GatewayConfigSchema = strictObject(
       )
       .prefault([...DEFAULT_ALLOWED_HOSTS]),
     allowed_origins: z.array(origin, { error: 'expected an array of origins' }).prefault([...DEFAULT_ALLOWED_ORIGINS]),
+    approvals: strictObject(
+      {
+        poll_interval: duration.refine((ms) => ms > 0, { error: 'expected a duration above zero, e.g. "5s"' }).prefault('5s'),
+        progress_interval: duration.refine((ms) => ms > 0, { error: 'expected a duration above zero, e.g. "10s"' }).prefault('10s'),
+      },
+      'an object with poll_interval or progress_interval',
+    ).prefault({}),
     session_idle_timeout: duration.prefault('30m'),
     shutdown_grace: duration.prefault('10s'),
     servers: z

@@ -3,11 +3,13 @@
  * Transports adapt bytes to calls of `initialize`, `call`, `send` and `listen`; they never decide.
  */
 import { randomUUID } from 'node:crypto';
+import type { ApprovalCall, ApprovalHandle, ApprovalOutcome } from '../approvals/service.js';
+import { GATEWAY_CLOSED } from '../approvals/service.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { CallOutcome, Metrics } from '../telemetry/metrics.js';
 import { ErrorCodes, JsonRpcErrors, PolicyLayerError } from '../errors.js';
 import type { LimitOutcome, Limiter, Ticket } from '../limits/limiter.js';
-import { evaluate, visibleTools, type CompiledPolicy, type Decision } from '../policy/index.js';
+import { evaluate, visibleTools, type ApprovalSpec, type CompiledPolicy, type Decision } from '../policy/index.js';
 import {
   errorResponse,
   resultResponse,
@@ -18,6 +20,7 @@ import {
 } from '../util/jsonrpc.js';
 import type { CallHandlers, CallOptions, ListenHandle, ServerMessage, Upstream, UpstreamSession } from '../transport/upstream/types.js';
 import { hasUniqueKeys } from '../util/raw-id.js';
+import { durationText } from '../util/duration.js';
 import type { AuditTrail, CallAudit } from '../audit/trail.js';
 import { negotiateSessionVersion } from './protocol.js';
 import { ArgumentValidator } from './validate.js';
@@ -49,7 +52,30 @@ interface AllowedCall {
   readonly args: unknown;
   readonly decision: Decision;
   readonly audit: CallAudit | undefined;
+  /**
+   * Set once a person approved the held call (or an earlier approval admitted it): claims the
+   * approval's single use just before the call goes upstream (ApprovalHandle.markExecuted).
+   */
+  readonly claim?: () => Promise<boolean>;
 }
+
+/** What the gateway needs of the approval service (approvals/service.ts): holding one call. */
+export interface ApprovalRequester {
+  request(call: ApprovalCall, spec?: ApprovalSpec): Promise<ApprovalHandle>;
+}
+
+/** Why a require_approval call is refused by a gateway that has no approval service. */
+export const APPROVALS_UNAVAILABLE =
+  'this call needs human approval, and this gateway cannot hold calls for approval: it has no control store (serve it with `policylayer serve`)';
+
+/** How often a held call whose request carries a progressToken is sent a progress notification. */
+export const DEFAULT_APPROVAL_PROGRESS_MS = 10_000;
+
+/** The cancellation reason of a held call whose client connection closed. */
+export const CLIENT_GONE = "the client's connection closed";
+
+/** The cancellation reason of a held call whose session the client closed (or that expired). */
+export const SESSION_CLOSED = 'the client closed its session';
 
 /** The grant of every caller while authentication is off. */
 export const ANONYMOUS_GRANT = 'anonymous';
@@ -93,6 +119,12 @@ export class Session {
    */
   readonly cancelledByClient = new Set<JsonRpcId>();
   /**
+   * Calls of this session held for human approval, by request id: the client's
+   * notifications/cancelled for one, or the session closing, aborts its wait (and withdraws its
+   * approval). Stateless clients share one session and may reuse ids: theirs are not kept here.
+   */
+  readonly held = new Map<JsonRpcId, AbortController>();
+  /**
    * True for the one session all stateless clients share: it is no client's own session, so its
    * `session`-scoped limits count per grant instead.
    */
@@ -118,6 +150,15 @@ export interface GatewayOptions {
   metrics?: Metrics;
   /** Records every decision and forwarded request, when the audit log is on. */
   audit?: AuditTrail;
+  /**
+   * Holds require_approval calls for a person's decision (the approval service over the control
+   * store). Without it such calls are refused with `approvalsUnavailable`.
+   */
+  approvals?: ApprovalRequester | undefined;
+  /** Why require_approval calls are refused without `approvals`; default APPROVALS_UNAVAILABLE. */
+  approvalsUnavailable?: string;
+  /** How often a held call with a progressToken gets a progress notification; default 10 s. */
+  approvalProgressMs?: number;
   /** Injected for exact expiry tests. */
   now?: () => number;
 }
@@ -147,6 +188,8 @@ export class Gateway {
   private inflightTotal = 0;
   private drainWaiters: Array<() => void> = [];
   private listSeq = 0;
+  /** The waits of every call held for approval: shutdown ends them (GATEWAY_CLOSED). */
+  private readonly holds = new Set<AbortController>();
 
   constructor(opts: GatewayOptions) {
     this.opts = opts;
@@ -263,13 +306,16 @@ export class Gateway {
       const args: unknown = req.params?.arguments ?? {};
       const decision = evaluate({ tool: name, args }, policy);
       if (decision.effect !== 'allow' && !decision.enforced) {
-        // Shadow mode: what the rule would have done is recorded, and the call goes through.
+        // Shadow mode: what the rule would have done is recorded, and the call goes through. A
+        // shadowed require_approval holds nothing: it is recorded as the refusal it could become
+        // (no one approving in time), and its limits apply as an allowed call's would.
+        const wouldHold = decision.effect === 'require_approval';
         this.log.info(
           { server: session.server.name, tool: name, rule: decision.rule, wouldBe: decision.effect, reason: decision.reason },
-          'shadow: the policy would have refused this call',
+          wouldHold ? 'shadow: the policy would have held this call for human approval' : 'shadow: the policy would have refused this call',
         );
         this.count(session, 'shadow_refused');
-        audit?.shadowed(decision.rule, decision.reason);
+        audit?.shadowed(decision.rule, wouldHold ? `would have been held for human approval: ${decision.reason}` : decision.reason);
       } else if (decision.effect === 'hidden') {
         // Exactly what a server answers for a tool it does not have: the agent learns nothing more.
         this.count(session, 'hidden');
@@ -282,9 +328,11 @@ export class Gateway {
         audit?.refused('deny', decision.rule, decision.reason);
         reply.onResponse(resultResponse(req.id, refusalResult(name, decision)), undefined);
         return;
-      } else {
+      } else if (decision.effect === 'allow') {
         audit?.allowedBy(decision.rule, decision.reason);
       }
+      // An enforced require_approval is recorded when the call is held: after its arguments pass,
+      // so that no person is asked about a call the server would reject anyway.
       if (decision.validateArguments === true) {
         const validator = this.validatorFor(session.server);
         if (!decision.enforced) {
@@ -309,10 +357,11 @@ export class Gateway {
           }
         }
       }
-      if (decision.limits.length > 0) {
-        this.admit({ session, req, raw, reply, options, tool: name, args, decision, audit });
+      if (decision.effect !== 'allow' || decision.limits.length > 0) {
+        this.proceed({ session, req, raw, reply, options, tool: name, args, decision, audit });
         return;
       }
+      // The common case, without an object per call: allowed, nothing to reserve.
       this.count(session, 'allowed');
     } else if (req.method === 'tools/list') {
       handlers = {
@@ -401,10 +450,10 @@ export class Gateway {
   }
 
   private afterLimits(o: LimitOutcome, call: AllowedCall): void {
-    const { session, req, raw, reply, options, tool, decision, audit } = call;
+    const { session, req, reply, tool, decision, audit } = call;
     if (o.ok) {
       this.count(session, 'allowed');
-      this.track(session, req, raw, this.settling(call, o.ticket), options, audit);
+      this.forward(call, this.settling(call, o.ticket), o.ticket);
       return;
     }
     const log = { server: session.server.name, tool, rule: o.rule, reason: o.reason };
@@ -414,7 +463,7 @@ export class Gateway {
       this.count(session, 'shadow_refused');
       this.count(session, 'allowed');
       audit?.shadowed(o.rule, o.reason);
-      this.track(session, req, raw, reply, options, audit);
+      this.forward(call, reply, undefined);
       return;
     }
     this.log.info(log, 'call refused by a limit');
@@ -422,6 +471,220 @@ export class Gateway {
     audit?.refused('rate_limited', o.rule, o.reason);
     const d = { rule: o.rule, reason: o.reason, policyVersion: decision.policyVersion };
     reply.onResponse(resultResponse(req.id, refusalResult(tool, d, o.retryAfterSeconds)), undefined);
+  }
+
+  /**
+   * A tools/call whose arguments passed goes on: held for a person's decision when its decision
+   * is an enforced require_approval (and no approval admitted it yet), then its limits are
+   * reserved, then it is forwarded. Limits come after the approval on purpose: a reservation held
+   * for the minutes a person takes would count a call that may never happen in windows it may
+   * never run in, and hold in-flight slots idle; so an approved call can still be refused by a
+   * limit (its approval then stays approved and unused, and the agent is told when to retry).
+   */
+  private proceed(call: AllowedCall): void {
+    const { session, req, reply, decision, audit } = call;
+    if (decision.effect === 'require_approval' && decision.enforced && call.claim === undefined) {
+      this.hold(call);
+      return;
+    }
+    if (call.claim !== undefined && (this.draining || session.closed)) {
+      audit?.refused('deny', null, 'the gateway is shutting down');
+      reply.onResponse(errorResponse(req.id, JsonRpcErrors.UPSTREAM_ERROR, 'the gateway is shutting down'), undefined);
+      return;
+    }
+    if (decision.limits.length > 0) {
+      this.admit(call);
+      return;
+    }
+    this.count(session, 'allowed');
+    this.forward(call, reply, undefined);
+  }
+
+  /**
+   * Forwards the call. A call released by an approval first claims the approval's single use
+   * (approved → executed, which succeeds once in the whole cluster); if the claim fails, the call
+   * is not forwarded and its reservation is given back.
+   */
+  private forward(call: AllowedCall, handlers: CallHandlers, ticket: Ticket | undefined): void {
+    const { session, req, raw, options, tool, decision, audit, claim } = call;
+    if (claim === undefined) {
+      this.track(session, req, raw, handlers, options, audit);
+      return;
+    }
+    this.enter(session);
+    claim().then(
+      (ok) => (ok ? undefined : 'its approval was already used: an approval admits exactly one call'),
+      (err: unknown) => `its approval could not be claimed in the control store (${(err as Error).message}), so it was not forwarded`,
+    ).then((problem) => {
+      this.leave(session);
+      if (problem === undefined) {
+        this.track(session, req, raw, handlers, options, audit);
+        return;
+      }
+      if (ticket !== undefined) this.opts.limiter.settle(ticket, true);
+      this.log.warn({ server: session.server.name, tool, problem }, 'approved call not forwarded');
+      audit?.refused('deny', decision.rule, problem);
+      call.reply.onResponse(resultResponse(req.id, refusalResult(tool, { ...decision, reason: problem })), undefined);
+    });
+  }
+
+  /**
+   * Holds an enforced require_approval call open while a person decides (approvals/service.ts),
+   * then forwards it (approved), or answers with an isError result that says who or what refused
+   * it and why (denied, expired, withdrawn). While it waits, a request that carries a
+   * progressToken gets `notifications/progress` with the client's own token every
+   * `approvalProgressMs`, so the client's request timeout does not fire; the client's
+   * `notifications/cancelled`, its connection or session closing, or the gateway shutting down
+   * ends the wait and withdraws the approval (a decision made first stands).
+   */
+  private hold(call: AllowedCall): void {
+    const { session, req, reply, options, tool, args, decision, audit } = call;
+    const approvals = this.opts.approvals;
+    if (approvals === undefined) {
+      const reason = this.opts.approvalsUnavailable ?? APPROVALS_UNAVAILABLE;
+      this.log.warn({ server: session.server.name, tool, rule: decision.rule }, 'call refused: it needs human approval, which this gateway cannot hold calls for');
+      this.count(session, 'denied');
+      audit?.refused('deny', decision.rule, reason);
+      reply.onResponse(resultResponse(req.id, refusalResult(tool, { ...decision, reason })), undefined);
+      return;
+    }
+    const server = session.server.name;
+    const grant = options?.grant ?? session.grant;
+    const waiting = new AbortController();
+    let progressTimer: NodeJS.Timeout | undefined;
+    const cancel = (why: string) => {
+      clearInterval(progressTimer);
+      if (!waiting.signal.aborted) waiting.abort(why);
+    };
+    // Stateless clients end a call by closing its stream (options.signal); others send
+    // notifications/cancelled (Gateway.send) or close the connection the answer would go on.
+    const keyed = !session.shared && !session.held.has(req.id);
+    if (keyed) session.held.set(req.id, waiting);
+    const onSignal = () => cancel(CLIENT_GONE);
+    options?.signal?.addEventListener('abort', onSignal, { once: true });
+    if (options?.signal?.aborted === true) onSignal();
+    const unwatch = reply.watchClientGone?.(() => cancel(CLIENT_GONE));
+    this.holds.add(waiting);
+    this.enter(session);
+    const done = () => {
+      clearInterval(progressTimer);
+      if (keyed && session.held.get(req.id) === waiting) session.held.delete(req.id);
+      options?.signal?.removeEventListener('abort', onSignal);
+      unwatch?.();
+      this.holds.delete(waiting);
+      this.leave(session);
+    };
+    const refuse = (outcome: CallOutcome, decisionName: 'deny' | 'denied_by_approver' | 'expired', reason: string, text: string, approval?: ApprovalOutcome) => {
+      this.count(session, outcome);
+      audit?.refused(decisionName, decision.rule, reason);
+      const result: Record<string, unknown> = { content: [{ type: 'text', text }], isError: true };
+      if (approval !== undefined) result._meta = { 'policylayer/approval': approvalMeta(approval) };
+      reply.onResponse(resultResponse(req.id, result), undefined);
+    };
+    const asked: ApprovalCall = {
+      grantId: grant === ANONYMOUS_GRANT ? null : grant,
+      grantLabel: options?.grantLabel ?? session.grantLabel,
+      server,
+      tool,
+      arguments: args,
+      policyVersion: decision.policyVersion,
+      rule: decision.rule,
+      reason: decision.reason,
+    };
+    const where = `rule ${decision.rule}, policy ${decision.policyVersion}`;
+    void (async () => {
+      let handle: ApprovalHandle;
+      try {
+        handle = await approvals.request(asked, decision.approval);
+      } catch (err) {
+        done();
+        const problem = `this call needs human approval, and the approval could not be requested: ${(err as Error).message}`;
+        this.log.error({ server, tool, err: (err as Error).message }, 'call refused: its approval could not be requested');
+        refuse('denied', 'deny', problem, denialText(tool, { ...decision, reason: problem }));
+        return;
+      }
+      const approval = handle.approval;
+      if (handle.remembered) {
+        done();
+        const within = decision.approval?.rememberMs === undefined ? '' : ` within ${durationText(decision.approval.rememberMs)}`;
+        audit?.decided('approved', decision.rule, `approved by ${approval.decidedBy ?? 'unknown'} (approval ${approval.id}), remembered: the identical call was approved${within}`, false);
+        this.log.info({ server, tool, approval: approval.id }, 'call admitted by an earlier approval of the identical call (approval.remember)');
+        this.proceed({ ...call, claim: handle.markExecuted });
+        return;
+      }
+      const timeout = durationText(approval.expiresAt - approval.requestedAt);
+      audit?.decided('approval_requested', decision.rule, `waiting for approval ${approval.id} (timeout ${timeout}): ${decision.reason}`);
+      this.log.info({ server, tool, approval: approval.id, expiresAt: new Date(approval.expiresAt).toISOString() }, 'call held for human approval');
+      const token = progressTokenOf(req);
+      if (token !== undefined && !waiting.signal.aborted) {
+        let progress = 0;
+        const message = `waiting for a person to approve the call to '${tool}' (approval ${approval.id}; expires ${new Date(approval.expiresAt).toISOString()})`;
+        const tell = () => reply.onRelated({ message: { jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: token, progress: ++progress, message } } });
+        tell();
+        progressTimer = setInterval(tell, this.opts.approvalProgressMs ?? DEFAULT_APPROVAL_PROGRESS_MS);
+        progressTimer.unref();
+      }
+      const outcome = await handle.wait(waiting.signal);
+      done();
+      const id = `approval ${approval.id}`;
+      switch (outcome.status) {
+        case 'approved':
+          audit?.decided('approved', decision.rule, `approved by ${outcome.by} (${id})${outcome.comment ? `: ${outcome.comment}` : ''}`);
+          this.log.info({ server, tool, approval: approval.id, by: outcome.by }, 'held call approved: forwarding it');
+          this.proceed({ ...call, claim: handle.markExecuted });
+          return;
+        case 'denied': {
+          const reason = outcome.reason ?? 'no reason given';
+          this.log.info({ server, tool, approval: approval.id, by: outcome.by }, 'held call denied by a person');
+          refuse(
+            'denied_by_approver',
+            'denied_by_approver',
+            `denied by ${outcome.by} (${id}): ${reason}`,
+            `Blocked by PolicyLayer: ${outcome.by} denied the call to '${tool}' when asked to approve it. Reason: ${reason} (${id}, ${where}).`,
+            outcome,
+          );
+          return;
+        }
+        case 'expired':
+          this.log.info({ server, tool, approval: approval.id }, 'held call expired: no one decided in time');
+          refuse(
+            'approval_expired',
+            'expired',
+            `no one decided within ${timeout} (${id})`,
+            `Blocked by PolicyLayer: the call to '${tool}' needs a person's approval (${decision.reason}), and no one decided within ${timeout}, so it was not made (${id}, ${where}).`,
+            outcome,
+          );
+          return;
+        case 'cancelled': {
+          const why = outcome.reason ?? 'withdrawn';
+          this.log.info({ server, tool, approval: approval.id, reason: why }, 'held call withdrawn before anyone decided');
+          this.count(session, 'approval_cancelled');
+          audit?.finished('cancelled', null, `withdrawn before anyone decided (${id}): ${why}`);
+          const result = {
+            content: [{ type: 'text', text: `The call to '${tool}' was not made: it was withdrawn before anyone approved it (${why}; ${id}).` }],
+            isError: true,
+            _meta: { 'policylayer/approval': approvalMeta(outcome) },
+          };
+          reply.onResponse(resultResponse(req.id, result), undefined);
+          return;
+        }
+      }
+    })();
+  }
+
+  /** A call of the session is in flight (held, claimed or upstream): shutdown waits for it, idle expiry skips its session. */
+  private enter(session: Session): void {
+    session.inflight++;
+    this.inflightTotal++;
+  }
+
+  private leave(session: Session): void {
+    session.inflight--;
+    this.inflightTotal--;
+    session.lastSeen = this.now();
+    if (this.inflightTotal === 0 && this.drainWaiters.length > 0) {
+      for (const w of this.drainWaiters.splice(0)) w();
+    }
   }
 
   private count(session: Session, outcome: CallOutcome): void {
@@ -476,7 +739,7 @@ export class Gateway {
    * the call through unchecked rather than blocking every call on a broken upstream list.
    */
   private listThenCheck(call: AllowedCall): void {
-    const { session, req, raw, reply, options, tool, args, decision, audit } = call;
+    const { session, req, reply, tool, args, decision, audit } = call;
     const validator = this.validatorFor(session.server);
     void validator
       .listOnce(() => this.listTools(session, validator))
@@ -488,11 +751,7 @@ export class Gateway {
         }
         const problem = validator.check(tool, args);
         if (problem !== undefined) this.refuseArguments(session, req, reply, tool, problem, decision.policyVersion, audit);
-        else if (decision.limits.length > 0) this.admit(call);
-        else {
-          this.count(session, 'allowed');
-          this.track(session, req, raw, reply, options, audit);
-        }
+        else this.proceed(call);
       });
   }
 
@@ -524,18 +783,12 @@ export class Gateway {
   }
 
   private track(session: Session, req: JsonRpcRequest, raw: string | undefined, reply: CallHandlers, options?: CallOptions, audit?: CallAudit): void {
-    session.inflight++;
-    this.inflightTotal++;
+    this.enter(session);
     let done = false;
     const finish = () => {
       if (done) return false;
       done = true;
-      session.inflight--;
-      this.inflightTotal--;
-      session.lastSeen = this.now();
-      if (this.inflightTotal === 0 && this.drainWaiters.length > 0) {
-        for (const w of this.drainWaiters.splice(0)) w();
-      }
+      this.leave(session);
       return true;
     };
     const handlers: CallHandlers = {
@@ -583,6 +836,13 @@ export class Gateway {
   send(session: Session, msg: JsonRpcNotification | JsonRpcResponse, raw: string | undefined): void {
     if ('method' in msg && msg.method === 'notifications/cancelled') {
       const id = msg.params?.requestId as JsonRpcId | undefined;
+      const held = id === undefined ? undefined : session.held.get(id);
+      if (held !== undefined) {
+        // The call never reached the server: the cancellation is the gateway's alone to act on.
+        const why = msg.params?.reason;
+        held.abort(typeof why === 'string' && why !== '' ? `the client cancelled the call: ${why.slice(0, 200)}` : 'the client cancelled the call');
+        return;
+      }
       if (id !== undefined) {
         session.endedByClient.get(id)?.();
         if (this.opts.audit !== undefined && session.inflight > 0) {
@@ -626,6 +886,7 @@ export class Gateway {
     if (session.closed) return;
     session.closed = true;
     for (const end of session.endedByClient.values()) end();
+    for (const held of session.held.values()) held.abort(SESSION_CLOSED);
     this.sessions.delete(session.id);
     session.listener?.close();
     await session.upstream.close();
@@ -643,6 +904,8 @@ export class Gateway {
   async shutdown(graceMs: number): Promise<void> {
     this.draining = true;
     if (this.sweepTimer) clearInterval(this.sweepTimer);
+    // Calls held for approval end now (their approvals withdrawn), rather than at the grace's end.
+    for (const held of this.holds) held.abort(GATEWAY_CLOSED);
     if (this.inflightTotal > 0) {
       await Promise.race([
         new Promise<void>((r) => this.drainWaiters.push(r)),
@@ -680,6 +943,18 @@ function auditOutcome(audit: CallAudit, msg: JsonRpcResponse, raw: string | unde
   const bytes = Buffer.byteLength(raw ?? JSON.stringify(msg));
   if (msg.error !== undefined) audit.finished(cancelled ? 'cancelled' : 'error', bytes, msg.error.message);
   else audit.finished((msg.result as { isError?: unknown } | undefined)?.isError === true ? 'tool_error' : 'ok', bytes, null);
+}
+
+/** The client's progress token of a request, when it sent one (`params._meta.progressToken`). */
+function progressTokenOf(req: JsonRpcRequest): string | number | undefined {
+  const token = (req.params?._meta as { progressToken?: unknown } | undefined)?.progressToken;
+  return typeof token === 'string' || typeof token === 'number' ? token : undefined;
+}
+
+/** What a refused held call's result says of its approval, for agents that read structure. */
+function approvalMeta(outcome: ApprovalOutcome): Record<string, unknown> {
+  const a = outcome.approval;
+  return { id: a.id, status: a.status, decidedBy: a.decidedBy, expiresAt: new Date(a.expiresAt).toISOString() };
 }
 
 /** Removes hidden tools from a tools/list answer; returns the same object when nothing is hidden. */

@@ -8,7 +8,8 @@ import type { ApprovalDocument, ConditionDocument, LimitDocument, PolicyDocument
 import type { Action, ApprovalSpec, CompiledCondition, CompiledGlobRule, CompiledPolicy, CompiledRule, Decision, LimitSpec } from './types.js';
 import { canonicalJson } from '../util/canonical-json.js';
 
-export const APPROVAL_UNSUPPORTED_REASON = 'requires human approval, which this gateway does not support yet';
+/** How long a `require_approval` call waits for a person when its rule has no `approval.timeout`. */
+export const DEFAULT_APPROVAL_TIMEOUT_MS = 10 * 60_000;
 
 const WINDOW_MS: Readonly<Record<string, number>> = { second: 1_000, minute: 60_000, hour: 3_600_000, day: 86_400_000 };
 
@@ -147,7 +148,12 @@ function compileRule(pattern: string, rule: ToolRuleDocument, shared: Shared, ex
   const conditions =
     ownConditions.length === 0 ? shared.allToolsConditions : Object.freeze([...ownConditions, ...shared.allToolsConditions]);
   const shadow = rule.shadow ?? shared.shadow;
-  const approval = rule.approval === undefined ? undefined : compileApproval(rule.approval, jsonPointer(['tools', pattern, 'approval']));
+  const approval =
+    rule.approval !== undefined
+      ? compileApproval(rule.approval, jsonPointer(['tools', pattern, 'approval']))
+      : action === 'require_approval'
+        ? Object.freeze({ timeoutMs: DEFAULT_APPROVAL_TIMEOUT_MS, pointer })
+        : undefined;
   const validateArguments = rule.validate_arguments ?? shared.validateArguments;
   const base = { pattern, pointer, action, reason, limits, conditions, shadow, approval, validateArguments };
   return { ...base, decision: prebuiltDecision(base, shared.version, exactName) };
@@ -162,7 +168,8 @@ function prebuiltDecision(
     case 'allow':
       return decision('allow', rule.pointer, `allowed by the policy (rule ${rule.pointer})`, version, rule.limits, rule);
     case 'require_approval':
-      return decision('deny', rule.pointer, APPROVAL_UNSUPPORTED_REASON, version, EMPTY, rule);
+      // The limits come along: they are reserved once a person has approved the call.
+      return decision('require_approval', rule.pointer, rule.reason ?? `a person must approve this call (rule ${rule.pointer})`, version, rule.limits, rule);
     case 'deny':
       if (rule.reason !== undefined) return decision('deny', rule.pointer, rule.reason, version, EMPTY, rule);
       return exactName === undefined ? undefined : ruleDenial(rule, exactName, version);
@@ -190,8 +197,8 @@ export function decision(
   const d: { -readonly [K in keyof Decision]: Decision[K] } = { effect, rule, reason, policyVersion, limits, enforced: !ctx.shadow };
   if (ctx.shadow) d.shadow = true;
   if (ctx.approval !== undefined) d.approval = ctx.approval;
-  // Only an allowed call goes on to argument validation.
-  if (effect === 'allow' && ctx.validateArguments !== undefined) d.validateArguments = ctx.validateArguments;
+  // Only a call that may go upstream goes on to argument validation (before a person is asked).
+  if ((effect === 'allow' || effect === 'require_approval') && ctx.validateArguments !== undefined) d.validateArguments = ctx.validateArguments;
   return Object.freeze(d);
 }
 

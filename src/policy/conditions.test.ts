@@ -118,11 +118,19 @@ test('evaluates require before deny_if, and the tool’s own conditions before t
   assert.equal(call(p, { n: 1, tenant: 'a' }).rule, '/tools/t');
 });
 
-test('lets the action decide before any condition: deny and require_approval never look at arguments', () => {
+test('lets a deny rule decide before any condition, and checks the conditions of a require_approval rule before asking a person', () => {
   const cond = [{ path: 'args.x', op: 'exists', value: true }];
-  const p = policy({ tools: { d: { action: 'deny', require: cond }, a: { action: 'require_approval', deny_if: cond } } });
+  const p = policy({
+    all_tools: { require: [{ path: 'args.tenant', op: 'eq', value: 'a' }] },
+    tools: { d: { action: 'deny', require: cond }, a: { action: 'require_approval', deny_if: cond } },
+  });
   assert.equal(evaluate({ tool: 'd', args: {} }, p).rule, '/tools/d');
-  assert.equal(evaluate({ tool: 'a', args: { x: 1 } }, p).rule, '/tools/a');
+  const refused = evaluate({ tool: 'a', args: { x: 1, tenant: 'a' } }, p);
+  assert.deepEqual([refused.effect, refused.rule], ['deny', '/tools/a/deny_if/0'], 'what no person should be asked about is refused outright');
+  const wrongTenant = evaluate({ tool: 'a', args: { tenant: 'b' } }, p);
+  assert.deepEqual([wrongTenant.effect, wrongTenant.rule], ['deny', '/all_tools/require/0']);
+  const asks = evaluate({ tool: 'a', args: { tenant: 'a' } }, p);
+  assert.deepEqual([asks.effect, asks.rule], ['require_approval', '/tools/a']);
 });
 
 test('applies all_tools conditions to unlisted tools under default allow', () => {
@@ -349,6 +357,15 @@ test('shadow on a rule keeps the effect and marks the decision not enforced', ()
   assert.equal(Object.hasOwn(v, 'shadow'), false);
 });
 
+test('a shadowed require_approval rule says it would hold the call, not enforced, with its limits', () => {
+  const p = policy({ tools: { pay: { action: 'require_approval', shadow: true, limits: [{ counter: 'pay', window: 'minute', max: 1, scope: 'grant' }] } } });
+  const d = evaluate({ tool: 'pay', args: {} }, p);
+  assert.equal(d.effect, 'require_approval');
+  assert.equal(d.enforced, false);
+  assert.equal(d.shadow, true);
+  assert.deepEqual(d.limits.map((l) => l.counter), ['pay']);
+});
+
 test('shadow on the policy covers every decision, and a rule may opt back into enforcement', () => {
   const p = policy({ shadow: true, hide: ['h'], tools: { strict: { shadow: false, action: 'deny' }, t: {} } });
   for (const tool of ['h', 'unlisted', 't']) {
@@ -362,7 +379,7 @@ test('shadow on the policy covers every decision, and a rule may opt back into e
   assert.equal(evaluate({ tool: 'x', args: {} }, {} as CompiledPolicy).enforced, true);
 });
 
-test('parses approval and carries it on the decisions of its rule, still denying require_approval', () => {
+test('parses approval and carries it on the decisions of its rule', () => {
   const p = policy({
     tools: {
       pay: { action: 'require_approval', approval: { timeout: '10m', remember: '1h', via: 'elicitation' } },
@@ -370,7 +387,7 @@ test('parses approval and carries it on the decisions of its rule, still denying
     },
   });
   const d = evaluate({ tool: 'pay', args: {} }, p);
-  assert.equal(d.effect, 'deny');
+  assert.equal(d.effect, 'require_approval');
   assert.deepEqual(d.approval, { timeoutMs: 600_000, rememberMs: 3_600_000, via: 'elicitation', pointer: '/tools/pay/approval' });
   assert.deepEqual(call(p, {}).approval, { timeoutMs: 30_000, pointer: '/tools/t/approval' });
   assert.equal(call(p, { x: 1 }).approval?.timeoutMs, 30_000);

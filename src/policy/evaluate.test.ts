@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { APPROVAL_UNSUPPORTED_REASON, evaluate, isHidden, parsePolicy, visibleTools } from './index.js';
+import { DEFAULT_APPROVAL_TIMEOUT_MS, evaluate, isHidden, parsePolicy, usesApproval, visibleTools } from './index.js';
 import type { CompiledPolicy } from './index.js';
 
 function policy(doc: Record<string, unknown>): CompiledPolicy {
@@ -110,14 +110,34 @@ test('leaves tools/list untouched when nothing is hidden', () => {
   assert.deepEqual(visibleTools(p, tools), tools);
 });
 
-test('answers require_approval as a denial that says approval is not supported yet', () => {
-  const p = policy({ tools: { create_charge: { action: 'require_approval' }, 'pay_*': { action: 'require_approval', reason: 'x' } } });
-  for (const tool of ['create_charge', 'pay_invoice']) {
-    const d = evaluate({ tool, args: {} }, p);
-    assert.equal(d.effect, 'deny');
-    assert.equal(d.reason, APPROVAL_UNSUPPORTED_REASON);
-    assert.match(d.reason, /requires human approval, which this gateway does not support yet/);
-  }
+test('answers require_approval as a decision to hold the call, with the rule, its reason, its limits and a 10-minute default timeout', () => {
+  const p = policy({
+    all_tools: { limits: [{ counter: 'calls', window: 'minute', max: 100, scope: 'grant' }] },
+    tools: {
+      create_charge: { action: 'require_approval', limits: [{ counter: 'charges', window: 'day', max: 5, scope: 'grant' }] },
+      'pay_*': { action: 'require_approval', reason: 'payments need a person', approval: { timeout: '30s', remember: '1h' } },
+    },
+  });
+  const charge = evaluate({ tool: 'create_charge', args: { amount: 5 } }, p);
+  assert.equal(charge.effect, 'require_approval');
+  assert.equal(charge.rule, '/tools/create_charge');
+  assert.equal(charge.reason, 'a person must approve this call (rule /tools/create_charge)');
+  assert.equal(charge.enforced, true);
+  assert.deepEqual(charge.limits.map((l) => l.counter), ['charges', 'calls'], 'the limits are reserved once the call is approved');
+  assert.deepEqual(charge.approval, { timeoutMs: DEFAULT_APPROVAL_TIMEOUT_MS, pointer: '/tools/create_charge' });
+  assert.equal(DEFAULT_APPROVAL_TIMEOUT_MS, 600_000);
+  assert.equal(charge.validateArguments, true, 'the arguments are checked before a person is asked');
+
+  const invoice = evaluate({ tool: 'pay_invoice', args: {} }, p);
+  assert.equal(invoice.effect, 'require_approval');
+  assert.equal(invoice.reason, 'payments need a person');
+  assert.deepEqual(invoice.approval, { timeoutMs: 30_000, rememberMs: 3_600_000, pointer: '/tools/pay_*/approval' });
+});
+
+test('says whether a policy can hold a call for approval at all', () => {
+  assert.equal(usesApproval(policy({ tools: { a: {}, b: { action: 'deny' } } })), false);
+  assert.equal(usesApproval(policy({ tools: { a: {}, 'pay_*': { action: 'require_approval' } } })), true);
+  assert.equal(usesApproval(policy({ tools: { create_charge: { action: 'require_approval' } } })), true);
 });
 
 // Precedence: exact name > most literal characters > fewest wildcards > earliest in the file.

@@ -11,10 +11,12 @@ const NO_LIMITS = Object.freeze([]);
  * Never throws; anything unexpected yields an enforced denial, because a gateway that fails open
  * is no gateway (that denial is enforced even under `shadow`).
  *
- * Order: `hide` → the matching rule's action (`deny`, `require_approval` deny at once) → its
- * `require` (first failing) → its `deny_if` (first matching) → `all_tools.require` →
- * `all_tools.deny_if` → allow. With no matching rule, `default` decides; under `default: allow`
- * the `all_tools` conditions still apply.
+ * Order: `hide` → the matching rule's action (`deny` denies at once, without looking at the
+ * arguments) → its `require` (first failing) → its `deny_if` (first matching) →
+ * `all_tools.require` → `all_tools.deny_if` → the rule's decision: allow, or `require_approval`
+ * (the conditions of a `require_approval` rule refuse outright what no person should be asked
+ * about; what passes them waits for a person). With no matching rule, `default` decides; under
+ * `default: allow` the `all_tools` conditions still apply.
  */
 export function evaluate(call: { tool: string; args: unknown }, policy: CompiledPolicy): Decision {
   try {
@@ -27,7 +29,7 @@ export function evaluate(call: { tool: string; args: unknown }, policy: Compiled
     if (isHidden(policy, tool)) return decision('hidden', '(hidden)', `Unknown tool: ${tool}`, policy.version, NO_LIMITS, ctx);
     const rule = ruleFor(policy, tool);
     if (rule !== undefined) {
-      if (rule.action !== 'allow' || rule.decision === undefined) return rule.decision ?? ruleDenial(rule, tool, policy.version);
+      if (rule.action === 'deny' || rule.decision === undefined) return rule.decision ?? ruleDenial(rule, tool, policy.version);
       if (rule.conditions.length === 0) return rule.decision;
       return firstViolation(rule.conditions, call.args, policy.version, rule) ?? rule.decision;
     }
@@ -96,4 +98,13 @@ export function isHidden(policy: CompiledPolicy, tool: string): boolean {
 /** The tools a `tools/list` answer may show: every tool the policy does not hide, in order. */
 export function visibleTools<T extends { name: string }>(policy: CompiledPolicy, tools: readonly T[]): T[] {
   return tools.filter((t) => !isHidden(policy, t.name));
+}
+
+/**
+ * True when some rule of the policy may hold a call for human approval (`action: require_approval`):
+ * the composition root then opens what approvals need (the control store) before the first call.
+ */
+export function usesApproval(policy: CompiledPolicy): boolean {
+  for (const rule of policy.exact.values()) if (rule.action === 'require_approval') return true;
+  return policy.globs.some((rule) => rule.action === 'require_approval');
 }

@@ -235,7 +235,7 @@ export const ApprovalSchema = strictObject(
       .meta({ description: 'How the human is asked.' }),
   },
   'an approval object with timeout',
-).meta({ description: 'Human approval settings (parsed and carried in decisions; not enforced yet).' });
+).meta({ description: 'Human approval settings of a require_approval rule: how long the call waits for a person (timeout; 10m when the rule has no approval block), how long an approval re-admits the identical call (remember), and the channel (via).' });
 
 const validateArgumentsSchema = (description: string) =>
   z.boolean({ error: 'expected true or false' }).optional().meta({ description });
@@ -250,7 +250,7 @@ export const ToolRuleSchema = strictObject(
       .meta({ description: 'What happens to a call of this tool (default allow).' }),
     reason: nonEmpty('expected a non-empty string')
       .optional()
-      .meta({ description: 'Text the agent sees when this rule denies a call.' }),
+      .meta({ description: 'Text the agent sees when this rule denies a call; for require_approval, why a person must decide (shown to the approver).' }),
     on_deny: nonEmpty('expected a non-empty string').optional().meta({ description: 'Alias of reason.' }),
     limits: limitsSchema.optional(),
     require: conditionsSchema(REQUIRE_DESC).optional(),

@@ -20,7 +20,11 @@ export interface LimitSpec {
   readonly pointer: string;
 }
 
-export type Effect = 'allow' | 'deny' | 'hidden';
+/**
+ * `require_approval`: the call is held until a person approves it (then forwarded, its limits
+ * reserved after the approval), denies it, or the approval times out (approvals/service.ts).
+ */
+export type Effect = 'allow' | 'deny' | 'hidden' | 'require_approval';
 
 export type Action = 'allow' | 'deny' | 'require_approval';
 
@@ -57,12 +61,17 @@ export interface CompiledCondition {
   readonly must: string;
 }
 
-/** `approval` of a tool rule, normalised. Parsed and carried; not enforced yet. */
+/**
+ * `approval` of a tool rule, normalised. A `require_approval` rule without an `approval` block gets
+ * the default (a 10-minute timeout, pointer the rule's own).
+ */
 export interface ApprovalSpec {
+  /** How long the call waits for a decision before it expires. */
   readonly timeoutMs: number;
+  /** For this long after an approved call was executed, the identical call is admitted without asking. */
   readonly rememberMs?: number;
   readonly via?: 'dashboard' | 'elicitation' | 'webhook';
-  /** `/tools/<tool>/approval`. */
+  /** `/tools/<tool>/approval`, or the rule's pointer for the default spec. */
   readonly pointer: string;
 }
 
@@ -77,7 +86,10 @@ export interface Decision {
   /** Always set; text the agent may see (for `hidden`, it reads as an unknown tool). */
   readonly reason: string;
   readonly policyVersion: string;
-  /** Limits to reserve before forwarding; empty unless the effect is `allow`. */
+  /**
+   * Limits to reserve before forwarding; empty unless the effect is `allow` or `require_approval`
+   * (whose limits are reserved once the call is approved).
+   */
   readonly limits: readonly LimitSpec[];
   /**
    * False when the deciding rule (or the whole policy) is in shadow mode: the gateway should let
@@ -87,10 +99,13 @@ export interface Decision {
   readonly enforced: boolean;
   /** Present, and true, only when shadowed (then `enforced` is false). */
   readonly shadow?: true;
-  /** The deciding tool rule's `approval` block, when it has one (parsed only, not enforced). */
+  /**
+   * The deciding tool rule's `approval` block, when it has one; always present on a
+   * `require_approval` decision (the default spec when the rule has no block).
+   */
   readonly approval?: ApprovalSpec;
   /**
-   * On allow decisions: whether the call's arguments are checked against the tool's own
+   * On allow and require_approval decisions: whether the call's arguments are checked against the tool's own
    * `inputSchema` (the deciding rule's `validate_arguments`, else the policy's).
    */
   readonly validateArguments?: boolean;

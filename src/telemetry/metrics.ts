@@ -5,7 +5,20 @@
 import { Counter, Gauge, Registry } from 'prom-client';
 
 /** What became of a tools/call. */
-export type CallOutcome = 'allowed' | 'denied' | 'hidden' | 'invalid_arguments' | 'limited' | 'shadow_refused';
+/**
+ * How a tools/call ended, counted once per call. A call held for approval counts as `allowed` once
+ * approved and forwarded, else as `denied_by_approver`, `approval_expired` or `approval_cancelled`.
+ */
+export type CallOutcome =
+  | 'allowed'
+  | 'denied'
+  | 'hidden'
+  | 'invalid_arguments'
+  | 'limited'
+  | 'shadow_refused'
+  | 'denied_by_approver'
+  | 'approval_expired'
+  | 'approval_cancelled';
 
 /** What the audit metrics read of each sink (AuditSinkStats, in audit/writer.ts). */
 interface AuditSinkCounters {
@@ -29,7 +42,7 @@ export class Metrics {
   constructor() {
     this.calls = new Counter({
       name: 'policylayer_tool_calls_total',
-      help: 'tools/call requests decided, by server and outcome (allowed, denied, hidden, invalid_arguments, limited, shadow_refused).',
+      help: 'tools/call requests decided, by server and outcome (allowed, denied, hidden, invalid_arguments, limited, shadow_refused, denied_by_approver, approval_expired, approval_cancelled).',
       labelNames: ['server', 'outcome'],
       registers: [this.registry],
     });

@@ -70,3 +70,16 @@ export function windowText(ms: number): string {
   }
   return out;
 }
+
+/** 600000 → `10m`, 90000 → `1m30s`, 1500 → `1s500ms`: a duration as the policy would write it, units only. */
+export function durationText(ms: number): string {
+  if (!Number.isSafeInteger(ms) || ms <= 0) return `${ms}ms`;
+  let rest = ms;
+  let out = '';
+  for (const [n, unit] of UNITS) {
+    const q = Math.floor(rest / n);
+    if (q > 0) out += `${q}${unit}`;
+    rest -= q * n;
+  }
+  return out;
+}

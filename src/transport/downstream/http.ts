@@ -357,6 +357,17 @@ export class HttpListener {
         startStream();
         res.write(`retry: ${ms}\n\n`);
       },
+      watchClientGone: (fn: () => void) => {
+        const onClose = () => {
+          if (!res.writableFinished) fn();
+        };
+        if (res.closed) {
+          queueMicrotask(onClose);
+          return () => {};
+        }
+        res.on('close', onClose);
+        return () => res.off('close', onClose);
+      },
       onResponse: (msg, raw) => {
         if (res.writableEnded) return;
         const data = raw ?? JSON.stringify(msg);

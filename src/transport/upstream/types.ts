@@ -31,6 +31,12 @@ export interface CallHandlers {
    * over for the gateway); otherwise the upstream side resumes it and the answer comes as usual.
    */
   onStreamEnd?(lastEventId: string): boolean;
+  /**
+   * Calls `fn` if the client's side of the call (the HTTP response its answer would go on) closes
+   * before the answer is written, e.g. its process died; returns what stops watching. Only the
+   * gateway uses it, for calls it holds itself (human approval), which nobody could resume.
+   */
+  watchClientGone?(fn: () => void): () => void;
 }
 
 export interface CallOptions {
