@@ -8,6 +8,9 @@ import { AuditLog } from './audit/log.js';
 import type { ApprovalNotifier } from './approvals/notifier.js';
 import { createLocalNotifier } from './approvals/notifier/local.js';
 import { ApprovalService } from './approvals/service.js';
+import { ApprovalLinkPages } from './approvals/link-pages.js';
+import { ApprovalLinks, LINK_KEY_NAME, linkKeyFromSecret, linkKeyFromStored, newStoredLinkKey } from './approvals/links.js';
+import { ApprovalWebhooks, type WebhookArgumentsMode } from './approvals/webhook.js';
 import { Gateway, type ApprovalRequester } from './gateway/gateway.js';
 import { usesApproval } from './policy/index.js';
 import { logConversionWarnings, watchPolicies } from './gateway/reload.js';
@@ -116,6 +119,7 @@ export function createGateway(
   metrics?: Metrics,
   audit?: AuditLog,
   approvals?: ApprovalRequester,
+  approvalWebhooks = false,
 ): Gateway {
   const gateway = new Gateway({
     logger,
@@ -127,6 +131,7 @@ export function createGateway(
     approvals,
     approvalsUnavailable: NO_CONTROL_STORE,
     approvalProgressMs: config.approvals.progressIntervalMs,
+    approvalWebhooks,
   });
   for (const server of config.servers.values()) {
     gateway.addServer({ name: server.name, upstream: createUpstream(server, logger), policy: server.policy });
@@ -166,19 +171,52 @@ export async function createApprovalNotifier(counters: Pick<CountersConfig, 'url
   });
 }
 
-/** The approval service of a gateway process over its control store, reporting each change it makes to the log. */
-export function createApprovalService(store: ControlStore, notifier: ApprovalNotifier, config: Pick<GatewayConfig, 'approvals'>, logger: Logger): ApprovalService {
+/**
+ * The approval service of a gateway process over its control store, reporting each change it
+ * makes to the log and, given webhooks, posting each approval whose channels include `webhook`
+ * (`approval.requested` when this replica holds a new one, `approval.decided` when the wait of a
+ * call it holds ends, whoever decided).
+ */
+export function createApprovalService(
+  store: ControlStore,
+  notifier: ApprovalNotifier,
+  config: Pick<GatewayConfig, 'approvals'>,
+  logger: Logger,
+  webhooks?: ApprovalWebhooks,
+): ApprovalService {
   return new ApprovalService({
     store,
     notifier,
     pollIntervalMs: config.approvals.pollIntervalMs,
-    onEvent: ({ type, approval: a }) =>
+    onEvent: ({ type, approval: a }) => {
       logger.info(
         { approval: a.id, server: a.server, tool: a.tool, grant: a.grantLabel, status: a.status, by: a.decidedBy, comment: a.comment },
         `approval ${type}`,
-      ),
+      );
+      if (type === 'requested' && a.via.includes('webhook')) webhooks?.requested(a);
+    },
+    onSettled: (outcome) => {
+      if (outcome.approval.via.includes('webhook')) webhooks?.decided(outcome.approval);
+    },
     onError: (err) => logger.warn({ err: (err as Error).message }, 'approval service: a poll or notification failed; it keeps trying'),
   });
+}
+
+/** How much of a held call's arguments webhooks and link pages show: `approvals.arguments`, else the audit log's mode, never `full`. */
+export function webhookArgumentsMode(config: Pick<GatewayConfig, 'approvals' | 'audit'>): WebhookArgumentsMode {
+  return config.approvals.arguments ?? (config.audit.arguments === 'keys' ? 'keys' : 'redacted');
+}
+
+/**
+ * The signed approve/deny links of approval webhooks, when webhooks are configured: their key
+ * derives from `approvals.link_secret`, or is the one kept in the control store (made by the
+ * first gateway to need it, shared by every replica).
+ */
+export async function createApprovalLinks(config: Pick<GatewayConfig, 'approvals'>, store: ControlStore): Promise<ApprovalLinks | undefined> {
+  const a = config.approvals;
+  if (a.webhooks.length === 0 || a.publicUrl === undefined) return undefined;
+  const key = a.linkSecret !== undefined ? linkKeyFromSecret(a.linkSecret) : linkKeyFromStored(await store.sharedKey(LINK_KEY_NAME, newStoredLinkKey(), Date.now()));
+  return new ApprovalLinks({ key, publicUrl: a.publicUrl, ttlMs: a.linkTtlMs });
 }
 
 /**
@@ -195,6 +233,8 @@ function lazilyStarted(service: ApprovalService): ApprovalRequester & { start():
       await start();
       return service.request(call, spec);
     },
+    approve: (id, by, comment) => service.approve(id, by, comment),
+    deny: (id, by, reason) => service.deny(id, by, reason),
   };
 }
 
@@ -214,7 +254,7 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
   // The control-plane store is opened only when grants are checked, an admin address is set or a
   // policy holds calls for human approval (pending approvals live there): a local gateway without
   // authentication or approvals writes no database file.
-  const asksForApproval = [...config.servers.values()].some((s) => usesApproval(s.policy));
+  const asksForApproval = [...config.servers.values()].some((s) => usesApproval(s.policy)) || config.approvals.webhooks.length > 0;
   const control = config.auth.required || config.admin !== undefined || asksForApproval ? await openControlStore(config.store) : undefined;
   for (const server of config.servers.values()) logConversionWarnings(logger, server.name, server.policy);
   const store = await createCounterStore(config.counters, logger);
@@ -227,10 +267,25 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
     throw err;
   }
   if (audit !== undefined) metrics.auditSinks(() => audit.stats());
+  let links: ApprovalLinks | undefined;
+  try {
+    links = control === undefined ? undefined : await createApprovalLinks(config, control);
+  } catch (err) {
+    await Promise.allSettled([store.close(), control?.close(), audit?.close()]);
+    throw err;
+  }
+  const webhooks =
+    links === undefined
+      ? undefined
+      : new ApprovalWebhooks({ targets: config.approvals.webhooks, links, argumentsMode: webhookArgumentsMode(config), log: logger });
   const notifier = control === undefined ? undefined : await createApprovalNotifier(config.counters, logger);
-  const approvals = control === undefined || notifier === undefined ? undefined : createApprovalService(control, notifier, config, logger);
+  const approvals = control === undefined || notifier === undefined ? undefined : createApprovalService(control, notifier, config, logger, webhooks);
+  const linkPages =
+    links === undefined || approvals === undefined
+      ? undefined
+      : new ApprovalLinkPages({ links, approvals, argumentsMode: webhookArgumentsMode(config), log: logger });
   const requester = approvals === undefined ? undefined : lazilyStarted(approvals);
-  const gateway = createGateway(config, logger, createLimiter(store, config.counters, logger, metrics), metrics, audit, requester);
+  const gateway = createGateway(config, logger, createLimiter(store, config.counters, logger, metrics), metrics, audit, requester, webhooks !== undefined);
   const origins = originPolicy(config.allowedHosts, config.allowedOrigins);
   // One verifier for MCP and admin requests alike: one cache of the issuer's keys.
   const verifier = oidcVerifier(config.auth.oidc);
@@ -269,6 +324,7 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
     authorizationServers: config.auth.oidc === undefined ? [] : [config.auth.oidc.issuer],
     admin: config.admin === undefined ? admin : undefined,
     serveMetrics: config.admin === undefined,
+    approvalLinks: linkPages,
   });
   const adminListener =
     config.admin === undefined || admin === undefined
@@ -289,6 +345,17 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
     logger.warn('authentication is off (auth.required: false): any client that reaches this address may call these servers; use it for local, single-user setups only');
   } else {
     logger.info({ store: control!.kind }, 'authentication on: every MCP request needs a grant token');
+  }
+  if (webhooks !== undefined) {
+    const base = config.approvals.publicUrl!;
+    logger.info(
+      { webhooks: config.approvals.webhooks.map((w) => w.name), links: `${base}/approvals/…`, linkKey: config.approvals.linkSecret !== undefined ? 'approvals.link_secret' : 'control store' },
+      'approval webhooks on',
+    );
+    const u = new URL(base);
+    if (u.protocol === 'http:' && !['localhost', '127.0.0.1', '[::1]'].includes(u.hostname)) {
+      logger.warn({ publicUrl: base }, 'approvals.public_url is plain http: the approve/deny links carry a credential; serve them over https');
+    }
   }
   if (admin !== undefined) logger.info({ url: `${adminListener?.url ?? listener.url}${ADMIN_API_PREFIX}` }, 'admin API on: requests need an admin credential (policylayer admins create)');
   // Upstreams start after the port is bound so a port clash fails fast, before any child is spawned.
@@ -313,6 +380,8 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
         await audit?.close().catch((err: unknown) => logger.error({ err: (err as Error).message }, 'audit log did not close cleanly'));
         // The gateway ended its held calls while draining; anything still held is withdrawn here.
         await approvals?.close().catch(() => {});
+        // After the approvals are withdrawn: their approval.decided posts get a moment to leave.
+        await webhooks?.close().catch(() => {});
         await notifier?.close().catch(() => {});
         await control?.close();
       })()),

@@ -162,7 +162,7 @@ function serviceBehaviour(label: string, factory: WorldFactory): void {
   describe(`approval service (${label})`, () => {
     it('holds the call as a pending approval bound to its grant, server, tool, arguments and policy version', withWorld(async (world) => {
       const service = await world.replica({ replicaId: 'replica-a' });
-      const handle = await service.request(charge(), { ...TEN_MINUTES, via: 'webhook' });
+      const handle = await service.request(charge(), { ...TEN_MINUTES, via: ['webhook'] });
       const digest = createHash('sha256').update('{"amount":500,"currency":"usd"}').digest('hex');
       assert.deepEqual(handle.approval, {
         id: handle.approval.id,

@@ -20,8 +20,14 @@
  *   (same five parts) whose approval was approved and executed within the window, without asking
  *   again; any difference is a different call and asks.
  *
- * - **Waking the held call.** A decision made through this service (admin API, CLI, elicitation)
- *   wakes a call this process holds at once. For a call held by another replica, the decider
+ * - **Channels.** Who is asked is worked out before the request (channels.ts) and recorded as the
+ *   approval's `via`; the asking happens around this service, which only holds and decides:
+ *   webhooks are posted from `onEvent('requested')` and `onSettled` (webhook.ts, wired by
+ *   main.ts), their links decide through `approve`/`deny` (link-pages.ts), and elicitation is the
+ *   gateway's own request to the client, answered through `approve`/`deny` too (gateway.ts).
+ *
+ * - **Waking the held call.** A decision made through this service (admin API, CLI, webhook
+ *   links, elicitation) wakes a call this process holds at once. For a call held by another replica, the decider
  *   publishes the approval's id through an ApprovalNotifier, and the holder, hearing it, reads
  *   the record back from the store; the message carries no decision, so a forged or replayed one
  *   releases nothing. Notifiers: in-process (notifier/local.ts, one gateway) and Redis pub/sub
@@ -81,7 +87,10 @@ export interface ApprovalCall {
   readonly rule: string;
   /** The decision's reason: why a person must decide. */
   readonly reason: string;
-  /** The channels the person is asked through; default the rule's `approval.via`, else `dashboard`. */
+  /**
+   * The channels the person is asked through (approvals/channels.ts works them out); default the
+   * rule's `approval.via`, else `dashboard`.
+   */
   readonly via?: readonly string[];
 }
 
@@ -140,6 +149,12 @@ export interface ApprovalServiceOptions {
   readonly onEvent?: (event: ApprovalEvent) => void;
   /** Told about failures the service survives (a notifier down, a poll that failed). */
   readonly onError?: (err: unknown) => void;
+  /**
+   * Told, once per call this replica holds, how its wait ended: whoever decided, on whichever
+   * replica or through the store directly, the holder learns it (at once, or at its next poll).
+   * Called synchronously; must not throw. Webhooks post `approval.decided` from here.
+   */
+  readonly onSettled?: (outcome: ApprovalOutcome) => void;
 }
 
 /** The canonical JSON of a call's arguments and the key that binds an approval to the call. */
@@ -174,6 +189,7 @@ export class ApprovalService {
   private readonly pollIntervalMs: number;
   private readonly onEvent: ((event: ApprovalEvent) => void) | undefined;
   private readonly onError: ((err: unknown) => void) | undefined;
+  private readonly onSettled: ((outcome: ApprovalOutcome) => void) | undefined;
   /** The calls this replica holds, by approval id, until their outcome is known. */
   private readonly waiters = new Map<string, Waiter>();
   private unsubscribe: (() => void) | undefined;
@@ -189,6 +205,7 @@ export class ApprovalService {
     this.pollIntervalMs = opts.pollIntervalMs ?? DEFAULT_POLL_INTERVAL_MS;
     this.onEvent = opts.onEvent;
     this.onError = opts.onError;
+    this.onSettled = opts.onSettled;
   }
 
   /**
@@ -230,7 +247,7 @@ export class ApprovalService {
         grantLabel: call.grantLabel,
         rule: call.rule,
         reason: call.reason,
-        via: call.via ?? [spec?.via ?? 'dashboard'],
+        via: call.via ?? spec?.via ?? ['dashboard'],
         expiresAt: now + (spec?.timeoutMs ?? DEFAULT_APPROVAL_TIMEOUT_MS),
         heldBy: this.replicaId,
       },
@@ -382,6 +399,7 @@ export class ApprovalService {
     this.waiters.delete(waiter.record.id);
     clearTimeout(waiter.timer);
     waiter.resolve(outcome);
+    this.onSettled?.(outcome);
   }
 
   /** Sets the waiter's timer for its expiry; when it fires early (clock skew, long timeouts) it is set again. */

@@ -183,7 +183,7 @@ function approvalText(d: Decision): { timeout: string; line: string } {
   const timeout = durationText(a.timeoutMs);
   const parts = [`timeout ${timeout}`];
   if (a.rememberMs !== undefined) parts.push(`remember ${durationText(a.rememberMs)}`);
-  if (a.via !== undefined) parts.push(`via ${a.via}`);
+  if (a.via !== undefined) parts.push(`via ${a.via.join(', ')}`);
   return { timeout, line: `${parts.join(', ')} (${a.pointer})` };
 }
 

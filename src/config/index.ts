@@ -1,5 +1,5 @@
 export { interpolate, loadGatewayConfig, loadServerDefinition, parseGatewayConfig, toAuditConfig } from './load.js';
-export type { AuditConfig, CountersConfig, Env, GatewayConfig, ServerConfig } from './load.js';
+export type { ApprovalsConfig, AuditConfig, CountersConfig, Env, GatewayConfig, ServerConfig, WebhookConfig } from './load.js';
 export {
   DEFAULT_ALLOWED_HOSTS,
   AuditSchema,

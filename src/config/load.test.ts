@@ -727,7 +727,7 @@ test('refuses ${file:…} outside a server\'s credentials, and an empty path', (
   );
   assert.equal(f.code, ErrorCodes.CONFIG_INVALID);
   assert.deepEqual(f.issues, [
-    "gateway.yaml: /store: ${file:…} references are allowed only in a server's url, headers, env and oauth (line 1:8)",
+    "gateway.yaml: /store: ${file:…} references are allowed only in a server's url, headers, env and oauth, and in approvals' webhooks and link_secret (line 1:8)",
     'gateway.yaml: /servers/s/headers/A: invalid ${file:…} reference; expected ${file:PATH} (line 5:19)',
   ]);
 });
@@ -897,4 +897,77 @@ servers:
   assert.match(text, /colour/);
   const notText = failure(() => parseGatewayConfig(`audit: { signing_key: 42 }\nservers:\n  s:\n    url: https://x.example\n    policy: ${ALLOW_ALL}\n`, 'gateway.yaml', {}));
   assert.match(notText.issues.join('\n'), /\/audit\/signing_key: expected the path of an Ed25519 private key file/);
+});
+
+const APPROVAL_SERVERS = `servers:\n  s: { command: x, policy: ${ALLOW_ALL} }\n`;
+
+test('reads approvals webhooks, public_url, link_secret, link_ttl and arguments, naming each webhook by its host unless named', () => {
+  const c = parse(
+    `approvals:
+  public_url: https://gw.example.com/
+  link_secret: \${LINK_SECRET}
+  link_ttl: 15m
+  arguments: keys
+  webhooks:
+    - url: https://hooks.slack.com/services/T0/B0/\${SLACK_PATH}
+      secret: \${HOOK_SECRET}
+    - url: https://approvals.internal/hook
+      secret: another-secret-0123456789
+      name: ops
+      headers: { X-Api-Key: "\${RECEIVER_KEY}" }
+${APPROVAL_SERVERS}`,
+    { LINK_SECRET: 'l'.repeat(40), SLACK_PATH: 'slack-path-secret', HOOK_SECRET: 'hook-secret-0123456789', RECEIVER_KEY: 'receiver-key-1' },
+  );
+  assert.deepEqual(c.approvals, {
+    pollIntervalMs: 5_000,
+    progressIntervalMs: 10_000,
+    publicUrl: 'https://gw.example.com',
+    linkSecret: 'l'.repeat(40),
+    linkTtlMs: 900_000,
+    arguments: 'keys',
+    webhooks: [
+      { name: 'hooks.slack.com', url: 'https://hooks.slack.com/services/T0/B0/slack-path-secret', secret: 'hook-secret-0123456789' },
+      { name: 'ops', url: 'https://approvals.internal/hook', secret: 'another-secret-0123456789', headers: { 'X-Api-Key': 'receiver-key-1' } },
+    ],
+  });
+  // A webhook's URL can be the credential itself (Slack's is): all of it is kept out of logs.
+  for (const s of ['https://hooks.slack.com/services/T0/B0/slack-path-secret', 'slack-path-secret', 'hook-secret-0123456789', 'another-secret-0123456789', 'receiver-key-1', 'l'.repeat(40)]) {
+    assert.ok(c.secretValues.includes(s), s);
+  }
+});
+
+test('has no webhooks by default', () => {
+  const c = parse(APPROVAL_SERVERS);
+  assert.deepEqual(c.approvals, { pollIntervalMs: 5_000, progressIntervalMs: 10_000, webhooks: [] });
+});
+
+test('requires public_url with webhooks, a long enough secret, and a name of its own for each webhook', () => {
+  const { issues } = failure(() =>
+    parse(`approvals:
+  public_url: https://gw.example.com
+  webhooks:
+    - { url: "https://a.example/1", secret: short }
+    - { url: "ftp://b.example/3", secret: 0123456789abcdef }
+${APPROVAL_SERVERS}`),
+  );
+  assert.deepEqual(issues, [
+    'gateway.yaml: /approvals/webhooks/0/secret: expected a secret of at least 16 characters (e.g. ${APPROVAL_WEBHOOK_SECRET}; openssl rand -hex 32 makes one) (line 4:45)',
+    'gateway.yaml: /approvals/webhooks/1/url: expected an http:// or https:// URL (line 5:14)',
+  ]);
+  const missing = failure(() =>
+    parse(`approvals:
+  webhooks:
+    - { url: "https://a.example/1", secret: 0123456789abcdef }
+    - { url: "https://a.example/2", secret: 0123456789abcdef }
+${APPROVAL_SERVERS}`),
+  );
+  assert.deepEqual(missing.issues, [
+    "gateway.yaml: /approvals/webhooks: public_url is required when webhooks are set: each webhook carries approve and deny links to <public_url>/approvals/…, so it must be the gateway's externally reachable base URL, e.g. https://gateway.example.com (line 3:5)",
+    "gateway.yaml: /approvals/webhooks/1: another webhook is named 'a.example' (a name defaults to the URL's host): give each its own name (line 4:7)",
+  ]);
+  const bad = failure(() => parse(`approvals: { public_url: "https://gw.example.com/?x=1", link_secret: short, arguments: full }\n${APPROVAL_SERVERS}`));
+  assert.equal(bad.issues.length, 3);
+  assert.match(bad.issues[0]!, /\/approvals\/public_url: expected the http:\/\/ or https:\/\/ base URL/);
+  assert.match(bad.issues[1]!, /\/approvals\/link_secret: expected a secret of at least 32 characters/);
+  assert.match(bad.issues[2]!, /\/approvals\/arguments: expected keys\|redacted \(webhooks never carry full arguments\)/);
 });

@@ -67,7 +67,7 @@ export interface GatewayConfig {
    * expired ones (`poll_interval`), and how often a held call with a progressToken is sent a
    * progress notification (`progress_interval`).
    */
-  approvals: { pollIntervalMs: number; progressIntervalMs: number };
+  approvals: ApprovalsConfig;
   servers: Map<string, ServerConfig>;
   /**
    * Values a logger must redact wherever they appear: header values, env values, credentials in
@@ -75,6 +75,29 @@ export interface GatewayConfig {
    * Longest first, so redacting in order never leaves part of a longer secret behind.
    */
   secretValues: readonly string[];
+}
+
+/** `approvals:` with its defaults applied. */
+export interface ApprovalsConfig {
+  pollIntervalMs: number;
+  progressIntervalMs: number;
+  /** Where approvals are POSTed; each has a name (`name`, else its URL's host), unique. Secrets: see secretValues. */
+  webhooks: WebhookConfig[];
+  /** The gateway's externally reachable base URL, without a trailing slash; set whenever webhooks are. */
+  publicUrl?: string;
+  /** The secret the approve/deny links' key derives from; undefined: a key kept in the control store. */
+  linkSecret?: string;
+  /** How long a link works after the request; undefined: until the approval expires. */
+  linkTtlMs?: number;
+  /** How much of the arguments webhooks and link pages show; undefined: audit.arguments, with full shown as redacted. */
+  arguments?: 'keys' | 'redacted';
+}
+
+export interface WebhookConfig {
+  name: string;
+  url: string;
+  secret: string;
+  headers?: Record<string, string>;
 }
 
 /** `audit:` with defaults applied and paths made absolute. */
@@ -179,6 +202,13 @@ export function parseGatewayConfig(text: string, source: string, env: Env = proc
     for (const v of Object.values(server.env ?? {})) secrets.add(v);
     if (server.oauth !== undefined) secrets.add(server.oauth.clientSecret);
   }
+  for (const w of doc.approvals.webhooks) {
+    // A webhook URL may be the credential itself (a Slack incoming webhook's path is).
+    secrets.add(w.url);
+    secrets.add(w.secret);
+    for (const v of Object.values(w.headers ?? {})) secrets.add(v);
+  }
+  if (doc.approvals.link_secret !== undefined) secrets.add(doc.approvals.link_secret);
   secrets.delete('');
 
   const config: GatewayConfig = {
@@ -197,13 +227,30 @@ export function parseGatewayConfig(text: string, source: string, env: Env = proc
     allowedOrigins: doc.allowed_origins,
     sessionIdleTimeoutMs: doc.session_idle_timeout,
     shutdownGraceMs: doc.shutdown_grace,
-    approvals: { pollIntervalMs: doc.approvals.poll_interval, progressIntervalMs: doc.approvals.progress_interval },
+    approvals: toApprovalsConfig(doc.approvals),
     servers,
     secretValues: Object.freeze([...secrets].sort((a, b) => b.length - a.length || (a < b ? -1 : 1))),
   };
   if (doc.admin !== undefined) config.admin = doc.admin;
   if (oidc?.ok === true) config.auth.oidc = oidc.config;
   return config;
+}
+
+function toApprovalsConfig(a: GatewayConfigDocument['approvals']): ApprovalsConfig {
+  const out: ApprovalsConfig = {
+    pollIntervalMs: a.poll_interval,
+    progressIntervalMs: a.progress_interval,
+    webhooks: a.webhooks.map((w) => {
+      const hook: WebhookConfig = { name: w.name ?? new URL(w.url).host, url: w.url, secret: w.secret };
+      if (w.headers !== undefined) hook.headers = { ...w.headers };
+      return hook;
+    }),
+  };
+  if (a.public_url !== undefined) out.publicUrl = a.public_url;
+  if (a.link_secret !== undefined) out.linkSecret = a.link_secret;
+  if (a.link_ttl !== undefined) out.linkTtlMs = a.link_ttl;
+  if (a.arguments !== undefined) out.arguments = a.arguments;
+  return out;
 }
 
 /** `audit:` with its defaults applied and its paths made absolute against `baseDir`. */
@@ -392,8 +439,16 @@ function interpolateAll(root: unknown, env: Env, baseDir: string): Interpolated 
   return { value: walk(root, []), missing, invalid, unreadable, secrets };
 }
 
-/** Values that are secrets whole: header and env values, the OAuth client secret. */
+/**
+ * Values that are secrets whole: header and env values, the OAuth client secret; an approval
+ * webhook's url, secret and header values, and the approval link secret.
+ */
 function isSecretPath(path: readonly PathSegment[]): boolean {
+  if (path[0] === 'approvals') {
+    if (path.length === 2) return path[1] === 'link_secret';
+    if (path[1] !== 'webhooks') return false;
+    return (path.length === 4 && (path[3] === 'url' || path[3] === 'secret')) || (path.length === 5 && path[3] === 'headers');
+  }
   if (path.length !== 4 || path[0] !== 'servers') return false;
   return path[2] === 'headers' || path[2] === 'env' || (path[2] === 'oauth' && path[3] === 'client_secret');
 }
@@ -433,7 +488,7 @@ export function interpolate(
     if (inner.startsWith(FILE_PREFIX)) {
       const path = inner.slice(FILE_PREFIX.length);
       if (path === '' || readFile === undefined) {
-        invalid.push(path === '' ? 'invalid ${file:…} reference; expected ${file:PATH}' : "${file:…} references are allowed only in a server's url, headers, env and oauth");
+        invalid.push(path === '' ? 'invalid ${file:…} reference; expected ${file:PATH}' : "${file:…} references are allowed only in a server's url, headers, env and oauth, and in approvals' webhooks and link_secret");
         return match;
       }
       const r = readFile(path);

@@ -321,6 +321,87 @@ export const AuditSchema = strictObject(
   'an object with sinks, arguments, durability, retention, flush_interval, batch_size, max_queue, on_full, spill_dir or signing_key',
 );
 
+const PUBLIC_URL_MSG = 'expected the http:// or https:// base URL this gateway is reached at from outside, e.g. "https://gateway.example.com", without query or fragment';
+const publicUrl = z
+  .string({ error: PUBLIC_URL_MSG })
+  .refine(
+    (s) => {
+      try {
+        const u = new URL(s);
+        return (u.protocol === 'http:' || u.protocol === 'https:') && u.search === '' && u.hash === '' && u.username === '' && u.password === '';
+      } catch {
+        return false;
+      }
+    },
+    { error: PUBLIC_URL_MSG },
+  )
+  .transform((s) => s.replace(/\/+$/, ''));
+
+/** How logs and link approvers name a webhook (`link:<name>`): the grant-label alphabet. */
+export const WEBHOOK_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+// Whoever knows the secret can sign a body the receiver trusts: long enough not to be guessed.
+const MIN_WEBHOOK_SECRET = 16;
+const WebhookSchema = strictObject(
+  {
+    url: httpUrl,
+    secret: scalarString('expected a string secret').refine((v) => v.length >= MIN_WEBHOOK_SECRET, {
+      error: `expected a secret of at least ${MIN_WEBHOOK_SECRET} characters (e.g. \${APPROVAL_WEBHOOK_SECRET}; openssl rand -hex 32 makes one)`,
+    }),
+    name: z
+      .string({ error: 'expected a name of letters, digits, ".", "_" and "-"' })
+      .regex(WEBHOOK_NAME_PATTERN, { error: 'expected a name of letters, digits, ".", "_" and "-", starting with a letter or digit, at most 64' })
+      .optional(),
+    headers: z
+      .record(
+        z.string().regex(HEADER_NAME_PATTERN, { error: 'expected an HTTP header name' }),
+        scalarString('expected a string value'),
+        { error: 'expected a map of HTTP header names to values' },
+      )
+      .optional(),
+  },
+  'an object with url and secret (and name, headers)',
+);
+
+/** `approvals:`: how held calls are watched, and how people are asked (webhooks, links). */
+const ApprovalsSchema = strictObject(
+  {
+    poll_interval: duration.refine((ms) => ms > 0, { error: 'expected a duration above zero, e.g. "5s"' }).prefault('5s'),
+    progress_interval: duration.refine((ms) => ms > 0, { error: 'expected a duration above zero, e.g. "10s"' }).prefault('10s'),
+    webhooks: z.array(WebhookSchema, { error: 'expected an array of webhooks, each { url, secret }' }).prefault([]),
+    public_url: publicUrl.optional(),
+    link_secret: scalarString('expected a string secret')
+      .refine((v) => v.length >= 32, { error: 'expected a secret of at least 32 characters (e.g. ${APPROVAL_LINK_SECRET}; openssl rand -hex 32 makes one)' })
+      .optional(),
+    link_ttl: duration.refine((ms) => ms > 0, { error: 'expected a duration above zero, e.g. "10m"' }).optional(),
+    arguments: z.enum(['keys', 'redacted'], { error: 'expected keys|redacted (webhooks never carry full arguments)' }).optional(),
+  },
+  'an object with poll_interval, progress_interval, webhooks, public_url, link_secret, link_ttl or arguments',
+).superRefine((a, ctx) => {
+  if (a.webhooks.length > 0 && a.public_url === undefined) {
+    ctx.addIssue({
+      code: 'custom',
+      message:
+        "public_url is required when webhooks are set: each webhook carries approve and deny links to <public_url>/approvals/…, so it must be the gateway's externally reachable base URL, e.g. https://gateway.example.com",
+      path: ['webhooks'],
+    });
+  }
+  const seen = new Set<string>();
+  a.webhooks.forEach((w, i) => {
+    let name = w.name;
+    if (name === undefined) {
+      try {
+        name = new URL(w.url).host;
+      } catch {
+        return;
+      }
+    }
+    if (seen.has(name)) {
+      ctx.addIssue({ code: 'custom', message: `another webhook is named '${name}' (a name defaults to the URL's host): give each its own name`, path: ['webhooks', i] });
+    }
+    seen.add(name);
+  });
+});
+
 export const GatewayConfigSchema = strictObject(
   {
     listen: hostPort.prefault(DEFAULT_LISTEN),
@@ -374,13 +455,7 @@ export const GatewayConfigSchema = strictObject(
       )
       .prefault([...DEFAULT_ALLOWED_HOSTS]),
     allowed_origins: z.array(origin, { error: 'expected an array of origins' }).prefault([...DEFAULT_ALLOWED_ORIGINS]),
-    approvals: strictObject(
-      {
-        poll_interval: duration.refine((ms) => ms > 0, { error: 'expected a duration above zero, e.g. "5s"' }).prefault('5s'),
-        progress_interval: duration.refine((ms) => ms > 0, { error: 'expected a duration above zero, e.g. "10s"' }).prefault('10s'),
-      },
-      'an object with poll_interval or progress_interval',
-    ).prefault({}),
+    approvals: ApprovalsSchema.prefault({}),
     session_idle_timeout: duration.prefault('30m'),
     shutdown_grace: duration.prefault('10s'),
     servers: z

@@ -5,6 +5,9 @@
 import { randomUUID } from 'node:crypto';
 import type { ApprovalCall, ApprovalHandle, ApprovalOutcome } from '../approvals/service.js';
 import { GATEWAY_CLOSED } from '../approvals/service.js';
+import { approvalChannels, canElicitForm } from '../approvals/channels.js';
+import { redact } from '../audit/arguments.js';
+import type { ApprovalRecord } from '../store/store.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { CallOutcome, Metrics } from '../telemetry/metrics.js';
 import { ErrorCodes, JsonRpcErrors, PolicyLayerError } from '../errors.js';
@@ -59,10 +62,19 @@ interface AllowedCall {
   readonly claim?: () => Promise<boolean>;
 }
 
-/** What the gateway needs of the approval service (approvals/service.ts): holding one call. */
+/**
+ * What the gateway needs of the approval service (approvals/service.ts): holding one call, and
+ * deciding it when the calling user answers the gateway's own question in their client
+ * (`approval.via: elicitation`).
+ */
 export interface ApprovalRequester {
   request(call: ApprovalCall, spec?: ApprovalSpec): Promise<ApprovalHandle>;
+  approve(id: string, by: string, comment?: string | null): Promise<{ readonly ok: boolean }>;
+  deny(id: string, by: string, reason: string): Promise<{ readonly ok: boolean }>;
 }
+
+/** The reason a held call is denied with when its user declines the gateway's question in their client. */
+export const DECLINED_IN_CLIENT = 'declined by the user in their client';
 
 /** Why a require_approval call is refused by a gateway that has no approval service. */
 export const APPROVALS_UNAVAILABLE =
@@ -129,6 +141,13 @@ export class Session {
    * `session`-scoped limits count per grant instead.
    */
   shared = false;
+  /** What the client declared at initialize (`params.capabilities`): whether it can be asked (elicitation). */
+  clientCapabilities: Readonly<Record<string, unknown>> = {};
+  /**
+   * The gateway's own requests to the client awaiting its answer, by request id (the question of
+   * a held call, `elicitation/create`): the answer is taken here and never forwarded upstream.
+   */
+  readonly asked = new Map<string, (answer: JsonRpcResponse) => void>();
 
   constructor(id: string, server: ServerRuntime, upstream: UpstreamSession, protocolVersion: string, now: number) {
     this.id = id;
@@ -159,6 +178,8 @@ export interface GatewayOptions {
   approvalsUnavailable?: string;
   /** How often a held call with a progressToken gets a progress notification; default 10 s. */
   approvalProgressMs?: number;
+  /** Webhooks are configured (`approvals.webhooks`): approvals whose rule's `via` allows it are posted to them. */
+  approvalWebhooks?: boolean;
   /** Injected for exact expiry tests. */
   now?: () => number;
 }
@@ -275,6 +296,8 @@ export class Gateway {
     const result = announcesToolChanges(upstream.initializeResult);
     const negotiated = typeof result.protocolVersion === 'string' ? result.protocolVersion : version;
     const session = new Session(randomUUID(), server, upstream, negotiated, this.now());
+    const caps = req.params?.capabilities;
+    if (typeof caps === 'object' && caps !== null && !Array.isArray(caps)) session.clientCapabilities = caps as Record<string, unknown>;
     this.sessions.set(session.id, session);
     this.log.debug({ server: server.name, session: session.id }, 'session opened');
     return { session, response: resultResponse(req.id, result) };
@@ -567,6 +590,7 @@ export class Gateway {
     this.holds.add(waiting);
     this.enter(session);
     const done = () => {
+      endQuestion?.();
       clearInterval(progressTimer);
       if (keyed && session.held.get(req.id) === waiting) session.held.delete(req.id);
       options?.signal?.removeEventListener('abort', onSignal);
@@ -581,6 +605,21 @@ export class Gateway {
       if (approval !== undefined) result._meta = { 'policylayer/approval': approvalMeta(approval) };
       reply.onResponse(resultResponse(req.id, result), undefined);
     };
+    const wanted = decision.approval?.via;
+    const via = approvalChannels(wanted, {
+      webhook: this.opts.approvalWebhooks === true,
+      // Only a client's own session can be sent a request (stateless clients share one session).
+      elicitation: !session.shared && canElicitForm(session.clientCapabilities, session.protocolVersion),
+    });
+    for (const channel of wanted ?? []) {
+      if (channel === 'dashboard' || via.includes(channel)) continue;
+      this.log.info(
+        { server, tool, rule: decision.rule, channel },
+        channel === 'webhook'
+          ? 'the rule asks for approval by webhook, and no approvals.webhooks are configured: the call waits for the admin API or the CLI'
+          : 'the rule asks for approval by elicitation, and this client cannot be asked (it declared no elicitation form capability, or shares a stateless session): the call waits for the other channels',
+      );
+    }
     const asked: ApprovalCall = {
       grantId: grant === ANONYMOUS_GRANT ? null : grant,
       grantLabel: options?.grantLabel ?? session.grantLabel,
@@ -590,7 +629,10 @@ export class Gateway {
       policyVersion: decision.policyVersion,
       rule: decision.rule,
       reason: decision.reason,
+      via,
     };
+    // Ends the gateway's question in the client, if it is still open, when the wait ends.
+    let endQuestion: (() => void) | undefined;
     const where = `rule ${decision.rule}, policy ${decision.policyVersion}`;
     void (async () => {
       let handle: ApprovalHandle;
@@ -623,6 +665,9 @@ export class Gateway {
         tell();
         progressTimer = setInterval(tell, this.opts.approvalProgressMs ?? DEFAULT_APPROVAL_PROGRESS_MS);
         progressTimer.unref();
+      }
+      if (approval.via.includes('elicitation') && !waiting.signal.aborted) {
+        endQuestion = this.askInClient(session, reply, approval, args, approvals);
       }
       const outcome = await handle.wait(waiting.signal);
       done();
@@ -670,6 +715,80 @@ export class Gateway {
         }
       }
     })();
+  }
+
+  /**
+   * `approval.via: elicitation`: asks the calling user, in their own client, whether to allow the
+   * held call (`elicitation/create` on the call's stream, answered by a POST of the client that
+   * Gateway.send takes). Accepted with `approve: true`, the approval is approved as
+   * `elicitation:<grant label>`; declined, cancelled or `approve: false`, denied with
+   * DECLINED_IN_CLIENT (and the user's comment). The other channels stay open meanwhile: the first
+   * decision wins, and a client that answers with an error, or never, leaves the approval to them.
+   * Returns what ends the question: if it is still open when the wait ends, the client is told the
+   * request is cancelled (before the call's answer, on the same stream).
+   */
+  private askInClient(session: Session, reply: CallHandlers, approval: ApprovalRecord, args: unknown, approvals: ApprovalRequester): () => void {
+    const id = `policylayer-approval-${approval.id}`;
+    const by = `elicitation:${approval.grantLabel ?? ANONYMOUS_GRANT}`;
+    const where = { server: approval.server, tool: approval.tool, approval: approval.id };
+    let open = true;
+    const answered = (answer: JsonRpcResponse) => {
+      open = false;
+      const result = answer.result as { action?: unknown; content?: { approve?: unknown; comment?: unknown } } | undefined;
+      if (answer.error !== undefined || result === undefined) {
+        this.log.info({ ...where, error: answer.error?.message }, 'the client could not ask its user; the approval waits for its other channels');
+        return;
+      }
+      const comment = typeof result.content?.comment === 'string' && result.content.comment.trim() !== '' ? result.content.comment.trim().slice(0, 1_000) : null;
+      const approve = result.action === 'accept' && result.content?.approve === true;
+      if (!approve && result.action !== 'accept' && result.action !== 'decline' && result.action !== 'cancel') {
+        this.log.info({ ...where }, 'the client answered the approval question with no action; the approval waits for its other channels');
+        return;
+      }
+      const decided = approve
+        ? approvals.approve(approval.id, by, comment)
+        : approvals.deny(approval.id, by, comment === null ? DECLINED_IN_CLIENT : `${DECLINED_IN_CLIENT}: ${comment}`);
+      decided.then(
+        (change) => {
+          if (!change.ok) this.log.info({ ...where, by }, 'the user answered in their client after the approval was settled: their answer changes nothing');
+        },
+        (err: unknown) => this.log.warn({ ...where, by, err: (err as Error).message }, "the user's answer in their client could not be recorded; the approval waits for its other channels"),
+      );
+    };
+    session.asked.set(id, answered);
+    const agent = approval.grantLabel === null ? 'your agent' : `'${approval.grantLabel}'`;
+    let shown = JSON.stringify(redact(args ?? {}));
+    if (shown.length > 1_000) shown = `${shown.slice(0, 999)}…`;
+    const message =
+      `Allow ${agent} to call '${approval.tool}' on '${approval.server}' with ${shown}? ` +
+      `Reason: ${approval.reason} (PolicyLayer approval ${approval.id}; expires ${new Date(approval.expiresAt).toISOString()})`;
+    reply.onRelated({
+      message: {
+        jsonrpc: '2.0',
+        id,
+        method: 'elicitation/create',
+        params: {
+          // `mode` came with 2025-11-25; earlier revisions have only this one.
+          ...(session.protocolVersion >= '2025-11-25' ? { mode: 'form' } : {}),
+          message,
+          requestedSchema: {
+            type: 'object',
+            properties: {
+              approve: { type: 'boolean', title: 'Allow this call', description: `Allow the call to '${approval.tool}' on '${approval.server}'`, default: false },
+              comment: { type: 'string', title: 'Comment', description: 'Optional: recorded with your decision', maxLength: 1_000 },
+            },
+            required: ['approve'],
+          },
+        },
+      },
+    });
+    this.log.info({ ...where }, 'asking the calling user to approve the call in their client (elicitation)');
+    return () => {
+      if (session.asked.get(id) === answered) session.asked.delete(id);
+      if (!open) return;
+      open = false;
+      reply.onRelated({ message: { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: id, reason: 'the approval was settled' } } });
+    };
   }
 
   /** A call of the session is in flight (held, claimed or upstream): shutdown waits for it, idle expiry skips its session. */
@@ -834,6 +953,15 @@ export class Gateway {
 
   /** Client notifications and answers to server requests go through unchanged. */
   send(session: Session, msg: JsonRpcNotification | JsonRpcResponse, raw: string | undefined): void {
+    if (!('method' in msg) && typeof msg.id === 'string' && session.asked.size > 0) {
+      // The answer to a question of the gateway's own (a held call's elicitation): not the server's to see.
+      const answered = session.asked.get(msg.id);
+      if (answered !== undefined) {
+        session.asked.delete(msg.id);
+        answered(msg);
+        return;
+      }
+    }
     if ('method' in msg && msg.method === 'notifications/cancelled') {
       const id = msg.params?.requestId as JsonRpcId | undefined;
       const held = id === undefined ? undefined : session.held.get(id);

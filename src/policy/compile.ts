@@ -218,7 +218,7 @@ function compileConditions(
 function compileApproval(a: ApprovalDocument, pointer: string): ApprovalSpec {
   const spec: { -readonly [K in keyof ApprovalSpec]: ApprovalSpec[K] } = { timeoutMs: parseDuration(a.timeout), pointer };
   if (a.remember !== undefined) spec.rememberMs = parseDuration(a.remember);
-  if (a.via !== undefined) spec.via = a.via;
+  if (a.via !== undefined) spec.via = Object.freeze(typeof a.via === 'string' ? [a.via] : [...a.via]);
   return Object.freeze(spec);
 }
 

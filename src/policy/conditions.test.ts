@@ -388,9 +388,19 @@ test('parses approval and carries it on the decisions of its rule', () => {
   });
   const d = evaluate({ tool: 'pay', args: {} }, p);
   assert.equal(d.effect, 'require_approval');
-  assert.deepEqual(d.approval, { timeoutMs: 600_000, rememberMs: 3_600_000, via: 'elicitation', pointer: '/tools/pay/approval' });
+  assert.deepEqual(d.approval, { timeoutMs: 600_000, rememberMs: 3_600_000, via: ['elicitation'], pointer: '/tools/pay/approval' });
   assert.deepEqual(call(p, {}).approval, { timeoutMs: 30_000, pointer: '/tools/t/approval' });
   assert.equal(call(p, { x: 1 }).approval?.timeoutMs, 30_000);
+});
+
+test('takes approval.via as one channel or a list of distinct channels', () => {
+  const p = policy({ tools: { pay: { action: 'require_approval', approval: { timeout: '1m', via: ['webhook', 'elicitation'] } } } });
+  assert.deepEqual(evaluate({ tool: 'pay', args: {} }, p).approval?.via, ['webhook', 'elicitation']);
+  const bad = (via: unknown) =>
+    issuesOf(() => parsePolicy(JSON.stringify({ version: '1', default: 'deny', tools: { t: { approval: { timeout: 30, via } } } }), 'p.json'));
+  assert.match(bad([]).join('\n'), /approval\/via: expected dashboard\|elicitation\|webhook, or an array of them/);
+  assert.match(bad(['webhook', 'webhook']).join('\n'), /approval\/via/);
+  assert.match(bad(['pigeon']).join('\n'), /approval\/via/);
 });
 
 // ---- load errors ----
@@ -437,7 +447,7 @@ test('reports bad conditions and approvals field by field', () => {
     'p.json: /tools/t/deny_if/5/value/0: expected a host name like "example.com" or "*.example.com" (no scheme, port or path) (line 10:66)',
     'p.json: /tools/t/deny_if/6/why: unknown field; expected one of: path, op, value, reason (line 11:62)',
     'p.json: /tools/t/approval/timeout: expected a duration like "10m" or a number of seconds (line 12:30)',
-    'p.json: /tools/t/approval/via: expected dashboard|elicitation|webhook (line 12:45)',
+    'p.json: /tools/t/approval/via: expected dashboard|elicitation|webhook, or an array of them (line 12:45)',
     'p.json: /tools/t/shadow: expected true or false (line 13:15)',
   ]);
   assert.deepEqual(issuesOf(() => parsePolicy('{ "version": "1", "default": "deny", "tools": { "t": { "approval": {} } } }', 'p.json')), [

@@ -1,5 +1,6 @@
 export type {
   Action,
+  ApprovalChannel,
   ApprovalSpec,
   CompiledCondition,
   CompiledGlobRule,

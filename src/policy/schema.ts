@@ -225,14 +225,28 @@ const durationSchema = z.union(
   { error: DURATION_MSG },
 );
 
+const VIA_MSG = `expected ${APPROVAL_VIA.join('|')}, or an array of them`;
+
 export const ApprovalSchema = strictObject(
   {
     timeout: durationSchema.meta({ description: 'How long to wait for a human before denying.' }),
     remember: durationSchema.optional().meta({ description: 'How long an approval covers repeated identical calls.' }),
     via: z
-      .enum(APPROVAL_VIA, { error: `expected ${APPROVAL_VIA.join('|')}` })
+      .union(
+        [
+          z.enum(APPROVAL_VIA, { error: VIA_MSG }),
+          z
+            .array(z.enum(APPROVAL_VIA, { error: VIA_MSG }), { error: VIA_MSG })
+            .min(1, { error: VIA_MSG })
+            .refine((a) => new Set(a).size === a.length, { error: 'expected each channel at most once' }),
+        ],
+        { error: VIA_MSG },
+      )
       .optional()
-      .meta({ description: 'How the human is asked.' }),
+      .meta({
+        description:
+          'The channels the person is asked through, besides the admin API and CLI (which can always decide): webhook (signed POST with approve/deny links; also the default when via is omitted and webhooks are configured), elicitation (the MCP client asks its own user), dashboard. One name or an array.',
+      }),
   },
   'an approval object with timeout',
 ).meta({ description: 'Human approval settings of a require_approval rule: how long the call waits for a person (timeout; 10m when the rule has no approval block), how long an approval re-admits the identical call (remember), and the channel (via).' });

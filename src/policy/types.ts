@@ -61,6 +61,9 @@ export interface CompiledCondition {
   readonly must: string;
 }
 
+/** A channel through which a person is asked to decide a held call (`approval.via`). */
+export type ApprovalChannel = 'dashboard' | 'elicitation' | 'webhook';
+
 /**
  * `approval` of a tool rule, normalised. A `require_approval` rule without an `approval` block gets
  * the default (a 10-minute timeout, pointer the rule's own).
@@ -70,7 +73,11 @@ export interface ApprovalSpec {
   readonly timeoutMs: number;
   /** For this long after an approved call was executed, the identical call is admitted without asking. */
   readonly rememberMs?: number;
-  readonly via?: 'dashboard' | 'elicitation' | 'webhook';
+  /**
+   * The channels the person is asked through besides the admin API and CLI, which can decide every
+   * approval (see approvals/channels.ts); undefined when the rule does not say.
+   */
+  readonly via?: readonly ApprovalChannel[];
   /** `/tools/<tool>/approval`, or the rule's pointer for the default spec. */
   readonly pointer: string;
 }

@@ -731,6 +731,20 @@ export function controlStoreContract(label: string, open: () => Promise<ControlS
       }));
     });
 
+    describe('shared keys', () => {
+      test('stores the first candidate of a key and gives that one to every later caller, whatever they offer', withStore(async (store, unique) => {
+        assert.equal(await store.sharedKey(unique('links'), 'first-key', T0), 'first-key');
+        assert.equal(await store.sharedKey(unique('links'), 'second-key', T0 + 1), 'first-key');
+        assert.equal(await store.sharedKey(unique('other'), 'other-key', T0), 'other-key', 'each name has its own key');
+      }));
+
+      test('gives one key to callers racing to store theirs', withStore(async (store, unique) => {
+        const got = await Promise.all(Array.from({ length: 8 }, (_, i) => store.sharedKey(unique('race'), `candidate-${i}`, T0)));
+        assert.equal(new Set(got).size, 1);
+        assert.match(got[0]!, /^candidate-\d$/);
+      }));
+    });
+
     describe('approvals', () => {
       test('creates a pending approval with every field as given, and gets it back by id', withStore(async (store, unique) => {
         const given = approvalOf(unique, { via: ['dashboard', 'webhook'] });

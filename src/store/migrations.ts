@@ -262,6 +262,28 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX approvals_remembered ON approvals (arguments_digest, decided_at) WHERE status = 'executed';
     `,
   },
+  // Version 4: keys the gateway makes for itself and every replica must share, by name (the key
+  // of the signed approve/deny links in approval webhooks, when approvals.link_secret names
+  // none). A row is written once and never changed: the first replica's INSERT wins, the others
+  // read it back (ControlStore.sharedKey).
+  {
+    version: 4,
+    name: 'shared gateway keys',
+    sqlite: `
+      CREATE TABLE gateway_keys (
+        name TEXT NOT NULL PRIMARY KEY,
+        value TEXT NOT NULL CHECK (length(value) > 0),
+        created_at INTEGER NOT NULL
+      ) STRICT;
+    `,
+    postgres: `
+      CREATE TABLE gateway_keys (
+        name text COLLATE "C" CONSTRAINT gateway_keys_pkey PRIMARY KEY,
+        value text NOT NULL CHECK (length(value) > 0),
+        created_at bigint NOT NULL
+      );
+    `,
+  },
 ];
 
 /** The newest schema version this build knows. */

@@ -410,6 +410,23 @@ class PostgresControlStore implements ControlStore {
     return toPgApproval(rows[0]!);
   }
 
+  async sharedKey(name: string, candidate: string, now: number): Promise<string> {
+    if (candidate === '') throw new TypeError('a shared key cannot be empty');
+    // One statement: the insert, or, when another replica's row is there, that row. A row
+    // inserted by a concurrent transaction is not visible to this statement's snapshot, so the
+    // loser of a race reads it back in a second statement.
+    const { rows } = await this.pool.query<{ value: string }>(
+      `WITH ins AS (
+         INSERT INTO gateway_keys (name, value, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING RETURNING value
+       )
+       SELECT value FROM ins UNION ALL SELECT value FROM gateway_keys WHERE name = $1 LIMIT 1`,
+      [name, candidate, wholeMs('now', now)],
+    );
+    if (rows[0] !== undefined) return rows[0].value;
+    const again = await this.pool.query<{ value: string }>('SELECT value FROM gateway_keys WHERE name = $1', [name]);
+    return again.rows[0]!.value;
+  }
+
   async getApproval(id: string): Promise<ApprovalRecord | undefined> {
     const { rows } = await this.pool.query<PgApprovalRow>(`SELECT ${APPROVAL_COLUMNS} FROM approvals WHERE id = $1`, [id]);
     return rows[0] === undefined ? undefined : toPgApproval(rows[0]);

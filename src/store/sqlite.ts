@@ -249,6 +249,8 @@ function statements(db: Database.Database) {
          AND policy_version = @policyVersion AND decided_at >= @since
        ORDER BY decided_at DESC, id DESC LIMIT 1`,
     ),
+    insertKey: db.prepare<[string, string, number]>('INSERT INTO gateway_keys (name, value, created_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING'),
+    getKey: db.prepare<[string], { value: string }>('SELECT value FROM gateway_keys WHERE name = ?'),
   };
 }
 
@@ -476,6 +478,12 @@ class SqliteControlStore implements ControlStore {
       heldBy: approval.heldBy,
     });
     return toSqliteApproval(row!);
+  }
+
+  async sharedKey(name: string, candidate: string, now: number): Promise<string> {
+    if (candidate === '') throw new TypeError('a shared key cannot be empty');
+    this.stmts.insertKey.run(name, candidate, wholeMs('now', now));
+    return this.stmts.getKey.get(name)!.value;
   }
 
   async getApproval(id: string): Promise<ApprovalRecord | undefined> {

@@ -166,6 +166,15 @@ export interface ControlStore {
    */
   findRemembered(call: ApprovalCallKey, decidedSince: number): Promise<ApprovalRecord | undefined>;
 
+  // --- keys the replicas share ---
+
+  /**
+   * The key stored under `name`; when there is none yet, stores `candidate` as that key first.
+   * Every caller gets the same value, however many replicas ask at once (the first write wins);
+   * a key, once stored, never changes. Used for the signing key of approval links.
+   */
+  sharedKey(name: string, candidate: string, now: number): Promise<string>;
+
   close(): Promise<void>;
 }
 

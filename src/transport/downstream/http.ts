@@ -39,6 +39,11 @@ export interface HttpListenerOptions {
   serveMetrics?: boolean;
   /** Issuers whose JWTs the endpoints accept (`auth.oidc`), named in the resource metadata. */
   authorizationServers?: readonly string[];
+  /**
+   * The pages of approval webhooks' approve/deny links (`/approvals/<id>/approve|deny`), when
+   * webhooks are configured. Outside grant authentication: the link's signed token is the credential.
+   */
+  approvalLinks?: AdminHandler | undefined;
 }
 
 /** What answers /admin/api requests (the admin API, wired in by the composition root). */
@@ -49,6 +54,8 @@ export interface AdminHandler {
 export const ADMIN_API_PREFIX = '/admin/api';
 
 const MCP_PREFIX = '/mcp/';
+/** Where approval webhooks' links point (approvals/link-pages.ts). */
+const APPROVAL_LINKS_PREFIX = '/approvals/';
 /** RFC 9728 section 3: the metadata of resource `/mcp/<server>` is at this path followed by it. */
 const RESOURCE_METADATA = '/.well-known/oauth-protected-resource';
 
@@ -111,6 +118,9 @@ export class HttpListener {
         return;
       }
       return this.opts.admin.handle(req, res, path, q >= 0 ? url.slice(q + 1) : '');
+    }
+    if (path.startsWith(APPROVAL_LINKS_PREFIX) && this.opts.approvalLinks !== undefined) {
+      return this.opts.approvalLinks.handle(req, res, path, q >= 0 ? url.slice(q + 1) : '');
     }
     const metrics = this.opts.serveMetrics === false ? undefined : this.gateway.metrics;
     if (path === '/metrics' && metrics !== undefined) {
