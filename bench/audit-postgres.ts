@@ -23,10 +23,12 @@
  * interleaved, and reports the round with the median rate and the range.
  *
  * `--strategies` also compares ways of sending a batch, each timed the same way on a schema the
- * sink created: the sink's own (one jsonb parameter of rows, jsonb_array_elements), unnest() of 22
- * array parameters, and multi-row VALUES with 22 parameters a row (split to stay under the
- * protocol's 65,535 parameters). COPY is left out: pg has no COPY FROM STDIN of its own, and it
- * cannot do ON CONFLICT, which redelivered batches need, without a staging table.
+ * sink created: the sink's own (its bucket rows and a COPY FROM STDIN of the records in text
+ * format, streamed in slices; src/audit/sinks/postgres-copy.ts), one jsonb parameter of rows that
+ * jsonb_array_elements() turns back into rows (the sink's way before schema version 3), unnest()
+ * of 22 array parameters, and multi-row VALUES with 22 parameters a row (split to stay under the
+ * protocol's 65,535 parameters). The others insert the records only (no bucket rows, fewer than one
+ * per hundred records here), with ON CONFLICT DO NOTHING as a sink needs.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { cpus, platform, release } from 'node:os';
@@ -298,7 +300,16 @@ const valuesSql = (rows: number) =>
 /** One strategy's way of sending a batch, inside the transaction the caller opened. */
 type Send = (client: pg.ClientBase, batch: readonly AuditRecord[]) => Promise<void>;
 
+/** One jsonb parameter, an array of rows: jsonb_array_elements() yields them in order, `->>` each column as text. */
+const JSONB_SQL = `${INSERT_INTO}
+SELECT ${COLUMNS.map(([, type], i) => `(b.r->>${i})::${type}`).join(', ')}
+FROM jsonb_array_elements($1::jsonb) AS b (r)
+ON CONFLICT (stream, seq) DO NOTHING`;
+
 const STRATEGIES: Record<string, Send> = {
+  'one jsonb parameter of rows (jsonb_array_elements; the sink before schema version 3)': async (client, batch) => {
+    await client.query({ name: 'jsonb', text: JSONB_SQL, values: [JSON.stringify(batch.map(rowOf))] });
+  },
   'unnest() of 22 array parameters': async (client, batch) => {
     const columns = COLUMNS.map(() => new Array<unknown>(batch.length));
     batch.forEach((r, i) => rowOf(r).forEach((v, j) => (columns[j]![i] = v)));
@@ -313,7 +324,7 @@ const STRATEGIES: Record<string, Send> = {
 };
 
 /** The sink's own way, named as the table shows it, then the others. */
-const STRATEGY_NAMES = ['the sink: one jsonb parameter of rows (jsonb_array_elements)', ...Object.keys(STRATEGIES)];
+const STRATEGY_NAMES = ['the sink: COPY FROM STDIN in slices of 100 rows, text format (and its bucket rows)', ...Object.keys(STRATEGIES)];
 
 /** Times `records` records in batches of `batch` through `strategy`, on a fresh schema. */
 async function benchStrategy(server: Server, strategy: string, records: number, batch: number): Promise<StrategyResult> {

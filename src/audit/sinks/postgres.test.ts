@@ -195,18 +195,16 @@ function sinkTests(url: string): void {
         return { tables: tables.map((t) => t.table_name), indexes: indexes.map((i) => i.indexname), versions: versions.map((v) => v.version) };
       };
       const expected = {
-        tables: ['audit_checkpoints', 'audit_records', 'audit_schema_versions'],
+        tables: ['audit_checkpoints', 'audit_record_buckets', 'audit_records', 'audit_schema_versions'],
         indexes: [
           'audit_checkpoints_pkey',
+          'audit_record_buckets_value',
           'audit_records_at',
-          'audit_records_decision',
           'audit_records_grant',
           'audit_records_pkey',
-          'audit_records_server',
-          'audit_records_tool',
           'audit_schema_versions_pkey',
         ],
-        versions: [1, AUDIT_POSTGRES_SCHEMA_VERSION],
+        versions: Array.from({ length: AUDIT_POSTGRES_SCHEMA_VERSION }, (_, i) => i + 1),
       };
       assert.deepEqual(await layout(), expected);
       const again = await open(schemaUrl);
@@ -419,35 +417,58 @@ function sinkTests(url: string): void {
       await assert.rejects(sink.query({ after: Buffer.from('[1.5,3]').toString('base64url') }), /invalid cursor/);
     });
 
-    it('answers every filter, with and without a cursor, by walking one index in the page order, never sorting its matches', async () => {
+    it('answers every filter, with and without a cursor, by walking one index in the page order, sorting no more than one bucket of matches', async () => {
       const { sink, schema } = await sinkWith(streamOf(A, 3_000, (k) => T0 + k));
-      const page = await sink.query({ limit: 10 });
-      const cursor = page.next!;
-      const shapes: AuditQuery[] = [
-        {},
-        { grant: 'grant-1' },
-        { tool: 'search' },
-        { decision: 'deny' },
-        { server: 'crm' },
-        { since: T0 + 100, until: T0 + 2_000 },
-        { grant: 'grant-1', tool: 'search', decision: 'allow', server: 'crm', since: T0 },
+      // A cursor half-way, so that either order has many buckets ahead: with a handful, a plain sort
+      // of everything costs the planner no more than sorting bucket by bucket, and it may take it.
+      const cursor = (await sink.query({ limit: 1_000 })).next!;
+      const page = await sink.query({ limit: 500, after: cursor });
+      assert.equal(page.records.length, 500);
+      // Each shape, and the index that must lead it: a grant has an index of its own (here, where each
+      // grant is a third of the records, walking time costs as little); a tool, server or decision
+      // is found through its buckets, each read in its span of the time index.
+      // With several values, the planner expects few matches here, and may sort them all at once
+      // (as cheap as bucket by bucket, for so few): the shape is still asked for, the sort is not.
+      const shapes: Array<[AuditQuery, 'at' | '(grant|at)' | 'buckets' | 'buckets, any sort']> = [
+        [{}, 'at'],
+        [{ since: T0 + 100, until: T0 + 2_000 }, 'at'],
+        [{ grant: 'grant-1' }, '(grant|at)'],
+        [{ grant: 'grant-1', tool: 'search', decision: 'allow', server: 'crm', since: T0 }, '(grant|at)'],
+        [{ tool: 'search' }, 'buckets'],
+        [{ decision: 'deny' }, 'buckets'],
+        [{ decision: 'allow' }, 'buckets'],
+        [{ server: 'crm' }, 'buckets'],
+        [{ tool: 'search', server: 'crm', decision: 'deny', since: T0 + 100, until: T0 + 2_000 }, 'buckets, any sort'],
       ];
       await tamperWith(schema, async (db) => {
         await db.query('ANALYZE audit_records');
+        await db.query('ANALYZE audit_record_buckets');
         // Whether an index gives the order is what is asked here, not which plan costs least on a
         // table this small: scans that cannot give the order are ruled out, sorting is not.
         await db.query('SET enable_seqscan = off');
         await db.query('SET enable_bitmapscan = off');
         try {
-          for (const shape of shapes) {
+          for (const [shape, lead] of shapes) {
             for (const order of ['newest', 'oldest'] as const) {
               for (const after of [undefined, cursor]) {
                 const filter = { ...shape, order, after };
                 const { text, values } = auditQuerySql(filter);
                 const { rows } = await db.query<{ 'QUERY PLAN': string }>(`EXPLAIN ${text}`, values);
                 const plan = rows.map((r) => r['QUERY PLAN']).join('\n');
-                assert.match(plan, /Index Scan( Backward)? using audit_records_(at|grant|tool|decision|server) on audit_records/, `${JSON.stringify(filter)}\n${plan}`);
-                assert.doesNotMatch(plan, /Sort/, `${JSON.stringify(filter)}\n${plan}`);
+                const says = `${JSON.stringify(filter)}\n${plan}`;
+                if (lead.startsWith('buckets')) {
+                  assert.match(plan, /Index Only Scan( Backward)? using audit_record_buckets_value on audit_record_buckets b/, says);
+                  assert.match(plan, /Nested Loop[^]*Index Scan( Backward)? using audit_records_at on audit_records/, says);
+                  if (lead === 'buckets') {
+                    // The one sort: each bucket's matches (already in order), never the whole.
+                    assert.match(plan, /Incremental Sort[^]*Presorted Key: b\.bucket/, says);
+                    assert.doesNotMatch(plan, /(^|->  )Sort /m, says);
+                  }
+                } else {
+                  assert.match(plan, new RegExp(`Index Scan( Backward)? using audit_records_${lead} on audit_records`), says);
+                  assert.doesNotMatch(plan, /Sort/, says);
+                }
+                assert.doesNotMatch(plan, /Seq Scan/, says);
               }
             }
           }
@@ -771,6 +792,246 @@ function sinkTests(url: string): void {
       const f = await sink.verify();
       assert.deepEqual(f.ok ? f : [f.problem, f.stream, f.seq], ['unverifiable', A, 10]);
       assert.deepEqual(await sink.verify({ publicKeys: [OTHER.publicKey, KEY.publicKey] }), { ok: true, records: 10, streams: 1, duplicates: 0 });
+    });
+  });
+
+  describe('PostgreSQL audit sink: COPY and schema version 3', () => {
+    /** A sink of one connection, so that a write after a failed one runs on the very connection the failure left. */
+    async function oneConnection(): Promise<{ sink: PostgresAuditSink; schema: string; schemaUrl: string }> {
+      const { schema, schemaUrl } = await freshSchema();
+      const sink = await openPostgresAuditSink(schemaUrl, { poolSize: 1 });
+      sinks.push(sink);
+      return { sink, schema, schemaUrl };
+    }
+
+    it('stores values holding what COPY gives a meaning to exactly: backslashes, tabs, newlines, its separator and NULL marker, empty strings', async () => {
+      const base = event(1);
+      const odd = 'str\\eam\t\x1f\x1e\\N';
+      const records = [
+        ...chained(A, [
+          {
+            ...base,
+            requestId: '\x1e',
+            grantId: 'g\x1fh',
+            grantLabel: '\\N',
+            session: '\x1e\x1e',
+            tool: 'to\tol\n',
+            rule: '\\.',
+            reason: 'line 1\r\nline 2 \\ end \\',
+            policyVersion: '\\x41',
+            upstreamStatus: '\\101',
+            error: '',
+            arguments: { 'a\\b': 'c"d\n', tab: '\t', marks: '\x1f\x1e', nested: ['\\N', '\x1e'], é: 'ü' },
+          },
+          // Only the arguments need escaping here: the row is otherwise joined as it is.
+          { ...event(2), arguments: { path: 'C:\\temp\\"quoted"' } },
+          { ...event(3), requestId: '', grantId: '\x1e ', error: ' \x1e' },
+        ]),
+        ...chained(odd, [event(4), event(5)]),
+      ];
+      const { sink, schema } = await sinkWith(records);
+      const byStream = [...records].sort((x, y) => (x.stream < y.stream ? -1 : x.stream > y.stream ? 1 : x.seq - y.seq));
+      assert.deepStrictEqual(await all(sink), byStream);
+      assert.deepStrictEqual((await sink.query({ order: 'oldest' })).records, records);
+      assert.deepStrictEqual((await sink.query({ grant: 'g\x1fh' })).records, [records[0]]);
+      assert.deepEqual(await sink.verify(), { ok: true, records: 5, streams: 2, duplicates: 0 });
+      const stored = await tamperWith(schema, async (db) => (await db.query(`SELECT request_id, session, error, record_json FROM audit_records WHERE stream = $1 ORDER BY seq`, [A])).rows);
+      assert.deepEqual(
+        stored,
+        [
+          { request_id: '\x1e', session: '\x1e\x1e', error: '', record_json: null },
+          { request_id: '2', session: 'session-0', error: null, record_json: null },
+          { request_id: '', session: 'session-1', error: ' \x1e', record_json: null },
+        ],
+        'the columns hold the values themselves (an empty string is not NULL), none kept whole as JSON',
+      );
+      // A batch delivered again takes the redelivery path, which must find these places too.
+      await sink.write(records);
+      assert.equal(await rowCount(schema), 5);
+    });
+
+    it('sends a large batch in slices and stores none of it when its last slice fails, and the connection serves the next write', async () => {
+      const records = streamOf(A, 1_200, (k) => T0 + k);
+      const { sink, schema } = await oneConnection();
+      await sink.write(records.slice(0, 300));
+      // A value the server refuses near the end of a batch of 900: the COPY fails after several slices.
+      const bad = [...records.slice(300, 1_150), { ...records[1_150]!, seq: 1_150.5 }, ...records.slice(1_151)];
+      await assert.rejects(sink.write(bad), /bigint/);
+      assert.equal(await rowCount(schema), 300);
+      // A record in the last slice claiming a stored place: the COPY fails on the key, and the redelivery path finds it.
+      const forged = chain(A, records[3], { ...event(5), tool: 'export_all' });
+      await assert.rejects(sink.write([...records.slice(300, 1_199), forged]), /stream [^ ]+ already has a different record 5 .*the batch was not written$/);
+      assert.equal(await rowCount(schema), 300);
+      // Delivered again from record 201: the first 100 are passed over, the rest stored in order.
+      await sink.write(records.slice(200));
+      assert.deepStrictEqual(await all(sink), records);
+      assert.deepStrictEqual((await sink.query({ order: 'oldest', limit: 1_000 })).records, records.slice(0, 1_000));
+      assert.deepEqual(await sink.verify(), { ok: true, records: 1_200, streams: 1, duplicates: 0 });
+    });
+
+    it('rejects a batch it cannot encode with the reason, stores none of it, and the connection serves the next write', async () => {
+      const records = streamOf(A, 400);
+      const { sink, schema } = await oneConnection();
+      const unencodable = [...records.slice(0, 350), { ...records[350]!, arguments: { n: 1n } }, ...records.slice(351)];
+      await assert.rejects(sink.write(unencodable), /BigInt/);
+      assert.equal(await rowCount(schema), 0);
+      await sink.write(records);
+      assert.deepEqual(await sink.verify(), { ok: true, records: 400, streams: 1, duplicates: 0 });
+    });
+
+    /** The bucket rows of `schema`, as `kind:value:bucket` in order, duplicates included. */
+    const bucketRows = (schema: string) =>
+      tamperWith(schema, async (db) =>
+        (await db.query<{ row: string }>(`SELECT kind || ':' || value || ':' || bucket AS row FROM audit_record_buckets ORDER BY kind, value, bucket`)).rows.map((r) => r.row),
+      );
+    /** The bucket rows `records` need, as bucketRows() gives them. */
+    const needed = (records: readonly AuditRecord[]) =>
+      [
+        ...new Set(
+          records.flatMap((r) => {
+            const b = Math.floor(r.at / 64);
+            return [...(r.tool === null ? [] : [`tool:${r.tool}:${b}`]), `server:${r.server}:${b}`, `decision:${r.decision}:${b}`];
+          }),
+        ),
+      ].sort((x, y) => (x < y ? -1 : x > y ? 1 : 0));
+
+    it('upgrades a table of schema version 1 in place: buckets made from its records, and the old records still verify and are found', async () => {
+      const records = streamOf(A, 40, (k) => T0 + k * 20);
+      const { schema, schemaUrl } = await freshSchema();
+      const first = await open(schemaUrl);
+      await first.write(records.slice(0, 30));
+      await first.close();
+      // The schema as version 1 left it: an index per filter, no buckets, checkpoints unsigned.
+      await tamperWith(schema, (db) =>
+        db.query(`DROP TABLE audit_record_buckets;
+          DROP TRIGGER audit_records_pruned ON audit_records;
+          DROP FUNCTION audit_record_buckets_prune();
+          DROP INDEX audit_records_at;
+          CREATE INDEX audit_records_at ON audit_records (at, id);
+          CREATE INDEX audit_records_tool ON audit_records (tool, at, id);
+          CREATE INDEX audit_records_decision ON audit_records (decision, at, id);
+          CREATE INDEX audit_records_server ON audit_records (server, at, id);
+          ALTER TABLE audit_checkpoints DROP COLUMN key_id, DROP COLUMN signature;
+          DELETE FROM audit_schema_versions WHERE version > 1`),
+      );
+      const layout = () =>
+        tamperWith(schema, async (db) => ({
+          indexes: (await db.query<{ def: string }>('SELECT indexdef AS def FROM pg_indexes WHERE schemaname = $1 AND tablename = $2 ORDER BY indexname', [schema, 'audit_records'])).rows.map(
+            (r) => r.def.replace(/^.* USING btree /, ''),
+          ),
+          versions: (await db.query<{ version: number }>('SELECT version FROM audit_schema_versions ORDER BY version')).rows.map((r) => r.version),
+        }));
+      assert.deepEqual(await layout(), {
+        indexes: ['(at, id)', '(decision, at, id)', '(grant_id, at, id)', '(stream, seq)', '(server, at, id)', '(tool, at, id)'],
+        versions: [1],
+      });
+
+      const sink = await open(schemaUrl);
+      assert.deepEqual(await layout(), { indexes: ['(at, id, tool, server, decision)', '(grant_id, at, id)', '(stream, seq)'], versions: [1, 2, 3] });
+      assert.deepEqual(await bucketRows(schema), needed(records.slice(0, 30)), 'a bucket row for each tool, server and decision of every bucket, once');
+      assert.deepEqual(await sink.verify(), { ok: true, records: 30, streams: 1, duplicates: 0 });
+      await sink.write(records.slice(25));
+      assert.deepStrictEqual(await all(sink), records);
+      assert.deepEqual(await sink.verify(), { ok: true, records: 40, streams: 1, duplicates: 0 });
+      assert.deepEqual(await bucketRows(schema), needed(records));
+      const newestFirst = [...records].reverse();
+      for (const filter of [{ tool: 'search' }, { server: 'crm' }, { decision: 'deny' }, { decision: 'allow' as const, tool: 'update_contact' }] as AuditQuery[]) {
+        const expected = newestFirst.filter((r) => (filter.tool ?? r.tool) === r.tool && (filter.server ?? r.server) === r.server && (filter.decision ?? r.decision) === r.decision);
+        assert.ok(expected.length > 0);
+        assert.deepStrictEqual((await sink.query({ ...filter, limit: 1_000 })).records, expected, JSON.stringify(filter));
+      }
+    });
+
+    it('writes a batch\'s bucket rows with its records, none when the batch fails, and each once however often its buckets come back', async () => {
+      const records = streamOf(A, 600, (k) => T0 + k * 3);
+      const { sink, schema, schemaUrl } = await oneConnection();
+      await sink.write(records.slice(0, 200));
+      assert.deepEqual(await bucketRows(schema), needed(records.slice(0, 200)));
+      // A batch whose COPY fails after its bucket rows went in: those go too, and are not remembered.
+      const failing = records.slice(200, 400).map((r, i) => (i === 150 ? { ...r, seq: 1.5 } : r));
+      await assert.rejects(sink.write(failing), /bigint/);
+      assert.deepEqual(await bucketRows(schema), needed(records.slice(0, 200)));
+      // The rest, in batches that share buckets with each other and with what is stored.
+      for (let i = 200; i < 600; i += 50) await sink.write(records.slice(i, i + 50));
+      assert.deepEqual(await bucketRows(schema), needed(records), 'no pair twice, though batches share buckets');
+      // Delivered again, and by a second sink (another gateway) that knows none of them.
+      await sink.write(records.slice(100, 300));
+      const other = await open(schemaUrl);
+      await other.write(records.slice(500));
+      assert.deepEqual(await bucketRows(schema), needed(records));
+      // Rows two gateways added at the same moment may repeat: queries still give each record once.
+      await tamperWith(schema, (db) => db.query(`INSERT INTO audit_record_buckets SELECT * FROM audit_record_buckets`));
+      const expected = [...records].reverse().filter((r) => r.tool === 'search' && r.decision === 'allow');
+      assert.deepStrictEqual((await sink.query({ tool: 'search', decision: 'allow', limit: 1_000 })).records, expected);
+    });
+
+    it('pages through many records a bucket with tool, server and decision filters, either way, each record once', async () => {
+      // Two streams in the same milliseconds, 4 records a ms on average: about 250 a bucket.
+      const a = streamOf(A, 3_000, (k) => T0 + Math.floor(k / 2));
+      const b = streamOf(B, 3_000, (k) => T0 + Math.floor(k / 2));
+      const { sink } = await sinkWith([]);
+      const order: AuditRecord[] = [];
+      for (let i = 0; i < 3_000; i += 500) {
+        const batch = [...a.slice(i, i + 500), ...b.slice(i, i + 500)];
+        await sink.write(batch);
+        order.push(...batch);
+      }
+      const written = new Map(order.map((r, i) => [r, i]));
+      const byTime = [...order].sort((x, y) => x.at - y.at || written.get(x)! - written.get(y)!);
+      const filters: AuditQuery[] = [
+        { tool: 'delete_contact' },
+        { server: 'github', decision: 'allow' },
+        { decision: 'hidden' },
+        { tool: 'search', server: 'crm', since: T0 + 100, until: T0 + 1_300 },
+        { decision: 'deny', since: T0 + 1_400.5 },
+        { tool: 'search', until: T0 + 3 },
+      ];
+      for (const filter of filters) {
+        const match = (r: AuditRecord) =>
+          (filter.tool ?? r.tool) === r.tool &&
+          (filter.server ?? r.server) === r.server &&
+          (filter.decision ?? r.decision) === r.decision &&
+          r.at >= Math.ceil(filter.since ?? -Infinity) &&
+          r.at < Math.ceil(filter.until ?? Infinity);
+        const expected = byTime.filter(match);
+        assert.ok(expected.length > 0, JSON.stringify(filter));
+        for (const way of ['oldest', 'newest'] as const) {
+          const seen: AuditRecord[] = [];
+          let after: string | undefined;
+          do {
+            const page = await sink.query({ ...filter, order: way, limit: 37, after });
+            seen.push(...page.records);
+            after = page.next;
+            assert.ok(page.records.length === 37 || after === undefined, 'only the last page is short');
+          } while (after !== undefined);
+          assert.deepStrictEqual(seen, way === 'oldest' ? expected : [...expected].reverse(), `${way} ${JSON.stringify(filter)}`);
+        }
+      }
+    });
+
+    it('deletes the bucket rows of pruned time with the records, keeping a minute before the oldest record left', async () => {
+      // A record every 2 s for 10 minutes: prune the first 8.
+      const records = streamOf(A, 300, (k) => T0 + k * 2_000);
+      const { sink, schema } = await sinkWith(records);
+      assert.deepEqual(await bucketRows(schema), needed(records));
+      const cut = T0 + 480_000;
+      const { records: pruned } = await sink.prune(cut, KEY);
+      assert.equal(pruned, 239);
+      const left = records.slice(239);
+      const keep = Math.floor(left[0]!.at / 64) - Math.ceil(60_000 / 64);
+      assert.deepEqual(
+        await bucketRows(schema),
+        needed(records).filter((row) => Number(row.split(':').pop()) >= keep),
+        'the rows of buckets more than a minute older than the oldest record left are gone',
+      );
+      assert.ok((await bucketRows(schema)).length > needed(left).length, 'the minute before it stays');
+      assert.deepStrictEqual((await sink.query({ tool: 'search', limit: 1_000, order: 'oldest' })).records, left.filter((r) => r.tool === 'search'));
+      assert.deepEqual(await sink.verify(TRUSTED), { ok: true, records: 61, streams: 1, duplicates: 0 });
+      // Pruning everything leaves the bucket rows (there is no oldest record to count from), and writing goes on.
+      await sink.prune(T0 + 10_000_000, KEY);
+      const more = chain(A, records[299], event(301, T0 + 700_000));
+      await sink.write([more]);
+      assert.deepStrictEqual((await sink.query({ tool: more.tool! })).records, [more]);
     });
   });
 }

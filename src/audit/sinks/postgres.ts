@@ -18,23 +18,33 @@
  *   for good: ids are never renumbered. With several gateways writing, ids are taken at insert and
  *   transactions commit in their own order, so a walk may pass the place of a record another
  *   gateway commits a moment later; a new query finds it.
- * - Every query index ends in (at, id): (at, id) itself, then grant, tool, decision and server
- *   each followed by (at, id), so each filter walks one index in the page's order and stops at the
- *   page's end, never sorting its matches. Unlike the SQLite sink, server is indexed too. Indexes
- *   are much of the server's work: dropping the five halved its CPU time per record here (about
- *   28 µs to 15), the grant index (1,000 distinct long keys) costing the most.
+ * - Indexes (schema version 3): the primary key, audit_records_grant (grant_id, at, id) and the
+ *   time index audit_records_at (at, id, tool, server, decision). A grant's records are found
+ *   through its index; a tool's, a server's or a decision's through audit_record_buckets, a row
+ *   per value and 64 ms bucket it occurs in, each bucket then read through the time index, which
+ *   checks the three columns in its own entries (postgres-buckets.ts). Every filter walks in the
+ *   page's order and stops at the page's end (auditQuerySql). Per-record indexes were most of the
+ *   server's work: each cost it 3 to 4 µs a record, and the three the buckets replaced about a
+ *   third of its time per record (docs/benchmarks.md). Grants keep theirs: a thousand grants, most
+ *   of them rare, would make most grant pages many bucket reads.
  * - Filtered and ordered text columns are COLLATE "C": byte order, as SQLite compares, whatever
  *   the database's default collation; it also makes every index insert a memcmp.
- * - `write()` is one transaction and one INSERT per batch, whatever its size: the batch travels as
- *   one jsonb parameter (an array of rows) that jsonb_array_elements() turns back into rows. One
- *   statement to parse and plan, one parameter (far from the protocol's 65,535), no COPY
- *   dependency, and V8's JSON.stringify does the client's share, which is cheaper than pg's
- *   encoding of 22 array parameters for unnest() and of 22 parameters a row for multi-row VALUES
- *   (bench/audit-postgres.ts --strategies measures the three; see docs/benchmarks.md).
+ * - `write()` sends a batch as one simple-query message: the INSERT of the bucket rows it adds,
+ *   then COPY audit_records FROM STDIN, whose rows are encoded and streamed in slices while the
+ *   server inserts the one before (postgres-copy.ts). Outside BEGIN such a message is one
+ *   transaction: all of it or nothing, committed before write() resolves; the rows, and their
+ *   ids, go in in the batch's order. COPY costs the server about 6 µs a record less than the one
+ *   INSERT of a jsonb parameter it replaced, and its rows cost this process less to make than
+ *   JSON.stringify of them did (postgres-copy.ts says why and how much).
+ * - COPY cannot pass over a record already stored, so a batch some of whose places are taken (the
+ *   writer delivering again, or two records claiming one place) fails on the primary key, and
+ *   goes again through writeAgain(): in one transaction, the batch's places the table holds, then
+ *   a COPY of the rest. That costs a failed COPY and a look-up per record, after a failure only.
  * - PostgreSQL text can hold neither NUL nor (being UTF-8) a lone UTF-16 surrogate. A record with
- *   either in a string field keeps its columns with U+FFFD in their place (for queries) and is also
- *   stored whole as JSON in `record_json` (JSON escapes both), which is what reading it back
- *   uses. Arguments are always JSON text, whose escapes hold both, so they never need this.
+ *   either in a string field keeps its columns with U+FFFD in their place (for queries, and its
+ *   bucket rows) and is also stored whole as JSON in `record_json` (JSON escapes both), which is
+ *   what reading it back uses. Arguments are always JSON text, whose escapes hold both, so they
+ *   never need this.
  * - Commits are durable as the server is configured (synchronous_commit on, the default: every
  *   resolved write has been flushed to the server's WAL).
  * - The schema is created under a transaction-scoped advisory lock keyed by the connection's
@@ -45,6 +55,8 @@
  */
 import pg from 'pg';
 import { inTransaction } from '../../store/pg-transaction.js';
+import { BUCKET_MS, BUCKETS_SCHEMA, bucketOf, insertBucketsSql, StoredBuckets, type BucketKind, type BucketRow } from './postgres-buckets.js';
+import { COPY_FORMAT, clean, copyIn } from './postgres-copy.js';
 import type { AuditRecord } from '../event.js';
 import { prunableRecords, pruneAnchor, signCheckpoint, type AuditSigningKey, type SignedCheckpoint } from '../signing.js';
 import type { AuditPage, AuditQuery, AuditStore, PruneResult } from '../store.js';
@@ -71,8 +83,8 @@ export interface PostgresAuditSinkOptions {
 const READ_PAGE = 1_000;
 /** Records deleted per transaction by prune(): the log verifies after each, and no transaction runs long. */
 const PRUNE_CHUNK = 5_000;
-/** The schema this code writes (audit_schema_versions): 1 the records, 2 signed checkpoints. */
-export const AUDIT_POSTGRES_SCHEMA_VERSION = 2;
+/** The schema this code writes (audit_schema_versions): 1 the records, 2 signed checkpoints, 3 buckets for tool, server and decision. */
+export const AUDIT_POSTGRES_SCHEMA_VERSION = 3;
 
 // Two keys for pg_advisory_xact_lock(int, int): what is locked, and in which schema.
 const LOCK_SQL = `SELECT pg_advisory_xact_lock(hashtext('policylayer audit schema'), hashtext(coalesce(current_schema(), '')))`;
@@ -132,7 +144,22 @@ ALTER TABLE audit_checkpoints ADD COLUMN IF NOT EXISTS key_id text;
 ALTER TABLE audit_checkpoints ADD COLUMN IF NOT EXISTS signature text;
 `;
 
-/** The columns a batch's rows fill, in the order of a row's elements, each with its type. */
+/**
+ * Version 3: tool, server and decision are found through audit_record_buckets (postgres-buckets.ts)
+ * instead of an index each, and the time index holds them too, after (at, id). A table of version
+ * 1 or 2 is changed in place: its buckets are made from its records, and the time index is built
+ * again. On a large table that reads it twice (about a minute per ten million records here), and
+ * writes wait meanwhile (the writer spills and catches up).
+ */
+const SCHEMA_V3 = `
+DROP INDEX IF EXISTS audit_records_tool;
+DROP INDEX IF EXISTS audit_records_server;
+DROP INDEX IF EXISTS audit_records_decision;
+DROP INDEX IF EXISTS audit_records_at;
+CREATE INDEX audit_records_at ON audit_records (at, id, tool, server, decision);
+${BUCKETS_SCHEMA}`;
+
+/** The columns a batch's rows fill, in the order of the COPY's columns, each with its type. */
 export const INSERT_COLUMNS: ReadonlyArray<[string, string]> = [
   ['stream', 'text'],
   ['seq', 'bigint'],
@@ -158,21 +185,13 @@ export const INSERT_COLUMNS: ReadonlyArray<[string, string]> = [
   ['record_json', 'text'],
 ];
 
-// The batch is one jsonb parameter, an array of rows, each an array of column values;
-// jsonb_array_elements() yields them in order, so rows (and their ids) are inserted in the
-// batch's order. `->>` gives an element as text, which each cast reads as its column's type: the
-// arguments travel as a JSON string holding their JSON text, so jsonb never sees (or reorders) them.
-const INSERT_SQL = `INSERT INTO audit_records (${INSERT_COLUMNS.map(([c]) => c).join(', ')})
-SELECT ${INSERT_COLUMNS.map(([, type], i) => `(b.r->>${i})::${type}`).join(', ')}
-FROM jsonb_array_elements($1::jsonb) AS b (r)
-ON CONFLICT (stream, seq) DO NOTHING`;
+/** The fast path of write(): one COPY of the batch's rows, in order, so ids follow the batch's order. */
+const COPY_SQL = `COPY audit_records (${INSERT_COLUMNS.map(([c]) => c).join(', ')}) FROM STDIN ${COPY_FORMAT}`;
 
-/** The first of the given (stream, seq, hash) whose place is stored with another hash. */
-const CONFLICT_SQL = `SELECT a.stream, a.seq, a.hash AS stored, b.r->>2 AS hash
-FROM jsonb_array_elements($1::jsonb) AS b (r)
-JOIN audit_records a ON a.stream = b.r->>0 AND a.seq = (b.r->>1)::bigint
-WHERE a.hash <> b.r->>2
-LIMIT 1`;
+/** Which of the given places (stream, seq) are stored, with their hashes: write()'s redelivery path. */
+const STORED_SQL = `SELECT a.stream, a.seq, a.hash
+FROM unnest($1::text[], $2::bigint[]) AS b (stream, seq)
+JOIN audit_records a ON a.stream = b.stream AND a.seq = b.seq`;
 
 /** The record's fields, named as AuditRecord declares them, so a row is the record. */
 const SELECT_COLUMNS = `at, request_id AS "requestId", grant_id AS "grantId", grant_label AS "grantLabel", session, server,
@@ -182,30 +201,6 @@ const SELECT_COLUMNS = `at, request_id AS "requestId", grant_id AS "grantId", gr
 type Row = Omit<AuditRecord, 'arguments'> & { arguments: string | null; record_json: string | null };
 /** A query's row: the record and its place in written order. */
 type QueryRow = Row & { id: number };
-
-/** The string fields of a record, checked for what PostgreSQL text cannot hold. */
-const STRING_FIELDS = [
-  'stream',
-  'requestId',
-  'grantId',
-  'grantLabel',
-  'session',
-  'server',
-  'method',
-  'tool',
-  'decision',
-  'rule',
-  'reason',
-  'policyVersion',
-  'upstreamStatus',
-  'error',
-  'prevHash',
-  'hash',
-] as const;
-
-/** NUL, or a UTF-16 surrogate without its other half. */
-const UNSTORABLE = /\0|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
-const UNSTORABLE_ALL = new RegExp(UNSTORABLE.source, 'g');
 
 type Queryable = Pick<pg.Pool | pg.PoolClient, 'query'>;
 
@@ -263,11 +258,17 @@ async function migrate(pool: pg.Pool, clock: () => number): Promise<void> {
       await client.query(SCHEMA_V2);
       await client.query('INSERT INTO audit_schema_versions (version, applied_at) VALUES ($1, $2)', [2, clock()]);
     }
+    if (version < 3) {
+      await client.query(SCHEMA_V3);
+      await client.query('INSERT INTO audit_schema_versions (version, applied_at) VALUES ($1, $2)', [3, clock()]);
+    }
   });
 }
 
 export class PostgresAuditSink implements AuditStore {
   private closing: Promise<void> | undefined;
+  /** The bucket rows this sink has stored lately, which its writes need not insert again. */
+  private readonly buckets = new StoredBuckets();
 
   /** Use openPostgresAuditSink(), which creates the schema first. */
   constructor(
@@ -279,21 +280,55 @@ export class PostgresAuditSink implements AuditStore {
   async write(records: readonly AuditRecord[]): Promise<void> {
     if (this.closing !== undefined) throw new Error(`${this.name}: the audit sink is closed`);
     if (records.length === 0) return;
-    const rows = toRows(records);
+    const buckets = this.buckets.missing(records);
+    const client = await this.pool.connect();
+    try {
+      // One message, one transaction (the simple query protocol's implicit one): the bucket rows
+      // the batch adds, then the COPY of its records. All of it or nothing, durable once it returns.
+      await copyIn(client, buckets.length === 0 ? COPY_SQL : `${insertBucketsSql(buckets)};\n${COPY_SQL}`, records);
+      client.release();
+    } catch (err) {
+      // A server's error leaves the connection ready for the next query; anything else may not.
+      client.release(err instanceof pg.DatabaseError ? undefined : (err as Error));
+      // 23505: a place in a chain the table already holds (COPY has no ON CONFLICT).
+      if (err instanceof pg.DatabaseError && err.code === '23505' && err.constraint === 'audit_records_pkey') return this.writeAgain(records);
+      throw err;
+    }
+    this.buckets.stored(buckets);
+  }
+
+  /**
+   * A batch some of whose places are taken, or given twice: the writer delivering at least once,
+   * or two records claiming one place. In one transaction: the batch's places the table holds
+   * (a look-up per place in the primary key), then the bucket rows and a COPY of the rest. A
+   * record stored with the same hash is passed over; a different hash, stored or earlier in the
+   * batch, rejects the batch.
+   */
+  private async writeAgain(records: readonly AuditRecord[]): Promise<void> {
+    let buckets: BucketRow[] = [];
     await inTransaction(this.pool, async (client) => {
-      const inserted = await client.query({ name: 'policylayer_audit_insert', text: INSERT_SQL, values: [JSON.stringify(rows)] });
-      if (inserted.rowCount === records.length) return;
-      // Some were already there: a repeat of the same records is the writer delivering at least
-      // once; the same place in a chain with another hash is a conflict. Rows this statement
-      // inserted are visible here too, so two different records of one place within the batch
-      // are caught as well.
-      const places = JSON.stringify(rows.map((row) => [row[0], row[1], row[20]]));
-      const found = await client.query<{ stream: string; seq: number; stored: string; hash: string }>(CONFLICT_SQL, [places]);
-      const c = found.rows[0];
-      if (c !== undefined) {
-        throw new Error(`${this.name}: stream ${c.stream} already has a different record ${c.seq} (hash ${c.stored}, not ${c.hash}); the batch was not written`);
+      // What the columns hold (a record kept whole has U+FFFD in them), since that is what is compared.
+      const places = records.map((r) => ({ stream: clean(r.stream), seq: r.seq, hash: clean(r.hash) }));
+      const stored = await client.query<{ stream: string; seq: number; hash: string }>(STORED_SQL, [places.map((p) => p.stream), places.map((p) => p.seq)]);
+      const hashes = new Map<string, string>();
+      // seq first: it holds no colon, so the key is unambiguous whatever the stream holds.
+      for (const row of stored.rows) hashes.set(`${row.seq}:${row.stream}`, row.hash);
+      const fresh: AuditRecord[] = [];
+      for (const [i, p] of places.entries()) {
+        const key = `${p.seq}:${p.stream}`;
+        const hash = hashes.get(key);
+        if (hash === undefined) {
+          hashes.set(key, p.hash);
+          fresh.push(records[i]!);
+        } else if (hash !== p.hash) {
+          throw new Error(`${this.name}: stream ${p.stream} already has a different record ${p.seq} (hash ${hash}, not ${p.hash}); the batch was not written`);
+        }
       }
+      if (fresh.length === 0) return;
+      buckets = this.buckets.missing(fresh);
+      await copyIn(client, buckets.length === 0 ? COPY_SQL : `${insertBucketsSql(buckets)};\n${COPY_SQL}`, fresh);
     });
+    this.buckets.stored(buckets);
   }
 
   /** A page of records matching `filter`, in the order asked; see AuditPage for the cursor. */
@@ -418,6 +453,20 @@ export class PostgresAuditSink implements AuditStore {
  * The statement query(filter) runs, and the page size: it asks for one record more than the page,
  * so whether there is a next page is known without reading an empty last page. Only the filters
  * given appear in it, so each shape walks its own index. Exported so tests can EXPLAIN it.
+ *
+ * Each shape walks one index in the page's order and stops at the page's end:
+ * - no filter, or only a time range and the cursor: the time index, audit_records_at (at, id, ...);
+ * - a grant, whatever else is given: audit_records_grant (grant_id, at, id), the other filters
+ *   checked on its rows;
+ * - a tool, server or decision without a grant: that value's buckets in the page's order
+ *   (audit_record_buckets_value; one value leads, the others must have a row for the same
+ *   bucket), and in each bucket its span of the time index, which checks tool, server and
+ *   decision in its own entries and reads only the matching rows. A bucket's matches come in order
+ *   from the index, but the planner cannot know that buckets follow each other in time: the
+ *   Incremental Sort on (bucket, at, id) it adds sorts each bucket's matches alone, at most a
+ *   page of them (the LIMIT inside), and costs about nothing on rows already in order. Where its
+ *   statistics promise no more than a page of matches in all, the planner may sort them at once
+ *   instead, as cheap for so few; the order is (bucket, at, id) either way, which is (at, id).
  */
 export function auditQuerySql(filter: AuditQuery = {}): { text: string; values: unknown[]; limit: number } {
   const newest = (filter.order ?? 'newest') === 'newest';
@@ -433,70 +482,59 @@ export function auditQuerySql(filter: AuditQuery = {}): { text: string; values: 
   eq('decision', filter.decision);
   eq('server', filter.server);
   // `at` is whole ms: at >= x and at < x hold exactly when they do for ceil(x).
-  if (filter.since !== undefined) where.push(`at >= ${param(wholeTime(filter.since, 'since'))}`);
-  if (filter.until !== undefined) where.push(`at < ${param(wholeTime(filter.until, 'until'))}`);
-  if (filter.after !== undefined) {
-    const c = decodeCursor(filter.after);
-    // A row comparison on the index's last two columns: the scan starts right after the cursor.
-    where.push(`(at, id) ${newest ? '<' : '>'} (${param(c.at)}, ${param(c.id)})`);
-  }
+  const since = filter.since === undefined ? undefined : wholeTime(filter.since, 'since');
+  const until = filter.until === undefined ? undefined : wholeTime(filter.until, 'until');
+  if (since !== undefined) where.push(`at >= ${param(since)}`);
+  if (until !== undefined) where.push(`at < ${param(until)}`);
+  const cursor = filter.after === undefined ? undefined : decodeCursor(filter.after);
   const dir = newest ? 'DESC' : 'ASC';
-  const text = `SELECT id, ${SELECT_COLUMNS} FROM audit_records${where.length > 0 ? ` WHERE ${where.join(' AND ')}` : ''}
+  const select = `SELECT id, ${SELECT_COLUMNS} FROM audit_records`;
+
+  // The bucketed values asked for, the likeliest to be rare first: it leads the walk.
+  const bucketed: Array<[BucketKind, string]> = [];
+  if (filter.tool !== undefined) bucketed.push(['tool', filter.tool]);
+  if (filter.decision !== undefined && filter.decision !== 'allow') bucketed.push(['decision', filter.decision]);
+  if (filter.server !== undefined) bucketed.push(['server', filter.server]);
+  if (filter.decision === 'allow') bucketed.push(['decision', filter.decision]);
+  const [lead, ...others] = bucketed;
+  // Records before the cursor in the page's order: lower (at, id) newest first, higher oldest first.
+  const before = newest ? '<' : '>';
+  if (filter.grant !== undefined || lead === undefined) {
+    // A row comparison on the index's (at, id): the scan starts right after the cursor.
+    if (cursor !== undefined) where.push(`(at, id) ${before} (${param(cursor.at)}, ${param(cursor.id)})`);
+    const text = `${select}${where.length > 0 ? ` WHERE ${where.join(' AND ')}` : ''}
 ORDER BY at ${dir}, id ${dir} LIMIT ${param(limit + 1)}`;
+    return { text, values, limit };
+  }
+  // In a bucket, the cursor as a bound on `at` and a test of `id` at the cursor's ms: a row
+  // comparison would be where the scan of every bucket starts (the index cannot tell which of it
+  // and the bucket's end comes first), however far the bucket lies from the cursor.
+  if (cursor !== undefined) {
+    const at = param(cursor.at);
+    where.push(`at ${before}= ${at}`, `(at ${before} ${at} OR id ${before} ${param(cursor.id)})`);
+  }
+  const page = param(limit + 1);
+
+  // Only buckets that can hold a match: within the time range, and from the cursor's on.
+  const buckets = [`b.kind = '${lead[0]}'`, `b.value = ${param(lead[1])}`];
+  let first = since === undefined ? undefined : bucketOf(since);
+  let last = until === undefined ? undefined : bucketOf(until - 1);
+  if (cursor !== undefined && newest) last = Math.min(last ?? Infinity, bucketOf(cursor.at));
+  if (cursor !== undefined && !newest) first = Math.max(first ?? -Infinity, bucketOf(cursor.at));
+  if (first !== undefined) buckets.push(`b.bucket >= ${param(first)}`);
+  if (last !== undefined) buckets.push(`b.bucket <= ${param(last)}`);
+  // The others' bucket in the same range, said again: the planner may join them in order (a merge
+  // semi join), and would otherwise start each from its far end rather than from the range.
+  const range = buckets.slice(2).map((c) => c.replace('b.bucket', 'o.bucket'));
+  for (const [kind, value] of others) {
+    const o = [`o.kind = '${kind}'`, `o.value = ${param(value)}`, 'o.bucket = b.bucket', ...range];
+    buckets.push(`EXISTS (SELECT 1 FROM audit_record_buckets o WHERE ${o.join(' AND ')})`);
+  }
+  const span = [`at >= b.bucket * ${BUCKET_MS}`, `at < (b.bucket + 1) * ${BUCKET_MS}`];
+  const text = `SELECT r.* FROM (SELECT DISTINCT b.bucket FROM audit_record_buckets b WHERE ${buckets.join(' AND ')} ORDER BY b.bucket ${dir}) AS b
+CROSS JOIN LATERAL (${select} WHERE ${[...span, ...where].join(' AND ')} ORDER BY at ${dir}, id ${dir} LIMIT ${page}) AS r
+ORDER BY b.bucket ${dir}, r.at ${dir}, r.id ${dir} LIMIT ${page}`;
   return { text, values, limit };
-}
-
-/**
- * The batch as rows of column values, in INSERT_COLUMNS order. A number JSON cannot write (NaN,
- * ±Infinity; never a time, seq or size the gateway makes) becomes null, which is also what the
- * record's hash saw, since canonical JSON writes them as null too.
- */
-function toRows(records: readonly AuditRecord[]): unknown[][] {
-  const rows = new Array<unknown[]>(records.length);
-  for (let i = 0; i < records.length; i++) {
-    const r = records[i]!;
-    const whole = storable(r) ? null : JSON.stringify(r);
-    const text = whole === null ? (v: string | null) => v : clean;
-    rows[i] = [
-      text(r.stream),
-      r.seq,
-      r.at,
-      text(r.requestId),
-      text(r.grantId),
-      text(r.grantLabel),
-      text(r.session),
-      text(r.server),
-      text(r.method),
-      text(r.tool),
-      text(r.decision),
-      text(r.rule),
-      text(r.reason),
-      text(r.policyVersion),
-      r.arguments === undefined ? null : (JSON.stringify(r.arguments) ?? null),
-      text(r.upstreamStatus),
-      r.latencyMs,
-      r.resultBytes,
-      text(r.error),
-      text(r.prevHash),
-      text(r.hash),
-      whole,
-    ];
-  }
-  return rows;
-}
-
-/** False when a string field holds a NUL or a lone surrogate, which PostgreSQL text cannot keep. */
-function storable(r: AuditRecord): boolean {
-  for (const field of STRING_FIELDS) {
-    const v = r[field];
-    if (typeof v === 'string' && UNSTORABLE.test(v)) return false;
-  }
-  return true;
-}
-
-/** What a column can hold of `v`: U+FFFD for each NUL and lone surrogate. */
-function clean<T extends string | null>(v: T): T {
-  return (typeof v === 'string' ? v.replace(UNSTORABLE_ALL, '\ufffd') : v) as T;
 }
 
 /** All records in (stream, seq) order, a page at a time, seeking past the last one read. */
