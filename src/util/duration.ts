@@ -59,16 +59,7 @@ const UNITS: ReadonlyArray<[number, string]> = [
 /** 60000 → `minute`, 90000 → `1m30s`: the shortest way the policy could have written it. */
 export function windowText(ms: number): string {
   const named = NAMED_WINDOWS.find(([n]) => n === ms);
-  if (named !== undefined) return named[1];
-  if (!Number.isSafeInteger(ms) || ms <= 0) return `${ms}ms`;
-  let rest = ms;
-  let out = '';
-  for (const [n, unit] of UNITS) {
-    const q = Math.floor(rest / n);
-    if (q > 0) out += `${q}${unit}`;
-    rest -= q * n;
-  }
-  return out;
+  return named !== undefined ? named[1] : durationText(ms);
 }
 
 /** 600000 → `10m`, 90000 → `1m30s`, 1500 → `1s500ms`: a duration as the policy would write it, units only. */
