@@ -10,6 +10,7 @@ import { serversCommand } from './servers.js';
 import { adminsCommand } from './admins.js';
 import { auditCommand } from './audit.js';
 import { approvalsCommand } from './approvals.js';
+import { scanCommand } from './scan.js';
 
 export interface Command {
   summary: string;
@@ -23,6 +24,7 @@ const COMMANDS: Record<string, Command> = {
   validate: validateCommand,
   explain: explainCommand,
   test: testCommand,
+  scan: scanCommand,
   convert: convertCommand,
   grants: grantsCommand,
   servers: serversCommand,
@@ -53,7 +55,9 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`policylayer: unknown command '${name}'\n\n${help()}`);
     return 1;
   }
-  if (rest.includes('--help') || rest.includes('-h')) {
+  // Only the command's own options: after `--` come a server's arguments, its -h included.
+  const own = rest.includes('--') ? rest.slice(0, rest.indexOf('--')) : rest;
+  if (own.includes('--help') || own.includes('-h')) {
     process.stdout.write(command.usage);
     return 0;
   }

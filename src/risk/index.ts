@@ -6,3 +6,5 @@ export { serverProfile } from './profile.js';
 export type { ServerProfile, Trait } from './profile.js';
 export { DEFAULT_RECOMMEND, recommendPolicy, recommendRule } from './recommend.js';
 export type { RecommendOptions, Recommendation } from './recommend.js';
+export { buildRecommendedPolicy, categorySummary, recommendedPolicyYaml, topReasons, verdictLine } from './policy-yaml.js';
+export type { RecommendedPolicy, ScannedTool } from './policy-yaml.js';
