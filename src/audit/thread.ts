@@ -122,7 +122,7 @@ export class AuditThread {
 
   // ---- what the trail records through ----
 
-  /** Queues `event`; it goes to the thread at the end of this turn of the event loop. */
+  /** Queues `event`; it goes to the thread within POST_EVERY_MS, with the others recorded meanwhile. */
   record(event: AuditEventInput): void {
     if (this.gone !== undefined) {
       this.dropped();
