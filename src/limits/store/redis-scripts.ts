@@ -4,13 +4,17 @@
 // Amounts and maxima arrive as integer strings in millionths ("units"), never as fractions:
 // Lua numbers are doubles, and summing 0.1 + 0.2 in doubles drifts, while integers below 2^53
 // add exactly. Numbers handed back to Redis are formatted explicitly (%d, %.17g) because Redis
-// turns a bare Lua number into text with %.14g, which would round large values.
+// turns a bare Lua number into text with %.14g, which would round large values. Whole numbers
+// (times in ms, sums) take %d: glibc prints a double at %.17g with multi-precision arithmetic,
+// which a profile of Redis under load showed among its costliest functions.
 //
 // Key layout per counter (every key of one call shares the `{group}` hash tag, see redis.ts):
 //   rolling    a ZSET log (score = time, member = "<reservation id>:<units>") and a STRING state
-//              "<sum> <oldest> <newest> <expires>": the log's running sum in units, a lower bound
-//              of its oldest score (nothing can have left the window while that is inside it, so
-//              most calls need not look), its newest score, and when both keys expire (0: unknown)
+//              "<sum> <oldest> <newest> <expires> <unit>": the log's running sum in units, a lower
+//              bound of its oldest score (nothing can have left the window while that is inside
+//              it, so most calls need not look), its newest score, when both keys expire (0:
+//              unknown), and the units every entry counts when they all count the same (-1 when
+//              they differ), so entries leaving are counted without reading them back
 //   in_flight  a ZSET of holders (score = expiry time, same members) and the same STRING state
 //   calendar   a STRING "<window index> <window length as given> <units in that window>"
 // Keeping each state in one string costs one GET and one SET per counter and call.
@@ -42,26 +46,44 @@ local function units(member)
   return tonumber(string.match(member, ':(%d+)$'))
 end
 
+-- Whole numbers print as integers (cheap, exact below 2^53); anything else keeps 17 digits.
+local function num(x)
+  if x == math.floor(x) and x > -9007199254740992 and x < 9007199254740992 then return string.format('%d', x) end
+  return string.format('%.17g', x)
+end
+
 -- Reads a log's state and drops the entries scored at or below cutoff, subtracting them from the
--- sum. Returns sum, oldest, newest (oldest and newest nil when the log is empty), expires, and
--- whether the state must be written back. A missing state (first use, or lost) is rebuilt from
--- the log.
+-- sum. Returns sum, oldest, newest (oldest and newest nil when the log is empty), expires, unit,
+-- and whether the state must be written back. A missing or unreadable state (first use, lost,
+-- or written by an older version) is rebuilt from the log.
 local function readLog(log, stateKey, cutoff)
   local state = redis.call('GET', stateKey)
-  local sum, oldest, newest, expires
+  local sum, oldest, newest, expires, unit
   if state then
-    local a, b, c, d = string.match(state, '^(%S+) (%S+) (%S+) (%S+)$')
-    sum, oldest, newest, expires = tonumber(a), tonumber(b), tonumber(c), tonumber(d)
+    local a, b, c, d, e = string.match(state, '^(%S+) (%S+) (%S+) (%S+) (%S+)$')
+    sum, oldest, newest, expires, unit = tonumber(a), tonumber(b), tonumber(c), tonumber(d), tonumber(e)
   end
-  if not (sum and oldest and newest and expires) then
-    redis.call('ZREMRANGEBYSCORE', log, '-inf', cutoff)
+  if not (sum and oldest and newest and expires and unit) then
+    redis.call('ZREMRANGEBYSCORE', log, '-inf', num(cutoff))
     local all = redis.call('ZRANGE', log, 0, -1, 'WITHSCORES')
-    if #all == 0 then return 0, nil, nil, 0, false end
-    sum = 0
-    for i = 1, #all, 2 do sum = sum + units(all[i]) end
-    return sum, tonumber(all[2]), tonumber(all[#all]), 0, true
+    if #all == 0 then return 0, nil, nil, 0, 0, false end
+    sum, unit = 0, units(all[1])
+    for i = 1, #all, 2 do
+      local u = units(all[i])
+      sum = sum + u
+      if u ~= unit then unit = -1 end
+    end
+    return sum, tonumber(all[2]), tonumber(all[#all]), 0, unit, true
   end
-  if oldest > cutoff then return sum, oldest, newest, expires, false end
+  if oldest > cutoff then return sum, oldest, newest, expires, unit, false end
+  if unit > 0 then
+    -- Every entry counts the same, so how many left is enough. Everything left has a score
+    -- above cutoff, which makes cutoff the new lower bound of the oldest.
+    local gone = redis.call('ZREMRANGEBYSCORE', log, '-inf', num(cutoff))
+    sum = sum - gone * unit
+    if sum <= 0 then return 0, nil, nil, 0, 0, true end
+    return sum, cutoff, newest, expires, unit, gone > 0
+  end
   -- Something may have left: walk the log from its oldest end in growing batches (usually one
   -- or two entries leave per call, so the first small batch also finds the new oldest).
   local gone, from, size = 0, 0, 4
@@ -71,22 +93,22 @@ local function readLog(log, stateKey, cutoff)
       local score = tonumber(batch[i + 1])
       if score > cutoff then
         if gone > 0 then redis.call('ZREMRANGEBYRANK', log, 0, gone - 1) end
-        return sum, score, newest, expires, gone > 0
+        return sum, score, newest, expires, unit, gone > 0
       end
       sum = sum - units(batch[i])
       gone = gone + 1
     end
     if #batch < size * 2 then
       if gone > 0 then redis.call('ZREMRANGEBYRANK', log, 0, gone - 1) end
-      return 0, nil, nil, 0, true
+      return 0, nil, nil, 0, 0, true
     end
     from = from + size
     size = size * 4
   end
 end
 
-local function logState(sum, oldest, newest, expires)
-  return string.format('%d %.17g %.17g %.17g', sum, oldest, newest, expires)
+local function logState(sum, oldest, newest, expires, unit)
+  return string.format('%d %s %s %s %d', sum, num(oldest), num(newest), num(expires), unit)
 end
 
 -- How long until the oldest entries that must go for need units to fit have left the window:
@@ -121,7 +143,7 @@ end
 
 -- Check every counter first; a refusal returns before anything is added. A zero amount is
 -- always admitted and touches nothing.
-local sums, oldests, newests, expiries, dirty, windows = {}, {}, {}, {}, {}, {}
+local sums, oldests, newests, expiries, unitsOf, dirty, windows = {}, {}, {}, {}, {}, {}, {}
 local k = 1
 for i = 1, n do
   local a = 4 + (i - 1) * 4
@@ -137,8 +159,8 @@ for i = 1, n do
     else
       local cutoff = now
       if kind == 'r' then cutoff = now - window end
-      local sum, oldest, newest, expires, changed = readLog(KEYS[k], KEYS[k + 1], cutoff)
-      sums[i], oldests[i], newests[i], expiries[i], dirty[i] = sum, oldest, newest, expires, changed
+      local sum, oldest, newest, expires, unit, changed = readLog(KEYS[k], KEYS[k + 1], cutoff)
+      sums[i], oldests[i], newests[i], expiries[i], unitsOf[i], dirty[i] = sum, oldest, newest, expires, unit, changed
       if sum + amount > max then
         if kind == 'r' then wait = rollingWait(KEYS[k], sum + amount - max, window) else wait = 1000 end
       end
@@ -150,7 +172,7 @@ for i = 1, n do
         if dirty[m] then
           if oldests[m] then
             local ttl = redis.call('PTTL', KEYS[j])
-            if ttl > 0 then redis.call('SET', KEYS[j + 1], logState(sums[m], oldests[m], newests[m], expiries[m]), 'PX', ttl) end
+            if ttl > 0 then redis.call('SET', KEYS[j + 1], logState(sums[m], oldests[m], newests[m], expiries[m], unitsOf[m]), 'PX', ttl) end
           else
             redis.call('DEL', KEYS[j], KEYS[j + 1])
           end
@@ -198,23 +220,26 @@ for i = 1, n do
       if newests[i] and newests[i] > newest then newest = newests[i] end
       local oldest = oldests[i] or score
       if score < oldest then oldest = score end
-      redis.call('ZADD', KEYS[k], string.format('%.17g', score), rid .. ':' .. amountText)
+      -- One entry that counts differently makes the log mixed until it empties.
+      local unit = amount
+      if oldests[i] and unitsOf[i] ~= amount then unit = -1 end
+      redis.call('ZADD', KEYS[k], num(score), rid .. ':' .. amountText)
       -- The keys' expiry must outlast what they count. On the server's clock (the one Redis
       -- expires keys by) it is known exactly, so it is pushed out only when it falls short,
       -- by a margin at a time; on the caller's clock it is renewed on every write.
       local expires = expiries[i]
       if serverClock and expires >= needed + 1000 then
-        redis.call('SET', KEYS[k + 1], logState(sums[i] + amount, oldest, newest, expires), 'KEEPTTL')
+        redis.call('SET', KEYS[k + 1], logState(sums[i] + amount, oldest, newest, expires, unit), 'KEEPTTL')
       else
         if serverClock then
           expires = math.ceil(needed + margin)
           local at = string.format('%d', expires)
           redis.call('PEXPIREAT', KEYS[k], at)
-          redis.call('SET', KEYS[k + 1], logState(sums[i] + amount, oldest, newest, expires), 'PXAT', at)
+          redis.call('SET', KEYS[k + 1], logState(sums[i] + amount, oldest, newest, expires, unit), 'PXAT', at)
         else
           local ttl = string.format('%d', math.ceil(needed + margin - now))
           redis.call('PEXPIRE', KEYS[k], ttl)
-          redis.call('SET', KEYS[k + 1], logState(sums[i] + amount, oldest, newest, 0), 'PX', ttl)
+          redis.call('SET', KEYS[k + 1], logState(sums[i] + amount, oldest, newest, 0, unit), 'PX', ttl)
         end
       end
     end

@@ -264,6 +264,34 @@ function storeTests(url: string): void {
         await refused(store.reserve('g', [k(0.000001)], T0 + MINUTE + 10));
       });
 
+      it('counts entries leaving a log of equal amounts by number, and stays exact once one amount differs', async () => {
+        const store = open();
+        const p = prefixOf(store);
+        const state = `${p}{g}:roll-state:units`;
+        const k = counter('rolling', 'units', SECOND, 10);
+        for (let i = 0; i < 4; i++) await admitted(store.reserve('g', [k(2)], T0 + i * 100));
+        assert.equal((await redis().get(state))?.split(' ')[4], '2000000', 'every entry counts 2');
+        // Two leave (at 0 and 100 ms) by count alone: 4 + 6 fills 10 exactly.
+        await admitted(store.reserve('g', [k(6)], T0 + SECOND + 150));
+        assert.equal((await redis().get(state))?.split(' ')[4], '-1', 'a 6 among the 2s makes the log mixed');
+        await refused(store.reserve('g', [k(0.000001)], T0 + SECOND + 160));
+        // The 2s at 200 and 300 ms leave, the 6 stays: 6 + 4 fills it again.
+        await admitted(store.reserve('g', [k(4)], T0 + SECOND + 350));
+        await refused(store.reserve('g', [k(0.000001)], T0 + SECOND + 360));
+      });
+
+      it('rebuilds a log state written in an older form from the log itself', async () => {
+        const store = open();
+        const p = prefixOf(store);
+        const k = counter('rolling', 'old', MINUTE, 3);
+        await admitted(store.reserve('g', [k(1)], T0));
+        await admitted(store.reserve('g', [k(1)], T0 + 1));
+        // The four-field state earlier versions wrote, with a sum that is wrong on purpose.
+        await redis().set(`${p}{g}:roll-state:old`, `0 ${T0} ${T0 + 1} 0`, 'KEEPTTL');
+        await admitted(store.reserve('g', [k(1)], T0 + 2));
+        await refused(store.reserve('g', [k(1)], T0 + 3));
+      });
+
       it('agrees with an exact model over random calls, refunds and time steps (property)', async () => {
         await checkAgainstModel({ overLimitCacheSize: 0 }, true);
       });
