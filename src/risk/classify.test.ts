@@ -204,3 +204,25 @@ test('recommends a valid policy rule for every category: allow, 30/min, 10/min w
   assert.equal(evaluate({ tool: 'create_charge', args: { customer: 'c', amount: 50_000 } }, policy).effect, 'deny');
   assert.equal(evaluate({ tool: 'create_charge', args: { customer: 'c', amount: 500 } }, policy).effect, 'require_approval');
 });
+
+test('keeps the first verb of a name when the later verb-like word is as often a noun: claim_test_pol claims', () => {
+  const claim = classifyTool({ name: 'claim_test_pol', description: '' }, POOLPARTY);
+  assert.equal(claim.category, 'Financial');
+  assert.ok(claim.reasons.some((r) => r.source === 'name' && r.text.startsWith('name verb "claim"')), JSON.stringify(claim.reasons));
+  // A later verb that is only a verb still names the action: the monitor is what is created.
+  assert.equal(classifyTool({ name: 'firecrawl_monitor_create', description: '' }).category, 'Write');
+});
+
+test('reads a password, a control key or a signal sent into a terminal as Execute, and ending a session as Write', () => {
+  for (const t of [
+    { name: 'send_password', description: 'Send a password plus newline.' },
+    { name: 'send_control', description: 'Send a control character to the terminal.' },
+    { name: 'send_signal', description: 'Send an OS signal to the foreground process in a session.' },
+  ]) {
+    assert.equal(classifyTool(t, PILOTY).category, 'Execute', t.name);
+  }
+  // The same words to a server that is not a terminal send a message.
+  assert.equal(classifyTool({ name: 'send_text', description: 'Send a text message to a phone number.' }, { name: 'sms' }).category, 'Write');
+  assert.equal(classifyTool({ name: 'terminate', description: 'Terminate a PTY session. Future calls using the same id are rejected.' }, PILOTY).category, 'Write');
+  assert.equal(classifyTool({ name: 'kill_process', description: 'Terminate a running process by PID.' }).category, 'Execute');
+});

@@ -137,7 +137,7 @@ export const MONEY_NOUNS_NEEDING_CONTEXT = new Set([
 
 /** Nouns that name crypto assets once the server is about chains or wallets. */
 export const CRYPTO_NOUNS = new Set([
-  'token', 'tokens', 'coin', 'coins', 'eth', 'bnb', 'btc', 'sol', 'matic', 'native', 'gas', 'chain',
+  'token', 'tokens', 'coin', 'coins', 'eth', 'bnb', 'btc', 'sol', 'matic', 'pol', 'native', 'gas', 'chain',
   'onchain', 'contract', 'pool', 'liquidity', 'airdrop', 'reward', 'rewards', 'staking', 'vault',
 ]);
 

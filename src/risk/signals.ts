@@ -95,6 +95,12 @@ export interface VerbHit {
 const hasAny = (words: readonly string[], set: ReadonlySet<string>): string | undefined => words.find((w) => set.has(w));
 const hasTrait = (env: VerbEnv, ...traits: Trait[]): Trait | undefined => traits.find((t) => env.profile.traits.has(t));
 
+/** What, sent to a terminal, is typed into it or acts on what runs in it. */
+const TERMINAL_INPUTS = new Set([
+  'input', 'keystrokes', 'keys', 'key', 'command', 'commands', 'text', 'line', 'password', 'passphrase',
+  'control', 'ctrl', 'signal', 'interrupt', 'eof',
+]);
+
 /** The first money word among `words`, and the server trait it needed to mean money, if any. */
 export function moneyWord(words: readonly string[], env: VerbEnv): { word: string; trait?: Trait } | undefined {
   const moneyServer = hasTrait(env, 'payments', 'crypto', 'trading');
@@ -169,8 +175,9 @@ export function resolveVerb(word: string, following: readonly string[], around: 
       return { word, category: 'Write' };
     case 'write':
     case 'send': {
-      // Input typed into a running terminal runs whatever it says.
-      const input = next.find((w) => ['input', 'keystrokes', 'keys', 'command', 'commands'].includes(w));
+      // Input typed into a running terminal runs whatever it says: a password is typed and
+      // entered like any line, control keys and signals interrupt, suspend or end what runs.
+      const input = next.find((w) => TERMINAL_INPUTS.has(w));
       const proc = around.find((w) => ['pty', 'tty', 'terminal', 'repl', 'shell', 'console', 'stdin'].includes(w));
       if ((input && (proc || hasTrait(env, 'terminal'))) || (base === 'write' && proc)) {
         return { word, category: 'Execute', because: `sends ${input ?? 'input'} to a running ${proc ?? 'terminal'}`, ...(proc ? {} : { trait: 'terminal' as const }) };
@@ -195,8 +202,16 @@ export function resolveVerb(word: string, following: readonly string[], around: 
       return t ? { word, category: 'Write', because: `reverses a ${t}` } : undefined;
     }
     case 'kill':
-    case 'terminate':
+    case 'terminate': {
+      // Ending a session (the agent's own terminal or browser session) closes it, as `close`
+      // does; ending a process, an app or a query stops something running.
+      const object = (following.length > 0 ? following : env.leadRest).slice(0, 4);
+      const session = object.some((w) => w === 'session' || w === 'sessions');
+      if (session && !object.some((w) => ['process', 'processes', 'pid', 'app', 'query', 'pod', 'job'].includes(w))) {
+        return { word, category: 'Write', because: 'ends a session' };
+      }
       return { word, category: 'Execute' };
+    }
     default: {
       const c = VERBS[base];
       return c === undefined ? undefined : { word, category: c };
@@ -246,8 +261,10 @@ export function primaryNameVerb(words: readonly string[], verbs: readonly NameVe
   let first = verbs[0];
   if (!first) return undefined;
   let later = verbs.slice(1);
-  if (NOUNABLE_VERBS.has(first.word) && later.length > 0 && !words.includes('or')) {
-    // `firecrawl_monitor_create`: "monitor" names the object, "create" the action.
+  // `firecrawl_monitor_create`: "monitor" names the object, "create" the action. A later word
+  // that is as often a noun or a qualifier does not take over: in `claim_test_pol` "test"
+  // qualifies the token, and "claim" stays the action.
+  if (NOUNABLE_VERBS.has(first.word) && later.length > 0 && !NOUNABLE_VERBS.has(later[0]!.word) && !words.includes('or')) {
     const noun = first.word;
     first = later[0]!;
     later = later.slice(1);
