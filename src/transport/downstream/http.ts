@@ -58,6 +58,8 @@ const MCP_PREFIX = '/mcp/';
 const APPROVAL_LINKS_PREFIX = '/approvals/';
 /** RFC 9728 section 3: the metadata of resource `/mcp/<server>` is at this path followed by it. */
 const RESOURCE_METADATA = '/.well-known/oauth-protected-resource';
+/** How long close() lets connections with nothing left to answer linger before cutting them. */
+const CLOSE_GRACE_MS = 250;
 
 export class HttpListener {
   readonly gateway: Gateway;
@@ -94,7 +96,16 @@ export class HttpListener {
     for (const res of this.streams) res.end();
     this.streams.clear();
     await new Promise<void>((resolve) => {
-      this.server.close(() => resolve());
+      // A connection whose request never completed (a client that aborted a stream it was
+      // opening) is neither idle nor answered, and would hold close() until the client goes away.
+      // Every answer has been sent by now (the gateway drained), so after a moment for the last
+      // bytes to leave, whatever is still connected is cut.
+      const cut = setTimeout(() => this.server.closeAllConnections(), CLOSE_GRACE_MS);
+      cut.unref();
+      this.server.close(() => {
+        clearTimeout(cut);
+        resolve();
+      });
       this.server.closeIdleConnections();
     });
   }
