@@ -32,10 +32,17 @@ import { originPolicy } from './transport/downstream/origin.js';
 import { HttpUpstream } from './transport/upstream/http.js';
 import { LegacySseUpstream } from './transport/upstream/sse-legacy.js';
 import { OAuthTokenSource } from './transport/upstream/oauth.js';
-import { StdioUpstream } from './transport/upstream/stdio.js';
+import { StdioUpstream, type StdioUpstreamOptions } from './transport/upstream/stdio.js';
 import type { Upstream } from './transport/upstream/types.js';
 
-export function createUpstream(server: ServerConfig, logger: Logger): Upstream {
+/** What an upstream is made from: a server of the config, or one `scan` reaches without a policy. */
+export type UpstreamConfig = Omit<ServerConfig, 'policy'>;
+
+/**
+ * The upstream for one server. `stdio` tunes how a process is stopped: the gateway keeps the
+ * defaults, `scan` (which stops its server as soon as it has the tools) waits less.
+ */
+export function createUpstream(server: UpstreamConfig, logger: Logger, stdio: Pick<StdioUpstreamOptions, 'killGraceMs'> = {}): Upstream {
   if (server.kind === 'stdio') {
     return new StdioUpstream({
       name: server.name,
@@ -45,6 +52,7 @@ export function createUpstream(server: ServerConfig, logger: Logger): Upstream {
       timeoutMs: server.timeoutMs,
       isolation: server.isolation,
       logger,
+      ...stdio,
     });
   }
   // One token source per server: its token is never sent to another server.

@@ -6,6 +6,8 @@
 import type { KeyObject } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { AUDIT_DECISIONS, type AuditDecision } from '../audit/event.js';
+import { Catalog } from '../catalog/catalog.js';
+import { shippedCatalog } from '../catalog/shipped.js';
 import type { AuditSinkStats } from '../audit/writer.js';
 import type { AuditQuery, AuditStore } from '../audit/store.js';
 import { ErrorCodes, PolicyLayerError, wireOf } from '../errors.js';
@@ -163,6 +165,23 @@ export const ROUTES: readonly Route[] = [
     reconfigures: false,
     handle: (c, r) => c.deny(r.actor, r.params.id!, r.body.reason),
   },
+  { method: 'GET', path: '/catalog', role: 'viewer', handle: async (c) => ({ servers: await catalogOf(c).list() }) },
+  { method: 'GET', path: '/catalog/:server', role: 'viewer', handle: (c, r) => catalogOf(c).server(r.params.server!) },
+  { method: 'GET', path: '/catalog/:server/tools/:tool', role: 'viewer', handle: (c, r) => catalogOf(c).tool(r.params.server!, r.params.tool!) },
+  {
+    method: 'GET',
+    path: '/catalog/:server/history',
+    role: 'viewer',
+    handle: (c, r) => {
+      const q = r.query;
+      for (const k of q.keys()) if (!['limit', 'before'].includes(k)) invalid(`unknown filter '${k}': expected limit or before`);
+      const limit = q.get('limit');
+      if (limit !== null && !/^(?:[1-9]\d{0,2}|1000)$/.test(limit)) invalid('limit: expected a whole number from 1 to 1000');
+      const before = q.get('before');
+      if (before !== null && !/^[1-9]\d{0,14}$/.test(before)) invalid('before: expected a change id (a whole number)');
+      return catalogOf(c).history(r.params.server!, { limit: limit === null ? undefined : Number(limit), before: before === null ? undefined : Number(before) });
+    },
+  },
   { method: 'GET', path: '/admins', role: 'admin', handle: async (c) => ({ admins: await c.listAdmins() }) },
   {
     method: 'GET',
@@ -217,6 +236,11 @@ export const ROUTES: readonly Route[] = [
     },
   },
 ];
+
+/** The catalogue: servers scanned into this gateway's control store, then the shipped ones. */
+function catalogOf(c: ControlPlane): Catalog {
+  return new Catalog({ store: c.store, shipped: shippedCatalog() });
+}
 
 function auditStore(audit: AuditSource | undefined): AuditStore {
   if (audit === undefined) throw new PolicyLayerError(ErrorCodes.NOT_FOUND, 'the audit log is off (audit.sinks: [])');

@@ -11,6 +11,7 @@ import { adminsCommand } from './admins.js';
 import { auditCommand } from './audit.js';
 import { approvalsCommand } from './approvals.js';
 import { scanCommand } from './scan.js';
+import { catalogCommand } from './catalog.js';
 
 export interface Command {
   summary: string;
@@ -25,6 +26,7 @@ const COMMANDS: Record<string, Command> = {
   explain: explainCommand,
   test: testCommand,
   scan: scanCommand,
+  catalog: catalogCommand,
   convert: convertCommand,
   grants: grantsCommand,
   servers: serversCommand,

@@ -81,3 +81,18 @@ test('a header may read its value from a file with ${file:PATH}; a file that can
   assert.equal(await runScan(['--url', 'https://example.com/mcp', '-H', 'Authorization: Bearer ${file:/nonexistent/policylayer-token}'], t.io), 2);
   assert.match(t.err(), /^policylayer scan: --header Authorization: cannot read the secret file \/nonexistent\/policylayer-token: /);
 });
+
+test('catalogue options that contradict each other, or a store that is no store, exit 2 without starting anything', async () => {
+  const cases: Array<[string[], RegExp]> = [
+    [['--no-record', '--store', 'sqlite:x.db'], /^policylayer scan: --no-record records nothing: leave out --store\n/],
+    [['--no-record', '-c', 'gateway.yaml'], /^policylayer scan: --no-record records nothing: leave out -c\n/],
+    [['-c', 'gateway.yaml', '--store', 'sqlite:x.db'], /^policylayer scan: give -c <gateway\.yaml> or --store, not both\n/],
+    [['--store', 'redis://localhost:6379'], /^policylayer scan: --store expects sqlite:<path> or postgres:\/\/…; got 'redis:\/\/localhost:6379'\n/],
+  ];
+  for (const [args, message] of cases) {
+    const t = io();
+    assert.equal(await runScan([...args, '--', 'never-started'], t.io), 2, args.join(' '));
+    assert.match(t.err(), message);
+    assert.equal(t.out(), '');
+  }
+});

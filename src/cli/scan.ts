@@ -1,25 +1,33 @@
-// `policylayer scan`: connect to one MCP server the way a client would (stdio or Streamable
+// `policylayer scan`: connect to one MCP server the way the gateway would (stdio or Streamable
 // HTTP, falling back to legacy HTTP+SSE), list every tool, classify each (src/risk), print what
 // was found, and write the recommended policy with a comment above every rule.
 //
-// The MCP SDK is imported lazily: it is a devDependency of this package, and the other commands
-// must keep working in an install that left it out.
+// The connection is made with the gateway's own upstream clients, so scan works in a production
+// install (no MCP SDK there) and reaches a server exactly as `serve` will.
 import { statSync, writeFileSync } from 'node:fs';
 import { STATUS_CODES } from 'node:http';
 import path from 'node:path';
-import type { Writable } from 'node:stream';
-import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
-import type { Tool } from '@modelcontextprotocol/sdk/types.js';
+import { Writable } from 'node:stream';
 import { interpolate } from '../config/index.js';
 import type { Env } from '../config/index.js';
-import { ConfigError } from '../errors.js';
+import { ConfigError, JsonRpcErrors } from '../errors.js';
+import { LATEST_SESSION_VERSION } from '../gateway/protocol.js';
+import { createUpstream } from '../main.js';
+import { createLogger, silentLogger, type Logger } from '../telemetry/logger.js';
+import { HttpUpstream } from '../transport/upstream/http.js';
+import { LegacySseUpstream } from '../transport/upstream/sse-legacy.js';
+import { UpstreamHttpError, type Upstream, type UpstreamSession } from '../transport/upstream/types.js';
+import { isRequest, type JsonRpcRequest, type JsonRpcResponse } from '../util/jsonrpc.js';
 import { parsePolicy } from '../policy/index.js';
 import type { PolicyDocument } from '../policy/index.js';
 import { CLASSIFIER_VERSION, RiskClassifier, SEVERITIES, categorySummary, recommendedPolicyYaml, topReasons } from '../risk/index.js';
 import type { Classification, Recommendation, ServerContext, Severity, ToolDefinition } from '../risk/index.js';
 import { tryReadText } from '../policy/load.js';
 import { parseDuration } from '../util/duration.js';
+import { catalogToolOf } from '../catalog/record.js';
+import type { CatalogRecordResult, CatalogScan } from '../store/store.js';
 import { parse } from './args.js';
+import { StoreOptionError, catalogStoreChoice, recordInCatalogue, recordedLine, type CatalogStoreChoice } from './catalog.js';
 import type { Command } from './index.js';
 
 const VERSION = '0.1.0';
@@ -38,6 +46,11 @@ it writes the recommended policy, with a comment above each rule:
   Destructive hidden; Unknown held for approval; anything else denied.
 The policy passes 'policylayer validate'. It is a starting point: review it.
 
+Every successful scan is recorded in the catalogue of the control store (the
+server, each tool's definition, hash and classification, and what changed since
+the last scan of the same server reached the same way); read it back with
+'policylayer catalog'.
+
 Options:
   -o, --out <file>        write the policy there (.yaml, or .json without comments);
                           '-' prints the YAML on stdout and the table on stderr.
@@ -51,6 +64,12 @@ Options:
                           (default: what the server says in initialize)
   --description <text>    what the server does, when its own words say too little
                           ("a persistent, interactive terminal"): a classifier signal
+ catalogue:
+  -c <gateway.yaml>       record the scan in that config's store
+  --store sqlite:<path>|postgres://…   record it in this store
+                          (default: the gateway's embedded default store,
+                          ./data/policylayer.db in the working directory)
+  --no-record             record nothing
  stdio:
   -e, --env NAME=VALUE    set an environment variable for the server (repeatable);
                           it inherits this one's environment otherwise
@@ -66,7 +85,8 @@ references, expanded here, so a secret need not be typed on the command line
 (quote them so the shell leaves them alone). Values are never printed.
 
 Exits 0 when the server was scanned, 1 when it could not be (not found,
-exited, refused, timed out, no tools), 2 on wrong options.
+exited, refused, timed out, no tools) or its scan could not be recorded (then
+nothing is written either), 2 on wrong options.
 
 Examples:
   policylayer scan -- npx -y @modelcontextprotocol/server-memory
@@ -119,6 +139,8 @@ interface Options {
   shown: string;
   /** Expanded header and env values, removed from every message. */
   secrets: string[];
+  /** The store the scan is recorded in; undefined with --no-record. */
+  record: CatalogStoreChoice | undefined;
 }
 
 /** What the server said about itself in initialize. */
@@ -128,6 +150,8 @@ export interface ServerFacts {
   readonly version?: string;
   readonly description?: string;
   readonly instructions?: string;
+  /** The protocol revision the server answered initialize with. */
+  readonly protocolVersion?: string;
   readonly transport: Transport;
 }
 
@@ -173,6 +197,9 @@ function parseOptions(argv: string[], env: Env): Options {
         description: { type: 'string' },
         format: { type: 'string' },
         out: { type: 'string', short: 'o' },
+        config: { type: 'string', short: 'c' },
+        store: { type: 'string' },
+        'no-record': { type: 'boolean' },
       },
       true,
     );
@@ -196,6 +223,19 @@ function parseOptions(argv: string[], env: Env): Options {
     throw new UsageError(`--timeout: ${(err as Error).message}${see}`);
   }
   if (timeoutMs <= 0) throw new UsageError(`--timeout must be longer than 0; got '${timeoutText}'${see}`);
+
+  let record: CatalogStoreChoice | undefined;
+  if (values['no-record']) {
+    if (values.config !== undefined || values.store !== undefined) throw new UsageError(`--no-record records nothing: leave out ${values.config !== undefined ? '-c' : '--store'}${see}`);
+  } else {
+    try {
+      record = catalogStoreChoice(values, true);
+    } catch (err) {
+      if (err instanceof StoreOptionError) throw new UsageError(`${err.message}${see}`);
+      if (err instanceof ConfigError) throw new ScanError(`-c ${values.config}: the config does not load, so its store is not known:\n${err.issues.join('\n')}`);
+      throw err;
+    }
+  }
 
   const secrets: string[] = [];
   const expand = (flag: string, raw: string): string => {
@@ -284,6 +324,7 @@ function parseOptions(argv: string[], env: Env): Options {
     out: values.out,
     shown: ['policylayer', 'scan', ...shownArgs, ...shownCommand].join(' '),
     secrets,
+    record,
   };
 }
 
@@ -327,62 +368,37 @@ function redact(text: string, secrets: readonly string[]): string {
 // ---------------------------------------------------------------------------------------------
 // Connecting and listing
 
-interface Sdk {
-  Client: typeof import('@modelcontextprotocol/sdk/client/index.js').Client;
-  StdioClientTransport: typeof import('@modelcontextprotocol/sdk/client/stdio.js').StdioClientTransport;
-  StreamableHTTPClientTransport: typeof import('@modelcontextprotocol/sdk/client/streamableHttp.js').StreamableHTTPClientTransport;
-  StreamableHTTPError: typeof import('@modelcontextprotocol/sdk/client/streamableHttp.js').StreamableHTTPError;
-  SSEClientTransport: typeof import('@modelcontextprotocol/sdk/client/sse.js').SSEClientTransport;
-  SseError: typeof import('@modelcontextprotocol/sdk/client/sse.js').SseError;
-  McpError: typeof import('@modelcontextprotocol/sdk/types.js').McpError;
-}
+// The server is reached through the gateway's own upstream clients (src/transport/upstream), made
+// by the same factory `serve` uses: a stdio server is spawned, supervised and stopped as the
+// gateway would (its own process group, stderr read line by line, the group killed at the end);
+// a remote one is spoken to over the same pooled Streamable HTTP or legacy SSE client.
 
-async function loadSdk(): Promise<Sdk> {
-  try {
-    const [client, stdio, http, sse, types] = await Promise.all([
-      import('@modelcontextprotocol/sdk/client/index.js'),
-      import('@modelcontextprotocol/sdk/client/stdio.js'),
-      import('@modelcontextprotocol/sdk/client/streamableHttp.js'),
-      import('@modelcontextprotocol/sdk/client/sse.js'),
-      import('@modelcontextprotocol/sdk/types.js'),
-    ]);
-    return {
-      Client: client.Client,
-      StdioClientTransport: stdio.StdioClientTransport,
-      StreamableHTTPClientTransport: http.StreamableHTTPClientTransport,
-      StreamableHTTPError: http.StreamableHTTPError,
-      SSEClientTransport: sse.SSEClientTransport,
-      SseError: sse.SseError,
-      McpError: types.McpError,
-    };
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ERR_MODULE_NOT_FOUND') throw err;
-    throw new ScanError('scan needs the MCP TypeScript SDK, which this installation lacks: npm install @modelcontextprotocol/sdk');
-  }
-}
+/** A tool as the server listed it: what the classifier reads, and everything else kept as it came. */
+type ListedTool = ToolDefinition & { readonly [key: string]: unknown };
 
 interface Listing {
   server: ServerFacts;
-  tools: Tool[];
+  tools: ListedTool[];
 }
 
 /** One attempt's state, for the messages a failure or the deadline produces. */
 interface Attempt {
   phase: string;
-  stderr: string;
+  /** What a stdio server wrote on stderr so far (secrets not yet removed). */
+  stderr(): string;
   close(): Promise<void>;
-  /** Ends the server now (the deadline passed); the close that follows is then quick. */
+  /** Ends the connection now (the deadline passed); the close that follows is then quick. */
   abort(): void;
 }
 
 /** Connects, lists every page of tools, disconnects: all within the deadline. */
-async function listServer(sdk: Sdk, o: Options): Promise<Listing> {
+async function listServer(o: Options): Promise<Listing> {
   const deadline = Date.now() + o.timeoutMs;
   const t = o.target;
-  if (t.kind === 'stdio') return withDeadline(o, deadline, (a) => listStdio(sdk, t, deadline, a));
-  if (t.transport !== 'auto') return withDeadline(o, deadline, (a) => listHttp(sdk, t, t.transport as 'streamable-http' | 'sse', deadline, a));
+  if (t.kind === 'stdio') return withDeadline(o, deadline, (a) => listStdio(o, t, a));
+  if (t.transport !== 'auto') return withDeadline(o, deadline, (a) => listHttp(o, t, t.transport as HttpMode, a));
   try {
-    return await withDeadline(o, deadline, (a) => listHttp(sdk, t, 'streamable-http', deadline, a));
+    return await withDeadline(o, deadline, (a) => listHttp(o, t, 'streamable-http', a));
   } catch (err) {
     // MCP spec, backwards compatibility: a server that refuses the initialize POST with a 4xx
     // (404, 405, 400) may be an old HTTP+SSE server; GET the same URL for its event stream.
@@ -390,7 +406,7 @@ async function listServer(sdk: Sdk, o: Options): Promise<Listing> {
     const status = err instanceof HttpFailure ? err.status : undefined;
     if (status === undefined || status < 400 || status >= 500 || [401, 403, 408, 429].includes(status)) throw err;
     try {
-      return await withDeadline(o, deadline, (a) => listHttp(sdk, t, 'sse', deadline, a));
+      return await withDeadline(o, deadline, (a) => listHttp(o, t, 'sse', a));
     } catch (sseErr) {
       if (sseErr instanceof HttpFailure && sseErr.status === status) {
         throw new ScanError(`${sseErr.message} (the Streamable HTTP POST and the legacy SSE GET both answered ${status})`);
@@ -412,7 +428,7 @@ class HttpFailure extends ScanError {
 }
 
 async function withDeadline(o: Options, deadline: number, run: (a: Attempt) => Promise<Listing>): Promise<Listing> {
-  const attempt: Attempt = { phase: 'connecting', stderr: '', close: async () => {}, abort: () => {} };
+  const attempt: Attempt = { phase: 'connecting', stderr: () => '', close: async () => {}, abort: () => {} };
   let timer: NodeJS.Timeout | undefined;
   const timedOut = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new TimeoutSignal()), Math.max(0, deadline - Date.now()));
@@ -422,10 +438,10 @@ async function withDeadline(o: Options, deadline: number, run: (a: Attempt) => P
   } catch (err) {
     if (err instanceof TimeoutSignal) {
       attempt.abort();
-      throw new ScanError(`no answer from the server within ${o.timeoutText} while ${attempt.phase}; a slow server may need a longer --timeout${tail(attempt.stderr)}`);
+      throw new ScanError(`no answer from the server within ${o.timeoutText} while ${attempt.phase}; a slow server may need a longer --timeout${tail(attempt.stderr())}`);
     }
     if (err instanceof ScanError) throw err;
-    throw new ScanError(`${attempt.phase} failed: ${(err as Error).message}${tail(attempt.stderr)}`);
+    throw new ScanError(`${attempt.phase} failed: ${inOwnWords((err as Error).message)}${tail(attempt.stderr())}`);
   } finally {
     clearTimeout(timer);
     await attempt.close().catch(() => {});
@@ -441,73 +457,113 @@ function tail(stderr: string): string {
   return `\nThe server's stderr${lines.length > shown.length ? ` (last ${shown.length} lines)` : ''}:\n${shown.map((l) => `  | ${l}`).join('\n')}`;
 }
 
-function newClient(sdk: Sdk): Client {
-  return new sdk.Client({ name: 'policylayer-scan', version: VERSION }, { capabilities: {} });
+/**
+ * The upstream's limits (a call, the process coming up) sit a second past the deadline, so that
+ * the deadline's own message, which says what was happening, is the one a person reads.
+ */
+function upstreamTimeout(o: Options): number {
+  return o.timeoutMs + 1_000;
 }
 
-async function listStdio(sdk: Sdk, t: Extract<Target, { kind: 'stdio' }>, deadline: number, a: Attempt): Promise<Listing> {
-  const [command, ...args] = t.argv as [string, ...string[]];
-  // The server inherits this process's environment, as a gateway-run server does (config `env`
-  // adds to it); the SDK's default would pass only HOME, PATH and a few others.
-  const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries(process.env)) if (v !== undefined) env[k] = v;
-  Object.assign(env, t.env);
-  const transport = new sdk.StdioClientTransport({ command, args, env, ...(t.cwd !== undefined ? { cwd: t.cwd } : {}), stderr: 'pipe' });
-  transport.stderr?.on('data', (chunk: Buffer) => {
-    a.stderr = (a.stderr + chunk.toString('utf8')).slice(-STDERR_KEEP);
-  });
-  let exited = false;
-  const client = newClient(sdk);
-  a.close = () => client.close();
-  // The deadline passed: SIGTERM now and SIGKILL a second later, rather than the SDK's close
-  // (stdin closed, then 2 s for each signal), which a hung server would make us wait out.
-  a.abort = () => {
-    const pid = transport.pid;
-    if (pid === null) return;
-    const signal = (s: NodeJS.Signals) => {
-      try {
-        process.kill(pid, s);
-      } catch {
-        // gone already
+/** Scan's initialize: it asks for nothing but tools, so it declares no client capabilities. */
+function initializeRequest(): JsonRpcRequest {
+  return {
+    jsonrpc: '2.0',
+    id: 'policylayer-scan-init',
+    method: 'initialize',
+    params: { protocolVersion: LATEST_SESSION_VERSION, capabilities: {}, clientInfo: { name: 'policylayer-scan', version: VERSION } },
+  };
+}
+
+/** Opens the session and completes the handshake as the gateway does for a session of its own. */
+async function openSession(upstream: Upstream): Promise<UpstreamSession> {
+  await upstream.start();
+  const session = await upstream.open(initializeRequest(), LATEST_SESSION_VERSION);
+  session.send({ jsonrpc: '2.0', method: 'notifications/initialized' }, undefined);
+  return session;
+}
+
+/** What the supervised process did, as the stdio upstream reports it in its log. */
+interface ProcessWatch {
+  stderr: string;
+  exited: boolean;
+  /** The server answered initialize with an error (its message), or with no result. */
+  refused: string | undefined;
+}
+
+/**
+ * A logger that keeps what the stdio upstream says about its process: each stderr line (the
+ * upstream logs them one by one), that the process ended, that it refused initialize. Nothing
+ * is printed: a failure is explained once, in scan's own words.
+ */
+function watchingLogger(watch: ProcessWatch, secrets: readonly string[]): Logger {
+  const sink = new Writable({
+    write(chunk: Buffer | string, _encoding, done) {
+      for (const line of String(chunk).split('\n')) {
+        if (line.trim() === '') continue;
+        let rec: Record<string, unknown>;
+        try {
+          rec = JSON.parse(line) as Record<string, unknown>;
+        } catch {
+          continue;
+        }
+        const msg = typeof rec.msg === 'string' ? rec.msg : '';
+        if (rec.stream === 'stderr') watch.stderr = (watch.stderr + msg + '\n').slice(-STDERR_KEEP);
+        else if ('code' in rec && 'signal' in rec) watch.exited = true;
+        // A process that ends fails the initialize in flight, which is logged as a refusal too;
+        // only a refusal while it still runs is the server's own answer.
+        else if (msg.startsWith('upstream refused initialize') && !watch.exited) {
+          const error = rec.error as { message?: unknown; code?: unknown } | undefined;
+          watch.refused = typeof error?.message === 'string' ? `${error.message}${typeof error.code === 'number' ? ` (error ${error.code})` : ''}` : 'its answer is not an initialize result';
+        }
       }
-    };
-    signal('SIGTERM');
-    // Not unref'd: this process must not exit and leave a server that ignores SIGTERM behind.
-    kill = setTimeout(() => signal('SIGKILL'), 1_000);
-  };
-  let kill: NodeJS.Timeout | undefined;
-  // The SDK's Protocol keeps a handler set before connect, so an exit is noticed in any phase;
-  // the requests in flight then fail with ConnectionClosed.
-  transport.onclose = () => {
-    exited = true;
-    clearTimeout(kill);
-  };
-  a.phase = `starting ${shellQuote(command)}`;
+      done();
+    },
+  });
+  return createLogger({ level: 'info', secrets, destination: sink });
+}
+
+async function listStdio(o: Options, t: Extract<Target, { kind: 'stdio' }>, a: Attempt): Promise<Listing> {
+  const command = t.argv[0]!;
+  const watch: ProcessWatch = { stderr: '', exited: false, refused: undefined };
+  // `isolation: session` starts the process for this one session, initialized with scan's own
+  // initialize (its client info and capabilities) rather than the gateway's. The process inherits
+  // this one's environment with --env added, as a server in gateway.yaml does.
+  const upstream = createUpstream(
+    { name: path.basename(command), kind: 'stdio', command: t.argv, env: t.env, ...(t.cwd !== undefined ? { cwd: t.cwd } : {}), isolation: 'session', timeoutMs: upstreamTimeout(o) },
+    watchingLogger(watch, o.secrets),
+    // The deadline passed or the tools are in: stdin closed, then SIGTERM a second later and
+    // SIGKILL a second after that, to the whole process group.
+    { killGraceMs: 1_000 },
+  );
+  a.stderr = () => watch.stderr;
+  a.close = () => upstream.close();
+  // The process is spawned as open() begins; a spawn that fails is told apart below.
+  a.phase = 'waiting for the answer to initialize';
   try {
-    const connecting = client.connect(transport, { timeout: remaining(deadline) });
-    a.phase = 'waiting for the answer to initialize';
-    await connecting;
-    const tools = await listAllTools(client, deadline, a);
-    return { server: serverFacts(client, 'stdio'), tools };
+    const session = await openSession(upstream);
+    const server = serverFacts(session, 'stdio');
+    const tools = await listAllTools(session, a);
+    return { server, tools };
   } catch (err) {
     if (err instanceof ScanError) throw err;
-    const e = err as NodeJS.ErrnoException;
-    if (e.syscall === 'spawn' || (typeof e.syscall === 'string' && e.syscall.startsWith('spawn'))) {
+    const e = ((err as Error).cause ?? {}) as NodeJS.ErrnoException;
+    if (typeof e.syscall === 'string' && e.syscall.startsWith('spawn')) {
       const where = t.cwd !== undefined ? ` (in ${t.cwd})` : '';
       if (e.code === 'ENOENT' && t.cwd !== undefined && !isDirectory(t.cwd)) throw new ScanError(`cannot start ${shellQuote(command)}: the --cwd directory ${t.cwd} does not exist`);
       if (e.code === 'ENOENT') throw new ScanError(`cannot start ${shellQuote(command)}: command not found${where}; is it installed and on PATH?`);
       if (e.code === 'EACCES') throw new ScanError(`cannot start ${shellQuote(command)}: permission denied${where}; is it an executable file?`);
       throw new ScanError(`cannot start ${shellQuote(command)}: ${e.message}`);
     }
-    if (exited || isConnectionClosed(sdk, err)) {
+    if (watch.refused !== undefined) throw new ScanError(`the server refused initialize: ${watch.refused}${tail(watch.stderr)}`);
+    if (watch.exited) {
       // The last of stderr may still be on its way through the pipe.
       await new Promise((r) => setTimeout(r, 50));
-      throw new ScanError(`the server exited while ${a.phase}${tail(a.stderr) || ' (it wrote nothing to stderr)'}`);
+      throw new ScanError(`the server exited while ${a.phase}${tail(watch.stderr) || ' (it wrote nothing to stderr)'}`);
     }
     throw err;
   }
 }
-
 
 function isDirectory(dir: string): boolean {
   try {
@@ -517,46 +573,35 @@ function isDirectory(dir: string): boolean {
   }
 }
 
-function isConnectionClosed(sdk: Sdk, err: unknown): boolean {
-  return err instanceof sdk.McpError && err.code === -32000;
-}
+type HttpMode = 'streamable-http' | 'sse';
 
-function remaining(deadline: number): number {
-  // A little past the deadline, so that the deadline's own message (which says what was
-  // happening) wins over the SDK's generic request timeout.
-  return Math.max(1, deadline - Date.now()) + 1_000;
-}
-
-async function listHttp(sdk: Sdk, t: Extract<Target, { kind: 'http' }>, mode: 'streamable-http' | 'sse', deadline: number, a: Attempt): Promise<Listing> {
-  const requestInit = { headers: t.headers };
-  const client = newClient(sdk);
-  const transport =
-    mode === 'sse'
-      ? new sdk.SSEClientTransport(t.url, { requestInit })
-      : new sdk.StreamableHTTPClientTransport(t.url, { requestInit, reconnectionOptions: { maxRetries: 0, initialReconnectionDelay: 1_000, maxReconnectionDelay: 1_000, reconnectionDelayGrowFactor: 1 } });
+async function listHttp(o: Options, t: Extract<Target, { kind: 'http' }>, mode: HttpMode, a: Attempt): Promise<Listing> {
+  const upstream = createUpstream({ name: t.url.host, kind: 'http', url: t.url.href, transport: mode, headers: t.headers, timeoutMs: upstreamTimeout(o) }, silentLogger());
+  const pool = upstream instanceof HttpUpstream || upstream instanceof LegacySseUpstream ? upstream.pool : undefined;
   a.close = async () => {
-    if (transport instanceof sdk.StreamableHTTPClientTransport && transport.sessionId !== undefined) {
-      // Polite: end the session on the server; never let that delay the answer.
-      await Promise.race([transport.terminateSession().catch(() => {}), new Promise((r) => setTimeout(r, 1_000).unref())]);
-    }
-    await client.close();
+    // Polite: end the session on the server (DELETE); never let that delay the answer long.
+    const closed = upstream.close();
+    const late = await Promise.race([closed.then(() => false), new Promise<boolean>((r) => setTimeout(() => r(true), 1_000).unref())]);
+    if (late) await pool?.destroy().catch(() => {});
   };
-  a.abort = () => void transport.close().catch(() => {});
+  // Requests still waiting for an answer end with the pool, rather than at their own timeout.
+  a.abort = () => void pool?.destroy().catch(() => {});
   a.phase = mode === 'sse' ? `opening the legacy SSE stream at ${t.url.origin}` : `initializing over Streamable HTTP at ${t.url.origin}`;
   try {
-    await client.connect(transport, { timeout: remaining(deadline) });
-    const tools = await listAllTools(client, deadline, a);
-    return { server: serverFacts(client, mode), tools };
+    const session = await openSession(upstream);
+    const server = serverFacts(session, mode);
+    const tools = await listAllTools(session, a);
+    return { server, tools };
   } catch (err) {
-    throw httpFailure(sdk, err, t.url, mode, a);
+    throw httpFailure(err, t.url, mode, a);
   }
 }
 
-function httpFailure(sdk: Sdk, err: unknown, url: URL, mode: 'streamable-http' | 'sse', a: Attempt): Error {
+function httpFailure(err: unknown, url: URL, mode: HttpMode, a: Attempt): Error {
   if (err instanceof ScanError || err instanceof TimeoutSignal) return err;
-  const status = err instanceof sdk.StreamableHTTPError || err instanceof sdk.SseError ? err.code : undefined;
   const at = shownUrl(url);
-  if (typeof status === 'number' && status >= 400) {
+  if (err instanceof UpstreamHttpError && err.status >= 400) {
+    const status = err.status;
     switch (status) {
       case 401:
         return new HttpFailure(401, `${at}: HTTP 401 Unauthorized: the server wants credentials. Pass them with --header, e.g. --header 'Authorization: Bearer \${API_KEY}' (an OAuth sign-in is not something scan does)`);
@@ -567,14 +612,16 @@ function httpFailure(sdk: Sdk, err: unknown, url: URL, mode: 'streamable-http' |
       case 405:
         return new HttpFailure(405, `${at}: HTTP 405 Method Not Allowed: this URL does not take MCP ${mode === 'sse' ? 'event streams' : 'POST requests'}`);
       default: {
-        // The SDK's message carries the response body; an HTML error page says nothing useful.
-        const detail = firstLine((err as Error).message.replace(/^(Streamable HTTP|SSE) error: (Error POSTing to endpoint: )?/, ''));
+        // What the server said with the status, unless it is an HTML error page, which says nothing useful.
+        const detail = firstLine(err.detail.trim());
         const said = detail === '' || detail.startsWith('<') ? '' : `: ${detail}`;
         return new HttpFailure(status, `${at}: HTTP ${status} ${STATUS_CODES[status] ?? ''} while ${a.phase}${said}`.replace(/ {2,}/g, ' '));
       }
     }
   }
-  const cause = (err as { cause?: { code?: string } }).cause;
+  const rpc = (err as { rpc?: JsonRpcResponse }).rpc;
+  if (rpc?.error !== undefined) return new ScanError(`${at}: the server refused initialize: ${firstLine(rpc.error.message)} (error ${rpc.error.code})`);
+  const cause = (err as { cause?: { code?: string; message?: string } }).cause;
   const code = cause?.code ?? (err as NodeJS.ErrnoException).code;
   const reach: Record<string, string> = {
     ECONNREFUSED: 'connection refused (is the server running, and on this port?)',
@@ -585,13 +632,18 @@ function httpFailure(sdk: Sdk, err: unknown, url: URL, mode: 'streamable-http' |
     EHOSTUNREACH: 'host unreachable',
     CERT_HAS_EXPIRED: 'its TLS certificate has expired',
     DEPTH_ZERO_SELF_SIGNED_CERT: 'its TLS certificate is self-signed',
+    SELF_SIGNED_CERT_IN_CHAIN: 'its TLS certificate chain is self-signed',
     UNABLE_TO_VERIFY_LEAF_SIGNATURE: 'its TLS certificate cannot be verified',
   };
   if (code !== undefined && reach[code] !== undefined) return new ScanError(`cannot reach ${url.origin}: ${reach[code]}`);
-  const causeMessage = (err as { cause?: { message?: string } }).cause?.message;
-  if (causeMessage) return new ScanError(`cannot reach ${url.origin}: ${firstLine((err as Error).message)}: ${firstLine(causeMessage)}`);
-  if (err instanceof sdk.SseError && status === undefined) return new ScanError(`${at}: the legacy SSE stream failed while ${a.phase}: ${firstLine(err.message)}`);
-  return new ScanError(`${at}: ${a.phase} failed: ${firstLine((err as Error).message)}`);
+  // A network error (it has a code: errno or undici's UND_ERR_*), not an answer that made no sense.
+  if (code !== undefined && cause?.message) return new ScanError(`cannot reach ${url.origin}: ${firstLine(cause.message)}`);
+  return new ScanError(`${at}: ${a.phase} failed: ${firstLine(inOwnWords((err as Error).message))}`);
+}
+
+/** An upstream's message as scan says it: the server is "the server", not the name scan gave it. */
+function inOwnWords(message: string): string {
+  return message.replace(/upstream server '[^']*': /g, '').replace(/upstream server '[^']*'/g, 'the server');
 }
 
 function firstLine(s: string): string {
@@ -599,21 +651,76 @@ function firstLine(s: string): string {
   return line.length > 300 ? line.slice(0, 299) + '…' : line;
 }
 
+/** One request on the session, answered once: by the server, or by the upstream when it lost the server. */
+function request(session: UpstreamSession, req: JsonRpcRequest): Promise<JsonRpcResponse> {
+  return new Promise((resolve) => {
+    session.call(req, undefined, {
+      onRelated: ({ message }) => {
+        // A server that asks something while listing (ping, or what scan did not declare it
+        // could do) gets an answer, so it does not wait for one until the deadline.
+        if (!isRequest(message)) return;
+        session.send(
+          message.method === 'ping'
+            ? { jsonrpc: '2.0', id: message.id, result: {} }
+            : { jsonrpc: '2.0', id: message.id, error: { code: JsonRpcErrors.METHOD_NOT_FOUND, message: `policylayer scan does not handle ${message.method}` } },
+          undefined,
+        );
+      },
+      onResponse: (msg) => resolve(msg),
+    });
+  });
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** Why one listed tool cannot be classified, or undefined when it can. */
+function toolProblem(tool: unknown, i: number): string | undefined {
+  const at = `tools[${i}]`;
+  if (!isObject(tool)) return `${at} is ${describe(tool)}, not a tool object`;
+  if (typeof tool.name !== 'string' || tool.name === '') return `${at} has no name${tool.name === undefined ? '' : ` (its "name" is ${describe(tool.name)})`}`;
+  const name = `${at} (${JSON.stringify(tool.name).slice(0, 60)})`;
+  for (const key of ['title', 'description'] as const) {
+    if (tool[key] !== undefined && typeof tool[key] !== 'string') return `${name}: "${key}" is ${describe(tool[key])}, not a string`;
+  }
+  for (const key of ['inputSchema', 'annotations'] as const) {
+    if (tool[key] !== undefined && !isObject(tool[key])) return `${name}: "${key}" is ${describe(tool[key])}, not an object`;
+  }
+  return undefined;
+}
+
+function describe(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'an array';
+  return typeof v === 'object' ? 'an object' : `a ${typeof v}`;
+}
+
 /** tools/list, following nextCursor to the last page. */
-async function listAllTools(client: Client, deadline: number, a: Attempt): Promise<Tool[]> {
-  const caps = client.getServerCapabilities() ?? {};
+async function listAllTools(session: UpstreamSession, a: Attempt): Promise<ListedTool[]> {
+  const caps = isObject(session.initializeResult.capabilities) ? session.initializeResult.capabilities : {};
   if (!caps.tools) {
     const offered = Object.keys(caps).filter((k) => k !== 'experimental');
     throw new ScanError(`the server does not offer tools (it declares ${offered.length > 0 ? offered.join(', ') : 'no capabilities'}): there is nothing to classify`);
   }
-  const tools: Tool[] = [];
+  const tools: ListedTool[] = [];
   const cursors = new Set<string>();
   let cursor: string | undefined;
   for (let page = 1; ; page++) {
     a.phase = page === 1 ? 'listing tools' : `listing tools (page ${page})`;
-    const r = await client.listTools(cursor === undefined ? {} : { cursor }, { timeout: remaining(deadline) });
-    tools.push(...r.tools);
-    cursor = r.nextCursor;
+    const answer = await request(session, { jsonrpc: '2.0', id: page, method: 'tools/list', ...(cursor === undefined ? {} : { params: { cursor } }) });
+    if (answer.error !== undefined) throw new Error(`${firstLine(inOwnWords(String(answer.error.message)))} (error ${answer.error.code})`);
+    const invalid = (why: string) => new ScanError(`the server's answer to tools/list${page > 1 ? ` (page ${page})` : ''} is not valid: ${why}`);
+    const r = answer.result;
+    if (!isObject(r)) throw invalid(`the result is ${describe(r)}, not an object`);
+    if (!Array.isArray(r.tools)) throw invalid(r.tools === undefined ? 'it has no "tools"' : `"tools" is ${describe(r.tools)}, not an array`);
+    for (const [i, tool] of r.tools.entries()) {
+      const problem = toolProblem(tool, i);
+      if (problem !== undefined) throw invalid(problem);
+    }
+    tools.push(...(r.tools as ListedTool[]));
+    if (r.nextCursor !== undefined && r.nextCursor !== null && typeof r.nextCursor !== 'string') throw invalid(`"nextCursor" is ${describe(r.nextCursor)}, not a string`);
+    cursor = typeof r.nextCursor === 'string' ? r.nextCursor : undefined;
     if (cursor === undefined) break;
     if (cursors.has(cursor)) throw new ScanError(`the server handed out the tools/list cursor ${JSON.stringify(cursor).slice(0, 80)} twice (page ${page}): its pagination loops`);
     if (page >= MAX_PAGES) throw new ScanError(`the server's tools/list goes on past ${MAX_PAGES} pages; stopping`);
@@ -622,15 +729,19 @@ async function listAllTools(client: Client, deadline: number, a: Attempt): Promi
   return tools;
 }
 
-function serverFacts(client: Client, transport: Transport): ServerFacts {
-  const info = client.getServerVersion();
-  const instructions = client.getInstructions();
+/** What the server said about itself in its initialize result. */
+function serverFacts(session: UpstreamSession, transport: Transport): ServerFacts {
+  const result = session.initializeResult;
+  const info = isObject(result.serverInfo) ? result.serverInfo : {};
+  const text = (v: unknown): string | undefined => (typeof v === 'string' && v !== '' ? v : undefined);
+  const [name, title, version, description, instructions, protocolVersion] = [info.name, info.title, info.version, info.description, result.instructions, result.protocolVersion].map(text);
   return {
-    name: info?.name ?? '(unnamed)',
-    ...(info?.title ? { title: info.title } : {}),
-    ...(info?.version ? { version: info.version } : {}),
-    ...(info?.description ? { description: info.description } : {}),
-    ...(instructions ? { instructions } : {}),
+    name: name ?? '(unnamed)',
+    ...(title !== undefined ? { title } : {}),
+    ...(version !== undefined ? { version } : {}),
+    ...(description !== undefined ? { description } : {}),
+    ...(instructions !== undefined ? { instructions } : {}),
+    ...(protocolVersion !== undefined ? { protocolVersion } : {}),
     transport,
   };
 }
@@ -639,14 +750,13 @@ function serverFacts(client: Client, transport: Transport): ServerFacts {
 // The scan
 
 interface Row {
-  definition: Tool;
+  definition: ListedTool;
   classification: Classification;
   recommendation: Recommendation;
 }
 
 async function scan(o: Options, io: ScanIo): Promise<number> {
-  const sdk = await loadSdk();
-  const listing = await listServer(sdk, o);
+  const listing = await listServer(o);
   const server = listing.server;
   if (listing.tools.length === 0) throw new ScanError(`${displayName(server, o)} lists no tools: there is nothing to classify, and no policy was written`);
 
@@ -676,6 +786,15 @@ async function scan(o: Options, io: ScanIo): Promise<number> {
     if (!(err instanceof ConfigError)) throw err;
     throw new Error(`the recommended policy does not validate (a bug in scan; please report it):\n${err.issues.join('\n')}`);
   }
+  // Recorded before anything is written: a scan that cannot be kept fails whole, and says so.
+  let recorded: CatalogRecordResult | undefined;
+  if (o.record !== undefined) {
+    try {
+      recorded = await recordInCatalogue(o.record, catalogScan(o, server, rows), io.now().getTime());
+    } catch (err) {
+      throw new ScanError(`the scan cannot be recorded in the catalogue (${o.record.shown}): ${(err as Error).message}; nothing was written. Add --no-record to scan without recording`);
+    }
+  }
   if (written !== undefined) {
     try {
       writeFileSync(written, text);
@@ -694,7 +813,7 @@ async function scan(o: Options, io: ScanIo): Promise<number> {
   }
 
   if (o.format === 'json') {
-    io.stdout.write(JSON.stringify(jsonReport(o, server, rows, policy.document, written, notes), null, 2) + '\n');
+    io.stdout.write(JSON.stringify(jsonReport(o, server, rows, policy.document, written, notes, recorded), null, 2) + '\n');
     if (written !== undefined) io.stderr.write(`wrote ${written}\n`);
     return 0;
   }
@@ -709,6 +828,7 @@ async function scan(o: Options, io: ScanIo): Promise<number> {
   report.write(renderTable(rows, width, color));
   report.write('\n' + policySummary(policy.recommendations) + '\n');
   for (const n of notes) report.write(`note: ${n}\n`);
+  if (recorded !== undefined) report.write(`${recordedLine(o.record!, recorded)}\n`);
   if (o.out === '-') io.stdout.write(yaml);
   else if (written !== undefined) report.write(`Wrote ${written}. Check it with: policylayer validate ${shellQuote(written)}\n`);
   else report.write(`Nothing written: add --out ${slug(server, o)}.policy.yaml to write the policy (or --out - to print it).\n`);
@@ -811,7 +931,25 @@ function cut(s: string, w: number): string {
 // ---------------------------------------------------------------------------------------------
 // JSON
 
-function jsonReport(o: Options, server: ServerFacts, rows: readonly Row[], policy: PolicyDocument, written: string | undefined, notes: string[]) {
+/** What the catalogue keeps of this scan: the server as it was reached (secrets left out), each tool as listed and classified. */
+function catalogScan(o: Options, server: ServerFacts, rows: readonly Row[]): CatalogScan {
+  return {
+    key: slug(server, o),
+    name: server.name,
+    target: o.target.kind === 'stdio' ? { command: redactArgv(o.target.argv) } : { url: shownUrl(o.target.url) },
+    title: server.title ?? null,
+    version: server.version ?? null,
+    displayName: o.name ?? null,
+    description: o.description ?? server.description ?? null,
+    instructions: server.instructions ?? null,
+    trusted: o.trusted,
+    transport: server.transport,
+    classifierVersion: CLASSIFIER_VERSION,
+    tools: rows.map((r) => catalogToolOf(r.definition as unknown as Record<string, unknown>, r.classification)),
+  };
+}
+
+function jsonReport(o: Options, server: ServerFacts, rows: readonly Row[], policy: PolicyDocument, written: string | undefined, notes: string[], recorded: CatalogRecordResult | undefined) {
   const counts = (key: 'category' | 'severity') => {
     const m: Record<string, number> = {};
     for (const r of rows) m[r.classification[key]] = (m[r.classification[key]] ?? 0) + 1;
@@ -828,6 +966,15 @@ function jsonReport(o: Options, server: ServerFacts, rows: readonly Row[], polic
     })),
     policy,
     policyFile: written ?? null,
+    catalog:
+      recorded === undefined
+        ? null
+        : {
+            store: o.record!.shown,
+            key: recorded.server.key,
+            created: recorded.created,
+            changes: recorded.changes.map((c) => ({ tool: c.tool, kind: c.kind, oldHash: c.oldHash, newHash: c.newHash })),
+          },
     notes,
   };
 }

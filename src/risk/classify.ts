@@ -14,7 +14,7 @@ import { SEVERITIES } from './types.js';
 import type { Category, Classification, Flag, Reason, ServerContext, Severity, ToolDefinition } from './types.js';
 
 /** Bumped whenever a rule changes, so stored verdicts keyed by hash are not reused across versions. */
-export const CLASSIFIER_VERSION = 1;
+export const CLASSIFIER_VERSION = 2;
 
 const W = {
   nameVerb: 3,

@@ -284,6 +284,120 @@ export const MIGRATIONS: readonly Migration[] = [
       );
     `,
   },
+  // Version 5: the catalogue of scanned servers (ControlStore.recordCatalogScan), beyond the
+  // shared choices above:
+  // - A server's identity is its name and its target (the command or URL, as canonical JSON),
+  //   unique together; its `key` is what people type (`catalog show everything`), assigned once.
+  // - Definitions and classifications are TEXT checked as JSON objects, not jsonb: a definition
+  //   comes from the server, which may put \u0000 in a description (jsonb refuses it, and a server
+  //   must not be able to keep itself out of the catalogue that way); the text read back is the
+  //   text stored. Category and severity are columns of their own, so counts are plain GROUP BYs.
+  // - A removed tool keeps its row, with removed_at, so its first_seen and last definition stay.
+  // - catalog_changes is the whole history: the first scan records every tool as added, and every
+  //   added or changed row carries the definition from then on, so any earlier definition can be
+  //   shown (what a rug pull changed). Ids grow as admin event ids do (AUTOINCREMENT, identity),
+  //   so a history cursor never meets a reused id. The CHECKs tie the hashes to the kind.
+  // - Tools and changes go with their server (ON DELETE CASCADE).
+  {
+    version: 5,
+    name: 'the catalogue of scanned servers and tools',
+    sqlite: `
+      CREATE TABLE catalog_servers (
+        key TEXT NOT NULL PRIMARY KEY CHECK (length(key) > 0),
+        name TEXT NOT NULL,
+        target TEXT NOT NULL CHECK (json_valid(target) AND json_type(target) = 'object'),
+        title TEXT,
+        version TEXT,
+        display_name TEXT,
+        description TEXT,
+        instructions TEXT,
+        trusted INTEGER NOT NULL CHECK (trusted IN (0, 1)),
+        transport TEXT NOT NULL,
+        classifier_version INTEGER NOT NULL,
+        first_seen INTEGER NOT NULL,
+        last_seen INTEGER NOT NULL,
+        scans INTEGER NOT NULL CHECK (scans >= 1),
+        UNIQUE (name, target)
+      ) STRICT;
+      CREATE TABLE catalog_tools (
+        server TEXT NOT NULL REFERENCES catalog_servers (key) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        definition TEXT NOT NULL CHECK (json_valid(definition) AND json_type(definition) = 'object'),
+        definition_hash TEXT NOT NULL,
+        classification TEXT NOT NULL CHECK (json_valid(classification) AND json_type(classification) = 'object'),
+        category TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        first_seen INTEGER NOT NULL,
+        last_seen INTEGER NOT NULL,
+        removed_at INTEGER,
+        PRIMARY KEY (server, name)
+      ) STRICT;
+      CREATE TABLE catalog_changes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        server TEXT NOT NULL REFERENCES catalog_servers (key) ON DELETE CASCADE,
+        tool TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('added', 'changed', 'removed')),
+        old_hash TEXT,
+        new_hash TEXT,
+        definition TEXT CHECK (definition IS NULL OR (json_valid(definition) AND json_type(definition) = 'object')),
+        at INTEGER NOT NULL,
+        CHECK ((kind = 'added') = (old_hash IS NULL)),
+        CHECK ((kind = 'removed') = (new_hash IS NULL)),
+        CHECK ((kind = 'removed') = (definition IS NULL)),
+        CHECK (kind <> 'changed' OR old_hash <> new_hash)
+      ) STRICT;
+      CREATE INDEX catalog_changes_server ON catalog_changes (server, id);
+    `,
+    postgres: `
+      CREATE TABLE catalog_servers (
+        key text COLLATE "C" CONSTRAINT catalog_servers_pkey PRIMARY KEY CHECK (length(key) > 0),
+        name text COLLATE "C" NOT NULL,
+        target text COLLATE "C" NOT NULL CHECK (json_typeof(target::json) = 'object'),
+        title text,
+        version text,
+        display_name text,
+        description text,
+        instructions text,
+        trusted boolean NOT NULL,
+        transport text NOT NULL,
+        classifier_version integer NOT NULL,
+        first_seen bigint NOT NULL,
+        last_seen bigint NOT NULL,
+        scans integer NOT NULL CHECK (scans >= 1),
+        CONSTRAINT catalog_servers_identity UNIQUE (name, target)
+      );
+      CREATE TABLE catalog_tools (
+        server text COLLATE "C" NOT NULL REFERENCES catalog_servers (key) ON DELETE CASCADE,
+        name text COLLATE "C" NOT NULL,
+        position integer NOT NULL,
+        definition text NOT NULL CHECK (json_typeof(definition::json) = 'object'),
+        definition_hash text NOT NULL,
+        classification text NOT NULL CHECK (json_typeof(classification::json) = 'object'),
+        category text NOT NULL,
+        severity text NOT NULL,
+        first_seen bigint NOT NULL,
+        last_seen bigint NOT NULL,
+        removed_at bigint,
+        CONSTRAINT catalog_tools_pkey PRIMARY KEY (server, name)
+      );
+      CREATE TABLE catalog_changes (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        server text COLLATE "C" NOT NULL REFERENCES catalog_servers (key) ON DELETE CASCADE,
+        tool text COLLATE "C" NOT NULL,
+        kind text NOT NULL CHECK (kind IN ('added', 'changed', 'removed')),
+        old_hash text,
+        new_hash text,
+        definition text CHECK (definition IS NULL OR json_typeof(definition::json) = 'object'),
+        at bigint NOT NULL,
+        CHECK ((kind = 'added') = (old_hash IS NULL)),
+        CHECK ((kind = 'removed') = (new_hash IS NULL)),
+        CHECK ((kind = 'removed') = (definition IS NULL)),
+        CHECK (kind <> 'changed' OR old_hash <> new_hash)
+      );
+      CREATE INDEX catalog_changes_server ON catalog_changes (server, id);
+    `,
+  },
 ];
 
 /** The newest schema version this build knows. */

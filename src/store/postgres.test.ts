@@ -93,7 +93,7 @@ function storeTests(url: string): void {
       );
       assert.deepEqual(
         rows.map((r) => r.table_name),
-        ['admin_credentials', 'admin_events', 'approvals', 'gateway_keys', 'grant_tokens', 'grants', 'policy_versions', 'schema_migrations', 'servers'],
+        ['admin_credentials', 'admin_events', 'approvals', 'catalog_changes', 'catalog_servers', 'catalog_tools', 'gateway_keys', 'grant_tokens', 'grants', 'policy_versions', 'schema_migrations', 'servers'],
       );
     });
 

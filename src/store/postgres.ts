@@ -28,6 +28,13 @@ import {
   APPROVAL_COLUMNS,
   approvalChange,
   byExpiry,
+  CATALOG_CHANGE_COLUMNS,
+  CATALOG_SERVER_COLUMNS,
+  CATALOG_TOOL_COLUMNS,
+  catalogKeyCandidate,
+  catalogTargetText,
+  categoryCounts,
+  checkCatalogScan,
   checkedDecision,
   EVENT_COLUMNS,
   GRANT_COLUMNS,
@@ -40,8 +47,15 @@ import {
   VERSION_COLUMNS,
   wholeCursor,
   wholeMs,
+  planCatalogRecording,
+  toCatalogChange,
+  toCatalogServer,
+  toCatalogTool,
   type AdminRow,
   type ApprovalRow,
+  type CatalogChangeRow,
+  type CatalogServerRow,
+  type CatalogToolRow,
   type VersionRow,
 } from './shared.js';
 import type {
@@ -55,6 +69,12 @@ import type {
   ApprovalQuery,
   ApprovalRecord,
   ApprovalStatus,
+  CatalogChange,
+  CatalogChangeQuery,
+  CatalogRecordResult,
+  CatalogScan,
+  CatalogServerRecord,
+  CatalogToolRecord,
   ControlStore,
   GrantRecord,
   NewAdminCredential,
@@ -98,6 +118,9 @@ function parseBigint(text: string): number {
 
 // Two keys for pg_advisory_xact_lock(int, int): what is locked, and in which schema.
 const LOCK_SQL = `SELECT pg_advisory_xact_lock(hashtext('policylayer schema migrations'), hashtext(coalesce(current_schema(), '')))`;
+// Catalogue recordings take turns per schema: scans are rare (a person runs them), and one lock
+// makes reading the stored tools and writing the changes one step however many replicas record.
+const CATALOG_LOCK_SQL = `SELECT pg_advisory_xact_lock(hashtext('policylayer catalogue'), hashtext(coalesce(current_schema(), '')))`;
 
 /**
  * Applies every pending migration of `migrations`, each in a transaction of its own under the
@@ -504,6 +527,112 @@ class PostgresControlStore implements ControlStore {
       [call.argumentsDigest, call.grantId, call.server, call.tool, call.policyVersion, wholeMs('decidedSince', decidedSince)],
     );
     return rows[0] === undefined ? undefined : toPgApproval(rows[0]);
+  }
+
+  async recordCatalogScan(scan: CatalogScan, now: number): Promise<CatalogRecordResult> {
+    checkCatalogScan(scan);
+    wholeMs('now', now);
+    const target = catalogTargetText(scan.target);
+    return inTransaction(this.pool, async (client) => {
+      await client.query(CATALOG_LOCK_SQL);
+      const facts = [scan.title, scan.version, scan.displayName, scan.description, scan.instructions, scan.trusted, scan.transport, scan.classifierVersion, now];
+      const found = await client.query<{ key: string }>('SELECT key FROM catalog_servers WHERE name = $1 AND target = $2', [scan.name, target]);
+      let key = found.rows[0]?.key;
+      const created = key === undefined;
+      if (key === undefined) {
+        for (let attempt = 1; key === undefined; attempt++) {
+          const candidate = catalogKeyCandidate(scan.key, attempt);
+          const ins = await client.query<{ key: string }>(
+            `INSERT INTO catalog_servers (${CATALOG_SERVER_COLUMNS})
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, 1) ON CONFLICT (key) DO NOTHING RETURNING key`,
+            [candidate, scan.name, target, ...facts],
+          );
+          key = ins.rows[0]?.key;
+        }
+      } else {
+        await client.query(
+          `UPDATE catalog_servers SET title = $2, version = $3, display_name = $4, description = $5, instructions = $6, trusted = $7,
+             transport = $8, classifier_version = $9, last_seen = $10, scans = scans + 1
+           WHERE key = $1`,
+          [key, ...facts],
+        );
+      }
+      const stored = await client.query<{ name: string; definition_hash: string; removed_at: number | null }>(
+        'SELECT name, definition_hash, removed_at FROM catalog_tools WHERE server = $1',
+        [key],
+      );
+      const plan = planCatalogRecording(
+        stored.rows.map((r) => ({ name: r.name, definitionHash: r.definition_hash, removedAt: r.removed_at })),
+        scan.tools,
+      );
+      for (const [position, t] of scan.tools.entries()) {
+        await client.query(
+          `INSERT INTO catalog_tools (${CATALOG_TOOL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, NULL)
+           ON CONFLICT (server, name) DO UPDATE SET position = excluded.position, definition = excluded.definition,
+             definition_hash = excluded.definition_hash, classification = excluded.classification, category = excluded.category,
+             severity = excluded.severity, last_seen = excluded.last_seen, removed_at = NULL`,
+          [key, t.name, position, JSON.stringify(t.definition), t.definitionHash, JSON.stringify(t.classification), t.classification.category, t.classification.severity, now],
+        );
+      }
+      if (plan.removed.length > 0) {
+        await client.query('UPDATE catalog_tools SET removed_at = $2 WHERE server = $1 AND name = ANY ($3::text[])', [key, now, plan.removed]);
+      }
+      const changes: CatalogChange[] = [];
+      for (const c of plan.changes) {
+        const { rows } = await client.query<CatalogChangeRow>(
+          `INSERT INTO catalog_changes (server, tool, kind, old_hash, new_hash, definition, at) VALUES ($1, $2, $3, $4, $5, $6, $7)
+           RETURNING ${CATALOG_CHANGE_COLUMNS}`,
+          [key, c.tool, c.kind, c.oldHash, c.newHash, c.definition, now],
+        );
+        changes.push(toCatalogChange(rows[0]!));
+      }
+      const server = await this.catalogServer(client, key);
+      return { server: server!, created, changes };
+    });
+  }
+
+  async listCatalogServers(): Promise<CatalogServerRecord[]> {
+    const [servers, counts] = await Promise.all([
+      this.pool.query<CatalogServerRow>(`SELECT ${CATALOG_SERVER_COLUMNS} FROM catalog_servers ORDER BY key`),
+      this.pool.query<{ server: string; category: string; n: number }>(
+        'SELECT server, category, count(*) AS n FROM catalog_tools WHERE removed_at IS NULL GROUP BY server, category',
+      ),
+    ]);
+    const byServer = categoryCounts(counts.rows);
+    return servers.rows.map((r) => toCatalogServer(r, byServer));
+  }
+
+  async getCatalogServer(key: string): Promise<CatalogServerRecord | undefined> {
+    return this.catalogServer(this.pool, key);
+  }
+
+  private async catalogServer(db: pg.Pool | pg.PoolClient, key: string): Promise<CatalogServerRecord | undefined> {
+    const { rows } = await db.query<CatalogServerRow>(`SELECT ${CATALOG_SERVER_COLUMNS} FROM catalog_servers WHERE key = $1`, [key]);
+    if (rows[0] === undefined) return undefined;
+    const counts = await db.query<{ server: string; category: string; n: number }>(
+      'SELECT server, category, count(*) AS n FROM catalog_tools WHERE removed_at IS NULL AND server = $1 GROUP BY server, category',
+      [key],
+    );
+    return toCatalogServer(rows[0], categoryCounts(counts.rows));
+  }
+
+  async listCatalogTools(key: string): Promise<CatalogToolRecord[]> {
+    const { rows } = await this.pool.query<CatalogToolRow>(
+      `SELECT ${CATALOG_TOOL_COLUMNS} FROM catalog_tools WHERE server = $1
+       ORDER BY removed_at IS NOT NULL, CASE WHEN removed_at IS NULL THEN position ELSE 0 END, name`,
+      [key],
+    );
+    return rows.map(toCatalogTool);
+  }
+
+  async listCatalogChanges(key: string, query: CatalogChangeQuery = {}): Promise<CatalogChange[]> {
+    const params: Array<string | number> = [key, pageSize(query.limit)];
+    const before = query.beforeId === undefined ? '' : `AND id < $${params.push(wholeCursor(query.beforeId))}`;
+    const { rows } = await this.pool.query<CatalogChangeRow>(
+      `SELECT ${CATALOG_CHANGE_COLUMNS} FROM catalog_changes WHERE server = $1 ${before} ORDER BY id DESC LIMIT $2`,
+      params,
+    );
+    return rows.map(toCatalogChange);
   }
 
   /**

@@ -1,5 +1,20 @@
 /** Rules and row shapes both control stores share, so the contract cannot drift between them. */
-import type { AdminCredentialRecord, AdminRole, ApprovalChange, ApprovalRecord, ApprovalStatus, PolicyVersion } from './store.js';
+import { canonicalJson } from '../util/canonical-json.js';
+import type {
+  AdminCredentialRecord,
+  AdminRole,
+  ApprovalChange,
+  ApprovalRecord,
+  ApprovalStatus,
+  CatalogChange,
+  CatalogChangeKind,
+  CatalogScan,
+  CatalogServerRecord,
+  CatalogTarget,
+  CatalogToolRecord,
+  CatalogToolScan,
+  PolicyVersion,
+} from './store.js';
 
 /** Column lists both dialects select (the grants one with the `g` alias of its queries). */
 export const GRANT_COLUMNS = 'g.id, g.label, g.servers, g.policies, g.created_at, g.expires_at, g.revoked_at';
@@ -141,4 +156,179 @@ export function checkedDecision(decision: string): 'approved' | 'denied' {
 /** Servers are a set: sorted (by UTF-16 code unit, as JavaScript sorts) and without repeats. */
 export function sortedServers(servers: readonly string[]): string[] {
   return [...new Set(servers)].sort();
+}
+
+// --- The catalogue ---
+
+export const CATALOG_SERVER_COLUMNS =
+  'key, name, target, title, version, display_name, description, instructions, trusted, transport, classifier_version, first_seen, last_seen, scans';
+export const CATALOG_TOOL_COLUMNS = 'server, name, position, definition, definition_hash, classification, category, severity, first_seen, last_seen, removed_at';
+export const CATALOG_CHANGE_COLUMNS = 'id, server, tool, kind, old_hash, new_hash, definition, at';
+
+/** A catalogue server as both drivers return it, but for `trusted`: 0/1 from SQLite, a boolean from PostgreSQL. */
+export interface CatalogServerRow {
+  key: string;
+  name: string;
+  target: string;
+  title: string | null;
+  version: string | null;
+  display_name: string | null;
+  description: string | null;
+  instructions: string | null;
+  trusted: number | boolean;
+  transport: string;
+  classifier_version: number;
+  first_seen: number;
+  last_seen: number;
+  scans: number;
+}
+
+/** Every JSON column of the catalogue is TEXT in both dialects (see migration 5), so rows read alike. */
+export interface CatalogToolRow {
+  server: string;
+  name: string;
+  position: number;
+  definition: string;
+  definition_hash: string;
+  classification: string;
+  category: string;
+  severity: string;
+  first_seen: number;
+  last_seen: number;
+  removed_at: number | null;
+}
+
+export interface CatalogChangeRow {
+  id: number;
+  server: string;
+  tool: string;
+  kind: CatalogChangeKind;
+  old_hash: string | null;
+  new_hash: string | null;
+  definition: string | null;
+  at: number;
+}
+
+/** The identity text of a target: canonical JSON, so one target is always spelled one way. */
+export function catalogTargetText(target: CatalogTarget): string {
+  if ('command' in target) return canonicalJson({ command: [...target.command] });
+  return canonicalJson({ url: target.url });
+}
+
+export function toCatalogServer(row: CatalogServerRow, counts: ReadonlyMap<string, Record<string, number>>): CatalogServerRecord {
+  const categories = counts.get(row.key) ?? {};
+  return {
+    key: row.key,
+    name: row.name,
+    target: JSON.parse(row.target) as CatalogTarget,
+    title: row.title,
+    version: row.version,
+    displayName: row.display_name,
+    description: row.description,
+    instructions: row.instructions,
+    trusted: row.trusted === true || row.trusted === 1,
+    transport: row.transport,
+    classifierVersion: row.classifier_version,
+    firstSeen: row.first_seen,
+    lastSeen: row.last_seen,
+    scans: row.scans,
+    tools: Object.values(categories).reduce((a, b) => a + b, 0),
+    categories,
+  };
+}
+
+/** `(server, category, n)` rows of the current tools → counts by server, categories in name order. */
+export function categoryCounts(rows: readonly { server: string; category: string; n: number | string }[]): Map<string, Record<string, number>> {
+  const out = new Map<string, Record<string, number>>();
+  for (const r of [...rows].sort((a, b) => (a.category < b.category ? -1 : a.category > b.category ? 1 : 0))) {
+    const m = out.get(r.server) ?? {};
+    m[r.category] = Number(r.n);
+    out.set(r.server, m);
+  }
+  return out;
+}
+
+export function toCatalogTool(row: CatalogToolRow): CatalogToolRecord {
+  return {
+    server: row.server,
+    name: row.name,
+    position: row.position,
+    definition: JSON.parse(row.definition) as Record<string, unknown>,
+    definitionHash: row.definition_hash,
+    classification: JSON.parse(row.classification) as CatalogToolRecord['classification'],
+    category: row.category,
+    severity: row.severity,
+    firstSeen: row.first_seen,
+    lastSeen: row.last_seen,
+    removedAt: row.removed_at,
+  };
+}
+
+export function toCatalogChange(row: CatalogChangeRow): CatalogChange {
+  return {
+    id: row.id,
+    server: row.server,
+    tool: row.tool,
+    kind: row.kind,
+    oldHash: row.old_hash,
+    newHash: row.new_hash,
+    definition: row.definition === null ? null : (JSON.parse(row.definition) as Record<string, unknown>),
+    at: row.at,
+  };
+}
+
+/** The tools of a catalogue server as stored, as much of them as a recording compares. */
+export interface StoredToolState {
+  readonly name: string;
+  readonly definitionHash: string;
+  readonly removedAt: number | null;
+}
+
+/** A change a recording is to write (the store gives it its id). */
+export interface PlannedChange {
+  readonly tool: string;
+  readonly kind: CatalogChangeKind;
+  readonly oldHash: string | null;
+  readonly newHash: string | null;
+  /** The definition as JSON text, for added and changed. */
+  readonly definition: string | null;
+}
+
+/**
+ * What recording `scan` over the stored tools changes: the changes in the scan's order (removed
+ * ones last, by name), and the tools that stop being listed. Both stores write exactly this, so
+ * they cannot disagree on what counts as a change. A tool listed again after being removed is
+ * added again (its old hash kept as oldHash would make it look changed while it was gone).
+ */
+export function planCatalogRecording(stored: readonly StoredToolState[], tools: readonly CatalogToolScan[]): { changes: PlannedChange[]; removed: string[] } {
+  const before = new Map(stored.map((t) => [t.name, t]));
+  const changes: PlannedChange[] = [];
+  for (const t of tools) {
+    const was = before.get(t.name);
+    const definition = JSON.stringify(t.definition);
+    if (was === undefined || was.removedAt !== null) changes.push({ tool: t.name, kind: 'added', oldHash: null, newHash: t.definitionHash, definition });
+    else if (was.definitionHash !== t.definitionHash) changes.push({ tool: t.name, kind: 'changed', oldHash: was.definitionHash, newHash: t.definitionHash, definition });
+  }
+  const listed = new Set(tools.map((t) => t.name));
+  const removed = stored
+    .filter((t) => t.removedAt === null && !listed.has(t.name))
+    .map((t) => t.name)
+    .sort();
+  for (const name of removed) changes.push({ tool: name, kind: 'removed', oldHash: before.get(name)!.definitionHash, newHash: null, definition: null });
+  return { changes, removed };
+}
+
+/** Refuses what no store may record, before anything is written: an empty key, a tool name twice. */
+export function checkCatalogScan(scan: CatalogScan): void {
+  if (typeof scan.key !== 'string' || scan.key === '') throw new TypeError('a catalogue key cannot be empty');
+  const seen = new Set<string>();
+  for (const t of scan.tools) {
+    if (seen.has(t.name)) throw new TypeError(`the scan lists the tool ${JSON.stringify(t.name)} twice; a catalogue server's tool names are unique`);
+    seen.add(t.name);
+  }
+}
+
+/** `key`, then `key-2`, `key-3`, …: the keys a new server may be filed under, in order. */
+export function catalogKeyCandidate(key: string, attempt: number): string {
+  return attempt === 1 ? key : `${key}-${attempt}`;
 }

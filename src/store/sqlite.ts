@@ -29,6 +29,13 @@ import {
   APPROVAL_COLUMNS,
   approvalChange,
   byExpiry,
+  CATALOG_CHANGE_COLUMNS,
+  CATALOG_SERVER_COLUMNS,
+  CATALOG_TOOL_COLUMNS,
+  catalogKeyCandidate,
+  catalogTargetText,
+  categoryCounts,
+  checkCatalogScan,
   checkedDecision,
   EVENT_COLUMNS,
   GRANT_COLUMNS,
@@ -41,8 +48,16 @@ import {
   VERSION_COLUMNS,
   wholeCursor,
   wholeMs,
+  planCatalogRecording,
+  toCatalogChange,
+  toCatalogServer,
+  toCatalogTool,
   type AdminRow,
   type ApprovalRow,
+  type CatalogChangeRow,
+  type CatalogServerRow,
+  type CatalogToolRow,
+  type StoredToolState,
   type VersionRow,
 } from './shared.js';
 import type {
@@ -56,6 +71,12 @@ import type {
   ApprovalQuery,
   ApprovalRecord,
   ApprovalStatus,
+  CatalogChange,
+  CatalogChangeQuery,
+  CatalogRecordResult,
+  CatalogScan,
+  CatalogServerRecord,
+  CatalogToolRecord,
   ControlStore,
   GrantRecord,
   NewAdminCredential,
@@ -251,6 +272,52 @@ function statements(db: Database.Database) {
     ),
     insertKey: db.prepare<[string, string, number]>('INSERT INTO gateway_keys (name, value, created_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING'),
     getKey: db.prepare<[string], { value: string }>('SELECT value FROM gateway_keys WHERE name = ?'),
+
+    findCatalogServer: db.prepare<[string, string], CatalogServerRow>(`SELECT ${CATALOG_SERVER_COLUMNS} FROM catalog_servers WHERE name = ? AND target = ?`),
+    getCatalogServer: db.prepare<[string], CatalogServerRow>(`SELECT ${CATALOG_SERVER_COLUMNS} FROM catalog_servers WHERE key = ?`),
+    listCatalogServers: db.prepare<[], CatalogServerRow>(`SELECT ${CATALOG_SERVER_COLUMNS} FROM catalog_servers ORDER BY key`),
+    insertCatalogServer: db.prepare<Record<string, string | number | null>>(
+      `INSERT INTO catalog_servers (${CATALOG_SERVER_COLUMNS})
+       VALUES (@key, @name, @target, @title, @version, @displayName, @description, @instructions, @trusted, @transport, @classifierVersion, @now, @now, 1)`,
+    ),
+    updateCatalogServer: db.prepare<Record<string, string | number | null>>(
+      `UPDATE catalog_servers SET title = @title, version = @version, display_name = @displayName, description = @description,
+         instructions = @instructions, trusted = @trusted, transport = @transport, classifier_version = @classifierVersion,
+         last_seen = @now, scans = scans + 1
+       WHERE key = @key`,
+    ),
+    catalogToolStates: db.prepare<[string], { name: string; definition_hash: string; removed_at: number | null }>(
+      'SELECT name, definition_hash, removed_at FROM catalog_tools WHERE server = ?',
+    ),
+    upsertCatalogTool: db.prepare<Record<string, string | number>>(
+      `INSERT INTO catalog_tools (${CATALOG_TOOL_COLUMNS})
+       VALUES (@server, @name, @position, @definition, @hash, @classification, @category, @severity, @now, @now, NULL)
+       ON CONFLICT (server, name) DO UPDATE SET position = excluded.position, definition = excluded.definition,
+         definition_hash = excluded.definition_hash, classification = excluded.classification, category = excluded.category,
+         severity = excluded.severity, last_seen = excluded.last_seen, removed_at = NULL`,
+    ),
+    removeCatalogTool: db.prepare<[number, string, string]>('UPDATE catalog_tools SET removed_at = ? WHERE server = ? AND name = ?'),
+    insertCatalogChange: db.prepare<Record<string, string | number | null>, CatalogChangeRow>(
+      `INSERT INTO catalog_changes (server, tool, kind, old_hash, new_hash, definition, at)
+       VALUES (@server, @tool, @kind, @oldHash, @newHash, @definition, @now)
+       RETURNING ${CATALOG_CHANGE_COLUMNS}`,
+    ),
+    listCatalogTools: db.prepare<[string], CatalogToolRow>(
+      `SELECT ${CATALOG_TOOL_COLUMNS} FROM catalog_tools WHERE server = ?
+       ORDER BY removed_at IS NOT NULL, CASE WHEN removed_at IS NULL THEN position ELSE 0 END, name`,
+    ),
+    catalogCounts: db.prepare<[], { server: string; category: string; n: number }>(
+      'SELECT server, category, count(*) AS n FROM catalog_tools WHERE removed_at IS NULL GROUP BY server, category',
+    ),
+    catalogCountsOf: db.prepare<[string], { server: string; category: string; n: number }>(
+      'SELECT server, category, count(*) AS n FROM catalog_tools WHERE removed_at IS NULL AND server = ? GROUP BY server, category',
+    ),
+    listCatalogChanges: db.prepare<{ key: string; limit: number }, CatalogChangeRow>(
+      `SELECT ${CATALOG_CHANGE_COLUMNS} FROM catalog_changes WHERE server = @key ORDER BY id DESC LIMIT @limit`,
+    ),
+    listCatalogChangesBefore: db.prepare<{ key: string; limit: number; beforeId: number }, CatalogChangeRow>(
+      `SELECT ${CATALOG_CHANGE_COLUMNS} FROM catalog_changes WHERE server = @key AND id < @beforeId ORDER BY id DESC LIMIT @limit`,
+    ),
   };
 }
 
@@ -264,6 +331,7 @@ class SqliteControlStore implements ControlStore {
   private readonly addVersionTx: (server: string, text: string, now: number, actor: string, note: string | null) => number;
   private readonly deleteServerTx: (name: string) => boolean;
   private readonly changeTx: (change: () => SqliteApprovalRow | undefined, id: string) => { row: SqliteApprovalRow | undefined; changed: boolean };
+  private readonly recordTx: (scan: CatalogScan, now: number) => CatalogRecordResult;
   /** listApprovals statements by which filters they have (four shapes). */
   private readonly approvalQueries = new Map<string, Database.Statement<Record<string, string | number>, SqliteApprovalRow>>();
   /** listAdminEvents statements by which filters they have (at most eight shapes). */
@@ -305,6 +373,57 @@ class SqliteControlStore implements ControlStore {
       const row = change();
       if (row !== undefined) return { row, changed: true };
       return { row: this.stmts.getApproval.get(id), changed: false };
+    }).immediate;
+    // One IMMEDIATE transaction: the write lock is held from the first read of the stored tools
+    // to the last change written, so a scan recorded by another process at the same moment runs
+    // before or after this one, never between its reading and its writing.
+    this.recordTx = db.transaction((scan: CatalogScan, now: number): CatalogRecordResult => {
+      const s = this.stmts;
+      const target = catalogTargetText(scan.target);
+      const facts = {
+        name: scan.name,
+        target,
+        title: scan.title,
+        version: scan.version,
+        displayName: scan.displayName,
+        description: scan.description,
+        instructions: scan.instructions,
+        trusted: scan.trusted ? 1 : 0,
+        transport: scan.transport,
+        classifierVersion: scan.classifierVersion,
+        now,
+      };
+      const found = s.findCatalogServer.get(scan.name, target);
+      let key: string;
+      if (found === undefined) {
+        for (let attempt = 1; ; attempt++) {
+          key = catalogKeyCandidate(scan.key, attempt);
+          if (s.getCatalogServer.get(key) === undefined) break;
+        }
+        s.insertCatalogServer.run({ ...facts, key });
+      } else {
+        key = found.key;
+        s.updateCatalogServer.run({ ...facts, key });
+      }
+      const stored: StoredToolState[] = s.catalogToolStates.all(key).map((r) => ({ name: r.name, definitionHash: r.definition_hash, removedAt: r.removed_at }));
+      const plan = planCatalogRecording(stored, scan.tools);
+      scan.tools.forEach((t, position) => {
+        s.upsertCatalogTool.run({
+          server: key,
+          name: t.name,
+          position,
+          definition: JSON.stringify(t.definition),
+          hash: t.definitionHash,
+          classification: JSON.stringify(t.classification),
+          category: t.classification.category,
+          severity: t.classification.severity,
+          now,
+        });
+      });
+      for (const name of plan.removed) s.removeCatalogTool.run(now, key, name);
+      const changes = plan.changes.map((c) => toCatalogChange(s.insertCatalogChange.get({ server: key, ...c, now })!));
+      const server = toCatalogServer(s.getCatalogServer.get(key)!, categoryCounts(s.catalogCountsOf.all(key)));
+      return { server, created: found === undefined, changes };
     }).immediate;
   }
 
@@ -543,6 +662,34 @@ class SqliteControlStore implements ControlStore {
       since: wholeMs('decidedSince', decidedSince),
     });
     return row === undefined ? undefined : toSqliteApproval(row);
+  }
+
+  async recordCatalogScan(scan: CatalogScan, now: number): Promise<CatalogRecordResult> {
+    checkCatalogScan(scan);
+    return this.recordTx(scan, wholeMs('now', now));
+  }
+
+  async listCatalogServers(): Promise<CatalogServerRecord[]> {
+    const counts = categoryCounts(this.stmts.catalogCounts.all());
+    return this.stmts.listCatalogServers.all().map((r) => toCatalogServer(r, counts));
+  }
+
+  async getCatalogServer(key: string): Promise<CatalogServerRecord | undefined> {
+    const row = this.stmts.getCatalogServer.get(key);
+    return row === undefined ? undefined : toCatalogServer(row, categoryCounts(this.stmts.catalogCountsOf.all(key)));
+  }
+
+  async listCatalogTools(key: string): Promise<CatalogToolRecord[]> {
+    return this.stmts.listCatalogTools.all(key).map(toCatalogTool);
+  }
+
+  async listCatalogChanges(key: string, query: CatalogChangeQuery = {}): Promise<CatalogChange[]> {
+    const limit = pageSize(query.limit);
+    const rows =
+      query.beforeId === undefined
+        ? this.stmts.listCatalogChanges.all({ key, limit })
+        : this.stmts.listCatalogChangesBefore.all({ key, limit, beforeId: wholeCursor(query.beforeId) });
+    return rows.map(toCatalogChange);
   }
 
   /** Runs a conditional UPDATE of approval `id`; ok when it matched and left the approval `wanted`. */

@@ -1,6 +1,6 @@
 /**
  * The control-plane store contract: grants and their tokens, admin credentials and events, servers,
- * policy versions and pending human approvals (later: the catalogue). SQLite (one file, the embedded default) and PostgreSQL implement it
+ * policy versions, pending human approvals and the catalogue of scanned servers. SQLite (one file, the embedded default) and PostgreSQL implement it
  * (store/sqlite.ts, store/postgres.ts); the same contract tests run against both.
  *
  * The store never sees a token, only its hash: a leaked database does not leak credentials.
@@ -175,7 +175,147 @@ export interface ControlStore {
    */
   sharedKey(name: string, candidate: string, now: number): Promise<string>;
 
+  // --- The catalogue: every server `policylayer scan` listed, its tools, and how they changed. ---
+  //
+  // A catalogue server is one server reached one way: its name (serverInfo.name) and its target
+  // (the command or URL, secrets left out) are its identity, so a server of the same name at
+  // another address is another entry; a rug pull (one address, new definitions) is a change of
+  // that entry. Every recording happens in one transaction, serialised with any other, so two
+  // scans at once cannot both record the same tool as added, or lose a change.
+
+  /**
+   * Records a finished scan at `now`. The first scan of an identity creates its entry under
+   * `scan.key` (or `<key>-2`, `<key>-3`, … when another identity holds it) and records every tool
+   * as added. A later scan updates the server's facts and everyone's last_seen; a tool whose
+   * definitionHash differs is recorded as changed, a tool no longer listed as removed (kept, with
+   * removedAt), a tool listed anew as added. Rejects with a TypeError (storing nothing) when two
+   * tools share a name or the key is empty.
+   */
+  recordCatalogScan(scan: CatalogScan, now: number): Promise<CatalogRecordResult>;
+  /** Every catalogue server, by key. */
+  listCatalogServers(): Promise<CatalogServerRecord[]>;
+  getCatalogServer(key: string): Promise<CatalogServerRecord | undefined>;
+  /** The server's tools in the order its last scan listed them, then the removed ones (by name); none for an unknown key. */
+  listCatalogTools(key: string): Promise<CatalogToolRecord[]>;
+  /**
+   * The server's recorded changes newest first (by id); `beforeId` pages back, `limit` defaults to
+   * 100 and is clamped to 1..1000. None for an unknown key.
+   */
+  listCatalogChanges(key: string, query?: CatalogChangeQuery): Promise<CatalogChange[]>;
+
   close(): Promise<void>;
+}
+
+/** How a catalogue server was reached: the stdio command (argv), or the URL; never a secret. */
+export type CatalogTarget = { readonly command: readonly string[] } | { readonly url: string };
+
+/** One tool as a scan listed and classified it. */
+export interface CatalogToolScan {
+  readonly name: string;
+  /** The definition exactly as `tools/list` gave it (a JSON object). */
+  readonly definition: Readonly<Record<string, unknown>>;
+  /** `sha256:` of the definition's canonical JSON: equal hashes, equal definitions. */
+  readonly definitionHash: string;
+  /** The risk classification (a JSON object); its category and severity are also kept as columns. */
+  readonly classification: Readonly<Record<string, unknown>> & { readonly category: string; readonly severity: string };
+}
+
+/** A finished scan, as recordCatalogScan takes it. */
+export interface CatalogScan {
+  /** The key a server seen for the first time is filed under (a slug of its name). */
+  readonly key: string;
+  /** serverInfo.name from initialize. */
+  readonly name: string;
+  readonly target: CatalogTarget;
+  /** serverInfo.title and serverInfo.version, when the server sent them. */
+  readonly title: string | null;
+  readonly version: string | null;
+  /** The name the classifier was told (`scan --name`), when it was not the server's own. */
+  readonly displayName: string | null;
+  /** The server description the classifier read (the server's own, or `scan --description`). */
+  readonly description: string | null;
+  /** The `instructions` of the initialize result. */
+  readonly instructions: string | null;
+  /** Marked trusted for the scan (annotations may lower risk). */
+  readonly trusted: boolean;
+  /** `stdio`, `streamable-http` or `sse`. */
+  readonly transport: string;
+  readonly classifierVersion: number;
+  /** In the order the server listed them; names unique. */
+  readonly tools: readonly CatalogToolScan[];
+}
+
+export interface CatalogServerRecord {
+  readonly key: string;
+  readonly name: string;
+  readonly target: CatalogTarget;
+  readonly title: string | null;
+  readonly version: string | null;
+  readonly displayName: string | null;
+  readonly description: string | null;
+  readonly instructions: string | null;
+  readonly trusted: boolean;
+  readonly transport: string;
+  /** The classifier version of the last scan. */
+  readonly classifierVersion: number;
+  readonly firstSeen: number;
+  readonly lastSeen: number;
+  /** How many scans were recorded. */
+  readonly scans: number;
+  /** Tools listed by the last scan (removed ones not counted). */
+  readonly tools: number;
+  /** Those tools by category, e.g. `{ Read: 9, Write: 4 }`. */
+  readonly categories: Readonly<Record<string, number>>;
+}
+
+export interface CatalogToolRecord {
+  readonly server: string;
+  readonly name: string;
+  /** Its place in the last scan that listed it (0 first). */
+  readonly position: number;
+  readonly definition: Readonly<Record<string, unknown>>;
+  readonly definitionHash: string;
+  readonly classification: Readonly<Record<string, unknown>> & { readonly category: string; readonly severity: string };
+  readonly category: string;
+  readonly severity: string;
+  readonly firstSeen: number;
+  /** The last scan that listed it. */
+  readonly lastSeen: number;
+  /** The first scan that no longer listed it, or null while listed. */
+  readonly removedAt: number | null;
+}
+
+export type CatalogChangeKind = 'added' | 'changed' | 'removed';
+
+export const CATALOG_CHANGE_KINDS: readonly CatalogChangeKind[] = ['added', 'changed', 'removed'];
+
+/** One change of a catalogue server's tools; added and changed carry the definition from then on. */
+export interface CatalogChange {
+  readonly id: number;
+  readonly server: string;
+  readonly tool: string;
+  readonly kind: CatalogChangeKind;
+  /** The hash before (null for added). */
+  readonly oldHash: string | null;
+  /** The hash after (null for removed). */
+  readonly newHash: string | null;
+  /** The definition after (null for removed). */
+  readonly definition: Readonly<Record<string, unknown>> | null;
+  readonly at: number;
+}
+
+export interface CatalogChangeQuery {
+  readonly limit?: number;
+  readonly beforeId?: number;
+}
+
+export interface CatalogRecordResult {
+  /** The server as it stands after the recording. */
+  readonly server: CatalogServerRecord;
+  /** True when this scan created the entry. */
+  readonly created: boolean;
+  /** What this scan changed, in the server's order (removed ones last); empty for a rescan with the same definitions. */
+  readonly changes: readonly CatalogChange[];
 }
 
 /** What an admin credential may do: `viewer` reads; `policy_manager` also writes policies; `admin` does everything. */

@@ -1,13 +1,14 @@
 /**
- * `policylayer scan`, as a user runs it: the real binary, connecting with the MCP SDK client to
- * the npm reference servers over stdio, to server-everything over Streamable HTTP, to a legacy
- * HTTP+SSE server, and to a small stdio fixture written here (pagination, every category, a
- * server with no tools). The policies it writes are checked with `policylayer validate` and the
- * policy loader the gateway uses.
+ * `policylayer scan`, as a user runs it: the real binary, connecting with the gateway's own
+ * upstream clients to the npm reference servers over stdio, to server-everything over Streamable
+ * HTTP, to a legacy HTTP+SSE server, and to a small stdio fixture written here (pagination, every
+ * category, a server with no tools). The policies it writes are checked with `policylayer
+ * validate` and the policy loader the gateway uses. The MCP SDK is a devDependency: scan must
+ * work where it is not installed, which is checked too.
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
@@ -29,9 +30,9 @@ interface Run {
 }
 
 /** Runs `policylayer <args>` without blocking the event loop (the HTTP fixtures live in this process). */
-async function cli(args: string[], env: Record<string, string> = {}): Promise<Run> {
+async function cli(args: string[], env: Record<string, string> = {}, nodeArgs: string[] = []): Promise<Run> {
   const started = Date.now();
-  const child = spawn(process.execPath, [BIN, ...args], { cwd: REPO_ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...nodeArgs, BIN, ...args], { cwd: REPO_ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (c: Buffer) => (stdout += c.toString('utf8')));
@@ -40,7 +41,8 @@ async function cli(args: string[], env: Record<string, string> = {}): Promise<Ru
   return { code, stdout, stderr, ms: Date.now() - started };
 }
 
-const scan = (args: string[], env?: Record<string, string>) => cli(['scan', ...args], env);
+// Every scan is recorded in a catalogue; here in a store of the test's own, not ./data of the checkout.
+const scan = (args: string[], env?: Record<string, string>, nodeArgs?: string[]) => cli(['scan', '--store', `sqlite:${path.join(dir.path, 'catalog.db')}`, ...args], env, nodeArgs);
 
 /** The table row of one tool: its cells, split on runs of two or more spaces. */
 function row(table: string, tool: string): string[] {
@@ -385,6 +387,42 @@ describe('policylayer scan when it cannot scan', () => {
     assert.match(r.stderr, /the server handed out the tools\/list cursor "again" twice \(page 2\): its pagination loops/);
   });
 
+  it('exits 1 and names the tool and the field for a tools/list answer it cannot classify', async () => {
+    const tools = [{ name: 'get_time', inputSchema: obj({}) }, { description: 'A tool without a name.', inputSchema: obj({}) }];
+    const r = await scan(['--env', `FIXTURE_TOOLS=${JSON.stringify(tools)}`, '--', process.execPath, fixture]);
+    assert.equal(r.code, 1);
+    assert.equal(r.stderr, "policylayer scan: the server's answer to tools/list is not valid: tools[1] has no name\n");
+
+    const badSchema = [{ name: 'get_time', inputSchema: 'object' }];
+    const s = await scan(['--env', `FIXTURE_TOOLS=${JSON.stringify(badSchema)}`, '--', process.execPath, fixture]);
+    assert.equal(s.code, 1);
+    assert.match(s.stderr, /tools\[0\] \("get_time"\): "inputSchema" is a string, not an object/);
+  });
+
+  it('says the server refused initialize, with its error, and stops it', async () => {
+    const pidFile = path.join(dir.path, 'refusing.pid');
+    const refusing = `require('fs').writeFileSync(${JSON.stringify(pidFile)}, String(process.pid));
+      require('readline').createInterface({ input: process.stdin }).on('line', (l) => {
+        const m = JSON.parse(l);
+        process.stdout.write(JSON.stringify({ jsonrpc: '2.0', id: m.id, error: { code: -32602, message: 'Unsupported protocol version' } }) + '\\n');
+      });`;
+    const r = await scan(['--', process.execPath, '-e', refusing]);
+    assert.equal(r.code, 1);
+    assert.equal(r.stderr, 'policylayer scan: the server refused initialize: Unsupported protocol version (error -32602)\n');
+    assert.equal(isAlive(Number(readFileSync(pidFile, 'utf8'))), false);
+  });
+
+  it("shows the tail of the server's stderr when it exits while listing tools", async () => {
+    const dying = `require('readline').createInterface({ input: process.stdin }).on('line', (l) => {
+        const m = JSON.parse(l);
+        if (m.method === 'initialize') process.stdout.write(JSON.stringify({ jsonrpc: '2.0', id: m.id, result: { protocolVersion: m.params.protocolVersion, capabilities: { tools: {} }, serverInfo: { name: 'dying', version: '1' } } }) + '\\n');
+        if (m.method === 'tools/list') { console.error('out of memory while listing'); process.exit(9); }
+      });`;
+    const r = await scan(['--', process.execPath, '-e', dying]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /the server exited while listing tools\nThe server's stderr:\n {2}\| out of memory while listing\n$/);
+  });
+
   it('exits 2, pointing at --help, on options it cannot use', async () => {
     const cases: Array<[string[], RegExp]> = [
       [[], /no server to scan: give its command after --, or --url <url>/],
@@ -410,5 +448,59 @@ describe('policylayer scan when it cannot scan', () => {
     assert.equal(r.code, 0);
     assert.match(r.stdout, /^Usage: policylayer scan \[options\] -- <command> \[args\.\.\.\]/);
     assert.match(r.stdout, /Examples:\n {2}policylayer scan -- npx -y @modelcontextprotocol\/server-memory/);
+  });
+});
+
+describe('policylayer scan without the MCP SDK', () => {
+  // A production install (npm install --omit=dev) has no @modelcontextprotocol/sdk: these hooks
+  // make it unresolvable in the scanning process, as it is there. The servers scanned run in
+  // processes of their own and keep their SDK.
+  let hooks: string;
+  let recording: FixtureHttpServer;
+  before(async () => {
+    dir.write(
+      'no-sdk-hooks.mjs',
+      `export async function resolve(specifier, context, next) {
+        if (specifier === '@modelcontextprotocol/sdk' || specifier.startsWith('@modelcontextprotocol/sdk/')) {
+          throw Object.assign(new Error(\`Cannot find package '\${specifier}'\`), { code: 'ERR_MODULE_NOT_FOUND' });
+        }
+        return next(specifier, context);
+      }\n`,
+    );
+    hooks = dir.write('no-sdk.mjs', "import { register } from 'node:module';\nregister('./no-sdk-hooks.mjs', import.meta.url);\n");
+    recording = await startRecordingServer();
+  });
+  after(async () => {
+    await recording?.close();
+  });
+
+  it('leaves the MCP SDK out of every module the package installs', () => {
+    const root = path.join(REPO_ROOT, 'dist', 'src');
+    const importing: string[] = [];
+    const walk = (d: string): void => {
+      for (const entry of readdirSync(d, { withFileTypes: true })) {
+        const p = path.join(d, entry.name);
+        if (entry.isDirectory()) walk(p);
+        else if (entry.name.endsWith('.js') && !entry.name.endsWith('.test.js')) {
+          // Static and dynamic imports and re-exports alike name the package in a string literal.
+          if (/(?:from|import)\s*\(?\s*['"]@modelcontextprotocol\/sdk[/'"]/.test(readFileSync(p, 'utf8'))) importing.push(path.relative(root, p));
+        }
+      }
+    };
+    walk(root);
+    assert.deepEqual(importing, []);
+  });
+
+  it('scans a stdio server and a Streamable HTTP server when the SDK cannot be loaded', async () => {
+    const probe = spawnSync(process.execPath, ['--import', hooks, '-e', "import('@modelcontextprotocol/sdk/types.js').then(() => console.log('loaded'), (e) => console.log(e.code))"], { cwd: REPO_ROOT, encoding: 'utf8' });
+    assert.equal(probe.stdout.trim(), 'ERR_MODULE_NOT_FOUND', `the hooks hide the SDK: ${probe.stderr}`);
+
+    const stdio = await scan(['--format', 'json', '--', ...npmServerCommand('memory')], {}, ['--import', hooks]);
+    assert.equal(stdio.code, 0, stdio.stderr);
+    assert.equal(JSON.parse(stdio.stdout).summary.tools, 9);
+
+    const http = await scan(['--format', 'json', '--url', recording.url], {}, ['--import', hooks]);
+    assert.equal(http.code, 0, http.stderr);
+    assert.equal(JSON.parse(http.stdout).server.transport, 'streamable-http');
   });
 });

@@ -17,7 +17,7 @@ import { sseParser, type SseEvent } from '../../util/sse.js';
 import { TranslatedSession } from './translated.js';
 import { OAuthTokenError, sendWithToken, tokenRefused, type UpstreamTokenSource } from './oauth.js';
 import { GATEWAY_INFO, META_CAPABILITIES, META_CLIENT_INFO, META_VERSION, STATELESS_PROTOCOL_VERSION } from '../../gateway/protocol.js';
-import { upstreamError, type CallHandlers, type CallOptions, type ListenHandle, type ServerMessage, type Upstream, type UpstreamSession } from './types.js';
+import { UpstreamHttpError, upstreamError, type CallHandlers, type CallOptions, type ListenHandle, type ServerMessage, type Upstream, type UpstreamSession } from './types.js';
 
 export interface HttpUpstreamOptions {
   name: string;
@@ -110,10 +110,14 @@ export class HttpUpstream implements Upstream {
       response = await readSingleResponse(res, init.id);
     } catch (err) {
       // The message quotes the upstream's body, and a refusal may quote the credential it was sent.
-      throw new Error(`upstream server '${this.name}': ${this.redact((err as Error).message)}`, { cause: err });
+      const message = `upstream server '${this.name}': ${this.redact((err as Error).message)}`;
+      if (err instanceof HttpStatusBody) throw new UpstreamHttpError(err.status, message, this.redact(err.body), { cause: err });
+      throw new Error(message, { cause: err });
     }
     if (response.error) {
-      const e = new Error(response.error.message) as Error & { rpc?: JsonRpcResponse };
+      const e = (
+        res.statusCode >= 400 ? new UpstreamHttpError(res.statusCode, response.error.message, this.redact(response.error.message)) : new Error(response.error.message)
+      ) as Error & { rpc?: JsonRpcResponse };
       e.rpc = response;
       throw e;
     }
@@ -210,11 +214,22 @@ async function readSingleResponse(res: Dispatcher.ResponseData, id: JsonRpcReque
   if (res.statusCode >= 400) {
     const m = safeParse(text);
     if (m && !('method' in m)) return m;
-    throw new Error(`upstream answered HTTP ${res.statusCode}: ${text.slice(0, 200)}`);
+    throw new HttpStatusBody(res.statusCode, text.slice(0, 200));
   }
   const m = safeParse(text);
   if (!m || 'method' in m) throw new Error('upstream answered initialize with something that is not a JSON-RPC response');
   return m;
+}
+
+/** A refusal whose body is not JSON-RPC: its status and the start of its body. */
+class HttpStatusBody extends Error {
+  readonly status: number;
+  readonly body: string;
+  constructor(status: number, body: string) {
+    super(`upstream answered HTTP ${status}: ${body}`);
+    this.status = status;
+    this.body = body;
+  }
 }
 
 function safeParse(text: string): (JsonRpcMessage & Partial<JsonRpcResponse>) | undefined {

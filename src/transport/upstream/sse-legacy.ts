@@ -15,7 +15,7 @@ import {
   type JsonRpcResponse,
 } from '../../util/jsonrpc.js';
 import { sseParser } from '../../util/sse.js';
-import { upstreamError, type CallHandlers, type ServerMessage, type Upstream, type UpstreamSession } from './types.js';
+import { UpstreamHttpError, upstreamError, type CallHandlers, type ServerMessage, type Upstream, type UpstreamSession } from './types.js';
 import type { HttpUpstreamOptions } from './http.js';
 import { OAuthTokenError, sendWithToken, tokenRefused } from './oauth.js';
 
@@ -39,8 +39,14 @@ export class LegacySseUpstream implements Upstream {
 
   async open(init: JsonRpcRequest): Promise<UpstreamSession> {
     const session = new LegacySession(this);
-    await session.connect();
     this.sessions.add(session);
+    try {
+      await session.connect();
+    } catch (err) {
+      // A stream that opened but never named its endpoint would otherwise stay open, unowned.
+      await session.close();
+      throw err;
+    }
     const response = await new Promise<JsonRpcResponse>((resolve) => {
       session.call(init, undefined, { onRelated: () => {}, onResponse: (m) => resolve(m) });
     });
@@ -100,7 +106,7 @@ class LegacySession implements UpstreamSession {
     }
     if (res.statusCode !== 200) {
       await res.body.dump();
-      throw new Error(`upstream server '${this.up.name}' refused the event stream (HTTP ${res.statusCode})`);
+      throw new UpstreamHttpError(res.statusCode, `upstream server '${this.up.name}' refused the event stream (HTTP ${res.statusCode})`);
     }
     let gotEndpoint!: () => void;
     const endpointReady = new Promise<void>((r) => (gotEndpoint = r));

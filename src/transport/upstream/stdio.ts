@@ -178,7 +178,7 @@ export class StdioUpstream implements Upstream {
     child.stdin!.on('error', () => {});
     child.on('error', (err) => {
       this.log.error({ err: err.message }, 'upstream process could not be started');
-      this.onExit(child, null, null, err.message);
+      this.onExit(child, null, null, err);
       resolveExit();
     });
     child.on('exit', (code, signal) => {
@@ -226,7 +226,7 @@ export class StdioUpstream implements Upstream {
     });
   }
 
-  private onExit(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null, error?: string): void {
+  private onExit(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null, error?: Error): void {
     if (this.child !== child) return;
     // What a crashed server leaves in its group (a shell, a grandchild) would be orphaned: it goes
     // now. At shutdown close() does this after its own escalation.
@@ -235,7 +235,7 @@ export class StdioUpstream implements Upstream {
       untrackGroup(child.pid);
     }
     this.child = undefined;
-    const why = error ?? (signal ? `was killed by ${signal}` : `exited with code ${code}`);
+    const why = error?.message ?? (signal ? `was killed by ${signal}` : `exited with code ${code}`);
     const closing = this.state === 'closing' || this.state === 'closed';
     if (!closing) this.log.warn({ code, signal }, `upstream process ${why}`);
     // Calls in flight can never be answered now: fail them at once rather than at their timeout.
@@ -252,10 +252,12 @@ export class StdioUpstream implements Upstream {
     // Clients waiting for the process to come up (initialize, calls during backoff) learn why now,
     // not at their timeout: a command that does not exist will not start on the next try either.
     if (!closing && this.readyWaiters.length > 0) {
-      const reason = error !== undefined ? `could not be started: ${error}` : `${why} before it was ready`;
+      const reason = error !== undefined ? `could not be started: ${error.message}` : `${why} before it was ready`;
       const waiters = this.readyWaiters;
       this.readyWaiters = [];
-      for (const w of waiters) w.reject(new Error(`upstream server '${this.name}' ${reason}`));
+      // The spawn error rides along as the cause: its code tells a missing command from one that
+      // may not be executed, for whoever explains the failure to a person.
+      for (const w of waiters) w.reject(new Error(`upstream server '${this.name}' ${reason}`, error !== undefined ? { cause: error } : undefined));
     }
     if (closing) {
       this.state = 'closed';

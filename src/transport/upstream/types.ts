@@ -100,3 +100,20 @@ export function upstreamError(id: JsonRpcResponse['id'], code: number, message: 
   if (data !== undefined) error.data = data;
   return { jsonrpc: '2.0', id, error };
 }
+
+/**
+ * An HTTP upstream refused to open a session with this status. The status is kept apart from the
+ * message so a caller can tell a missing endpoint (404, 405: perhaps a legacy SSE server) from
+ * missing credentials (401, 403) without reading prose.
+ */
+export class UpstreamHttpError extends Error {
+  readonly status: number;
+  /** The start of the refusal's body, with configured credentials removed; empty when there was none. */
+  readonly detail: string;
+  constructor(status: number, message: string, detail = '', options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'UpstreamHttpError';
+    this.status = status;
+    this.detail = detail;
+  }
+}
