@@ -131,7 +131,8 @@ function storeTests(url: string): void {
 
     describe('one round trip', () => {
       it('sends one script call per reserve, whatever the number of counters, and nothing else', async () => {
-        const store = open();
+        // One connection, so the first reserve has loaded the script on every connection the store has.
+        const store = open({ connections: 1 });
         const a = counter('rolling', 'a', MINUTE, 100);
         const b = counter('calendar', 'b', DAY, 100);
         const c = counter('in_flight', 'c', 0, 100);
@@ -150,7 +151,7 @@ function storeTests(url: string): void {
       });
 
       it('settles a kept call without in-flight counters with no round trip, and anything else with one', async () => {
-        const store = open();
+        const store = open({ connections: 1 });
         const a = counter('rolling', 'a', MINUTE, 100);
         const b = counter('calendar', 'b', DAY, 100);
         const c = counter('in_flight', 'c', 0, 100);
@@ -168,6 +169,48 @@ function storeTests(url: string): void {
         assert.equal(sent.length, 2);
         // The first use of a script on a connection sends its text (EVAL), later uses its SHA.
         for (const cmd of sent) assert.match(cmd.args[0]!, /^eval(sha)?$/i);
+      });
+    });
+
+    describe('connections', () => {
+      // The store's connections as Redis lists them: id and last command, by the name they were given.
+      async function connectionsNamed(name: string): Promise<Array<{ id: string; cmd: string }>> {
+        const list = (await redis().client('LIST')) as string;
+        return list
+          .split('\n')
+          .map((line) => Object.fromEntries(line.split(' ').map((field) => field.split('=', 2) as [string, string])))
+          .filter((f) => f.name === name)
+          .map((f) => ({ id: f.id!, cmd: f.cmd! }));
+      }
+      async function until<T>(what: string, get: () => Promise<T>, ok: (v: T) => boolean): Promise<T> {
+        for (let i = 0; i < 200; i++) {
+          const v = await get();
+          if (ok(v)) return v;
+          await sleep(10);
+        }
+        assert.fail(`gave up waiting for ${what}`);
+      }
+
+      it('sends reserves over its connections in turn, and keeps admitting over the others while one reconnects', async () => {
+        const name = `${RUN}-turns`;
+        const store = open({ connections: 3, connectionName: name });
+        const a = counter('rolling', 'a', MINUTE, 1_000);
+        await until('three connections', () => connectionsNamed(name), (c) => c.length === 3);
+        for (let i = 0; i < 12; i++) await admitted(store.reserve('srv', [a(1)], T0 + i));
+        const used = await connectionsNamed(name);
+        assert.deepEqual(used.map((c) => c.cmd), ['evalsha', 'evalsha', 'evalsha'], 'every connection ran reserves');
+
+        await redis().client('KILL', 'ID', used[0]!.id);
+        await sleep(20);
+        for (let i = 0; i < 10; i++) await admitted(store.reserve('srv', [a(1)], T0 + 100 + i));
+        const back = await until('the lost connection to come back', () => connectionsNamed(name), (c) => c.length === 3);
+        assert.ok(!back.some((c) => c.id === used[0]!.id), 'a new connection replaced the killed one');
+      });
+
+      it('refuses a number of connections that is not a positive whole number', () => {
+        for (const connections of [0, -1, 1.5, Number.NaN]) {
+          assert.throws(() => createRedisStore({ url, keyPrefix: prefix(), connections }), /connections must be a positive whole number/);
+        }
       });
     });
 

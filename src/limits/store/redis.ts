@@ -28,6 +28,10 @@ export interface RedisStoreOptions {
   commandTimeoutMs?: number;
   /** Most keys remembered as over their limit (see createRedisStore); 0 turns the memory off. Default 10,000. */
   overLimitCacheSize?: number;
+  /** Connections to Redis, used in turn; default 2 (see createRedisStore). */
+  connections?: number;
+  /** What the connections call themselves (CLIENT SETNAME), for CLIENT LIST; default `policylayer-counters`. */
+  connectionName?: string;
 }
 
 /**
@@ -52,6 +56,13 @@ export interface RedisStoreOptions {
  * While Redis is unreachable reserve rejects at once with CounterStoreError (nothing is queued);
  * the client reconnects by itself with backoff. At start-up the first reserves wait for the first
  * connection for up to `connectTimeoutMs`.
+ *
+ * Reserves go to `connections` connections in turn (default 2). Over one connection, the calls in
+ * flight move in lockstep: Redis runs the whole pipeline while this process waits, then this
+ * process handles every answer and sends the next pipeline while Redis waits, so the two take
+ * turns on the machine's cores. Over two, one connection's pipeline runs while the other's answers
+ * are handled: bench/limits-redis.ts went from about 13,000 to about 18,500 decisions/s with 64
+ * in flight on this 2-core machine (more connections added nothing).
  */
 export function createRedisStore(opts: RedisStoreOptions): CounterStore {
   return new RedisCounterStore(opts);
@@ -110,7 +121,8 @@ interface OverLimit {
 
 class RedisCounterStore implements CounterStore {
   readonly name = 'redis';
-  private readonly client: ScriptClient;
+  private readonly clients: ScriptClient[] = [];
+  private turn = 0;
   private readonly prefix: string;
   private readonly callerClock: boolean;
   private readonly holdMs: string;
@@ -134,35 +146,61 @@ class RedisCounterStore implements CounterStore {
     this.cacheSize = Math.max(0, opts.overLimitCacheSize ?? 10_000);
     const connectTimeout = opts.connectTimeoutMs ?? 2_000;
 
-    this.client = new Redis(opts.url, {
-      enableAutoPipelining: true,
-      // Fail fast while disconnected instead of queueing decisions for an unknown time, and never
-      // resend a reserve that may already have run (it would count twice).
-      enableOfflineQueue: false,
-      maxRetriesPerRequest: 0,
-      autoResendUnfulfilledCommands: false,
-      connectTimeout,
-      commandTimeout: opts.commandTimeoutMs ?? 1_000,
-      retryStrategy: (attempt) => Math.min(50 * 2 ** Math.min(attempt, 6), 2_000),
-    }) as ScriptClient;
-    this.client.defineCommand('plReserve', { lua: RESERVE_LUA });
-    this.client.defineCommand('plSettle', { lua: SETTLE_LUA });
-    // Without a listener ioredis prints connection errors itself; the caller decides about logging.
-    this.client.on('error', (err: unknown) => this.onError?.(err));
+    const connections = opts.connections ?? 2;
+    if (!Number.isInteger(connections) || connections < 1) throw new TypeError(`connections must be a positive whole number, not ${connections}`);
+    for (let i = 0; i < connections; i++) {
+      const client = new Redis(opts.url, {
+        enableAutoPipelining: true,
+        // Fail fast while disconnected instead of queueing decisions for an unknown time, and never
+        // resend a reserve that may already have run (it would count twice).
+        enableOfflineQueue: false,
+        maxRetriesPerRequest: 0,
+        autoResendUnfulfilledCommands: false,
+        connectTimeout,
+        commandTimeout: opts.commandTimeoutMs ?? 1_000,
+        retryStrategy: (attempt) => Math.min(50 * 2 ** Math.min(attempt, 6), 2_000),
+        connectionName: opts.connectionName ?? 'policylayer-counters',
+      }) as ScriptClient;
+      client.defineCommand('plReserve', { lua: RESERVE_LUA });
+      client.defineCommand('plSettle', { lua: SETTLE_LUA });
+      // Without a listener ioredis prints connection errors itself; the caller decides about logging.
+      client.on('error', (err: unknown) => this.onError?.(err));
+      this.clients.push(client);
+    }
 
+    // Start-up is over once every connection is ready or has given up, or the timeout passed.
     this.startup = new Promise<void>((resolve) => {
+      let waiting = this.clients.length;
+      const timer = setTimeout(() => done(), connectTimeout);
+      timer.unref();
       const done = () => {
         clearTimeout(timer);
-        this.client.off('ready', done);
-        this.client.off('end', done);
+        for (const c of this.clients) {
+          c.off('ready', one);
+          c.off('end', one);
+        }
         this.startup = undefined;
         resolve();
       };
-      const timer = setTimeout(done, connectTimeout);
-      timer.unref();
-      this.client.once('ready', done);
-      this.client.once('end', done);
+      const one = () => {
+        if (--waiting === 0) done();
+      };
+      for (const c of this.clients) {
+        c.once('ready', one);
+        c.once('end', one);
+      }
     });
+  }
+
+  /** The next connection in turn that is ready, if any is. */
+  private ready(): ScriptClient | undefined {
+    const n = this.clients.length;
+    for (let i = 0; i < n; i++) {
+      const c = this.clients[this.turn]!;
+      this.turn = this.turn + 1 === n ? 0 : this.turn + 1;
+      if (c.status === 'ready') return c;
+    }
+    return undefined;
   }
 
   reserve(group: string, counters: readonly CounterRequest[], now: number): ReserveOutcome | Promise<ReserveOutcome> {
@@ -208,17 +246,19 @@ class RedisCounterStore implements CounterStore {
 
     const id = this.idPrefix + (this.seq++).toString(36);
     argv[1] = id;
-    const run = (): Promise<ReserveOutcome> =>
-      this.client.plReserve(String(keys.length), ...keys, ...argv).then(
+    const run = (client: ScriptClient): Promise<ReserveOutcome> =>
+      client.plReserve(String(keys.length), ...keys, ...argv).then(
         (reply) => this.outcome(reply, counters, keys, counted, id, localNow),
         (err: unknown) => {
           throw new CounterStoreError(`Redis counter store: ${errorText(err)}`, { cause: err });
         },
       );
-    if (this.client.status === 'ready') return run();
+    const client = this.ready();
+    if (client !== undefined) return run(client);
     if (this.startup !== undefined) {
       return this.startup.then(() => {
-        if (this.client.status === 'ready') return run();
+        const late = this.ready();
+        if (late !== undefined) return run(late);
         throw this.notConnected();
       });
     }
@@ -247,7 +287,9 @@ class RedisCounterStore implements CounterStore {
       }
     }
     if (keys.length === 0) return;
-    return this.client.plSettle(String(keys.length), ...keys, ...argv).then(
+    // With no connection ready the command fails at once (no offline queue), and is reported.
+    const client = this.ready() ?? this.clients[0]!;
+    return client.plSettle(String(keys.length), ...keys, ...argv).then(
       () => undefined,
       (err: unknown) => {
         this.onError?.(new CounterStoreError(`Redis counter store: settle failed: ${errorText(err)}`, { cause: err }));
@@ -257,15 +299,19 @@ class RedisCounterStore implements CounterStore {
 
   async close(): Promise<void> {
     this.overLimit.clear();
-    if (this.client.status === 'ready') {
-      try {
-        await this.client.quit();
-        return;
-      } catch {
-        // fall through to a hard disconnect
-      }
-    }
-    this.client.disconnect();
+    await Promise.all(
+      this.clients.map(async (client) => {
+        if (client.status === 'ready') {
+          try {
+            await client.quit();
+            return;
+          } catch {
+            // fall through to a hard disconnect
+          }
+        }
+        client.disconnect();
+      }),
+    );
   }
 
   private outcome(
@@ -326,7 +372,7 @@ class RedisCounterStore implements CounterStore {
   }
 
   private notConnected(): CounterStoreError {
-    return new CounterStoreError(`Redis counter store: not connected (${this.client.status})`);
+    return new CounterStoreError(`Redis counter store: not connected (${[...new Set(this.clients.map((c) => c.status))].join(', ')})`);
   }
 }
 
