@@ -313,6 +313,9 @@ function checks(rs: Row[]): Check[] {
   for (const [name, target] of [
     ['exact', POLICY_TARGETS.exactP50Ns],
     ['exactSpread', POLICY_TARGETS.exactP50Ns],
+    // A glob match and the default denial are lookups without conditions too.
+    ['glob', POLICY_TARGETS.exactP50Ns],
+    ['unlisted', POLICY_TARGETS.exactP50Ns],
     ['conditions', POLICY_TARGETS.conditionsP50Ns],
   ] as const) {
     const worst = SIZES.map((n) => find(rs, name, n)).reduce((a, b) => (b.p50 > a.p50 ? b : a));
@@ -323,7 +326,7 @@ function checks(rs: Row[]): Check[] {
       met: worst.p50 <= target,
     });
   }
-  for (const name of ['exact', 'exactSpread', 'conditions'] as const) {
+  for (const name of ['exact', 'exactSpread', 'glob', 'unlisted', 'conditions'] as const) {
     const a = find(rs, name, first);
     const b = find(rs, name, last);
     const ratio = b.p50 / a.p50;

@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import fc from 'fast-check';
 import { DEFAULT_APPROVAL_TIMEOUT_MS, evaluate, isHidden, parsePolicy, usesApproval, visibleTools } from './index.js';
 import type { CompiledPolicy } from './index.js';
 
@@ -230,4 +231,20 @@ test('does not let a tool named like an Object prototype key match anything', ()
   for (const tool of ['__proto__', 'constructor', 'toString', 'hasOwnProperty']) {
     assert.equal(evaluate({ tool, args: {} }, SEED_EXTENDED).rule, '(default deny)');
   }
+});
+
+test('finds the same glob through its prefix index as a scan of every glob in precedence order would (property)', () => {
+  // Names and globs over a small alphabet, so prefixes overlap and most names match something.
+  const piece = fc.string({ unit: fc.constantFrom('a', 'b', '_', 'é'), maxLength: 4 });
+  const glob = fc.tuple(piece, fc.constantFrom('*', '?', '*_', '?b*'), piece).map(([a, w, b]) => `${a}${w}${b}`);
+  fc.assert(
+    fc.property(fc.uniqueArray(glob, { minLength: 1, maxLength: 12 }), fc.array(fc.string({ unit: fc.constantFrom('a', 'b', '_', 'é'), maxLength: 7 }), { maxLength: 20 }), (globs, names) => {
+      const p = policy({ tools: Object.fromEntries(globs.map((g) => [g, {}])) });
+      for (const name of names) {
+        const scanned = p.globs.find((g) => g.matcher.test(name));
+        assert.equal(ruleFor(p, name), scanned?.pointer ?? '(default deny)', `${name} against ${globs.join(' ')}`);
+      }
+    }),
+    { numRuns: 500 },
+  );
 });

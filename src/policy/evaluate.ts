@@ -46,10 +46,23 @@ export function evaluate(call: { tool: string; args: unknown }, policy: Compiled
 function ruleFor(policy: CompiledPolicy, tool: string): CompiledRule | undefined {
   const exact = policy.exact.get(tool);
   if (exact !== undefined) return exact;
-  for (const rule of policy.globs) {
-    if (tool.startsWith(rule.prefix) && rule.matcher.test(tool)) return rule;
+  // The first glob in precedence order that matches: only globs whose literal prefix the name
+  // starts with can, so each prefix length is looked up once and the lowest matching rank wins.
+  const { lengths, byPrefix } = policy.globIndex;
+  let best = Infinity;
+  for (const length of lengths) {
+    if (length > tool.length) break;
+    const ranks = byPrefix.get(length === 0 ? '' : tool.slice(0, length));
+    if (ranks === undefined) continue;
+    for (const rank of ranks) {
+      if (rank >= best) break;
+      if (policy.globs[rank]!.matcher.test(tool)) {
+        best = rank;
+        break;
+      }
+    }
   }
-  return undefined;
+  return best === Infinity ? undefined : policy.globs[best];
 }
 
 /**

@@ -145,6 +145,17 @@ export interface CompiledRule {
   readonly decision: Decision | undefined;
 }
 
+/**
+ * Where to look for the globs a name could match: a glob can only match a name that starts with
+ * its literal prefix, so a name looks up each prefix length the policy has, once.
+ */
+export interface GlobIndex {
+  /** The lengths of the globs' literal prefixes, ascending, each once (0 for `*_x`). */
+  readonly lengths: readonly number[];
+  /** Literal prefix → positions in `globs` (so precedence ranks) of the globs with it, ascending. */
+  readonly byPrefix: ReadonlyMap<string, readonly number[]>;
+}
+
 export interface CompiledGlobRule extends CompiledRule {
   /** The literal text before the first wildcard: a cheap test that rules most globs out. */
   readonly prefix: string;
@@ -170,6 +181,8 @@ export interface CompiledPolicy {
   readonly exact: ReadonlyMap<string, CompiledRule>;
   /** Glob rules in precedence order: the first that matches wins. */
   readonly globs: readonly CompiledGlobRule[];
+  /** The globs by their literal prefix, so a name is tested only against globs it could match. */
+  readonly globIndex: GlobIndex;
   readonly hiddenNames: ReadonlySet<string>;
   /** All hide globs as one anchored expression, or undefined if there are none. */
   readonly hiddenMatcher: RegExp | undefined;
