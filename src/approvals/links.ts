@@ -105,8 +105,10 @@ export class ApprovalLinks {
     const m = token === undefined ? null : TOKEN.exec(token);
     if (m === null) return { ok: false, why: 'invalid' };
     const exp = Number(m[1]);
-    const given = Buffer.from(m[3]!, 'base64url');
-    const wanted = this.mac(id, action, m[2]!, exp);
+    // Compared as text: base64url's last character carries bits that decoding drops, so comparing
+    // decoded bytes would take several spellings of one MAC, and a changed token would still pass.
+    const given = Buffer.from(m[3]!, 'latin1');
+    const wanted = Buffer.from(this.mac(id, action, m[2]!, exp).toString('base64url'), 'latin1');
     if (given.length !== wanted.length || !timingSafeEqual(given, wanted)) return { ok: false, why: 'invalid' };
     const expiresAt = exp * 1000;
     if (this.clock() >= expiresAt) return { ok: false, why: 'expired' };
