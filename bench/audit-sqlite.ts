@@ -56,6 +56,7 @@ import { parseArgs } from 'node:util';
 import v8 from 'node:v8';
 import { Worker } from 'node:worker_threads';
 import vm from 'node:vm';
+import { auditArguments } from '../src/audit/arguments.js';
 import { chain, type AuditDecision, type AuditEventInput, type AuditRecord } from '../src/audit/event.js';
 import { openSqliteAuditSink, type SqliteAuditSink } from '../src/audit/sinks/sqlite.js';
 import { machineCpu, ThreadClock } from './procs.js';
@@ -280,7 +281,8 @@ export class Traffic {
     }
     const x = rnd();
     const decision = DECISIONS.find(([, upTo]) => x < upTo)![0];
-    const args = { keys: t.keys, sha256: hex(rnd, 64) };
+    // As the gateway makes them (`keys` mode): the sorted keys and the hash of the arguments.
+    const args = auditArguments(Object.fromEntries(t.keys.map((k) => [k, hex(rnd, 8)])), 'keys');
     if (decision !== 'allow' && decision !== 'approved') {
       return {
         ...base,

@@ -26,6 +26,14 @@ export function withCanonicalJson<T extends object>(v: T, text: string): Readonl
   return v;
 }
 
+/**
+ * The canonical text of `v` when it was given with withCanonicalJson, else undefined: JSON for
+ * writing `v` down, without serialising it again.
+ */
+export function knownJson(v: object): string | undefined {
+  return KNOWN.get(v);
+}
+
 function serialise(v: unknown): string {
   if (Array.isArray(v)) return `[${v.map((x) => (x === undefined ? 'null' : serialise(x))).join(',')}]`;
   if (typeof v === 'object' && v !== null) {
