@@ -8,7 +8,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as z from 'zod';
 import type { Classification } from '../risk/index.js';
-import type { CatalogTarget } from '../store/store.js';
+import type { CatalogServerFacts } from '../store/store.js';
 
 /** The format of a shipped file; bumped when a field changes meaning. */
 export const SHIPPED_FORMAT = 1;
@@ -33,17 +33,7 @@ export interface ShippedServer {
   readonly regenerate: string;
   /** When it was scanned (ISO 8601). */
   readonly scannedAt: string;
-  readonly server: {
-    readonly name: string;
-    readonly title: string | null;
-    readonly version: string | null;
-    readonly displayName: string | null;
-    readonly description: string | null;
-    readonly instructions: string | null;
-    readonly trusted: boolean;
-    readonly transport: string;
-    readonly target: CatalogTarget;
-  };
+  readonly server: CatalogServerFacts;
   readonly classifierVersion: number;
   readonly tools: readonly ShippedTool[];
   /** The file it was read from. */

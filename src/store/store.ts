@@ -220,10 +220,8 @@ export interface CatalogToolScan {
   readonly classification: Readonly<Record<string, unknown>> & { readonly category: string; readonly severity: string };
 }
 
-/** A finished scan, as recordCatalogScan takes it. */
-export interface CatalogScan {
-  /** The key a server seen for the first time is filed under (a slug of its name). */
-  readonly key: string;
+/** What a scan learnt about its server, kept with it in the catalogue. */
+export interface CatalogServerFacts {
   /** serverInfo.name from initialize. */
   readonly name: string;
   readonly target: CatalogTarget;
@@ -240,22 +238,19 @@ export interface CatalogScan {
   readonly trusted: boolean;
   /** `stdio`, `streamable-http` or `sse`. */
   readonly transport: string;
+}
+
+/** A finished scan, as recordCatalogScan takes it. */
+export interface CatalogScan extends CatalogServerFacts {
+  /** The key a server seen for the first time is filed under (a slug of its name). */
+  readonly key: string;
   readonly classifierVersion: number;
   /** In the order the server listed them; names unique. */
   readonly tools: readonly CatalogToolScan[];
 }
 
-export interface CatalogServerRecord {
+export interface CatalogServerRecord extends CatalogServerFacts {
   readonly key: string;
-  readonly name: string;
-  readonly target: CatalogTarget;
-  readonly title: string | null;
-  readonly version: string | null;
-  readonly displayName: string | null;
-  readonly description: string | null;
-  readonly instructions: string | null;
-  readonly trusted: boolean;
-  readonly transport: string;
   /** The classifier version of the last scan. */
   readonly classifierVersion: number;
   readonly firstSeen: number;

@@ -11,6 +11,7 @@
  */
 import { Redis } from 'ioredis';
 import type { ApprovalNotifier } from '../notifier.js';
+import { quitRedis } from '../../util/redis-quit.js';
 
 export interface RedisNotifierOptions {
   /** `redis://[user:password@]host:port[/db]` or `rediss://…` for TLS. */
@@ -118,18 +119,6 @@ class RedisApprovalNotifier implements ApprovalNotifier {
 
   async close(): Promise<void> {
     this.listeners.clear();
-    await Promise.all([quit(this.pub), this.sub === undefined ? undefined : quit(this.sub)]);
+    await Promise.all([quitRedis(this.pub), this.sub === undefined ? undefined : quitRedis(this.sub)]);
   }
-}
-
-async function quit(client: Redis): Promise<void> {
-  if (client.status === 'ready') {
-    try {
-      await client.quit();
-      return;
-    } catch {
-      // fall through to a hard disconnect
-    }
-  }
-  client.disconnect();
 }

@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { CounterStoreError } from '../limiter.js';
 import type { CounterKind, CounterRequest, CounterStore, Reservation, ReserveOutcome } from '../limiter.js';
+import { quitRedis } from '../../util/redis-quit.js';
 import { RESERVE_LUA, SETTLE_LUA } from './redis-scripts.js';
 
 export interface RedisStoreOptions {
@@ -299,19 +300,7 @@ class RedisCounterStore implements CounterStore {
 
   async close(): Promise<void> {
     this.overLimit.clear();
-    await Promise.all(
-      this.clients.map(async (client) => {
-        if (client.status === 'ready') {
-          try {
-            await client.quit();
-            return;
-          } catch {
-            // fall through to a hard disconnect
-          }
-        }
-        client.disconnect();
-      }),
-    );
+    await Promise.all(this.clients.map(quitRedis));
   }
 
   private outcome(
