@@ -67,3 +67,17 @@ export function textOf(result: unknown): string {
   const content = (result as { content?: Array<{ type: string; text?: string }> }).content ?? [];
   return content.map((c) => (c.type === 'text' ? (c.text ?? '') : '')).join('\n');
 }
+
+/** A tool call's outcome as the policy tests read it: refused or not, its text, and the retry hint of a limit. */
+export interface CallResult {
+  isError: boolean;
+  text: string;
+  retryAfter: number | undefined;
+}
+
+/** Calls `name` with `args` through `c`. */
+export async function callTool(c: V1Connection, name: string, args: Record<string, unknown> = {}): Promise<CallResult> {
+  const r = (await c.client.callTool({ name, arguments: args })) as { isError?: boolean; _meta?: Record<string, unknown> };
+  const retry = r._meta?.['policylayer/retryAfterSeconds'];
+  return { isError: r.isError === true, text: textOf(r), retryAfter: typeof retry === 'number' ? retry : undefined };
+}

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { connectHttp, textOf, type V1Connection } from '../helpers/clients.js';
+import { connectHttp, textOf, type V1Connection, callTool as call, type CallResult } from '../helpers/clients.js';
 import { startTestGateway, yamlValue, type TestGateway } from '../helpers/gateway.js';
 import { REPO_ROOT } from '../helpers/processes.js';
 
@@ -15,17 +15,6 @@ const FIXTURE = path.join(REPO_ROOT, 'dist/test/fixtures/stdio-server.js');
 const fixture = (...tools: string[]) => [process.execPath, FIXTURE, '--tools', tools.join(',')];
 const example = (name: string) => JSON.parse(readFileSync(path.join(REPO_ROOT, 'examples', name, 'policy.json'), 'utf8')) as unknown;
 
-interface CallResult {
-  isError: boolean;
-  text: string;
-  retryAfter: number | undefined;
-}
-
-async function call(c: V1Connection, name: string, args: Record<string, unknown> = {}): Promise<CallResult> {
-  const r = (await c.client.callTool({ name, arguments: args })) as { isError?: boolean; _meta?: Record<string, unknown> };
-  const retry = r._meta?.['policylayer/retryAfterSeconds'];
-  return { isError: r.isError === true, text: textOf(r), retryAfter: typeof retry === 'number' ? retry : undefined };
-}
 
 async function callMany(c: V1Connection, n: number, name: string, args: Record<string, unknown> = {}): Promise<CallResult[]> {
   const out: CallResult[] = [];

@@ -11,7 +11,7 @@ import { mkdirSync, readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { parse as parseYaml, stringify as toYaml } from 'yaml';
-import { connectHttp, textOf, waitFor, type V1Connection } from '../helpers/clients.js';
+import { connectHttp, waitFor, type V1Connection, callTool as call, type CallResult } from '../helpers/clients.js';
 import { tempDir, type TempDir } from '../helpers/fs.js';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { isAlive, REPO_ROOT, tappedCommand, toolCallsIn } from '../helpers/processes.js';
@@ -46,17 +46,6 @@ function exampleConfig(name: string, dir: string, patch: (server: Record<string,
   return toYaml(doc);
 }
 
-interface CallResult {
-  isError: boolean;
-  text: string;
-  retryAfter: number | undefined;
-}
-
-async function call(c: V1Connection, name: string, args: Record<string, unknown> = {}): Promise<CallResult> {
-  const r = (await c.client.callTool({ name, arguments: args })) as { isError?: boolean; _meta?: Record<string, unknown> };
-  const retry = r._meta?.['policylayer/retryAfterSeconds'];
-  return { isError: r.isError === true, text: textOf(r), retryAfter: typeof retry === 'number' ? retry : undefined };
-}
 
 /** A tool result's JSON text (the fixtures answer JSON, as the servers they stand for do). */
 function json(r: CallResult): Record<string, unknown> {
