@@ -19,7 +19,8 @@ const child = spawn(cmd, args, { stdio: ['pipe', 'inherit', 'inherit'] });
 child.stdin.on('error', () => {});
 let buf = '';
 process.stdin.on('data', (chunk: Buffer) => {
-  child.stdin.write(chunk);
+  // Logged before it is passed on: a test that has the server's answer must find the line logged,
+  // even when this process is descheduled between the two.
   buf += chunk.toString('utf8');
   let nl: number;
   while ((nl = buf.indexOf('\n')) >= 0) {
@@ -27,6 +28,7 @@ process.stdin.on('data', (chunk: Buffer) => {
     buf = buf.slice(nl + 1);
     if (line.trim() !== '') appendFileSync(logFile, line + '\n');
   }
+  child.stdin.write(chunk);
 });
 process.stdin.on('end', () => child.stdin.end());
 child.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)));
