@@ -231,6 +231,13 @@ const REASONS: Partial<Record<AuditDecision, string>> = {
 export class Traffic {
   private readonly rnd: () => number;
   private readonly grants: string[];
+  /**
+   * Made once, like the rest: in the gateway a grant's label, a rule's pointer and a reason are
+   * the same string object on every record (the grant's, the compiled policy's), which the string
+   * caches of the sinks and the thread's wire look up by a hash the string keeps.
+   */
+  private readonly labels: string[];
+  private readonly rules = new Map<string, string>();
   private readonly sessions: string[];
   private readonly versions: Record<string, string>;
   private readonly pickGrant: () => number;
@@ -239,6 +246,7 @@ export class Traffic {
   constructor(seed: number, spread: 'zipf' | 'uniform') {
     this.rnd = random(seed);
     this.grants = Array.from({ length: GRANTS }, () => uuid(this.rnd));
+    this.labels = Array.from({ length: GRANTS }, (_, g) => `agent-${g}`);
     this.sessions = Array.from({ length: GRANTS * SESSIONS_PER_GRANT }, () => uuid(this.rnd));
     this.versions = Object.fromEntries(SERVERS.map((s) => [s, `sha256:${hex(this.rnd, 16)}`]));
     if (spread === 'uniform') {
@@ -262,6 +270,12 @@ export class Traffic {
     }
   }
 
+  private rule(pointer: string): string {
+    let r = this.rules.get(pointer);
+    if (r === undefined) this.rules.set(pointer, (r = pointer));
+    return r;
+  }
+
   next(): AuditEventInput {
     const i = this.n++;
     const rnd = this.rnd;
@@ -271,7 +285,7 @@ export class Traffic {
       at: BASE + Math.floor(i / CALLS_PER_MS),
       requestId: String(1 + (i % 10_000)),
       grantId: this.grants[g]!,
-      grantLabel: `agent-${g}`,
+      grantLabel: this.labels[g]!,
       session: this.sessions[g * SESSIONS_PER_GRANT + (i % SESSIONS_PER_GRANT)]!,
       server: t.server,
       policyVersion: this.versions[t.server]!,
@@ -289,7 +303,7 @@ export class Traffic {
         method: 'tools/call',
         tool: t.tool,
         decision,
-        rule: decision === 'rate_limited' ? `/tools/${t.tool}/limits/0` : `/tools/${t.tool}/deny_if/0`,
+        rule: this.rule(decision === 'rate_limited' ? `/tools/${t.tool}/limits/0` : `/tools/${t.tool}/deny_if/0`),
         reason: REASONS[decision] ?? null,
         arguments: args,
         upstreamStatus: null,
@@ -305,7 +319,7 @@ export class Traffic {
       method: 'tools/call',
       tool: t.tool,
       decision,
-      rule: `/tools/${t.tool}`,
+      rule: this.rule(`/tools/${t.tool}`),
       reason: null,
       arguments: args,
       upstreamStatus: status,
