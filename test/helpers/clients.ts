@@ -2,6 +2,7 @@
  * MCP clients for integration tests: the real SDK clients, connected to a gateway endpoint (or
  * straight to a server, for comparison), closed by the returned `close`.
  */
+import assert from 'node:assert/strict';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
@@ -80,4 +81,17 @@ export async function callTool(c: V1Connection, name: string, args: Record<strin
   const r = (await c.client.callTool({ name, arguments: args })) as { isError?: boolean; _meta?: Record<string, unknown> };
   const retry = r._meta?.['policylayer/retryAfterSeconds'];
   return { isError: r.isError === true, text: textOf(r), retryAfter: typeof retry === 'number' ? retry : undefined };
+}
+
+/**
+ * Asserts that `r` is a refusal by the rate limit `counter` of `max` calls a minute per grant: the
+ * agent is told which limit, which rule (when `rule` is given) and when to retry, in text and in `_meta`.
+ */
+export function assertRateLimited(r: CallResult, counter: string, max: number, rule?: string): void {
+  assert.equal(r.isError, true);
+  assert.match(r.text, /Blocked by PolicyLayer policy/);
+  assert.ok(r.text.includes(`rate limit '${counter}' allows at most ${max} calls per minute per agent grant`), r.text);
+  if (rule !== undefined) assert.ok(r.text.includes(`rule ${rule}`), r.text);
+  assert.match(r.text, /Retry in \d+ s/);
+  assert.ok(r.retryAfter !== undefined && r.retryAfter >= 1 && r.retryAfter <= 60, `retry after ${r.retryAfter}`);
 }
