@@ -2,7 +2,10 @@
  * The records the sink tests write: a varied traffic of one or two streams, the same for every
  * sink, so that each sink is held to the same round trip, queries and tamper findings.
  */
+import { generateKeyPairSync } from 'node:crypto';
 import { chain, type AuditDecision, type AuditEventInput, type AuditRecord } from '../event.js';
+import { keyFingerprint, type AuditSigningKey } from '../signing.js';
+import type { AuditStore } from '../store.js';
 
 export const T0 = 1_700_000_000_000;
 export const A = '3f2a9c1d-5b7e-4f0a-9d2c-8e1f6a4b3c21';
@@ -40,4 +43,17 @@ export function streamOf(stream: string, n: number, at: (k: number) => number = 
   const out: AuditRecord[] = [];
   for (let k = 1; k <= n; k++) out.push(chain(stream, out[out.length - 1], event(k, at(k))));
   return out;
+}
+
+/** Every record of `sink`, in its iteration order. */
+export async function allRecords(sink: Pick<AuditStore, 'iterate'>): Promise<AuditRecord[]> {
+  const out: AuditRecord[] = [];
+  for await (const r of sink.iterate()) out.push(r);
+  return out;
+}
+
+/** A new Ed25519 audit signing key. */
+export function newSigningKey(): AuditSigningKey {
+  const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+  return { keyId: keyFingerprint(publicKey), privateKey, publicKey };
 }

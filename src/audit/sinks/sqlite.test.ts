@@ -5,13 +5,13 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { generateKeyPairSync } from 'node:crypto';
 import { chain, recordHash, type AuditEventInput, type AuditRecord } from '../event.js';
-import { checkpointSignatureValid, keyFingerprint, signCheckpoint, type AuditSigningKey } from '../signing.js';
+import { checkpointSignatureValid, signCheckpoint, type AuditSigningKey } from '../signing.js';
 import { verifyChain } from '../verify.js';
 import type { Worker } from 'node:worker_threads';
 import { AUDIT_SQLITE_SCHEMA_VERSION, openSqliteAuditSink, type SqliteAuditSink } from './sqlite.js';
-import { A, B, event, streamOf, T0 } from './records.fixture.js';
+import { pruneContract } from './prune-contract.js';
+import { A, B, allRecords, event, newSigningKey as newKey, streamOf, T0 } from './records.fixture.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'policylayer-audit-sqlite-'));
 let files = 0;
@@ -19,19 +19,11 @@ const freshFile = () => path.join(dir, `audit-${++files}.db`);
 
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-function newKey(): AuditSigningKey {
-  const { privateKey, publicKey } = generateKeyPairSync('ed25519');
-  return { keyId: keyFingerprint(publicKey), privateKey, publicKey };
-}
 /** The gateway's audit signing key: prune signs with it, verify trusts it. */
 const KEY = newKey();
 const TRUSTED = { publicKeys: [KEY.publicKey] };
 
-async function all(sink: SqliteAuditSink): Promise<AuditRecord[]> {
-  const out: AuditRecord[] = [];
-  for await (const r of sink.iterate()) out.push(r);
-  return out;
-}
+const all = allRecords;
 
 /** Opens the sink's file the way anyone with access to it could, and runs `tamper` on it. */
 function tamperWith(file: string, tamper: (db: Database.Database) => void): void {
@@ -367,35 +359,10 @@ describe('SQLite audit sink: tampering with the file is found by verification', 
 });
 
 describe('SQLite audit sink: pruning', () => {
-  it('deletes records before the cut stream by stream, leaves a checkpoint for each, and the log still verifies', async () => {
-    const a = streamOf(A, 20);
-    const b = streamOf(B, 10, (k) => T0 + k * 3_000);
-    const { sink } = await sinkWith([...a, ...b]);
-    try {
-      // Before T0 + 8.5 s: records 1–8 of A (1 s apart) and 1–2 of B (3 s apart).
-      assert.deepEqual(await sink.prune(T0 + 8_500, KEY), { records: 10, streams: 2 });
-      assert.deepEqual(
-        (await sink.checkpoints()).map(({ stream, seq, hash, at, keyId }) => ({ stream, seq, hash, at, keyId })),
-        [
-          { stream: A, seq: 8, hash: a[7]!.hash, at: a[7]!.at, keyId: KEY.keyId },
-          { stream: B, seq: 2, hash: b[1]!.hash, at: b[1]!.at, keyId: KEY.keyId },
-        ],
-      );
-      for (const cp of await sink.checkpoints()) assert.ok(checkpointSignatureValid(KEY.publicKey, cp), `the checkpoint of ${cp.stream} is signed`);
-      assert.deepStrictEqual(await all(sink), [...a.slice(8), ...b.slice(2)]);
-      assert.deepEqual(await verifyChain(sink.iterate(), { checkpoints: await sink.checkpoints(), ...TRUSTED }), { ok: true, records: 20, streams: 2, duplicates: 0 });
-      assert.deepEqual(await sink.verify(TRUSTED), { ok: true, records: 20, streams: 2, duplicates: 0 });
-      // Without its checkpoints, the pruned log reads as records deleted.
-      assert.equal((await verifyChain(sink.iterate())).ok, false);
-      // Pruning again at the same cut changes nothing; a later cut moves the checkpoints on.
-      assert.deepEqual(await sink.prune(T0 + 8_500, KEY), { records: 0, streams: 0 });
-      assert.deepEqual(await sink.prune(T0 + 12_500, KEY), { records: 6, streams: 2 });
-      assert.deepEqual((await sink.checkpoints()).map((c) => [c.stream, c.seq]), [[A, 12], [B, 4]]);
-      assert.equal((await sink.verify(TRUSTED)).ok, true);
-    } finally {
-      await sink.close();
-    }
-  });
+  pruneContract(async (records) => {
+    const { sink } = await sinkWith(records);
+    return { sink, release: () => sink.close() };
+  }, KEY);
 
   it('still finds a record edited after pruning', async () => {
     const { sink, file } = await sinkWith(streamOf(A, 20));
@@ -420,49 +387,6 @@ describe('SQLite audit sink: pruning', () => {
       const g = await sink.verify(TRUSTED);
       assert.deepEqual(g.ok ? g : [g.problem, g.seq], ['checkpoint', 12]);
       assert.match(g.ok ? '' : g.message, /the checkpoint \(record 12, pruned\): it does not match its signature .*: it was changed after it was signed/);
-    } finally {
-      await sink.close();
-    }
-  });
-
-  it('prunes a whole stream down to its checkpoint, and the stream verifies as its gateway writes on', async () => {
-    const records = streamOf(A, 12);
-    const { sink } = await sinkWith(records.slice(0, 10));
-    try {
-      assert.deepEqual(await sink.prune(T0 + 60_000, KEY), { records: 10, streams: 1 });
-      assert.deepEqual(await all(sink), []);
-      assert.deepEqual(await sink.verify(TRUSTED), { ok: true, records: 0, streams: 0, duplicates: 0 });
-      await sink.write(records.slice(10));
-      assert.deepEqual(await sink.verify(TRUSTED), { ok: true, records: 2, streams: 1, duplicates: 0 });
-    } finally {
-      await sink.close();
-    }
-  });
-
-  it('keeps an old record that follows a newer one (a clock stepped back), since deleting it would leave a hole', async () => {
-    const times = [1, 2, 9, 3, 4, 10];
-    const records = streamOf(A, 6, (k) => T0 + times[k - 1]! * 1_000);
-    const { sink } = await sinkWith(records);
-    try {
-      assert.deepEqual(await sink.prune(T0 + 5_500, KEY), { records: 2, streams: 1 });
-      assert.deepEqual((await all(sink)).map((r) => r.seq), [3, 4, 5, 6]);
-      assert.equal((await sink.verify(TRUSTED)).ok, true);
-    } finally {
-      await sink.close();
-    }
-  });
-
-  it('prunes a long stream in several steps, the log verifying throughout', async () => {
-    const records = streamOf(A, 12_000, (k) => T0 + k);
-    const { sink } = await sinkWith(records);
-    try {
-      const pruning = sink.prune(T0 + 11_000.5, KEY);
-      // Steps alternate with the event loop: a write lands between them and the chain holds.
-      const more = chain(A, records[records.length - 1], event(12_001, T0 + 12_001));
-      await sink.write([more]);
-      assert.deepEqual(await pruning, { records: 11_000, streams: 1 });
-      assert.deepEqual((await sink.checkpoints()).map(({ stream, seq, hash }) => ({ stream, seq, hash })), [{ stream: A, seq: 11_000, hash: records[10_999]!.hash }]);
-      assert.deepEqual(await sink.verify(TRUSTED), { ok: true, records: 1_001, streams: 1, duplicates: 0 });
     } finally {
       await sink.close();
     }
