@@ -42,7 +42,7 @@ export type UpstreamConfig = Omit<ServerConfig, 'policy'>;
  * The upstream for one server. `stdio` tunes how a process is stopped: the gateway keeps the
  * defaults, `scan` (which stops its server as soon as it has the tools) waits less.
  */
-export function createUpstream(server: UpstreamConfig, logger: Logger, stdio: Pick<StdioUpstreamOptions, 'killGraceMs'> = {}): Upstream {
+export function createUpstream(server: UpstreamConfig, logger: Logger, stdio: Pick<StdioUpstreamOptions, 'killGraceMs' | 'observer'> = {}): Upstream {
   if (server.kind === 'stdio') {
     return new StdioUpstream({
       name: server.name,

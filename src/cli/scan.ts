@@ -7,13 +7,14 @@
 import { statSync, writeFileSync } from 'node:fs';
 import { STATUS_CODES } from 'node:http';
 import path from 'node:path';
-import { Writable } from 'node:stream';
+import type { Writable } from 'node:stream';
 import { interpolate } from '../config/index.js';
 import type { Env } from '../config/index.js';
 import { ConfigError, JsonRpcErrors } from '../errors.js';
 import { LATEST_SESSION_VERSION } from '../gateway/protocol.js';
 import { createUpstream } from '../main.js';
-import { createLogger, silentLogger, type Logger } from '../telemetry/logger.js';
+import { silentLogger } from '../telemetry/logger.js';
+import type { ProcessObserver } from '../transport/upstream/stdio.js';
 import { HttpUpstream } from '../transport/upstream/http.js';
 import { LegacySseUpstream } from '../transport/upstream/sse-legacy.js';
 import { UpstreamHttpError, type Upstream, type UpstreamSession } from '../transport/upstream/types.js';
@@ -483,7 +484,7 @@ async function openSession(upstream: Upstream): Promise<UpstreamSession> {
   return session;
 }
 
-/** What the supervised process did, as the stdio upstream reports it in its log. */
+/** What the supervised process did, as the stdio upstream tells its observer. */
 interface ProcessWatch {
   stderr: string;
   exited: boolean;
@@ -491,36 +492,22 @@ interface ProcessWatch {
   refused: string | undefined;
 }
 
-/**
- * A logger that keeps what the stdio upstream says about its process: each stderr line (the
- * upstream logs them one by one), that the process ended, that it refused initialize. Nothing
- * is printed: a failure is explained once, in scan's own words.
- */
-function watchingLogger(watch: ProcessWatch, secrets: readonly string[]): Logger {
-  const sink = new Writable({
-    write(chunk: Buffer | string, _encoding, done) {
-      for (const line of String(chunk).split('\n')) {
-        if (line.trim() === '') continue;
-        let rec: Record<string, unknown>;
-        try {
-          rec = JSON.parse(line) as Record<string, unknown>;
-        } catch {
-          continue;
-        }
-        const msg = typeof rec.msg === 'string' ? rec.msg : '';
-        if (rec.stream === 'stderr') watch.stderr = (watch.stderr + msg + '\n').slice(-STDERR_KEEP);
-        else if ('code' in rec && 'signal' in rec) watch.exited = true;
-        // A process that ends fails the initialize in flight, which is logged as a refusal too;
-        // only a refusal while it still runs is the server's own answer.
-        else if (msg.startsWith('upstream refused initialize') && !watch.exited) {
-          const error = rec.error as { message?: unknown; code?: unknown } | undefined;
-          watch.refused = typeof error?.message === 'string' ? `${error.message}${typeof error.code === 'number' ? ` (error ${error.code})` : ''}` : 'its answer is not an initialize result';
-        }
-      }
-      done();
+function watching(watch: ProcessWatch): ProcessObserver {
+  return {
+    stderr: (line) => {
+      watch.stderr = (watch.stderr + line + '\n').slice(-STDERR_KEEP);
     },
-  });
-  return createLogger({ level: 'info', secrets, destination: sink });
+    exited: () => {
+      watch.exited = true;
+    },
+    refusedInitialize: (error) => {
+      // A process that ends fails the initialize in flight, which is reported as a refusal too;
+      // only a refusal while it still runs is the server's own answer.
+      if (watch.exited) return;
+      const e = error as { message?: unknown; code?: unknown } | undefined;
+      watch.refused = typeof e?.message === 'string' ? `${e.message}${typeof e.code === 'number' ? ` (error ${e.code})` : ''}` : 'its answer is not an initialize result';
+    },
+  };
 }
 
 async function listStdio(o: Options, t: Extract<Target, { kind: 'stdio' }>, a: Attempt): Promise<Listing> {
@@ -531,10 +518,11 @@ async function listStdio(o: Options, t: Extract<Target, { kind: 'stdio' }>, a: A
   // this one's environment with --env added, as a server in gateway.yaml does.
   const upstream = createUpstream(
     { name: path.basename(command), kind: 'stdio', command: t.argv, env: t.env, ...(t.cwd !== undefined ? { cwd: t.cwd } : {}), isolation: 'session', timeoutMs: upstreamTimeout(o) },
-    watchingLogger(watch, o.secrets),
+    // Nothing is logged: a failure is explained once, in scan's own words.
+    silentLogger(),
     // The deadline passed or the tools are in: stdin closed, then SIGTERM a second later and
     // SIGKILL a second after that, to the whole process group.
-    { killGraceMs: 1_000 },
+    { killGraceMs: 1_000, observer: watching(watch) },
   );
   a.stderr = () => watch.stderr;
   a.close = () => upstream.close();

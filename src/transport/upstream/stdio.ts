@@ -43,6 +43,18 @@ export interface StdioUpstreamOptions {
   isolation?: 'shared' | 'session' | undefined;
   /** The initialize params to start the process with; the gateway's own when absent. */
   initParams?: Record<string, unknown> | undefined;
+  /** Told what the process does, for a caller that explains its failures itself (scan). */
+  observer?: ProcessObserver | undefined;
+}
+
+/** What a supervised process did, as it happens (besides the log lines about it). */
+export interface ProcessObserver {
+  /** A line the process wrote on stderr. */
+  stderr?(line: string): void;
+  /** It ended while the upstream was not shutting it down. */
+  exited?(code: number | null, signal: NodeJS.Signals | null): void;
+  /** It answered initialize with an error (`error`), or with something that is not a result. */
+  refusedInitialize?(error: unknown): void;
 }
 
 interface Pending {
@@ -173,7 +185,13 @@ export class StdioUpstream implements Upstream {
     child.stdout!.setEncoding('utf8');
     child.stdout!.on('data', lineSplitter((line) => this.onLine(line)));
     child.stderr!.setEncoding('utf8');
-    child.stderr!.on('data', lineSplitter((line) => this.log.info({ stream: 'stderr' }, line)));
+    child.stderr!.on(
+      'data',
+      lineSplitter((line) => {
+        this.log.info({ stream: 'stderr' }, line);
+        this.opts.observer?.stderr?.(line);
+      }),
+    );
     // A write to a process that just died raises EPIPE here; the exit handler deals with the calls.
     child.stdin!.on('error', () => {});
     child.on('error', (err) => {
@@ -205,6 +223,7 @@ export class StdioUpstream implements Upstream {
         onResponse: (msg) => {
           if (msg.error || typeof msg.result !== 'object' || msg.result === null) {
             this.log.error({ error: msg.error }, 'upstream refused initialize; restarting it');
+            this.opts.observer?.refusedInitialize?.(msg.error);
             this.kill(child, 'SIGKILL');
             return;
           }
@@ -237,7 +256,10 @@ export class StdioUpstream implements Upstream {
     this.child = undefined;
     const why = error?.message ?? (signal ? `was killed by ${signal}` : `exited with code ${code}`);
     const closing = this.state === 'closing' || this.state === 'closed';
-    if (!closing) this.log.warn({ code, signal }, `upstream process ${why}`);
+    if (!closing) {
+      this.log.warn({ code, signal }, `upstream process ${why}`);
+      this.opts.observer?.exited?.(code, signal);
+    }
     // Calls in flight can never be answered now: fail them at once rather than at their timeout.
     const message = closing
       ? `the gateway is shutting down; upstream server '${this.name}' was stopped`
