@@ -565,15 +565,18 @@ type HttpMode = 'streamable-http' | 'sse';
 
 async function listHttp(o: Options, t: Extract<Target, { kind: 'http' }>, mode: HttpMode, a: Attempt): Promise<Listing> {
   const upstream = createUpstream({ name: t.url.host, kind: 'http', url: t.url.href, transport: mode, headers: t.headers, timeoutMs: upstreamTimeout(o) }, silentLogger());
-  const pool = upstream instanceof HttpUpstream || upstream instanceof LegacySseUpstream ? upstream.pool : undefined;
+  // Requests still waiting for an answer end with the pool, rather than at their own timeout.
+  const destroy = async (): Promise<void> => {
+    if (upstream instanceof HttpUpstream) upstream.pool.destroy();
+    else if (upstream instanceof LegacySseUpstream) await upstream.pool.destroy().catch(() => {});
+  };
   a.close = async () => {
     // Polite: end the session on the server (DELETE); never let that delay the answer long.
     const closed = upstream.close();
     const late = await Promise.race([closed.then(() => false), new Promise<boolean>((r) => setTimeout(() => r(true), 1_000).unref())]);
-    if (late) await pool?.destroy().catch(() => {});
+    if (late) await destroy();
   };
-  // Requests still waiting for an answer end with the pool, rather than at their own timeout.
-  a.abort = () => void pool?.destroy().catch(() => {});
+  a.abort = () => void destroy();
   a.phase = mode === 'sse' ? `opening the legacy SSE stream at ${t.url.origin}` : `initializing over Streamable HTTP at ${t.url.origin}`;
   try {
     const session = await openSession(upstream);

@@ -3,7 +3,7 @@
  * (the client's own initialize is forwarded), so request ids, progress tokens and SSE event ids
  * pass through untouched and the bytes of an answer can be forwarded as they came.
  */
-import { Pool, type Dispatcher } from 'undici';
+import { Readable } from 'node:stream';
 import type { Logger } from '../../telemetry/logger.js';
 import { JsonRpcErrors } from '../../errors.js';
 import {
@@ -14,6 +14,7 @@ import {
   type JsonRpcResponse,
 } from '../../util/jsonrpc.js';
 import { sseParser, type SseEvent } from '../../util/sse.js';
+import { Http1Pool, headerBlock, type Exchange, type ExchangeRequest, type ResponseHeaders } from './http1.js';
 import { TranslatedSession } from './translated.js';
 import { OAuthTokenError, sendWithToken, tokenRefused, type UpstreamTokenSource } from './oauth.js';
 import { GATEWAY_INFO, META_CAPABILITIES, META_CLIENT_INFO, META_VERSION, STATELESS_PROTOCOL_VERSION } from '../../gateway/protocol.js';
@@ -37,9 +38,26 @@ const ACCEPT_BOTH = 'application/json, text/event-stream';
 /** Abort reason of a call the client cancelled. */
 const CANCELLED_BY_CLIENT = Symbol('cancelled by the client');
 
+/** An answer read as a stream: what the requests off the hot path (initialize, GET streams) use. */
+export interface UpstreamResponse {
+  statusCode: number;
+  headers: ResponseHeaders;
+  /** Destroying it ends the exchange (and closes its connection). */
+  body: Readable;
+}
+
+/** A request off the hot path, whose answer is read as a stream. */
+interface UpstreamRequest {
+  method: 'GET' | 'POST' | 'DELETE';
+  headers: Record<string, string>;
+  body?: string | undefined;
+  timeoutMs: number;
+  bodyTimeoutMs?: number | undefined;
+}
+
 export class HttpUpstream implements Upstream {
   readonly name: string;
-  readonly pool: Pool;
+  readonly pool: Http1Pool;
   readonly path: string;
   readonly opts: HttpUpstreamOptions;
   readonly log: Logger;
@@ -52,7 +70,7 @@ export class HttpUpstream implements Upstream {
     const url = new URL(opts.url);
     this.path = url.pathname + url.search;
     // One keep-alive pool per upstream origin: connection set-up is the largest cost of a proxied call.
-    this.pool = new Pool(url.origin, { keepAliveTimeout: 30_000, keepAliveMaxTimeout: 300_000 });
+    this.pool = new Http1Pool(url.origin, { keepAliveMs: 30_000, keepAliveMaxMs: 300_000 });
   }
 
   async start(): Promise<void> {}
@@ -69,8 +87,20 @@ export class HttpUpstream implements Upstream {
   }
 
   /** One request with the server's access token, if it has OAuth: see sendWithToken. */
-  request(options: Omit<Dispatcher.RequestOptions, 'origin'> & { headers: Record<string, string> }): Promise<Dispatcher.ResponseData> {
-    return sendWithToken(this.opts.tokens, (auth) => this.pool.request({ ...options, headers: { ...options.headers, ...auth } }));
+  request(options: UpstreamRequest): Promise<UpstreamResponse> {
+    return sendWithToken(
+      this.opts.tokens,
+      (auth) =>
+        streamed(this.pool, {
+          method: options.method,
+          path: this.path,
+          headers: headerBlock({ ...options.headers, ...auth }),
+          body: options.body,
+          timeoutMs: options.timeoutMs,
+          bodyTimeoutMs: options.bodyTimeoutMs,
+        }),
+      refused,
+    );
   }
 
   headers(sessionId: string | undefined, protocolVersion: string | undefined, extra?: Record<string, string>): Record<string, string> {
@@ -86,25 +116,23 @@ export class HttpUpstream implements Upstream {
     const discovered = await this.discover();
     if (discovered) return new TranslatedSession(this, init, protocolVersion, discovered);
     const body = JSON.stringify(init);
-    let res: Dispatcher.ResponseData;
+    let res: UpstreamResponse;
     try {
       res = await this.request({
-        path: this.path,
         method: 'POST',
         headers: this.headers(undefined, undefined, { 'content-type': 'application/json', accept: ACCEPT_BOTH }),
         body,
-        headersTimeout: this.opts.timeoutMs,
-        bodyTimeout: this.opts.timeoutMs,
+        timeoutMs: this.opts.timeoutMs,
       });
     } catch (err) {
       if (err instanceof OAuthTokenError) throw err;
       throw new Error(`upstream server '${this.name}' is unreachable: ${(err as Error).message}`, { cause: err });
     }
     if (res.statusCode === 401 && this.opts.tokens !== undefined) {
-      await res.body.dump();
+      res.body.destroy();
       throw new Error(tokenRefused(this.name));
     }
-    const sessionId = headerValue(res.headers['mcp-session-id']);
+    const sessionId = res.headers['mcp-session-id'];
     let response: JsonRpcResponse;
     try {
       response = await readSingleResponse(res, init.id);
@@ -144,7 +172,6 @@ export class HttpUpstream implements Upstream {
       });
       try {
         const res = await this.request({
-          path: this.path,
           method: 'POST',
           headers: this.headers(undefined, STATELESS_PROTOCOL_VERSION, {
             'content-type': 'application/json',
@@ -152,11 +179,10 @@ export class HttpUpstream implements Upstream {
             'mcp-method': 'server/discover',
           }),
           body,
-          headersTimeout: this.opts.timeoutMs,
-          bodyTimeout: this.opts.timeoutMs,
+          timeoutMs: this.opts.timeoutMs,
         });
         if (res.statusCode !== 200) {
-          await res.body.dump();
+          res.body.destroy();
           // A refusal says nothing about the revision it speaks: ask again next time.
           if (res.statusCode === 401) this.discovered = undefined;
           return undefined;
@@ -189,13 +215,48 @@ export class HttpUpstream implements Upstream {
   }
 }
 
-function headerValue(v: string | string[] | undefined): string | undefined {
-  return Array.isArray(v) ? v[0] : v;
+/** A 401 answer, read no further: the request goes again with a fresh token. */
+function refused(res: UpstreamResponse): boolean {
+  if (res.statusCode !== 401) return false;
+  res.body.destroy();
+  return true;
+}
+
+/**
+ * One exchange whose answer is a Readable, resolved at its head. The stream has an error listener
+ * of its own, so a failure nobody reads (a body left unread) cannot take the process down.
+ */
+function streamed(pool: Http1Pool, req: ExchangeRequest): Promise<UpstreamResponse> {
+  return new Promise((resolve, reject) => {
+    let body: Readable | undefined;
+    const ex: Exchange = pool.exchange(req, {
+      onHead: (statusCode, headers) => {
+        body = new Readable({
+          read() {},
+          destroy(err, cb) {
+            ex.abort();
+            cb(err);
+          },
+        });
+        body.on('error', () => {});
+        resolve({ statusCode, headers, body });
+      },
+      onData: (chunk) => body!.push(chunk),
+      onEnd: () => body!.push(null),
+      onError: (err) => (body === undefined ? reject(err) : body.destroy(err)),
+    });
+  });
+}
+
+async function readText(body: Readable): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of body) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
 }
 
 /** Reads a response that must hold exactly one JSON-RPC answer, as JSON or as an SSE stream. */
-async function readSingleResponse(res: Dispatcher.ResponseData, id: JsonRpcRequest['id']): Promise<JsonRpcResponse> {
-  const ct = headerValue(res.headers['content-type']) ?? '';
+async function readSingleResponse(res: UpstreamResponse, id: JsonRpcRequest['id']): Promise<JsonRpcResponse> {
+  const ct = res.headers['content-type'] ?? '';
   if (ct.includes('text/event-stream')) {
     let found: JsonRpcResponse | undefined;
     const parser = sseParser((ev) => {
@@ -210,7 +271,7 @@ async function readSingleResponse(res: Dispatcher.ResponseData, id: JsonRpcReque
     res.body.destroy();
     return found;
   }
-  const text = await res.body.text();
+  const text = await readText(res.body);
   if (res.statusCode >= 400) {
     const m = safeParse(text);
     if (m && !('method' in m)) return m;
@@ -253,7 +314,7 @@ interface CallState {
   resumes: number;
   /** Whether the call was already sent again with a fresh OAuth token after a 401. */
   tokenRetried: boolean;
-  controller: Dispatcher.DispatchController | undefined;
+  controller: Exchange | undefined;
   /** Why the call was aborted, once it is. */
   reason: unknown;
 }
@@ -269,10 +330,10 @@ export class HttpSession implements UpstreamSession {
   private readonly up: HttpUpstream;
   private readonly sessionId: string | undefined;
   private readonly protocolVersion: string | undefined;
-  /** Built once: every call of the session sends the same headers. */
-  private readonly postHeaders: Record<string, string>;
+  /** Serialised once: every call of the session sends the same headers. */
+  private readonly postHeaders: string;
   /** Server-message streams (GET), ended with the session. */
-  private readonly aborts = new Set<AbortController>();
+  private readonly streams = new Set<Readable>();
   gone = false;
   /** Calls in flight by the client's id, so a notifications/cancelled can end them. */
   private readonly calls = new Map<JsonRpcRequest['id'], CallState>();
@@ -283,12 +344,12 @@ export class HttpSession implements UpstreamSession {
     this.sessionId = sessionId;
     this.protocolVersion = protocolVersion;
     this.initializeResult = result;
-    this.postHeaders = up.headers(sessionId, protocolVersion, { 'content-type': 'application/json', accept: ACCEPT_BOTH });
+    this.postHeaders = headerBlock(up.headers(sessionId, protocolVersion, { 'content-type': 'application/json', accept: ACCEPT_BOTH }));
   }
 
   /**
-   * Sends one call with undici's dispatch API and a plain handler: no Readable body, no promise
-   * chain, no AbortController per call. This is the gateway's hottest path (measured in bench/).
+   * Sends one call through the pool's exchange API with a plain handler: no Readable body, no
+   * promise chain, no AbortController per call. This is the gateway's hottest path (measured in bench/).
    */
   call(req: JsonRpcRequest, raw: string | undefined, handlers: CallHandlers, options?: CallOptions): void {
     const call: CallState = {
@@ -309,7 +370,16 @@ export class HttpSession implements UpstreamSession {
       if (signal.aborted) call.reason = CANCELLED_BY_SIGNAL;
       else signal.addEventListener('abort', () => this.abort(call, CANCELLED_BY_SIGNAL), { once: true });
     }
-    const headers = options?.headers ? { ...this.postHeaders, ...options.headers } : this.postHeaders;
+    let headers = this.postHeaders;
+    if (options?.headers) {
+      try {
+        headers += headerBlock(options.headers);
+      } catch (err) {
+        // A header made from what the client sent (a tool name, say) that cannot go on the wire.
+        process.nextTick(() => this.fail(call, `upstream server '${this.up.name}': ${(err as Error).message}`));
+        return;
+      }
+    }
     this.exchange(call, 'POST', headers, raw ?? JSON.stringify(req));
   }
 
@@ -331,7 +401,7 @@ export class HttpSession implements UpstreamSession {
   }
 
   /** One HTTP exchange of a call: its POST, or a GET that resumes its stream. */
-  private exchange(call: CallState, method: 'POST' | 'GET', headers: Record<string, string>, body: string | undefined): void {
+  private exchange(call: CallState, method: 'POST' | 'GET', headers: string, body: string | undefined): void {
     const tokens = this.up.opts.tokens;
     if (tokens === undefined) return this.dispatch(call, method, headers, body, undefined);
     // A cached token is used synchronously, so only a call that must wait for a fetch waits.
@@ -343,35 +413,39 @@ export class HttpSession implements UpstreamSession {
     );
   }
 
-  private dispatch(call: CallState, method: 'POST' | 'GET', headers: Record<string, string>, body: string | undefined, token: string | undefined): void {
+  private dispatch(call: CallState, method: 'POST' | 'GET', headers: string, body: string | undefined, token: string | undefined): void {
     const up = this.up;
     let status = 0;
     let chunks: Buffer[] | undefined = [];
     let parser: ReturnType<typeof sseParser> | undefined;
     /** The upstream refused the token: the answer's body is not the call's. */
     let refused = false;
-    up.pool.dispatch(
+    let sent = headers;
+    if (token !== undefined) {
+      try {
+        sent += headerBlock({ authorization: `Bearer ${token}` });
+      } catch (err) {
+        process.nextTick(() => this.fail(call, `upstream server '${up.name}': the OAuth access token cannot be sent: ${(err as Error).message}`));
+        return;
+      }
+    }
+    const ex = up.pool.exchange(
       {
-        path: up.path,
         method,
-        headers: token === undefined ? headers : { ...headers, authorization: `Bearer ${token}` },
+        path: up.path,
+        headers: sent,
         body,
-        headersTimeout: up.opts.timeoutMs,
-        bodyTimeout: call.longLived ? 0 : up.opts.timeoutMs,
+        timeoutMs: up.opts.timeoutMs,
+        bodyTimeoutMs: call.longLived ? 0 : up.opts.timeoutMs,
       },
       {
-        onRequestStart: (controller) => {
-          call.controller = controller;
-          if (call.reason !== undefined) controller.abort(new Error(String(call.reason)));
-        },
-        onResponseStart: (_c, statusCode, h) => {
+        onHead: (statusCode, h) => {
           status = statusCode;
           if (statusCode === 401 && token !== undefined) {
             refused = true;
             return;
           }
-          const ct = h['content-type'];
-          if ((Array.isArray(ct) ? ct[0] : ct)?.includes('text/event-stream')) {
+          if (h['content-type']?.includes('text/event-stream')) {
             chunks = undefined;
             if (method === 'POST') call.handlers.onStreamStart?.();
             parser = sseParser(
@@ -383,23 +457,25 @@ export class HttpSession implements UpstreamSession {
             );
           }
         },
-        onResponseData: (_c, chunk) => {
+        onData: (chunk) => {
           if (refused) return;
           if (parser) parser.feed(chunk);
           else chunks!.push(chunk);
         },
-        onResponseEnd: () => {
+        onEnd: () => {
           if (refused) return this.onTokenRefused(call, method, headers, body, token!);
           if (parser) this.onStreamEnded(call);
           else this.onBody(call, status, chunks!.length === 1 ? chunks![0]!.toString('utf8') : Buffer.concat(chunks!).toString('utf8'));
         },
-        onResponseError: (_c, err) => this.onError(call, err as Error & { code?: string }),
+        onError: (err) => this.onError(call, err),
       },
     );
+    call.controller = ex;
+    if (call.reason !== undefined) ex.abort(new Error(String(call.reason)));
   }
 
   /** A 401 with an OAuth token: the call is sent once more with a fresh token, then given up. */
-  private onTokenRefused(call: CallState, method: 'POST' | 'GET', headers: Record<string, string>, body: string | undefined, token: string): void {
+  private onTokenRefused(call: CallState, method: 'POST' | 'GET', headers: string, body: string | undefined, token: string): void {
     if (call.answered) return;
     if (call.reason !== undefined || this.closed) return this.onError(call, new Error(String(call.reason)));
     if (call.tokenRetried) return this.fail(call, tokenRefused(this.up.name));
@@ -434,7 +510,12 @@ export class HttpSession implements UpstreamSession {
     }
     if (last !== undefined && !this.closed && call.resumes < MAX_RESUMES) {
       call.resumes++;
-      const headers = this.up.headers(this.sessionId, this.protocolVersion, { accept: 'text/event-stream', 'last-event-id': last });
+      let headers: string;
+      try {
+        headers = headerBlock(this.up.headers(this.sessionId, this.protocolVersion, { accept: 'text/event-stream', 'last-event-id': last }));
+      } catch (err) {
+        return this.fail(call, `upstream server '${this.up.name}': ${(err as Error).message}`);
+      }
       setTimeout(() => this.exchange(call, 'GET', headers, undefined), call.retryMs ?? 0).unref();
       return;
     }
@@ -456,7 +537,7 @@ export class HttpSession implements UpstreamSession {
     if (call.reason === SESSION_CLOSED || this.closed) this.fail(call, 'the session was closed');
     else if (call.reason === CANCELLED_BY_CLIENT) this.fail(call, 'Request was cancelled by the client');
     else if (call.reason === CANCELLED_BY_SIGNAL) this.fail(call, 'the client closed its stream');
-    else if (e.code === 'UND_ERR_HEADERS_TIMEOUT' || e.code === 'UND_ERR_BODY_TIMEOUT')
+    else if (e.code === 'HEADERS_TIMEOUT' || e.code === 'BODY_TIMEOUT')
       this.fail(call, `upstream server '${this.up.name}' did not answer within ${this.up.opts.timeoutMs} ms`);
     else this.fail(call, `upstream server '${this.up.name}' is unreachable: ${e.message}`);
   }
@@ -464,14 +545,13 @@ export class HttpSession implements UpstreamSession {
   send(msg: JsonRpcNotification | JsonRpcResponse, raw: string | undefined): void {
     this.up
       .request({
-        path: this.up.path,
         method: 'POST',
         headers: this.up.headers(this.sessionId, this.protocolVersion, { 'content-type': 'application/json', accept: ACCEPT_BOTH }),
         body: raw ?? JSON.stringify(msg),
-        headersTimeout: this.up.opts.timeoutMs,
+        timeoutMs: this.up.opts.timeoutMs,
       })
       .then(
-        (res) => res.body.dump(),
+        (res) => void res.body.resume(),
         (err: Error) => this.up.log.warn({ err: err.message }, 'could not forward a client message upstream'),
       );
     // The server will not answer a cancelled request (spec: utilities/cancellation): stop waiting
@@ -483,44 +563,47 @@ export class HttpSession implements UpstreamSession {
   }
 
   async listen(onMessage: (msg: ServerMessage) => void, lastEventId?: string): Promise<ListenHandle | undefined> {
-    const ac = new AbortController();
     const extra: Record<string, string> = { accept: 'text/event-stream' };
     if (lastEventId !== undefined) extra['last-event-id'] = lastEventId;
-    let res: Dispatcher.ResponseData;
+    let res: UpstreamResponse;
     try {
       res = await this.up.request({
-        path: this.up.path,
         method: 'GET',
         headers: this.up.headers(this.sessionId, this.protocolVersion, extra),
-        signal: ac.signal,
-        headersTimeout: this.up.opts.timeoutMs,
-        bodyTimeout: 0,
+        timeoutMs: this.up.opts.timeoutMs,
+        bodyTimeoutMs: 0,
       });
     } catch (err) {
       this.up.log.warn({ err: (err as Error).message }, 'upstream refused the server-message stream');
       return undefined;
     }
     if (res.statusCode !== 200) {
-      await res.body.dump();
+      res.body.destroy();
       return undefined;
     }
-    this.aborts.add(ac);
+    const stream = res.body;
+    this.streams.add(stream);
     const parser = sseParser((ev) => {
       if (ev.data.length === 0) return;
       const m = safeParse(ev.data);
       if (m) onMessage({ message: m, raw: ev.data, eventId: ev.id });
     });
-    res.body.on('data', (chunk: Buffer) => parser.feed(chunk));
-    res.body.on('error', () => {});
+    stream.on('data', (chunk: Buffer) => parser.feed(chunk));
     const ended: Array<() => void> = [];
-    res.body.on('end', () => {
-      this.aborts.delete(ac);
+    let over = false;
+    const end = () => {
+      if (over) return;
+      over = true;
+      this.streams.delete(stream);
       for (const fn of ended) fn();
-    });
+    };
+    stream.on('end', end);
+    stream.on('error', end);
     return {
       close: () => {
-        this.aborts.delete(ac);
-        ac.abort();
+        over = true;
+        this.streams.delete(stream);
+        stream.destroy();
       },
       onEnd: (fn) => void ended.push(fn),
     };
@@ -530,18 +613,17 @@ export class HttpSession implements UpstreamSession {
     if (this.closed) return;
     this.closed = true;
     this.up.sessions.delete(this);
-    for (const ac of this.aborts) ac.abort();
-    this.aborts.clear();
+    for (const stream of this.streams) stream.destroy();
+    this.streams.clear();
     for (const call of this.calls.values()) this.abort(call, SESSION_CLOSED);
     if (this.sessionId === undefined) return;
     try {
       const res = await this.up.request({
-        path: this.up.path,
         method: 'DELETE',
         headers: this.up.headers(this.sessionId, this.protocolVersion),
-        headersTimeout: 5000,
+        timeoutMs: 5000,
       });
-      await res.body.dump();
+      res.body.resume();
     } catch {
       // The upstream will expire the session on its own.
     }

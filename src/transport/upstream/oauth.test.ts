@@ -2,7 +2,6 @@ import { after, before, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Dispatcher } from 'undici';
 import { OAuthTokenError, OAuthTokenSource, sendWithToken, type OAuthTokenSourceOptions, type UpstreamTokenSource } from './oauth.js';
 
 interface Received {
@@ -267,13 +266,14 @@ describe('sendWithToken', () => {
     };
     return t;
   }
-  function answer(statusCode: number): Dispatcher.ResponseData {
-    return { statusCode, body: { dump: async () => {} } } as unknown as Dispatcher.ResponseData;
+  function answer(statusCode: number): { statusCode: number } {
+    return { statusCode };
   }
+  const refused = (res: { statusCode: number }) => res.statusCode === 401;
 
   test('sends no Authorization header without a token source', async () => {
     const seen: Record<string, string>[] = [];
-    await sendWithToken(undefined, async (auth) => (seen.push(auth), answer(200)));
+    await sendWithToken(undefined, async (auth) => (seen.push(auth), answer(200)), refused);
     assert.deepEqual(seen, [{}]);
   });
 
@@ -281,12 +281,12 @@ describe('sendWithToken', () => {
     const tokens = fakeTokens();
     const seen: string[] = [];
     const statuses = [401, 200];
-    const res = await sendWithToken(tokens, async (auth) => (seen.push(auth.authorization!), answer(statuses.shift()!)));
+    const res = await sendWithToken(tokens, async (auth) => (seen.push(auth.authorization!), answer(statuses.shift()!)), refused);
     assert.equal(res.statusCode, 200);
     assert.deepEqual(seen, ['Bearer tok-1', 'Bearer tok-2']);
     assert.deepEqual(tokens.invalidated, ['tok-1']);
 
-    const always = await sendWithToken(tokens, async (auth) => (seen.push(auth.authorization!), answer(401)));
+    const always = await sendWithToken(tokens, async (auth) => (seen.push(auth.authorization!), answer(401)), refused);
     assert.equal(always.statusCode, 401);
     assert.deepEqual(seen.slice(2), ['Bearer tok-2', 'Bearer tok-3']);
   });

@@ -214,18 +214,19 @@ export class OAuthTokenSource implements UpstreamTokenSource {
 
 /**
  * Sends a request with the bearer token from `tokens` (no header without them), and once more
- * with a fresh token when the upstream answers 401: a token may be revoked or expire early. The
- * second answer is returned whatever it is. `send` must be repeatable (a string body).
+ * with a fresh token when the upstream refuses it (`refused` says so, and discards that answer's
+ * body): a token may be revoked or expire early. The second answer is returned whatever it is.
+ * `send` must be repeatable (a string body).
  */
-export async function sendWithToken(
+export async function sendWithToken<R>(
   tokens: UpstreamTokenSource | undefined,
-  send: (auth: Record<string, string>) => Promise<Dispatcher.ResponseData>,
-): Promise<Dispatcher.ResponseData> {
+  send: (auth: Record<string, string>) => Promise<R>,
+  refused: (res: R) => boolean | Promise<boolean>,
+): Promise<R> {
   if (tokens === undefined) return send({});
   const first = await tokens.token();
   const res = await send({ authorization: `Bearer ${first}` });
-  if (res.statusCode !== 401) return res;
-  await res.body.dump();
+  if (!(await refused(res))) return res;
   tokens.invalidate(first);
   return send({ authorization: `Bearer ${await tokens.token()}` });
 }

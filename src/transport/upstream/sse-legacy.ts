@@ -95,6 +95,7 @@ class LegacySession implements UpstreamSession {
           headersTimeout: this.up.opts.timeoutMs,
           bodyTimeout: 0,
         }),
+        refusedToken,
       );
     } catch (err) {
       if (err instanceof OAuthTokenError) throw err;
@@ -203,6 +204,7 @@ class LegacySession implements UpstreamSession {
         body,
         headersTimeout: this.up.opts.timeoutMs,
       }),
+      refusedToken,
     );
     await res.body.dump();
     if (res.statusCode === 401 && this.up.opts.tokens !== undefined) throw new Error(tokenRefused(this.up.name));
@@ -225,4 +227,11 @@ class LegacySession implements UpstreamSession {
     this.ac.abort();
     this.onStreamEnd();
   }
+}
+
+/** A 401 answer, read no further: the request goes again with a fresh token. */
+async function refusedToken(res: Dispatcher.ResponseData): Promise<boolean> {
+  if (res.statusCode !== 401) return false;
+  await res.body.dump();
+  return true;
 }
