@@ -1,7 +1,8 @@
 import { after, describe, test } from 'node:test';
 import type { TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
+import { promisify } from 'node:util';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
@@ -830,6 +831,21 @@ describe('Http1Pool', () => {
       assert.equal(pool.connections, 1);
     }
     assert.equal(server.connections(), 1);
+  });
+
+  test('an idle keep-alive connection does not keep the process alive, so a command ends when its work does', async (t) => {
+    // A server that never closes an idle connection itself.
+    const server = await rawServer(t, (socket) => socket.write(OK));
+    const script = `
+      import { Http1Pool } from ${JSON.stringify(new URL('./http1.js', import.meta.url).href)};
+      const pool = new Http1Pool(${JSON.stringify(server.origin)}, { keepAliveMs: 60000 });
+      const res = await pool.request({ method: 'GET', path: '/', headers: '', timeoutMs: 60000 });
+      console.log(res.status, pool.connections);`;
+    const started = Date.now();
+    // Asynchronously: the server answering it lives in this process.
+    const run = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 20_000 });
+    assert.equal(run.stdout.trim(), '200 1', 'the connection was kept, idle');
+    assert.ok(Date.now() - started < 10_000, 'the process did not wait for the keep-alive limit');
   });
 
   test('a request made from within onEnd can reuse the connection that just finished', async (t) => {

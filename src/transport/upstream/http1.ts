@@ -672,6 +672,7 @@ export class Http1Pool {
         continue;
       }
       conn.used = true;
+      conn.socket.ref();
       conn.send(a);
       return a;
     }
@@ -733,6 +734,8 @@ export class Http1Pool {
       return;
     }
     conn.idleSince = performance.now();
+    // An idle connection does not keep the process alive (a CLI run ends when its work does).
+    conn.socket.unref();
     this.idle.push(conn);
   }
 
