@@ -113,6 +113,9 @@ Options:
   --gateway-node-arg ARG    extra node option for every gateway process, serve and run (repeatable)
   --profile DIR             run each gateway process with --cpu-prof, writing one profile per process
                             into DIR (use --only to get just the one you want)
+  --proxy-only              run every proxy scenario (and write their results) but not the in-process
+                            benchmarks of the policy engine, the counter stores and the audit sinks,
+                            whose sections in docs/benchmarks.md stay as they are
   --warm-cpus               keep every CPU out of its idle state with lowest-priority spinners, so that
                             concurrency-1 latency does not include waking idle CPUs (see docs/benchmarks.md)
   --write / --no-write      write docs/benchmarks.md or not
@@ -132,6 +135,8 @@ interface Options {
   only: Set<string>;
   /** Some scenarios were left out with --only. */
   partial: boolean;
+  /** Run the in-process benchmarks (policy, limits, audit sinks) after the proxy scenarios. */
+  inProcess: boolean;
   gatewayBin: string;
   compareBin: string | undefined;
   gatewayNodeArgs: string[];
@@ -162,6 +167,7 @@ function parse(argv: string[]) {
       'gateway-node-arg': { type: 'string', multiple: true },
       profile: { type: 'string' },
       'warm-cpus': { type: 'boolean' },
+      'proxy-only': { type: 'boolean' },
       write: { type: 'boolean' },
       'no-write': { type: 'boolean' },
       enforce: { type: 'boolean' },
@@ -205,6 +211,7 @@ function options(argv: string[]): Options | undefined {
     concurrency: (values.concurrency ?? '1,16').split(',').map((c) => Math.round(num(c, 1, 'concurrency'))),
     only,
     partial,
+    inProcess: !partial && values['proxy-only'] !== true,
     gatewayBin: resolve(values.gateway ?? join(ROOT, 'bin/policylayer.js')),
     compareBin: values.compare === undefined ? undefined : resolve(values.compare),
     gatewayNodeArgs,
@@ -644,8 +651,8 @@ async function main(argv: string[]): Promise<number> {
         log(`wrote the audit comparison into ${BENCH_DOC} (proxy-audit-bench)`);
       }
     }
-    if (opts.partial) {
-      log('--only: the policy, limits and audit sink benchmarks are not run');
+    if (!opts.inProcess) {
+      log(`${opts.partial ? '--only' : '--proxy-only'}: the policy, limits and audit sink benchmarks are not run`);
     } else {
       // The policy-decision benchmark (bench/policy.ts) runs with the same --quick and --write.
       // So do the counter-store benchmarks (memory always, Redis when one answers at REDIS_URL)
