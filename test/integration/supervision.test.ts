@@ -132,6 +132,17 @@ describe('supervision of a stdio upstream', () => {
     assert.ok(Date.now() - t0 < 5000, `the error came at once, not at the 10 s timeout (${Date.now() - t0} ms)`);
   });
 
+  it('lets a call that keeps reporting progress run past the timeout, each report starting the timeout anew', async () => {
+    const gw = await start(fixtureConfig({ timeout: '1s' }));
+    const client = await connect(gw);
+    pids.push(upstreamOf(gw).pid!);
+    const t0 = Date.now();
+    // 2.4 s in all, never more than 0.4 s without a report.
+    const result = await client.callTool({ name: 'progress', arguments: { steps: 6, stepMs: 400 } }, undefined, { onprogress: () => {}, timeout: 30_000 });
+    assert.equal(textOf(result), 'done after 6 steps');
+    assert.ok(Date.now() - t0 >= 2000, 'the call outlived the 1 s timeout');
+  });
+
   it('answers a call the server never answers with a timeout error after the configured timeout', async () => {
     const gw = await start(fixtureConfig({ timeout: '1s' }));
     const client = await connect(gw);
