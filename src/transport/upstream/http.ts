@@ -35,6 +35,11 @@ export interface HttpUpstreamOptions {
 }
 
 const ACCEPT_BOTH = 'application/json, text/event-stream';
+/**
+ * Requests that only read, sent once more when they meet a keep-alive connection the server had
+ * just closed. Anything else (a tools/call above all) is not: the server may have acted on it.
+ */
+const SAFE_TO_RESEND = new Set(['ping', 'tools/list', 'prompts/list', 'prompts/get', 'resources/list', 'resources/templates/list', 'resources/read', 'completion/complete']);
 /** Abort reason of a call the client cancelled. */
 const CANCELLED_BY_CLIENT = Symbol('cancelled by the client');
 
@@ -53,6 +58,8 @@ interface UpstreamRequest {
   body?: string | undefined;
   timeoutMs: number;
   bodyTimeoutMs?: number | undefined;
+  /** See ExchangeRequest.idempotent. */
+  idempotent?: boolean | undefined;
 }
 
 export class HttpUpstream implements Upstream {
@@ -98,6 +105,7 @@ export class HttpUpstream implements Upstream {
           body: options.body,
           timeoutMs: options.timeoutMs,
           bodyTimeoutMs: options.bodyTimeoutMs,
+          idempotent: options.idempotent,
         }),
       refused,
     );
@@ -123,6 +131,8 @@ export class HttpUpstream implements Upstream {
         headers: this.headers(undefined, undefined, { 'content-type': 'application/json', accept: ACCEPT_BOTH }),
         body,
         timeoutMs: this.opts.timeoutMs,
+        // Sent again, at worst the server holds a session nobody uses, and expires it.
+        idempotent: true,
       });
     } catch (err) {
       if (err instanceof OAuthTokenError) throw err;
@@ -180,6 +190,7 @@ export class HttpUpstream implements Upstream {
           }),
           body,
           timeoutMs: this.opts.timeoutMs,
+          idempotent: true,
         });
         if (res.statusCode !== 200) {
           res.body.destroy();
@@ -437,6 +448,7 @@ export class HttpSession implements UpstreamSession {
         body,
         timeoutMs: up.opts.timeoutMs,
         bodyTimeoutMs: call.longLived ? 0 : up.opts.timeoutMs,
+        idempotent: method === 'GET' || SAFE_TO_RESEND.has(call.req.method),
       },
       {
         onHead: (statusCode, h) => {
@@ -539,6 +551,8 @@ export class HttpSession implements UpstreamSession {
     else if (call.reason === CANCELLED_BY_SIGNAL) this.fail(call, 'the client closed its stream');
     else if (e.code === 'HEADERS_TIMEOUT' || e.code === 'BODY_TIMEOUT')
       this.fail(call, `upstream server '${this.up.name}' did not answer within ${this.up.opts.timeoutMs} ms`);
+    // It was reached: what it sent could not be read, or it hung up before its answer was whole.
+    else if (e.code === 'PROTOCOL' || e.code === 'CLOSED_EARLY') this.fail(call, `upstream server '${this.up.name}': ${e.message}`);
     else this.fail(call, `upstream server '${this.up.name}' is unreachable: ${e.message}`);
   }
 

@@ -934,6 +934,40 @@ describe('Http1Pool', () => {
     );
   });
 
+  test('a POST on a reused connection that closes without answering is not sent again: the server may have acted on it', async (t) => {
+    const server = await rawServer(t, (socket, req) => {
+      if (req.onConn === 2) socket.end();
+      else socket.write(OK);
+    });
+    const pool = poolFor(t, server.origin);
+    await pool.request(get('/one'));
+    const rec = recorder();
+    pool.exchange(get('/pay', { method: 'POST', body: '{}' }), rec.handler);
+    assertCode(await failure(rec), 'CLOSED_EARLY');
+    assert.deepEqual(
+      server.requests.map((r) => r.head.split(' ').slice(0, 2).join(' ')),
+      ['GET /one', 'POST /pay'],
+    );
+  });
+
+  test('a POST marked idempotent is sent again after such a close, and a GET marked otherwise is not', async (t) => {
+    const server = await rawServer(t, (socket, req) => {
+      if (req.onConn === 2) socket.end();
+      else socket.write(OK);
+    });
+    const pool = poolFor(t, server.origin);
+    await pool.request(get('/one'));
+    const res = await pool.request(get('/list', { method: 'POST', body: '{}', idempotent: true }));
+    assert.equal(res.body.toString(), 'ok');
+    const rec = recorder();
+    pool.exchange(get('/two', { idempotent: false }), rec.handler);
+    assertCode(await failure(rec), 'CLOSED_EARLY');
+    assert.deepEqual(
+      server.requests.map((r) => r.head.split(' ').slice(0, 2).join(' ')),
+      ['GET /one', 'POST /list', 'POST /list', 'GET /two'],
+    );
+  });
+
   test('a retried request that meets a second silent close fails with CLOSED_EARLY, without a third try', async (t) => {
     const server = await rawServer(t, (socket, req) => {
       if (req.conn === 1 && req.onConn === 1) socket.write(OK);

@@ -9,8 +9,8 @@
  * with undici's dispatch API (bench/run.ts with --compare; docs/benchmarks.md). What a call does
  * need is here: keep-alive within the server's own idle limit, chunked, length-delimited and
  * read-to-close bodies, 1xx responses skipped, TLS, timeouts, aborts, one retry of a request that
- * met a connection the server had just closed, and strict parsing (a response that could be read
- * two ways is an error, not a guess).
+ * is safe to repeat and met a connection the server had just closed, and strict parsing (a
+ * response that could be read two ways is an error, not a guess).
  */
 import net from 'node:net';
 import tls from 'node:tls';
@@ -59,6 +59,13 @@ export interface ExchangeRequest {
   timeoutMs: number;
   /** Longest silence between pieces of the body once the head is in; default timeoutMs; 0: none. */
   bodyTimeoutMs?: number | undefined;
+  /**
+   * Whether the request may be sent a second time when a reused connection turns out closed before
+   * any byte of the answer came (the server closing an idle connection as the request left). The
+   * server may also have taken the request and died before answering, so only a request that
+   * is safe to repeat says yes. Default: yes for GET, HEAD and DELETE, no for POST.
+   */
+  idempotent?: boolean | undefined;
 }
 
 export interface Exchange {
@@ -587,8 +594,8 @@ class Connection {
     this.active = undefined;
     a.conn = undefined;
     // A connection that sat idle may have been closed by the server just as the request left:
-    // nothing of an answer came, so the request is sent once more on a new connection.
-    if (this.used && !this.parser.started && !a.retried && !this.pool.closing) {
+    // nothing of an answer came, so a request that is safe to repeat goes once more on a new one.
+    if (this.used && !this.parser.started && !a.retried && !this.pool.closing && (a.req.idempotent ?? a.req.method !== 'POST')) {
       a.retried = true;
       this.pool.connectFor(a);
       return;
