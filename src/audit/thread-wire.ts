@@ -46,6 +46,8 @@ export type FromAuditThread =
   | { readonly t: 'full'; readonly full: boolean }
   /** The sinks' counters, whenever they changed (at most a few times a second). */
   | { readonly t: 'stats'; readonly stats: AuditSinkStats[] }
+  /** How many events the thread has taken from `events` messages so far, whenever it changed (as stats). */
+  | { readonly t: 'taken'; readonly count: number }
   /** A line of the thread's log (pino's JSON), for the gateway's logger. */
   | { readonly t: 'log'; readonly line: string };
 

@@ -9,7 +9,16 @@
  * Why a thread: on the event loop, deriving and chaining alone took some 10 to 20 µs a call here,
  * and the sinks' serialisation more; the gateway's thread is what limits its calls per second,
  * while the machine usually has a core with time to spare.
+ *
+ * In `async` mode the thread also runs at the lowest CPU priority (nice 19, Linux): when the
+ * machine is busy, the calls go first and the records wait, in memory and bounded (the gateway
+ * counts what it handed over and the thread has not taken: see AuditThread.full). Competing at
+ * the same priority, the thread took a quarter of the gateway's calls per second at 16 clients on
+ * two cores; yielding, less than a tenth (docs/benchmarks.md). In `strict` mode every call waits
+ * for the thread, so it keeps the gateway's priority.
  */
+import { readlinkSync } from 'node:fs';
+import { setPriority } from 'node:os';
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import { pino, type Logger } from 'pino';
 import { auditArguments } from './arguments.js';
@@ -31,6 +40,7 @@ async function serve(port: MessagePort, o: AuditThreadData): Promise<void> {
   // The writer's warnings (a sink down, a spill file replayed) reach the gateway's log as lines.
   const logger: Logger = pino({ level: o.level, base: null, timestamp: false }, { write: (line: string) => send({ t: 'log', line }) });
   const c = o.config;
+  if (c.durability === 'async') yieldToCalls(logger);
 
   const sinks: AuditSink[] = [];
   try {
@@ -83,7 +93,13 @@ async function serve(port: MessagePort, o: AuditThreadData): Promise<void> {
   };
 
   let lastStats = '';
+  let taken = 0;
+  let reportedTaken = 0;
   const statsTimer = setInterval(() => {
+    if (taken !== reportedTaken) {
+      reportedTaken = taken;
+      send({ t: 'taken', count: taken });
+    }
     const stats = writer.stats();
     const text = JSON.stringify(stats);
     if (text === lastStats) return;
@@ -111,12 +127,19 @@ async function serve(port: MessagePort, o: AuditThreadData): Promise<void> {
     switch (m.t) {
       case 'events':
         for (const e of decoder.decode(m.events)) {
+          taken++;
           try {
             writer.record(record(e));
           } catch (err) {
             // Only after close: nothing the gateway can do about it but know.
             logger.error({ err: (err as Error).message }, 'audit event not recorded');
           }
+        }
+        // The gateway counts what it handed over against max_queue until told it was taken: it
+        // hears at least every half max_queue, not only at the next stats tick.
+        if (taken - reportedTaken >= Math.max(1, c.maxQueue >> 1)) {
+          reportedTaken = taken;
+          send({ t: 'taken', count: taken });
         }
         checkFull();
         return;
@@ -186,4 +209,23 @@ function callStore(store: AuditStore, op: StoreOp, args: unknown[]): Promise<unk
 
 function isStore(s: AuditSink): s is AuditStore {
   return typeof (s as Partial<AuditStore>).prune === 'function' && typeof (s as Partial<AuditStore>).query === 'function';
+}
+
+/**
+ * Lowers this thread's CPU priority, and only this thread's: on Linux a thread has an id of its
+ * own that setpriority(2) accepts (the last part of /proc/thread-self). Elsewhere it stays as it is.
+ */
+function yieldToCalls(logger: Logger): void {
+  let tid: number;
+  try {
+    tid = Number(readlinkSync('/proc/thread-self').split('/').pop());
+  } catch {
+    return;
+  }
+  if (!Number.isInteger(tid) || tid <= 0 || tid === process.pid) return;
+  try {
+    setPriority(tid, 19);
+  } catch (err) {
+    logger.debug({ err: (err as Error).message }, 'the audit thread keeps the gateway priority');
+  }
 }

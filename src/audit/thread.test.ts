@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
@@ -212,6 +214,59 @@ describe('the audit thread', () => {
     assert.equal(thread.full, false);
     await thread.flush();
     assert.equal(thread.stats()[0]!.written, 3000);
+  });
+
+  it('counts events handed over and not yet taken by the thread toward max_queue, so a thread that falls behind cannot grow memory without bound', async (t) => {
+    const dir = await tempDir(t);
+    const thread = await start(t, config(dir, { maxQueue: 50 }));
+    for (let i = 1; i <= 60; i++) thread.record(event(i));
+    assert.equal(thread.full, false, 'still waiting on the event loop, not handed over');
+    // A durable record hands everything before it over at once.
+    const durable = thread.recordDurable(event(61));
+    assert.equal(thread.full, true, '61 handed over, none known to be taken');
+    await thread.whenRoom();
+    assert.equal(thread.full, false);
+    await durable;
+    await thread.flush();
+    assert.equal(thread.stats()[0]!.written, 61);
+  });
+
+  it('with on_full: drop, drops and counts what would wait for the thread past max_queue, in every sink', async (t) => {
+    const dir = await tempDir(t);
+    const thread = await start(t, config(dir, { maxQueue: 50, onFull: 'drop' }));
+    // In one turn of the event loop the thread cannot have taken any: 50 wait, 10 are dropped.
+    for (let i = 1; i <= 60; i++) thread.record(event(i));
+    assert.equal(thread.full, false, 'drop never blocks');
+    await thread.flush();
+    const stats = thread.stats()[0]!;
+    assert.equal(stats.written, 50);
+    assert.equal(stats.dropped, 10);
+    assert.equal((await thread.statsNow())[0]!.dropped, 10);
+  });
+
+  describe('its CPU priority', { skip: existsSync('/proc/thread-self') ? false : 'threads have no priority of their own here (Linux only)' }, () => {
+    /** The nice values of this process's threads, from /proc (field 19 of each task's stat). */
+    const nices = (): number[] =>
+      readdirSync('/proc/self/task').map((tid) => {
+        const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+        return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
+      });
+
+    it('yields the CPU to the calls in async mode: the thread, and only it, runs at nice 19', async (t) => {
+      const before = nices().filter((n) => n === 19).length;
+      const thread = await start(t, config(await tempDir(t)));
+      thread.record(event(1));
+      await thread.flush();
+      assert.equal(nices().filter((n) => n === 19).length, before + 1);
+      assert.equal(os.getPriority(), 0, 'the process itself keeps its priority');
+    });
+
+    it('keeps the gateway priority in strict mode, where every call waits for it', async (t) => {
+      const before = nices().filter((n) => n === 19).length;
+      const thread = await start(t, config(await tempDir(t), { durability: 'strict' }));
+      await thread.recordDurable(event(1));
+      assert.equal(nices().filter((n) => n === 19).length, before);
+    });
   });
 
   it("logs the writer's warnings through the gateway's logger", async (t) => {

@@ -8,9 +8,11 @@
  * thread says it is durable.
  *
  * What the gateway knows of the thread's state arrives by message, so it lags by a turn or so:
- * `full` turns true only after the thread has seen the queue pass `max_queue` (a few more calls
- * are queued meanwhile, which `on_full: block` allows: it bounds memory, not the exact count),
- * and stats() are the counters as last sent (a quarter of a second old at most; statsNow() asks).
+ * `full` turns true after the thread has seen a sink's queue pass `max_queue` (a few more calls
+ * are queued meanwhile, which `on_full: block` allows: it bounds memory, not the exact count), or
+ * as soon as `max_queue` events handed over are not yet known to be taken: in `async` mode the
+ * thread yields the CPU to the calls (thread-worker.ts) and may fall behind while the machine is
+ * busy. stats() are the counters as last sent (a quarter of a second old at most; statsNow() asks).
  *
  * The thread does not keep the process alive on its own account: while nothing waits for an
  * answer it is unreferenced, like the writer's timers, so an orderly shutdown must close() the
@@ -62,6 +64,15 @@ export class AuditThread {
   private nextId = 0;
   private lastStats: AuditSinkStats[];
   private isFull = false;
+  /** Events handed to the thread, and how many of them it says it has taken. */
+  private handedOver = 0;
+  private taken = 0;
+  /** How many handed-over events may wait for the thread to take them (the config's max_queue). */
+  private readonly maxWaiting: number;
+  /** `on_full: drop`: past maxWaiting, events are dropped here (and counted) rather than wait. */
+  private readonly dropWhenFull: boolean;
+  /** Events dropped here, counted in every sink's `dropped`: none of them reached any sink. */
+  private droppedHere = 0;
   private roomWaiters: Array<() => void> = [];
   private readonly proxies: AuditStore[];
   /** Why the thread is gone, once it is (a crash, or close()). */
@@ -69,8 +80,10 @@ export class AuditThread {
   private lostEvents = 0;
   private closed: Promise<void> | undefined;
 
-  private constructor(worker: Worker, ready: Extract<FromAuditThread, { t: 'ready' }>, log: Logger) {
+  private constructor(worker: Worker, ready: Extract<FromAuditThread, { t: 'ready' }>, log: Logger, config: AuditConfig) {
     this.worker = worker;
+    this.maxWaiting = config.maxQueue;
+    this.dropWhenFull = config.onFull === 'drop';
     this.log = log;
     this.stream = ready.stream;
     this.sinkNames = ready.sinks.map((s) => s.name);
@@ -97,7 +110,7 @@ export class AuditThread {
           forwardLog(log, m.line);
         } else if (m.t === 'ready') {
           off();
-          resolve(new AuditThread(worker, m, log));
+          resolve(new AuditThread(worker, m, log, config));
         } else if (m.t === 'failed') {
           off();
           void worker.terminate();
@@ -128,6 +141,10 @@ export class AuditThread {
       this.dropped();
       return;
     }
+    if (this.dropWhenFull && this.handedOver + this.pending.length - this.taken >= this.maxWaiting) {
+      this.droppedHere++;
+      return;
+    }
     const n = this.pending.push(event);
     if (n >= POST_AT) this.post();
     else if (!this.scheduled) {
@@ -152,14 +169,18 @@ export class AuditThread {
     });
   }
 
-  /** True while some sink's queue in the thread holds `max_queue` records or more. */
+  /**
+   * True while some sink's queue in the thread holds `max_queue` records or more, or while that
+   * many events handed over wait for the thread to take them (a thread that yields the CPU to the
+   * calls, as it does in `async` mode, may take them later than they come).
+   */
   get full(): boolean {
-    return this.isFull;
+    return this.isFull || this.handedOver - this.taken >= this.maxWaiting;
   }
 
   /** Resolves at once while there is room, else once the thread says there is again. */
   whenRoom(): Promise<void> {
-    if (!this.isFull) return Promise.resolve();
+    if (!this.full) return Promise.resolve();
     // Referenced while a caller waits, like ask(): the answer comes from the thread.
     if (this.roomWaiters.length === 0 && this.waiting.size === 0) this.worker.ref();
     return new Promise((resolve) => this.roomWaiters.push(resolve));
@@ -169,13 +190,18 @@ export class AuditThread {
 
   /** The sinks' counters as the thread last sent them. */
   stats(): AuditSinkStats[] {
-    return this.lastStats;
+    return this.withDroppedHere(this.lastStats);
+  }
+
+  private withDroppedHere(stats: AuditSinkStats[]): AuditSinkStats[] {
+    const extra = this.droppedHere;
+    return extra === 0 ? stats : stats.map((s) => ({ ...s, dropped: s.dropped + extra }));
   }
 
   /** The sinks' counters as they are now. */
   async statsNow(): Promise<AuditSinkStats[]> {
     this.lastStats = (await this.ask((id) => ({ t: 'stats', id }))) as AuditSinkStats[];
-    return this.lastStats;
+    return this.withDroppedHere(this.lastStats);
   }
 
   /** The queryable sinks (SQLite, PostgreSQL), in the config's order; their work runs in the thread. */
@@ -215,6 +241,12 @@ export class AuditThread {
     if (this.gone === undefined) this.worker.postMessage(message);
   }
 
+  private roomMade(): void {
+    if (this.full || this.roomWaiters.length === 0) return;
+    for (const resolve of this.roomWaiters.splice(0)) resolve();
+    if (this.waiting.size === 0) this.worker.unref();
+  }
+
   private readonly postScheduled = (): void => {
     this.post();
   };
@@ -227,6 +259,7 @@ export class AuditThread {
     this.pending = [];
     try {
       this.worker.postMessage({ t: 'events', events: this.encoder.encode(events) } satisfies ToAuditThread);
+      this.handedOver += events.length;
     } catch (err) {
       // An event that cannot be copied to the thread (never one the gateway makes): the message
       // is lost whole, and with it strings the thread now will not know, so the encoder starts
@@ -235,6 +268,7 @@ export class AuditThread {
       for (const e of events) {
         try {
           this.worker.postMessage({ t: 'events', events: this.encoder.encode([e]) } satisfies ToAuditThread);
+          this.handedOver++;
         } catch {
           this.encoder.restart();
           this.log.error({ err: (err as Error).message, method: e.method, tool: e.tool }, 'audit event cannot be recorded: it does not copy to the audit thread');
@@ -256,10 +290,11 @@ export class AuditThread {
       }
       case 'full':
         this.isFull = m.full;
-        if (!m.full && this.roomWaiters.length > 0) {
-          for (const resolve of this.roomWaiters.splice(0)) resolve();
-          if (this.waiting.size === 0) this.worker.unref();
-        }
+        this.roomMade();
+        return;
+      case 'taken':
+        this.taken = m.count;
+        this.roomMade();
         return;
       case 'stats':
         this.lastStats = m.stats;
