@@ -914,14 +914,28 @@ describe('Http1Pool', () => {
     assert.equal(server.connections(), 2);
   });
 
-  test('a reused connection that closes without answering is retried once, transparently, on a new one', async (t) => {
-    // The race the retry is for: the server closes an idle connection just as a request leaves on it.
-    const server = await rawServer(t, (socket, req) => {
-      if (req.onConn === 2) socket.end();
-      else socket.write(OK);
-    });
+  /**
+   * A server that answers the first request on each connection and does `second` with the next,
+   * and a pool whose one connection has already carried a request (GET /one).
+   */
+  async function reusedConnection(t: TestContext, second: (socket: net.Socket) => void = (socket) => socket.end()) {
+    const server = await rawServer(t, (socket, req) => (req.onConn === 1 ? socket.write(OK) : second(socket)));
     const pool = poolFor(t, server.origin);
     await pool.request(get('/one'));
+    return { server, pool, seen: () => server.requests.map((r) => r.head.split(' ').slice(0, 2).join(' ')) };
+  }
+
+  /** The error of `req` sent on a connection that has carried a request before, whose server does `second`. */
+  async function failureOnReused(t: TestContext, second: (socket: net.Socket) => void, req = get()) {
+    const reused = await reusedConnection(t, second);
+    const rec = recorder();
+    reused.pool.exchange(req, rec.handler);
+    return { ...reused, err: await failure(rec) };
+  }
+
+  test('a reused connection that closes without answering is retried once, transparently, on a new one', async (t) => {
+    // The race the retry is for: the server closes an idle connection just as a request leaves on it.
+    const { server, pool } = await reusedConnection(t);
     const res = await pool.request(get('/two'));
     assert.equal(res.body.toString(), 'ok');
     assert.deepEqual(
@@ -935,37 +949,19 @@ describe('Http1Pool', () => {
   });
 
   test('a POST on a reused connection that closes without answering is not sent again: the server may have acted on it', async (t) => {
-    const server = await rawServer(t, (socket, req) => {
-      if (req.onConn === 2) socket.end();
-      else socket.write(OK);
-    });
-    const pool = poolFor(t, server.origin);
-    await pool.request(get('/one'));
-    const rec = recorder();
-    pool.exchange(get('/pay', { method: 'POST', body: '{}' }), rec.handler);
-    assertCode(await failure(rec), 'CLOSED_EARLY');
-    assert.deepEqual(
-      server.requests.map((r) => r.head.split(' ').slice(0, 2).join(' ')),
-      ['GET /one', 'POST /pay'],
-    );
+    const { err, seen } = await failureOnReused(t, (socket) => socket.end(), get('/pay', { method: 'POST', body: '{}' }));
+    assertCode(err, 'CLOSED_EARLY');
+    assert.deepEqual(seen(), ['GET /one', 'POST /pay']);
   });
 
   test('a POST marked idempotent is sent again after such a close, and a GET marked otherwise is not', async (t) => {
-    const server = await rawServer(t, (socket, req) => {
-      if (req.onConn === 2) socket.end();
-      else socket.write(OK);
-    });
-    const pool = poolFor(t, server.origin);
-    await pool.request(get('/one'));
+    const { pool, seen } = await reusedConnection(t);
     const res = await pool.request(get('/list', { method: 'POST', body: '{}', idempotent: true }));
     assert.equal(res.body.toString(), 'ok');
     const rec = recorder();
     pool.exchange(get('/two', { idempotent: false }), rec.handler);
     assertCode(await failure(rec), 'CLOSED_EARLY');
-    assert.deepEqual(
-      server.requests.map((r) => r.head.split(' ').slice(0, 2).join(' ')),
-      ['GET /one', 'POST /list', 'POST /list', 'GET /two'],
-    );
+    assert.deepEqual(seen(), ['GET /one', 'POST /list', 'POST /list', 'GET /two']);
   });
 
   test('a retried request that meets a second silent close fails with CLOSED_EARLY, without a third try', async (t) => {
@@ -1009,32 +1005,18 @@ describe('Http1Pool', () => {
     );
   });
 
-  test('a reused connection that closes in the middle of a chunked body is not retried', async (t) => {
-    // Part of an answer came: sending the request again could run it twice.
-    const server = await rawServer(t, (socket, req) => {
-      if (req.onConn === 1) socket.write(OK);
-      else socket.end('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n');
+  // Part of an answer came, so the server had the request: sending it again could run it twice.
+  const partAnswers: Array<[what: string, bytes: string]> = [
+    ['the middle of a chunked body', 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n'],
+    ['only a 100 Continue', 'HTTP/1.1 100 Continue\r\n\r\n'],
+  ];
+  for (const [what, bytes] of partAnswers) {
+    test(`a reused connection that closes after ${what} is not retried, even for a GET`, async (t) => {
+      const { err, server } = await failureOnReused(t, (socket) => socket.end(bytes));
+      assertCode(err, 'CLOSED_EARLY');
+      assert.equal(server.connections(), 1);
     });
-    const pool = poolFor(t, server.origin);
-    await pool.request(get());
-    const rec = recorder();
-    pool.exchange(get(), rec.handler);
-    assertCode(await failure(rec), 'CLOSED_EARLY');
-    assert.equal(server.connections(), 1);
-  });
-
-  test('a reused connection that sent only a 100 Continue before closing is not retried: the server had the request', async (t) => {
-    const server = await rawServer(t, (socket, req) => {
-      if (req.onConn === 1) socket.write(OK);
-      else socket.end('HTTP/1.1 100 Continue\r\n\r\n');
-    });
-    const pool = poolFor(t, server.origin);
-    await pool.request(get());
-    const rec = recorder();
-    pool.exchange(get(), rec.handler);
-    assertCode(await failure(rec), 'CLOSED_EARLY');
-    assert.equal(server.connections(), 1);
-  });
+  }
 
   test('a server that never answers fails the exchange with HEADERS_TIMEOUT after timeoutMs', async (t) => {
     const server = await rawServer(t, () => {});
