@@ -498,6 +498,10 @@ class Connection {
     socket.on('timeout', () => this.onTimeout());
     socket.on('error', (err) => this.onGone(err));
     socket.on('close', () => this.onGone(undefined));
+    // The server ended an idle connection: it leaves the pool now, not when its close completes.
+    socket.on('end', () => {
+      if (this.active === undefined) this.destroy();
+    });
   }
 
   send(a: Active): void {
@@ -674,7 +678,7 @@ export class Http1Pool {
     const now = performance.now();
     for (let conn = this.idle.pop(); conn !== undefined; conn = this.idle.pop()) {
       if (conn.dead) continue;
-      if (now - conn.idleSince >= conn.idleLimitMs) {
+      if (conn.socket.readableEnded || now - conn.idleSince >= conn.idleLimitMs) {
         conn.destroy();
         continue;
       }
