@@ -436,8 +436,6 @@ class Active implements Exchange {
   finished = false;
   /** Sent again once already, after a reused connection turned out closed. */
   retried = false;
-  /** Counted among the pool's exchanges in flight (one refused at once never is). */
-  counted = false;
 
   constructor(pool: Http1Pool, req: ExchangeRequest, handler: ExchangeHandler) {
     this.pool = pool;
@@ -458,7 +456,7 @@ class Active implements Exchange {
     this.finished = true;
     if (this.conn?.active === this) this.conn.active = undefined;
     this.conn = undefined;
-    this.pool.settled(this);
+    this.pool.settled();
     this.handler.onError(err);
   }
 }
@@ -562,7 +560,7 @@ class Connection {
     if (a !== undefined && !a.finished) {
       a.finished = true;
       a.conn = undefined;
-      this.pool.settled(a);
+      this.pool.settled();
       a.handler.onEnd();
     }
   }
@@ -665,6 +663,8 @@ export class Http1Pool {
    */
   exchange(req: ExchangeRequest, handler: ExchangeHandler): Exchange {
     const a = new Active(this, req, handler);
+    // Counted until it settles, the ones refused below included (they settle on the next tick).
+    this.inFlight++;
     if (this.closing) {
       process.nextTick(() => a.fail(new HttpClientError('POOL_CLOSED', 'the HTTP client is closed')));
       return a;
@@ -673,8 +673,6 @@ export class Http1Pool {
       process.nextTick(() => a.fail(new HttpClientError('INVALID_REQUEST', 'the request path must start with / and hold no whitespace')));
       return a;
     }
-    this.inFlight++;
-    a.counted = true;
     const now = performance.now();
     for (let conn = this.idle.pop(); conn !== undefined; conn = this.idle.pop()) {
       if (conn.dead) continue;
@@ -758,8 +756,7 @@ export class Http1Pool {
   }
 
   /** @internal */
-  settled(a: Active): void {
-    if (!a.counted) return;
+  settled(): void {
     this.inFlight--;
     if (this.inFlight === 0 && this.drained) this.drained();
   }
