@@ -2,7 +2,7 @@
  * The Streamable HTTP endpoint clients connect to: `/mcp/<server>` with POST, GET and DELETE.
  * This file turns HTTP into gateway calls and gateway answers back into HTTP; it decides nothing.
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { GrantAuthenticator, Principal } from '../../identity/authenticator.js';
 import { parsePolicy } from '../../policy/index.js';
@@ -22,6 +22,7 @@ import {
 } from '../../util/jsonrpc.js';
 import { formatSse } from '../../util/sse.js';
 import type { CallHandlers, ServerMessage } from '../upstream/types.js';
+import { FastLane, type LaneRequest } from './lane.js';
 import { checkHostAndOrigin, type OriginPolicy } from './origin.js';
 import { StatelessHandler } from './stateless.js';
 
@@ -54,6 +55,26 @@ export interface AdminHandler {
 export const ADMIN_API_PREFIX = '/admin/api';
 
 const MCP_PREFIX = '/mcp/';
+/** node:http's idle limit between requests on a connection, and the lane's. */
+const KEEP_ALIVE_TIMEOUT_MS = 65_000;
+
+/** A request to an MCP endpoint: node:http's, or the fast lane's with its body already read. */
+export type McpRequest = IncomingMessage | LaneRequest;
+
+/** What the MCP endpoints do with a response: met by node:http's ServerResponse and the fast lane's. */
+export interface McpResponse {
+  readonly headersSent: boolean;
+  readonly writableEnded: boolean;
+  readonly writableFinished: boolean;
+  readonly closed: boolean;
+  setHeader(name: string, value: string | number): unknown;
+  writeHead(status: number, headers?: Record<string, string | number>): { end(): unknown };
+  write(chunk: string): boolean;
+  end(chunk?: string): unknown;
+  flushHeaders(): void;
+  on(event: 'close', fn: () => void): unknown;
+  off(event: 'close', fn: () => void): unknown;
+}
 /** Where approval webhooks' links point (approvals/link-pages.ts). */
 const APPROVAL_LINKS_PREFIX = '/approvals/';
 /** RFC 9728 section 3: the metadata of resource `/mcp/<server>` is at this path followed by it. */
@@ -66,9 +87,10 @@ export class HttpListener {
   readonly opts: HttpListenerOptions;
   private readonly log: Logger;
   private readonly server: Server;
+  private readonly lane: FastLane;
   private readonly stateless: StatelessHandler;
   /** Open SSE responses, ended at shutdown so clients see a clean close rather than a reset. */
-  private readonly streams = new Set<ServerResponse>();
+  private readonly streams = new Set<McpResponse>();
   /** Grants' own policies, compiled once per grant, server and text. */
   private readonly grantPolicies = new Map<string, { text: string; policy: CompiledPolicy }>();
 
@@ -77,8 +99,19 @@ export class HttpListener {
     this.opts = opts;
     this.log = opts.logger;
     this.stateless = new StatelessHandler(gateway, opts.logger);
-    this.server = createServer({ keepAliveTimeout: 65_000 }, (req, res) => {
+    this.server = createServer({ keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS }, (req, res) => {
       this.handle(req, res).catch((err: unknown) => this.fail(res, err, null));
+    });
+    // MCP's POSTs, nearly every request a client makes, take the fast lane; the rest of the
+    // listener (admin API, metrics, GET streams, anything unusual) is node:http's.
+    this.lane = new FastLane(this.server, {
+      maxBodyBytes: opts.maxBodyBytes,
+      keepAliveTimeoutMs: KEEP_ALIVE_TIMEOUT_MS,
+      accepts: (method, path) => method === 'POST' && path.startsWith(MCP_PREFIX),
+      handle: (req, res) => {
+        const q = req.url.indexOf('?');
+        this.mcp(req, res, q >= 0 ? req.url.slice(0, q) : req.url, q >= 0 ? req.url.slice(q + 1) : '').catch((err: unknown) => this.fail(res, err, null));
+      },
     });
   }
 
@@ -100,19 +133,24 @@ export class HttpListener {
       // opening) is neither idle nor answered, and would hold close() until the client goes away.
       // Every answer has been sent by now (the gateway drained), so after a moment for the last
       // bytes to leave, whatever is still connected is cut.
-      const cut = setTimeout(() => this.server.closeAllConnections(), CLOSE_GRACE_MS);
+      const cut = setTimeout(() => {
+        this.server.closeAllConnections();
+        this.lane.closeAll();
+      }, CLOSE_GRACE_MS);
       cut.unref();
       this.server.close(() => {
         clearTimeout(cut);
         resolve();
       });
       this.server.closeIdleConnections();
+      this.lane.closeIdle();
     });
   }
 
   stopAccepting(): void {
     this.server.close();
     this.server.closeIdleConnections();
+    this.lane.closeIdle();
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -157,12 +195,18 @@ export class HttpListener {
       this.sendJson(res, 404, { error: 'not found: MCP endpoints are at /mcp/<server>' });
       return;
     }
+    return this.mcp(req, res, path, q >= 0 ? url.slice(q + 1) : '');
+  }
+
+  /** `/mcp/<server>`, whichever way the request came in. */
+  private async mcp(req: McpRequest, res: McpResponse, path: string, query: string): Promise<void> {
     checkHostAndOrigin(req, this.opts.origins);
+    const auth = this.opts.authenticator;
     const server = this.gateway.server(decodeSegment(path.slice(MCP_PREFIX.length)));
     if (this.gateway.isDraining) throw new PolicyLayerError(ErrorCodes.SHUTTING_DOWN, 'the gateway is shutting down');
     let principal: Principal | undefined;
     if (auth !== undefined) {
-      principal = await this.authenticate(req, res, auth, server, q >= 0 ? url.slice(q + 1) : '');
+      principal = await this.authenticate(req, res, auth, server, query);
       if (principal === undefined) return;
     }
     const version = header(req, 'mcp-protocol-version');
@@ -190,8 +234,8 @@ export class HttpListener {
    * returns undefined. Nothing reaches the gateway, let alone the upstream.
    */
   private async authenticate(
-    req: IncomingMessage,
-    res: ServerResponse,
+    req: McpRequest,
+    res: McpResponse,
     auth: GrantAuthenticator,
     server: ServerRuntime,
     query: string,
@@ -247,13 +291,13 @@ export class HttpListener {
   }
 
   /** The URL the client used to reach this listener (its Host header has passed the origin check). */
-  private baseUrl(req: IncomingMessage): string {
+  private baseUrl(req: McpRequest): string {
     return `http://${header(req, 'host') ?? this.url.slice('http://'.length)}`;
   }
 
   private async post(
-    req: IncomingMessage,
-    res: ServerResponse,
+    req: McpRequest,
+    res: McpResponse,
     server: ServerRuntime,
     version: string | undefined,
     principal: Principal | undefined,
@@ -266,7 +310,7 @@ export class HttpListener {
     if (accept !== undefined && !/application\/json|text\/event-stream|\*\/\*/i.test(accept)) {
       throw new PolicyLayerError(ErrorCodes.NOT_ACCEPTABLE, 'Accept must include application/json and text/event-stream');
     }
-    const raw = await readBody(req, this.opts.maxBodyBytes);
+    const raw = 'body' in req ? req.body : await readBody(req, this.opts.maxBodyBytes);
     let parsed;
     try {
       parsed = parseMessage(raw);
@@ -350,7 +394,7 @@ export class HttpListener {
    * Answers a call with plain JSON when the upstream sends nothing but the answer, and switches the
    * response to an SSE stream as soon as a message related to the call arrives first.
    */
-  replyOver(res: ServerResponse, resumable = true): CallHandlers {
+  replyOver(res: McpResponse, resumable = true): CallHandlers {
     let streaming = false;
     const startStream = () => {
       if (streaming) return;
@@ -414,8 +458,8 @@ export class HttpListener {
   }
 
   private async get(
-    req: IncomingMessage,
-    res: ServerResponse,
+    req: McpRequest,
+    res: McpResponse,
     server: ServerRuntime,
     version: string | undefined,
     principal: Principal | undefined,
@@ -462,20 +506,20 @@ export class HttpListener {
     });
   }
 
-  private async delete(req: IncomingMessage, res: ServerResponse, server: ServerRuntime, principal: Principal | undefined): Promise<void> {
+  private async delete(req: McpRequest, res: McpResponse, server: ServerRuntime, principal: Principal | undefined): Promise<void> {
     const session = this.requireSession(header(req, 'mcp-session-id'), server, undefined, principal);
     await this.gateway.closeSession(session);
     res.writeHead(200).end();
   }
 
-  private sendJson(res: ServerResponse, status: number, body: unknown): void {
+  private sendJson(res: McpResponse, status: number, body: unknown): void {
     const text = JSON.stringify(body);
     res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
     res.end(text);
   }
 
   /** The one place an error becomes an HTTP answer: status from the error table, body a JSON-RPC error. */
-  private fail(res: ServerResponse, err: unknown, id: JsonRpcId | null): void {
+  private fail(res: McpResponse, err: unknown, id: JsonRpcId | null): void {
     if (res.headersSent) {
       res.end();
       return;
@@ -540,7 +584,7 @@ export function urlOf(server: Server): string {
   return `http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`;
 }
 
-export function header(req: IncomingMessage, name: string): string | undefined {
+export function header(req: { headers: IncomingHttpHeaders }, name: string): string | undefined {
   const v = req.headers[name];
   return Array.isArray(v) ? v[0] : v;
 }

@@ -3,7 +3,7 @@
  * site must not be able to reach a gateway bound to localhost by pointing its own hostname here.
  * The Host header must name an allowed host and any Origin header an allowed origin, else 403.
  */
-import type { IncomingMessage } from 'node:http';
+import type { IncomingHttpHeaders } from 'node:http';
 import { ErrorCodes, PolicyLayerError } from '../../errors.js';
 
 export interface OriginPolicy {
@@ -28,7 +28,7 @@ export function hostName(host: string): string {
   return colon >= 0 ? h.slice(0, colon) : h;
 }
 
-export function checkHostAndOrigin(req: IncomingMessage, policy: OriginPolicy): void {
+export function checkHostAndOrigin(req: { headers: IncomingHttpHeaders }, policy: OriginPolicy): void {
   const host = req.headers.host;
   if (host === undefined || !policy.hosts.has(hostName(host))) {
     throw new PolicyLayerError(ErrorCodes.FORBIDDEN_ORIGIN, `Host '${host ?? ''}' is not allowed (see allowed_hosts in the gateway config)`);

@@ -3,7 +3,8 @@
  * and capabilities in `_meta`, and mirrors its method and target in headers that must agree with
  * the body. The checks here are the revision's; what happens next is the bridge's.
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingHttpHeaders } from 'node:http';
+import type { McpRequest, McpResponse } from './http.js';
 import type { Logger } from '../../telemetry/logger.js';
 import type { Gateway, ServerRuntime } from '../../gateway/gateway.js';
 import {
@@ -58,8 +59,8 @@ export class StatelessHandler {
   }
 
   async post(
-    req: IncomingMessage,
-    res: ServerResponse,
+    req: McpRequest,
+    res: McpResponse,
     server: ServerRuntime,
     message: JsonRpcMessage,
     kind: MessageKind,
@@ -108,7 +109,7 @@ export class StatelessHandler {
 }
 
 /** Checks the per-request envelope and the headers that mirror it; returns the error to answer, if any. */
-export function checkEnvelope(req: IncomingMessage, request: JsonRpcRequest): JsonRpcResponse | undefined {
+export function checkEnvelope(req: { headers: IncomingHttpHeaders }, request: JsonRpcRequest): JsonRpcResponse | undefined {
   const meta = request.params?._meta as Record<string, unknown> | undefined;
   const version = meta?.[META_VERSION];
   const headerVersion = req.headers['mcp-protocol-version'];
@@ -150,7 +151,7 @@ export function checkEnvelope(req: IncomingMessage, request: JsonRpcRequest): Js
   return undefined;
 }
 
-function send(res: ServerResponse, status: number, body: unknown): void {
+function send(res: McpResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body);
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
   res.end(text);
