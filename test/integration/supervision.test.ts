@@ -6,6 +6,7 @@
  * that can be told to crash, hang or ignore signals.
  */
 import { afterEach, describe, it } from 'node:test';
+import { Socket } from 'node:net';
 import assert from 'node:assert/strict';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
@@ -226,5 +227,71 @@ describe('stopping a stdio upstream', () => {
     const sigterm = msgs.findIndex((m) => m.includes('got SIGTERM, ignoring it'));
     assert.ok(stdinClosed >= 0, 'stdin was closed first');
     assert.ok(sigterm > stdinClosed, 'SIGTERM came after stdin was closed');
+  });
+});
+
+/** How many socket writes (the server's stdin is a socket) `fn` makes, run synchronously. */
+function socketWrites(fn: () => void): number {
+  const write = Socket.prototype.write;
+  let writes = 0;
+  Socket.prototype.write = function (this: Socket, ...args: Parameters<Socket['write']>) {
+    writes++;
+    return write.apply(this, args);
+  } as Socket['write'];
+  try {
+    fn();
+  } finally {
+    Socket.prototype.write = write;
+  }
+  return writes;
+}
+
+describe('writing to a stdio upstream', () => {
+  let up: StdioUpstream | undefined;
+
+  afterEach(async () => {
+    await up?.close();
+  });
+
+  it('sends the requests made within one batch in a single write, where each would otherwise be a write of its own', async () => {
+    // A server that answers each request with how many requests came in the read that held it.
+    const script = `
+      let rest = '';
+      process.stdin.setEncoding('utf8');
+      process.stdin.on('data', (chunk) => {
+        const lines = (rest + chunk).split('\\n');
+        rest = lines.pop();
+        const requests = lines.filter((l) => l.trim() !== '').map((l) => JSON.parse(l)).filter((m) => m.id !== undefined);
+        for (const m of requests) {
+          const result = m.method === 'initialize'
+            ? { protocolVersion: m.params.protocolVersion, capabilities: { tools: {} }, serverInfo: { name: 'reads', version: '0' } }
+            : { content: [{ type: 'text', text: String(requests.length) }] };
+          process.stdout.write(JSON.stringify({ jsonrpc: '2.0', id: m.id, result }) + '\\n');
+        }
+      });`;
+    up = new StdioUpstream({ name: 'reads', command: [process.execPath, '-e', script], timeoutMs: 5000, logger: captureLogger().logger });
+    const session = await up.open(
+      { jsonrpc: '2.0', id: 0, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 't', version: '0' } } },
+      '2025-06-18',
+    );
+    const calls = (first: number): Array<Promise<JsonRpcResponse>> =>
+      [0, 1, 2, 3, 4].map(
+        (i) =>
+          new Promise((resolve) =>
+            session.call({ jsonrpc: '2.0', id: first + i, method: 'tools/call', params: { name: 'count', arguments: {} } }, undefined, {
+              onRelated: () => {},
+              onResponse: resolve,
+            }),
+          ),
+      );
+    let batched: Array<Promise<JsonRpcResponse>> = [];
+    const batchedWrites = socketWrites(() => up!.batch(() => (batched = calls(1))));
+    assert.equal(batchedWrites, 1);
+    const counts = (await Promise.all(batched)).map((a) => textOf(a.result));
+    assert.deepEqual(counts, ['5', '5', '5', '5', '5'], 'the server read all five requests at once');
+
+    let single: Array<Promise<JsonRpcResponse>> = [];
+    assert.equal(socketWrites(() => (single = calls(6))), 5);
+    assert.equal((await Promise.all(single)).length, 5);
   });
 });

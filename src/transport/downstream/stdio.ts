@@ -38,7 +38,10 @@ export class StdioListener {
   attach(input: Readable): Promise<void> {
     return new Promise((resolve) => {
       input.setEncoding('utf8');
-      input.on('data', lineSplitter((line) => this.onLine(line)));
+      const split = lineSplitter((line) => this.onLine(line));
+      const upstream = this.server.upstream;
+      // The requests of one chunk (a client with several calls in flight) reach the server in one write.
+      input.on('data', upstream.batch === undefined ? split : (chunk: string) => upstream.batch!(() => split(chunk)));
       input.on('end', () => resolve());
       input.on('error', () => resolve());
     });

@@ -311,8 +311,28 @@ export class StdioUpstream implements Upstream {
   private writeLine(text: string): boolean {
     const stdin = this.child?.stdin;
     if (!stdin || stdin.destroyed) return false;
-    stdin.write(text + '\n');
+    if (this.batching > 0) this.batched += `${text}\n`;
+    else stdin.write(`${text}\n`);
     return true;
+  }
+
+  /** Nesting depth of batch(), and the lines it holds back. */
+  private batching = 0;
+  private batched = '';
+
+  batch(fn: () => void): void {
+    this.batching++;
+    try {
+      fn();
+    } finally {
+      if (--this.batching === 0 && this.batched !== '') {
+        const text = this.batched;
+        this.batched = '';
+        const stdin = this.child?.stdin;
+        // Lines held for a process that has since gone: its exit handler fails their calls.
+        if (stdin && !stdin.destroyed) stdin.write(text);
+      }
+    }
   }
 
   private onLine(line: string): void {

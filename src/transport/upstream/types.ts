@@ -92,6 +92,11 @@ export interface Upstream {
   open(init: JsonRpcRequest, protocolVersion: string): Promise<UpstreamSession>;
   /** Stops everything: sessions, streams, child processes. */
   close(): Promise<void>;
+  /**
+   * Runs `fn`; what it sends to the server goes in one write when it returns, rather than one
+   * each (for a stdio server, a system call and a wake-up of the process per message saved).
+   */
+  batch?(fn: () => void): void;
 }
 
 /** The response sent when a call cannot reach the upstream or loses it. */
