@@ -914,8 +914,9 @@ export class Gateway {
       ...reply,
       onResponse: (msg, rawResponse) => {
         if (!finish()) return;
-        if (audit !== undefined) auditOutcome(audit, msg, rawResponse, session, req.id, options);
+        // The client's answer first: recording it is the gateway's business, not the caller's wait.
         reply.onResponse(msg, rawResponse);
+        if (audit !== undefined) auditOutcome(audit, msg, rawResponse, session, req.id, options);
       },
       onStreamEnd: reply.onStreamEnd
         ? (lastEventId) => {
