@@ -747,6 +747,22 @@ describe('FastLane in front of node:http', { timeout: 5000 }, () => {
     assert.equal(res.text, 'accepted ✓');
   });
 
+  test('a body given whole to end() is framed by its own length even when a handler set another, and the next request is read intact', async (t) => {
+    const f = await start(t, {
+      handle: (req, res) => {
+        res.writeHead(200, { 'content-length': 3, 'x-by': 'lane' });
+        res.end(`answer to ${req.body}`);
+      },
+    });
+    const c = await f.connect();
+    c.write(Buffer.concat([post('one'), post('two')]));
+    const first = await c.response();
+    const second = await c.response();
+    assert.equal(first.headers['content-length'], String(Buffer.byteLength('answer to one')));
+    assert.equal(first.text, 'answer to one');
+    assert.equal(second.text, 'answer to two');
+  });
+
   test('connection: close makes the server close the connection after the answer', async (t) => {
     const f = await start(t);
     const c = await f.connect();

@@ -500,33 +500,30 @@ export class LaneResponse {
     this.done();
   }
 
-  /** The status line and headers; with `body` known, a Content-Length for it, otherwise chunked. */
+  /**
+   * The status line and headers. With `body` known (given whole to end()), its Content-Length,
+   * counted here whatever a handler set, so that no miscount can break the connection's framing;
+   * otherwise the handler's Content-Length if it set one, or chunked.
+   */
   private head(body: string | undefined): string {
     this.started = true;
     this.headersSent = true;
     const status = this.statusCode;
     let text = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Unknown'}\r\n`;
-    let length = false;
+    let length: string | undefined;
     if (this.fields !== undefined) {
       for (const [name, value] of this.fields) {
-        if (name === 'content-length') {
-          length = true;
-          // The handlers compute it from the body they send; a mismatch would corrupt the connection.
-          if (body !== undefined && Number(value) !== Buffer.byteLength(body)) throw new Error(`Content-Length ${value} does not match a body of ${Buffer.byteLength(body)} bytes`);
-        } else if (name === 'connection' || name === 'transfer-encoding' || name === 'keep-alive') {
-          continue;
-        }
-        text += `${name}: ${value}\r\n`;
+        if (name === 'content-length') length = value;
+        else if (name !== 'connection' && name !== 'transfer-encoding' && name !== 'keep-alive') text += `${name}: ${value}\r\n`;
       }
     }
     text += `date: ${httpDate()}\r\n`;
     text += this.connection;
-    if (!length) {
-      if (body !== undefined) text += `content-length: ${Buffer.byteLength(body)}\r\n`;
-      else {
-        this.chunked = true;
-        text += 'transfer-encoding: chunked\r\n';
-      }
+    if (body !== undefined) text += `content-length: ${Buffer.byteLength(body)}\r\n`;
+    else if (length !== undefined) text += `content-length: ${length}\r\n`;
+    else {
+      this.chunked = true;
+      text += 'transfer-encoding: chunked\r\n';
     }
     return `${text}\r\n`;
   }
