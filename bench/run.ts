@@ -388,7 +388,9 @@ async function main(argv: string[]): Promise<number> {
     // Its own process rather than a server of the one above: the audit log is the gateway's, not a server's.
     let auditGateway: { process: Started; url: string; file: string } | undefined;
     if (wants('audit-http')) {
-      const file = join(tmp, 'audit.db');
+      // Where the default sink puts it (./data/audit.db beside the config), named so the records
+      // can be counted afterwards; not beside the policy, whose folder the gateway watches.
+      const file = join(tmp, 'data', 'audit.db');
       const p = await serve('the audit gateway', 'audit gateway', opts.gatewayBin, 'gateway-audit.yaml', {
         listen: '127.0.0.1:0',
         servers: { 'bench-http': { url: upstreamUrl, policy: 'policy.json' } },

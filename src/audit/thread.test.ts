@@ -231,6 +231,17 @@ describe('the audit thread', () => {
     assert.equal(thread.stats()[0]!.written, 61);
   });
 
+  it('hands events recorded after a quiet spell to the thread at the end of that turn of the event loop, with no timer to wait for', async (t) => {
+    const dir = await tempDir(t);
+    const thread = await start(t, config(dir, { maxQueue: 3 }));
+    for (let i = 1; i <= 3; i++) thread.record(event(i));
+    assert.equal(thread.full, false, 'recorded, still on the event loop');
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(thread.full, true, 'all three handed over in one message before any timer could fire');
+    await thread.flush();
+    assert.equal(thread.stats()[0]!.written, 3);
+  });
+
   it('with on_full: drop, drops and counts what would wait for the thread past max_queue, in every sink', async (t) => {
     const dir = await tempDir(t);
     const thread = await start(t, config(dir, { maxQueue: 50, onFull: 'drop' }));
