@@ -294,4 +294,45 @@ describe('writing to a stdio upstream', () => {
     assert.equal(socketWrites(() => (single = calls(6))), 5);
     assert.equal((await Promise.all(single)).length, 5);
   });
+
+  it("sends a client's id to the server as it is, unless another call in flight has it, and answers each client with its own id", async () => {
+    // A server that answers each request, after all requests of the same read, with the id it saw.
+    const script = `
+      let rest = '';
+      process.stdin.setEncoding('utf8');
+      process.stdin.on('data', (chunk) => {
+        const lines = (rest + chunk).split('\\n');
+        rest = lines.pop();
+        for (const line of lines) {
+          if (line.trim() === '') continue;
+          const m = JSON.parse(line);
+          if (m.id === undefined) continue;
+          const result = m.method === 'initialize'
+            ? { protocolVersion: m.params.protocolVersion, capabilities: { tools: {} }, serverInfo: { name: 'ids', version: '0' } }
+            : { content: [{ type: 'text', text: JSON.stringify(m.id) }] };
+          process.stdout.write(JSON.stringify({ jsonrpc: '2.0', id: m.id, result }) + '\\n');
+        }
+      });`;
+    up = new StdioUpstream({ name: 'ids', command: [process.execPath, '-e', script], timeoutMs: 5000, logger: captureLogger().logger });
+    const init = { jsonrpc: '2.0' as const, id: 0, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 't', version: '0' } } };
+    const a = await up.open(init, '2025-06-18');
+    const b = await up.open(init, '2025-06-18');
+    const call = (session: typeof a, id: string | number) =>
+      new Promise<JsonRpcResponse>((resolve) =>
+        session.call({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'id', arguments: {} } }, `{"jsonrpc":"2.0","id":${JSON.stringify(id)},"method":"tools/call","params":{"name":"id","arguments":{}}}`, {
+          onRelated: () => {},
+          onResponse: resolve,
+        }),
+      );
+    // Both clients use id 7, and a third call uses the string "7": three calls in flight at once.
+    const [first, second, third] = await Promise.all([call(a, 7), call(b, 7), call(a, '7')]);
+    assert.equal(first.id, 7);
+    assert.equal(second.id, 7);
+    assert.equal(third.id, '7');
+    assert.equal(textOf(first.result), '7', "the first went with the client's own id");
+    assert.equal(textOf(third.result), '"7"', 'the string id is another id, and went as it is');
+    const seen = JSON.parse(textOf(second.result)) as unknown;
+    assert.equal(typeof seen, 'number');
+    assert.notEqual(seen, 7, "the second, whose id was in flight, went with one of the gateway's");
+  });
 });

@@ -66,8 +66,13 @@ interface Pending {
   /** performance.now() after which the call has timed out; progress moves it on. */
   deadline: number;
   /** What happens at the deadline. */
-  onTimeout: (id: number, p: Pending) => void;
+  onTimeout: (id: UpstreamId, p: Pending) => void;
 }
+
+const DIGITS = /^(0|[1-9][0-9]{0,15})$/;
+
+/** The id a request carries to the process: the client's own when no other call in flight has it. */
+type UpstreamId = string | number;
 
 type State = 'stopped' | 'starting' | 'ready' | 'backoff' | 'closing' | 'closed';
 
@@ -81,7 +86,9 @@ export class StdioUpstream implements Upstream {
   private child: ChildProcess | undefined;
   private state: State = 'stopped';
   private nextId = 1;
-  private readonly inflight = new Map<number, Pending>();
+  /** Progress tokens the gateway gives calls, numbered apart from ids (1 and "1" are two ids, one token text). */
+  private nextToken = 1;
+  private readonly inflight = new Map<UpstreamId, Pending>();
   /**
    * One timer checks every deadline, rather than a timer per call: arming and clearing a timer for
    * each call was a measurable share of a forwarded call's cost (bench: wrap-stdio at c=16).
@@ -215,7 +222,7 @@ export class StdioUpstream implements Upstream {
   }
 
   private initialize(child: ChildProcess): void {
-    const id = this.nextId++;
+    const id = this.freeId();
     this.track(id, {
       downstreamId: id,
       session: undefined,
@@ -352,19 +359,31 @@ export class StdioUpstream implements Upstream {
   }
 
   private onResponse(msg: JsonRpcResponse, raw: string): void {
-    const id = typeof msg.id === 'number' ? msg.id : Number(msg.id);
-    const p = this.inflight.get(id);
+    if (msg.id === null) return;
+    let id: UpstreamId = msg.id;
+    let p = this.inflight.get(id);
+    // A server that answers 7 as "7" is still understood.
+    if (p === undefined && typeof id === 'string' && DIGITS.test(id)) p = this.inflight.get((id = Number(id)));
     if (!p) return;
     this.settle(id, p);
     // The parsed answer carries the client's id for those that read or rebuild it (tools/list
-    // filtering); the text keeps the process's own serialisation with only the id swapped back, so
-    // the downstream need not serialise the answer again (about 100 µs for a 64 KB answer).
+    // filtering); the text keeps the process's own serialisation, its id swapped back when it was
+    // not the client's, so the downstream need not serialise the answer again (about 100 µs for a
+    // 64 KB answer).
+    const same = msg.id === p.downstreamId;
     msg.id = p.downstreamId;
-    p.handlers.onResponse(msg, swapId(raw, p.downstreamId));
+    p.handlers.onResponse(msg, same ? raw : swapId(raw, p.downstreamId));
+  }
+
+  /** A number of the gateway's that no call in flight uses as its id (a client's may be any). */
+  private freeId(): number {
+    let id = this.nextId++;
+    while (this.inflight.has(id)) id = this.nextId++;
+    return id;
   }
 
   /** Tracks a request sent to the process until it is answered, fails or times out. */
-  private track(id: number, p: Pending): void {
+  private track(id: UpstreamId, p: Pending): void {
     this.inflight.set(id, p);
     if (this.sweeper === undefined) {
       // Checked at a tenth of the timeout (10 ms to 1 s): a request times out no earlier than its
@@ -388,7 +407,7 @@ export class StdioUpstream implements Upstream {
     }
   }
 
-  private readonly callTimedOut = (id: number, p: Pending): void => {
+  private readonly callTimedOut = (id: UpstreamId, p: Pending): void => {
     this.write({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: id, reason: 'timeout' } });
     p.handlers.onResponse(
       upstreamError(p.downstreamId, JsonRpcErrors.UPSTREAM_ERROR, `upstream server '${this.name}' did not answer within ${this.opts.timeoutMs} ms`),
@@ -396,7 +415,7 @@ export class StdioUpstream implements Upstream {
     );
   };
 
-  private settle(id: number, p: Pending): void {
+  private settle(id: UpstreamId, p: Pending): void {
     this.inflight.delete(id);
     if (p.gatewayToken !== undefined) this.byToken.delete(p.gatewayToken);
   }
@@ -467,14 +486,19 @@ export class StdioUpstream implements Upstream {
       );
       return;
     }
-    const id = this.nextId++;
+    // The client's id goes as it is unless another call in flight (another client's, the gateway's
+    // own) has it; then a number of the gateway's. The process answers each id once, so an id in
+    // flight names one call whichever way it was chosen.
+    const own = req.id;
+    const passes = (typeof own === 'string' || (typeof own === 'number' && Number.isSafeInteger(own))) && !this.inflight.has(own);
+    const id: UpstreamId = passes ? own : this.freeId();
     const pending: Pending = { downstreamId: req.id, handlers, session, deadline: performance.now() + this.opts.timeoutMs, onTimeout: this.callTimedOut };
     let params = req.params;
     const meta = params?._meta as Record<string, unknown> | undefined;
     const token = meta?.progressToken;
     if (typeof token === 'string' || typeof token === 'number') {
       pending.progressToken = token;
-      pending.gatewayToken = `pl-${id}`;
+      pending.gatewayToken = `pl-${this.nextToken++}`;
       this.byToken.set(pending.gatewayToken, pending);
       params = { ...params, _meta: { ...meta, progressToken: pending.gatewayToken } };
     }
@@ -485,7 +509,7 @@ export class StdioUpstream implements Upstream {
     // only when no key in it repeats (Gateway.call).
     let text: string | undefined;
     if (raw !== undefined && pending.gatewayToken === undefined && !raw.includes('\n') && !raw.includes('\r')) {
-      text = swapId(raw, id);
+      text = passes ? raw : swapId(raw, id);
     }
     if (text === undefined) {
       const out: JsonRpcRequest = { jsonrpc: '2.0', id, method: req.method };
@@ -533,7 +557,7 @@ export class StdioUpstream implements Upstream {
    * map per session: only a cancellation asks, and a map written and emptied on every call cost
    * more in garbage collection than the scan does.
    */
-  private upstreamIdOf(session: SharedSession, downstreamId: JsonRpcId): number | undefined {
+  private upstreamIdOf(session: SharedSession, downstreamId: JsonRpcId): UpstreamId | undefined {
     for (const [id, p] of this.inflight) if (p.session === session && p.downstreamId === downstreamId) return id;
     return undefined;
   }
