@@ -149,6 +149,17 @@ servers:
     assert.match(res.json.error.message, /exceeds the limit/);
   });
 
+  it('answers a call the same whether it comes plainly, on the fast lane, or chunked, through node:http', async () => {
+    const sid = await openSession(memory);
+    const plain = await raw(memory, { headers: sessionHeaders(sid), body: toolsList(4) });
+    const chunked = await raw(memory, { headers: sessionHeaders(sid), body: Readable.from([Buffer.from(toolsList(4))]) });
+    assert.equal(plain.status, 200);
+    assert.equal(chunked.status, plain.status);
+    assert.equal(chunked.headers['content-type'], plain.headers['content-type']);
+    assert.deepEqual(chunked.json, plain.json);
+    assert.ok(Array.isArray(plain.json.result.tools) && plain.json.result.tools.length > 0);
+  });
+
   it('answers malformed JSON with 400 and JSON-RPC error -32700', async () => {
     const res = await raw(memory, { headers: { ...MCP_HEADERS }, body: '{"jsonrpc": "2.0", "id": 1, "method": ' });
     assert.equal(res.status, 400);
