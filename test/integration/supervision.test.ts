@@ -246,6 +246,29 @@ function socketWrites(fn: () => void): number {
   return writes;
 }
 
+/**
+ * A stdio MCP server in a few lines, for what the fixture server cannot show: it answers
+ * initialize, and each tools/call with the text `text`, an expression of the request `m` and of
+ * `requests`, all the requests of the read that held it.
+ */
+function tinyServer(name: string, text: string): string[] {
+  const script = `
+    let rest = '';
+    process.stdin.setEncoding('utf8');
+    process.stdin.on('data', (chunk) => {
+      const lines = (rest + chunk).split('\\n');
+      rest = lines.pop();
+      const requests = lines.filter((l) => l.trim() !== '').map((l) => JSON.parse(l)).filter((m) => m.id !== undefined);
+      for (const m of requests) {
+        const result = m.method === 'initialize'
+          ? { protocolVersion: m.params.protocolVersion, capabilities: { tools: {} }, serverInfo: { name: ${JSON.stringify(name)}, version: '0' } }
+          : { content: [{ type: 'text', text: ${text} }] };
+        process.stdout.write(JSON.stringify({ jsonrpc: '2.0', id: m.id, result }) + '\\n');
+      }
+    });`;
+  return [process.execPath, '-e', script];
+}
+
 describe('writing to a stdio upstream', () => {
   let up: StdioUpstream | undefined;
 
@@ -254,22 +277,9 @@ describe('writing to a stdio upstream', () => {
   });
 
   it('sends the requests made within one batch in a single write, where each would otherwise be a write of its own', async () => {
-    // A server that answers each request with how many requests came in the read that held it.
-    const script = `
-      let rest = '';
-      process.stdin.setEncoding('utf8');
-      process.stdin.on('data', (chunk) => {
-        const lines = (rest + chunk).split('\\n');
-        rest = lines.pop();
-        const requests = lines.filter((l) => l.trim() !== '').map((l) => JSON.parse(l)).filter((m) => m.id !== undefined);
-        for (const m of requests) {
-          const result = m.method === 'initialize'
-            ? { protocolVersion: m.params.protocolVersion, capabilities: { tools: {} }, serverInfo: { name: 'reads', version: '0' } }
-            : { content: [{ type: 'text', text: String(requests.length) }] };
-          process.stdout.write(JSON.stringify({ jsonrpc: '2.0', id: m.id, result }) + '\\n');
-        }
-      });`;
-    up = new StdioUpstream({ name: 'reads', command: [process.execPath, '-e', script], timeoutMs: 5000, logger: captureLogger().logger });
+    // A server that answers each call with how many requests came in the read that held it.
+    const command = tinyServer('reads', 'String(requests.length)');
+    up = new StdioUpstream({ name: 'reads', command, timeoutMs: 5000, logger: captureLogger().logger });
     const session = await up.open(
       { jsonrpc: '2.0', id: 0, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 't', version: '0' } } },
       '2025-06-18',
@@ -296,24 +306,9 @@ describe('writing to a stdio upstream', () => {
   });
 
   it("sends a client's id to the server as it is, unless another call in flight has it, and answers each client with its own id", async () => {
-    // A server that answers each request, after all requests of the same read, with the id it saw.
-    const script = `
-      let rest = '';
-      process.stdin.setEncoding('utf8');
-      process.stdin.on('data', (chunk) => {
-        const lines = (rest + chunk).split('\\n');
-        rest = lines.pop();
-        for (const line of lines) {
-          if (line.trim() === '') continue;
-          const m = JSON.parse(line);
-          if (m.id === undefined) continue;
-          const result = m.method === 'initialize'
-            ? { protocolVersion: m.params.protocolVersion, capabilities: { tools: {} }, serverInfo: { name: 'ids', version: '0' } }
-            : { content: [{ type: 'text', text: JSON.stringify(m.id) }] };
-          process.stdout.write(JSON.stringify({ jsonrpc: '2.0', id: m.id, result }) + '\\n');
-        }
-      });`;
-    up = new StdioUpstream({ name: 'ids', command: [process.execPath, '-e', script], timeoutMs: 5000, logger: captureLogger().logger });
+    // A server that answers each call with the id it saw.
+    const command = tinyServer('ids', 'JSON.stringify(m.id)');
+    up = new StdioUpstream({ name: 'ids', command, timeoutMs: 5000, logger: captureLogger().logger });
     const init = { jsonrpc: '2.0' as const, id: 0, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 't', version: '0' } } };
     const a = await up.open(init, '2025-06-18');
     const b = await up.open(init, '2025-06-18');

@@ -259,6 +259,23 @@ interface Echo {
   body: string;
 }
 
+/**
+ * A lane that holds the first request whose body is 'hold' unanswered (`held` gives its response,
+ * `closed` whether it had finished when it emitted 'close') and echoes every other.
+ */
+async function holding(t: TestContext): Promise<{ f: Fixture; held: Promise<LaneResponse>; closed: Promise<boolean> }> {
+  const held = deferred<LaneResponse>();
+  const closed = deferred<boolean>();
+  const f = await start(t, {
+    handle: (req, res) => {
+      if (req.body !== 'hold') return laneEcho(req, res);
+      res.on('close', () => closed.resolve(res.writableFinished));
+      held.resolve(res);
+    },
+  });
+  return { f, held: held.promise, closed: closed.promise };
+}
+
 function echo(res: RawResponse | { text: string }): Echo {
   return JSON.parse(res.text) as Echo;
 }
@@ -807,19 +824,12 @@ describe('FastLane in front of node:http', { timeout: 5000 }, () => {
   });
 
   test('a client that resets the connection before the answer makes the response emit close with writableFinished false', async (t) => {
-    const handled = deferred<LaneResponse>();
-    const closed = deferred<boolean>();
-    const f = await start(t, {
-      handle: (_req, res) => {
-        res.on('close', () => closed.resolve(res.writableFinished));
-        handled.resolve(res);
-      },
-    });
+    const { f, held, closed } = await holding(t);
     const c = await f.connect();
-    c.write(post('{}'));
-    const res = await within(handled.promise, 500, 'the handler');
+    c.write(post('hold'));
+    const res = await within(held, 500, 'the handler');
     c.socket.resetAndDestroy();
-    assert.equal(await within(closed.promise, 500, "the response's close event"), false);
+    assert.equal(await within(closed, 500, "the response's close event"), false);
     assert.equal(res.closed, true);
     assert.equal(f.lane.size, 0);
   });
@@ -827,19 +837,12 @@ describe('FastLane in front of node:http', { timeout: 5000 }, () => {
   test('a client that closes the connection (FIN) before the answer makes the response emit close with writableFinished false', async (t) => {
     // node:http (httpAllowHalfOpen false) ends the socket when the client does, so a pending
     // ServerResponse emits 'close' with writableFinished false: the gateway cancels the call.
-    const handled = deferred<void>();
-    const closed = deferred<boolean>();
-    const f = await start(t, {
-      handle: (_req, res) => {
-        res.on('close', () => closed.resolve(res.writableFinished));
-        handled.resolve();
-      },
-    });
+    const { f, held, closed } = await holding(t);
     const c = await f.connect();
-    c.write(post('{}'));
-    await within(handled.promise, 500, 'the handler');
+    c.write(post('hold'));
+    await within(held, 500, 'the handler');
     c.socket.destroy();
-    assert.equal(await within(closed.promise, 500, "the response's close event"), false);
+    assert.equal(await within(closed, 500, "the response's close event"), false);
   });
 
   test('a request whose head stays incomplete gets 408 and the connection closed after headersTimeoutMs', async (t) => {
@@ -939,27 +942,18 @@ describe('FastLane in front of node:http', { timeout: 5000 }, () => {
   });
 
   test('closeAll() cuts every lane connection, idle or with an answer pending', async (t) => {
-    const held = deferred<LaneResponse>();
-    const closed = deferred<boolean>();
-    const f = await start(t, {
-      handle: (req, res) => {
-        if (req.body === 'hold') {
-          res.on('close', () => closed.resolve(res.writableFinished));
-          held.resolve(res);
-        } else laneEcho(req, res);
-      },
-    });
+    const { f, held, closed } = await holding(t);
     const idle = await f.connect();
     idle.write(post('{}'));
     await idle.response();
     const busy = await f.connect();
     busy.write(post('hold'));
-    const res = await within(held.promise, 500, 'the held request');
+    const res = await within(held, 500, 'the held request');
 
     f.lane.closeAll();
     await idle.serverClosed();
     await busy.serverClosed();
-    assert.equal(await within(closed.promise, 500, "the response's close event"), false);
+    assert.equal(await within(closed, 500, "the response's close event"), false);
     assert.equal(busy.unread.length, 0);
     assert.equal(f.lane.size, 0);
     // Ending the response afterwards writes nothing and throws nothing.
