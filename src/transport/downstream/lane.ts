@@ -1,8 +1,8 @@
 /**
  * The fast lane of the HTTP listener: MCP's POSTs answered without node:http's per-request
  * machinery (IncomingMessage and ServerResponse streams, a parser callback per header, timers per
- * request), which costs about 40 µs a call at concurrency 1 on a 2-core machine, a third of what the
- * whole gateway may add.
+ * request), which cost about 40 µs a call at concurrency 1 on a 2-core machine: over a quarter of
+ * the 150 µs the whole gateway may add.
  *
  * It takes only what it can read without judgement: an HTTP/1.1 POST whose target the listener
  * accepts, with well-formed headers, none repeated, one Content-Length within the body limit, and
