@@ -249,9 +249,9 @@ function socketWrites(fn: () => void): number {
 /**
  * A stdio MCP server in a few lines, for what the fixture server cannot show: it answers
  * initialize, and each tools/call with the text `text`, an expression of the request `m` and of
- * `requests`, all the requests of the read that held it.
+ * `requests`, all the requests of the read that held it, after `delayMs` (an expression too).
  */
-function tinyServer(name: string, text: string): string[] {
+function tinyServer(name: string, text: string, delayMs = '0'): string[] {
   const script = `
     let rest = '';
     process.stdin.setEncoding('utf8');
@@ -263,7 +263,7 @@ function tinyServer(name: string, text: string): string[] {
         const result = m.method === 'initialize'
           ? { protocolVersion: m.params.protocolVersion, capabilities: { tools: {} }, serverInfo: { name: ${JSON.stringify(name)}, version: '0' } }
           : { content: [{ type: 'text', text: ${text} }] };
-        process.stdout.write(JSON.stringify({ jsonrpc: '2.0', id: m.id, result }) + '\\n');
+        setTimeout(() => process.stdout.write(JSON.stringify({ jsonrpc: '2.0', id: m.id, result }) + '\\n'), ${delayMs});
       }
     });`;
   return [process.execPath, '-e', script];
@@ -329,5 +329,29 @@ describe('writing to a stdio upstream', () => {
     const seen = JSON.parse(textOf(second.result)) as unknown;
     assert.equal(typeof seen, 'number');
     assert.notEqual(seen, 7, "the second, whose id was in flight, went with one of the gateway's");
+  });
+
+  it('drops the late answer of a call that timed out, and gives no new call its id until that answer came', async () => {
+    // A server that answers a call to 'slow' only after 600 ms, and each call with the id it saw.
+    const command = tinyServer('late', 'JSON.stringify(m.id)', "m.params && m.params.name === 'slow' ? 600 : 0");
+    up = new StdioUpstream({ name: 'late', command, timeoutMs: 200, logger: captureLogger().logger });
+    const session = await up.open(
+      { jsonrpc: '2.0', id: 0, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 't', version: '0' } } },
+      '2025-06-18',
+    );
+    const call = (name: string) =>
+      new Promise<JsonRpcResponse>((resolve) =>
+        session.call({ jsonrpc: '2.0', id: 7, method: 'tools/call', params: { name, arguments: {} } }, undefined, { onRelated: () => {}, onResponse: resolve }),
+      );
+    const timedOut = await call('slow');
+    assert.match(timedOut.error?.message ?? '', /did not answer within 200 ms/);
+    // The server may still answer the id 7 it was given: the next call 7 goes with another id.
+    const meanwhile = await call('fast');
+    assert.equal(meanwhile.id, 7);
+    assert.notEqual(JSON.parse(textOf(meanwhile.result)), 7);
+    // Once the late answer has come (and been dropped), 7 is free again.
+    await new Promise((resolve) => setTimeout(resolve, 700));
+    const after = await call('fast');
+    assert.equal(textOf(after.result), '7');
   });
 });

@@ -70,6 +70,8 @@ interface Pending {
 }
 
 const DIGITS = /^(0|[1-9][0-9]{0,15})$/;
+/** Ids of given-up calls remembered at most (see StdioUpstream.abandoned). */
+const MAX_ABANDONED = 10_000;
 
 /** The id a request carries to the process: the client's own when no other call in flight has it. */
 type UpstreamId = string | number;
@@ -89,6 +91,12 @@ export class StdioUpstream implements Upstream {
   /** Progress tokens the gateway gives calls, numbered apart from ids (1 and "1" are two ids, one token text). */
   private nextToken = 1;
   private readonly inflight = new Map<UpstreamId, Pending>();
+  /**
+   * Ids of calls given up before their answer came (timed out, cancelled, their session closed),
+   * oldest first: the process may still answer one, so no new call takes it until it has, and that
+   * late answer is dropped rather than taken for the new call's. A new process starts with none.
+   */
+  private readonly abandoned = new Set<UpstreamId>();
   /**
    * One timer checks every deadline, rather than a timer per call: arming and clearing a timer for
    * each call was a measurable share of a forwarded call's cost (bench: wrap-stdio at c=16).
@@ -281,6 +289,7 @@ export class StdioUpstream implements Upstream {
       this.inflight.delete(id);
       p.handlers.onResponse(upstreamError(p.downstreamId, JsonRpcErrors.UPSTREAM_ERROR, message), undefined);
     }
+    this.abandoned.clear();
     this.byToken.clear();
     this.serverRequests.clear();
     // Clients waiting for the process to come up (initialize, calls during backoff) learn why now,
@@ -364,7 +373,12 @@ export class StdioUpstream implements Upstream {
     let p = this.inflight.get(id);
     // A server that answers 7 as "7" is still understood.
     if (p === undefined && typeof id === 'string' && DIGITS.test(id)) p = this.inflight.get((id = Number(id)));
-    if (!p) return;
+    if (!p) {
+      // The late answer of a call given up: its id is free again.
+      this.abandoned.delete(msg.id);
+      this.abandoned.delete(id);
+      return;
+    }
     this.settle(id, p);
     // The parsed answer carries the client's id for those that read or rebuild it (tools/list
     // filtering); the text keeps the process's own serialisation, its id swapped back when it was
@@ -378,8 +392,16 @@ export class StdioUpstream implements Upstream {
   /** A number of the gateway's that no call in flight uses as its id (a client's may be any). */
   private freeId(): number {
     let id = this.nextId++;
-    while (this.inflight.has(id)) id = this.nextId++;
+    while (this.inflight.has(id) || this.abandoned.has(id)) id = this.nextId++;
     return id;
+  }
+
+  /** Settles a call that ends without its answer; see `abandoned`. */
+  private abandon(id: UpstreamId, p: Pending): void {
+    this.settle(id, p);
+    this.abandoned.add(id);
+    // Bounded: a process that never answers what it was told to forget cannot grow it for ever.
+    if (this.abandoned.size > MAX_ABANDONED) this.abandoned.delete(this.abandoned.values().next().value as UpstreamId);
   }
 
   /** Tracks a request sent to the process until it is answered, fails or times out. */
@@ -402,7 +424,7 @@ export class StdioUpstream implements Upstream {
     const now = performance.now();
     for (const [id, p] of this.inflight) {
       if (p.deadline > now) continue;
-      this.settle(id, p);
+      this.abandon(id, p);
       p.onTimeout(id, p);
     }
   }
@@ -490,7 +512,7 @@ export class StdioUpstream implements Upstream {
     // own) has it; then a number of the gateway's. The process answers each id once, so an id in
     // flight names one call whichever way it was chosen.
     const own = req.id;
-    const passes = (typeof own === 'string' || (typeof own === 'number' && Number.isSafeInteger(own))) && !this.inflight.has(own);
+    const passes = (typeof own === 'string' || (typeof own === 'number' && Number.isSafeInteger(own))) && !this.inflight.has(own) && !this.abandoned.has(own);
     const id: UpstreamId = passes ? own : this.freeId();
     const pending: Pending = { downstreamId: req.id, handlers, session, deadline: performance.now() + this.opts.timeoutMs, onTimeout: this.callTimedOut };
     let params = req.params;
@@ -542,7 +564,7 @@ export class StdioUpstream implements Upstream {
         // other sessions' server requests look ambiguous.
         const p = this.inflight.get(upstreamId);
         if (p) {
-          this.settle(upstreamId, p);
+          this.abandon(upstreamId, p);
           p.handlers.onResponse(upstreamError(p.downstreamId, JsonRpcErrors.UPSTREAM_ERROR, 'Request was cancelled by the client'), undefined);
         }
         return;
@@ -566,7 +588,7 @@ export class StdioUpstream implements Upstream {
     this.sessions.delete(session);
     for (const [upstreamId, p] of this.inflight) {
       if (p.session !== session) continue;
-      this.settle(upstreamId, p);
+      this.abandon(upstreamId, p);
       this.write({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: upstreamId, reason: 'session closed' } });
       p.handlers.onResponse(upstreamError(p.downstreamId, JsonRpcErrors.UPSTREAM_ERROR, 'the session was closed'), undefined);
     }
