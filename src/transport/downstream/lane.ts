@@ -367,8 +367,10 @@ class LaneConnection {
     if (this.gone) return;
     this.release();
     this.socket.destroy();
-    this.busy?.connectionClosed();
+    // Taken off first, so that its end does not lead the connection to write or read again.
+    const busy = this.busy;
     this.busy = undefined;
+    busy?.connectionClosed();
   }
 
   private release(): void {
