@@ -16,7 +16,7 @@ import {
   type JsonRpcResponse,
 } from '../../util/jsonrpc.js';
 import { lineSplitter } from '../../util/lines.js';
-import type { ServerMessage } from '../upstream/types.js';
+import type { CallHandlers, ServerMessage } from '../upstream/types.js';
 
 export class StdioListener {
   private readonly gateway: Gateway;
@@ -46,6 +46,12 @@ export class StdioListener {
       input.on('error', () => resolve());
     });
   }
+
+  /** Where every call's answer and related messages go: one client, one stream, so one object for all calls. */
+  private readonly reply: CallHandlers = {
+    onRelated: (m) => this.write(m.message, m.raw),
+    onResponse: (m, raw) => this.write(m, raw),
+  };
 
   /** Messages written in one turn of the event loop, sent to the client in one write. */
   private pending = '';
@@ -95,10 +101,7 @@ export class StdioListener {
       return;
     }
     if (kind === 'request') {
-      this.gateway.call(session, message as JsonRpcRequest, line, {
-        onRelated: (m) => this.write(m.message, m.raw),
-        onResponse: (m, raw) => this.write(m, raw),
-      });
+      this.gateway.call(session, message as JsonRpcRequest, line, this.reply);
     } else {
       this.gateway.send(session, message as JsonRpcNotification | JsonRpcResponse, line);
     }
