@@ -22,7 +22,7 @@ import {
   type JsonRpcResponse,
 } from '../util/jsonrpc.js';
 import type { CallHandlers, CallOptions, ListenHandle, ServerMessage, Upstream, UpstreamSession } from '../transport/upstream/types.js';
-import { hasUniqueKeys } from '../util/raw-id.js';
+import { keepsEveryKey } from '../util/raw-id.js';
 import { durationText } from '../util/duration.js';
 import type { AuditTrail, CallAudit } from '../audit/trail.js';
 import { negotiateSessionVersion } from './protocol.js';
@@ -315,7 +315,7 @@ export class Gateway {
     // The original bytes go upstream only when they mean exactly what the policy read: with a key
     // repeated, parsers disagree on which one wins (JavaScript keeps the last, some the first), so
     // such a request is re-serialised from the parsed message the policy was evaluated on.
-    if (raw !== undefined && !hasUniqueKeys(raw)) raw = undefined;
+    if (raw !== undefined && !keepsEveryKey(raw, req)) raw = undefined;
     const policy = options?.policy ?? session.policy ?? session.server.policy;
     const audit = this.opts.audit !== undefined && req.method !== 'ping' ? this.beginAudit(session, req, options, policy) : undefined;
     let handlers = reply;

@@ -1,6 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { hasUniqueKeys, swapId } from './raw-id.js';
+import fc from 'fast-check';
+import { keepsEveryKey, swapId } from './raw-id.js';
 
 /** Parses the swapped text and checks it is the original message with only the id changed. */
 function assertSwapped(text: string, id: string | number, options?: { uniqueKeys?: boolean }): string {
@@ -234,11 +235,44 @@ describe('swapId on generated messages', () => {
   });
 });
 
-it('hasUniqueKeys tells a text whose objects repeat a key, at any depth, from one that does not', () => {
-  assert.equal(hasUniqueKeys('{"a":1,"b":{"c":[{"d":1,"e":2}]}}'), true);
-  assert.equal(hasUniqueKeys('{"a":1,"a":2}'), false);
-  assert.equal(hasUniqueKeys('{"a":{"b":1,"b":2}}'), false);
-  assert.equal(hasUniqueKeys('{"a":[{"k":1},{"k":2}]}'), true);
-  assert.equal(hasUniqueKeys('{"na\\u006de":1,"name":2}'), false);
-  assert.equal(hasUniqueKeys('  {"a":"}{\\"a\\":1"}  '), true);
+describe('keepsEveryKey', () => {
+  const kept = (text: string) => keepsEveryKey(text, JSON.parse(text));
+
+  it('tells a text whose objects repeat a key, at any depth, from one that does not', () => {
+    assert.equal(kept('{"a":1,"b":{"c":[{"d":1,"e":2}]}}'), true);
+    assert.equal(kept('{"a":1,"a":2}'), false);
+    assert.equal(kept('{"a":{"b":1,"b":2}}'), false);
+    assert.equal(kept('{"a":[{"k":1},{"k":2}]}'), true);
+    assert.equal(kept('{"a":[{"k":1,"k":2}]}'), false);
+  });
+
+  it('sees a key repeated under another spelling (an escape) and is not misled by quotes and colons inside strings', () => {
+    assert.equal(kept('{"na\\u006de":1,"name":2}'), false);
+    assert.equal(kept('  {"a":"}{\\"a\\":1"}  '), true);
+    assert.equal(kept('{"a":"b\\\\","c":":"}'), true);
+    assert.equal(kept('{"__proto__":1,"__proto__":2}'), false);
+  });
+
+  it('checks objects of any size, where comparing every pair of keys would not pay', () => {
+    const wide = Object.fromEntries(Array.from({ length: 5000 }, (_, i) => [`k${i}`, i]));
+    assert.equal(kept(JSON.stringify(wide)), true);
+    assert.equal(kept(`${JSON.stringify(wide).slice(0, -1)},"k4999":0}`), false);
+  });
+
+  it('walks a value nested far deeper than the call stack allows recursion', () => {
+    const deep = `${'{"a":['.repeat(20_000)}1${']}'.repeat(20_000)}`;
+    assert.equal(kept(deep), true);
+    assert.equal(kept(`{"b":0,${deep.slice(1, -1)},"b":1}`), false);
+  });
+
+  it('holds for every JSON value as JSON.stringify writes it, and fails once a key is written twice', () => {
+    fc.assert(
+      fc.property(fc.jsonValue(), fc.string(), (value, key) => {
+        const text = JSON.stringify(value);
+        assert.equal(keepsEveryKey(text, JSON.parse(text)), true);
+        const twice = `{${JSON.stringify(key)}:1,"x":${text},${JSON.stringify(key)}:2}`;
+        assert.equal(keepsEveryKey(twice, JSON.parse(twice)), false);
+      }),
+    );
+  });
 });

@@ -92,13 +92,52 @@ export function swapId(text: string, id: string | number, options?: SwapIdOption
 }
 
 /**
- * True when no object anywhere in the JSON `text` repeats a key (and none has more than 64
- * members, beyond which it does not compare every pair and answers false). See
- * {@link SwapIdOptions.uniqueKeys} for why a gateway cares.
+ * True when no object anywhere in the JSON `text` repeats a key, given `value`, what `text` parsed
+ * to. JSON.parse keeps one member for each repeated key, so a text that repeats one names more keys
+ * than the parsed value has members: counting both is cheaper than comparing keys, needs no
+ * decoding of escaped keys, and holds for objects of any size. Iterative, like the scanner above.
  */
-export function hasUniqueKeys(text: string): boolean {
-  const end = endOfValueUnique(text, skipWs(text, 0));
-  return end >= 0 && skipWs(text, end) === text.length;
+export function keepsEveryKey(text: string, value: unknown): boolean {
+  const named = keysNamed(text);
+  return named >= 0 && named === membersOf(value);
+}
+
+/** How many keys the JSON `text` names (strings followed by a colon), or -1 if a string never closes. */
+function keysNamed(text: string): number {
+  let n = 0;
+  let i = text.indexOf('"');
+  while (i >= 0) {
+    const e = endOfString(text, i);
+    if (e < 0) return -1;
+    const j = skipWs(text, e);
+    if (text.charCodeAt(j) === COLON) n++;
+    // Outside any string now: the next quote opens one.
+    i = text.indexOf('"', j);
+  }
+  return n;
+}
+
+/** How many members the objects of a parsed JSON value have, all depths together. */
+function membersOf(value: unknown): number {
+  let n = 0;
+  const stack: unknown[] = [value];
+  while (stack.length > 0) {
+    const v = stack.pop();
+    if (typeof v !== 'object' || v === null) continue;
+    if (Array.isArray(v)) {
+      for (let i = 0; i < v.length; i++) {
+        const x: unknown = v[i];
+        if (typeof x === 'object' && x !== null) stack.push(x);
+      }
+      continue;
+    }
+    for (const k in v) {
+      n++;
+      const x = (v as Record<string, unknown>)[k];
+      if (typeof x === 'object' && x !== null) stack.push(x);
+    }
+  }
+  return n;
 }
 
 function skipWs(text: string, i: number): number {
