@@ -323,7 +323,7 @@ export function auditMarkdown(results: ScenarioResult[], info: RunInfo, count: A
   const lines = ['## Audit log on against off, through the gateway', ''];
   lines.push(
     '`gateway-http` runs with `audit: { sinks: [] }`; `audit-http` is a second `policylayer serve` of the same build, ' +
-      'servers and policy with the audit log at its defaults (`sinks: ["sqlite:<bench temp dir>/audit.db"]`, `arguments: keys`, ' +
+      'servers and policy with the audit log at its defaults (`sinks: ["sqlite:<bench temp dir>/data/audit.db"]`, where the default sink puts it beside the config, `arguments: keys`, ' +
       '`durability: async`), so every call it forwards is recorded. ' +
       `Target: calls/s and p50 within ${pct(TARGETS.auditOverhead)} of audit off at each concurrency.`,
   );
