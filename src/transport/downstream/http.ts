@@ -109,8 +109,7 @@ export class HttpListener {
       keepAliveTimeoutMs: KEEP_ALIVE_TIMEOUT_MS,
       accepts: (method, path) => method === 'POST' && path.startsWith(MCP_PREFIX),
       handle: (req, res) => {
-        const q = req.url.indexOf('?');
-        this.mcp(req, res, q >= 0 ? req.url.slice(0, q) : req.url, q >= 0 ? req.url.slice(q + 1) : '').catch((err: unknown) => this.fail(res, err, null));
+        this.mcp(req, res, req.path, req.query).catch((err: unknown) => this.fail(res, err, null));
       },
     });
   }

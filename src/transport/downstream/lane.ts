@@ -19,8 +19,10 @@ import type { Socket } from 'node:net';
 export interface LaneRequest {
   readonly method: string;
   readonly url: string;
+  /** `url` up to its `?`, and what follows it ('' when nothing does). */
+  readonly path: string;
+  readonly query: string;
   readonly headers: IncomingHttpHeaders;
-  readonly socket: Socket;
   readonly body: string;
 }
 
@@ -55,7 +57,7 @@ const COMMON_NAMES = new Map(
     'mcp-session-id', 'mcp-protocol-version', 'mcp-method', 'mcp-name', 'last-event-id'].map((n) => [n, n]),
 );
 
-type Parsed = { kind: 'incomplete'; need?: number } | { kind: 'hand-over' } | { kind: 'request'; req: Omit<LaneRequest, 'socket'>; close: boolean; end: number };
+type Parsed = { kind: 'incomplete'; need?: number } | { kind: 'hand-over' } | { kind: 'request'; req: LaneRequest; close: boolean; end: number };
 
 /**
  * Reads the request at the start of `buf`: incomplete (wait for more), one the lane does not take
@@ -76,7 +78,8 @@ export function parseRequest(buf: Buffer, opts: Pick<LaneOptions, 'maxBodyBytes'
   const url = line.slice(sp1 + 1, sp2);
   if (!TOKEN.test(method) || !TARGET.test(url)) return { kind: 'hand-over' };
   const q = url.indexOf('?');
-  if (!opts.accepts(method, q >= 0 ? url.slice(0, q) : url)) return { kind: 'hand-over' };
+  const path = q >= 0 ? url.slice(0, q) : url;
+  if (!opts.accepts(method, path)) return { kind: 'hand-over' };
   const headers: IncomingHttpHeaders = {};
   let length: number | undefined;
   let close = false;
@@ -122,7 +125,8 @@ export function parseRequest(buf: Buffer, opts: Pick<LaneOptions, 'maxBodyBytes'
   if (length === undefined || length > opts.maxBodyBytes || headers.host === undefined) return { kind: 'hand-over' };
   const end = headEnd + 4 + length;
   if (buf.length < end) return { kind: 'incomplete', need: end };
-  return { kind: 'request', req: { method, url, headers, body: buf.toString('utf8', headEnd + 4, end) }, close, end };
+  const query = q >= 0 ? url.slice(q + 1) : '';
+  return { kind: 'request', req: { method, url, path, query, headers, body: buf.toString('utf8', headEnd + 4, end) }, close, end };
 }
 
 /**
@@ -282,7 +286,7 @@ class LaneConnection {
         if (parsed.close) this.closing = true;
         const res = new LaneResponse(this.socket, parsed.close ? CLOSE : this.keepAlive, () => this.answered(res));
         this.busy = res;
-        this.opts.handle({ ...parsed.req, socket: this.socket }, res);
+        this.opts.handle(parsed.req, res);
       }
     } finally {
       this.pumping = false;
