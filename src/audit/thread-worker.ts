@@ -10,13 +10,18 @@
  * and the sinks' serialisation more; the gateway's thread is what limits its calls per second,
  * while the machine usually has a core with time to spare.
  *
- * In `async` mode the thread also runs at the lowest CPU priority (nice 19, Linux): when the
- * machine is busy, the calls go first and the records wait, in memory and bounded (the gateway
- * counts what it handed over and the thread has not taken: see AuditThread.full). Competing at
- * the same priority, the thread took a quarter of the gateway's calls per second at 16 clients on
- * two cores; yielding, less than a tenth (docs/benchmarks.md). In `strict` mode every call waits
- * for the thread, so it keeps the gateway's priority.
+ * In `async` mode the thread also runs at the lowest CPU priority (Linux): when the machine is
+ * busy, the calls go first and the records wait, in memory and bounded (the gateway counts what it
+ * handed over and the thread has not taken: see AuditThread.full). Competing at the same priority,
+ * the thread took a quarter of the gateway's calls per second at 16 clients on two cores; at nice
+ * 19, a tenth to a sixth; as a SCHED_IDLE thread, under a tenth (docs/benchmarks.md). Nice 19 only
+ * weighs the thread's share: a call's process that wakes on the core the thread holds may still
+ * wait for it, since the scheduler lets a running task finish its slice. A SCHED_IDLE thread
+ * gives way to any other at once, and a core that runs only it counts as free when the scheduler
+ * places a waking process. In `strict` mode every call waits for the thread, so it keeps the
+ * gateway's priority.
  */
+import { execFile } from 'node:child_process';
 import { readlinkSync } from 'node:fs';
 import { setPriority } from 'node:os';
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
@@ -40,7 +45,7 @@ async function serve(port: MessagePort, o: AuditThreadData): Promise<void> {
   // The writer's warnings (a sink down, a spill file replayed) reach the gateway's log as lines.
   const logger: Logger = pino({ level: o.level, base: null, timestamp: false }, { write: (line: string) => send({ t: 'log', line }) });
   const c = o.config;
-  if (c.durability === 'async') yieldToCalls(logger);
+  const yielded = c.durability === 'async' ? yieldToCalls(logger) : undefined;
 
   const sinks: AuditSink[] = [];
   try {
@@ -199,6 +204,8 @@ async function serve(port: MessagePort, o: AuditThreadData): Promise<void> {
     }
   });
 
+  // Ready once the priority is settled, so that nothing the gateway does meets the thread half-way.
+  await yielded;
   send({ t: 'ready', stream: writer.stream, sinks: sinks.map((s) => ({ name: s.name, store: isStore(s) || s instanceof DeferredSink })), stats: writer.stats() });
 }
 
@@ -213,19 +220,29 @@ function isStore(s: AuditSink): s is AuditStore {
 
 /**
  * Lowers this thread's CPU priority, and only this thread's: on Linux a thread has an id of its
- * own that setpriority(2) accepts (the last part of /proc/thread-self). Elsewhere it stays as it is.
+ * own that setpriority(2) and sched_setscheduler(2) accept (the last part of /proc/thread-self).
+ * First nice 19, which needs nothing; then the SCHED_IDLE policy, set by util-linux's `chrt` (Node
+ * has no call for it), which keeps nice 19 where chrt is missing or refused. Elsewhere the thread
+ * stays as it is. Resolves once done; never rejects.
  */
-function yieldToCalls(logger: Logger): void {
+function yieldToCalls(logger: Logger): Promise<void> | undefined {
   let tid: number;
   try {
     tid = Number(readlinkSync('/proc/thread-self').split('/').pop());
   } catch {
-    return;
+    return undefined;
   }
-  if (!Number.isInteger(tid) || tid <= 0 || tid === process.pid) return;
+  if (!Number.isInteger(tid) || tid <= 0 || tid === process.pid) return undefined;
   try {
     setPriority(tid, 19);
   } catch (err) {
     logger.debug({ err: (err as Error).message }, 'the audit thread keeps the gateway priority');
+    return undefined;
   }
+  return new Promise((resolve) => {
+    execFile('chrt', ['--idle', '--pid', '0', String(tid)], { timeout: 5_000, windowsHide: true }, (err) => {
+      if (err !== null) logger.debug({ err: err.message }, 'the audit thread stays at nice 19: SCHED_IDLE could not be set');
+      resolve();
+    });
+  });
 }

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -256,27 +257,34 @@ describe('the audit thread', () => {
   });
 
   describe('its CPU priority', { skip: existsSync('/proc/thread-self') ? false : 'threads have no priority of their own here (Linux only)' }, () => {
-    /** The nice values of this process's threads, from /proc (field 19 of each task's stat). */
-    const nices = (): number[] =>
+    /** Each of this process's threads: its nice value and scheduling policy, from /proc (fields 19 and 41 of its stat). */
+    const threads = (): Array<{ nice: number; policy: number }> =>
       readdirSync('/proc/self/task').map((tid) => {
         const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
-        return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
+        const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+        return { nice: Number(fields[16]), policy: Number(fields[38]) };
       });
+    const SCHED_IDLE = 5;
+    const yielding = () => threads().filter((x) => x.nice === 19);
+    const chrtInstalled = spawnSync('chrt', ['--version']).status === 0;
 
-    it('yields the CPU to the calls in async mode: the thread, and only it, runs at nice 19', async (t) => {
-      const before = nices().filter((n) => n === 19).length;
+    it('yields the CPU to the calls in async mode: the thread, and only it, runs at nice 19 and, where chrt is installed, as SCHED_IDLE', async (t) => {
+      const before = yielding();
       const thread = await start(t, config(await tempDir(t)));
       thread.record(event(1));
       await thread.flush();
-      assert.equal(nices().filter((n) => n === 19).length, before + 1);
+      const after = yielding();
+      assert.equal(after.length, before.length + 1);
+      if (chrtInstalled) assert.equal(after.filter((x) => x.policy === SCHED_IDLE).length, before.filter((x) => x.policy === SCHED_IDLE).length + 1);
       assert.equal(os.getPriority(), 0, 'the process itself keeps its priority');
+      assert.equal(threads()[0]!.policy, 0, 'the event loop keeps the normal policy');
     });
 
     it('keeps the gateway priority in strict mode, where every call waits for it', async (t) => {
-      const before = nices().filter((n) => n === 19).length;
+      const before = threads().filter((x) => x.nice === 19 || x.policy === SCHED_IDLE).length;
       const thread = await start(t, config(await tempDir(t), { durability: 'strict' }));
       await thread.recordDurable(event(1));
-      assert.equal(nices().filter((n) => n === 19).length, before);
+      assert.equal(threads().filter((x) => x.nice === 19 || x.policy === SCHED_IDLE).length, before);
     });
   });
 
