@@ -7,12 +7,18 @@
  */
 import { afterEach, describe, it } from 'node:test';
 import { Socket } from 'node:net';
+import { PassThrough, Writable } from 'node:stream';
 import assert from 'node:assert/strict';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { startTestGateway, yamlValue, type TestGateway } from '../helpers/gateway.js';
 import { STDIO_FIXTURE, captureLogger, isAlive, killGroup, waitFor } from '../helpers/safety-helpers.js';
 import { StdioUpstream } from '../../src/transport/upstream/stdio.js';
+import { StdioListener } from '../../src/transport/downstream/stdio.js';
+import { Gateway } from '../../src/gateway/gateway.js';
+import { createLimiter } from '../../src/main.js';
+import { createMemoryStore } from '../../src/limits/store/memory.js';
+import { compilePolicy } from '../../src/policy/compile.js';
 import type { JsonRpcResponse } from '../../src/util/jsonrpc.js';
 import { textOf } from '../helpers/clients.js';
 
@@ -353,5 +359,73 @@ describe('writing to a stdio upstream', () => {
     await new Promise((resolve) => setTimeout(resolve, 700));
     const after = await call('fast');
     assert.equal(textOf(after.result), '7');
+  });
+});
+
+describe('answering a stdio client', () => {
+  let gateway: Gateway | undefined;
+
+  afterEach(async () => {
+    await gateway?.shutdown(1000);
+  });
+
+  it('sends the first of the answers that arrive together at once, and the others in one write after it', async () => {
+    // A server that answers all the requests of one read in a single write.
+    const script = `
+      let rest = '';
+      process.stdin.setEncoding('utf8');
+      process.stdin.on('data', (chunk) => {
+        const lines = (rest + chunk).split('\\n');
+        rest = lines.pop();
+        let out = '';
+        for (const l of lines) {
+          if (l.trim() === '') continue;
+          const m = JSON.parse(l);
+          if (m.id === undefined) continue;
+          const result = m.method === 'initialize'
+            ? { protocolVersion: m.params.protocolVersion, capabilities: { tools: {} }, serverInfo: { name: 'together', version: '0' } }
+            : m.method === 'tools/list'
+              ? { tools: [{ name: 'echo', inputSchema: { type: 'object' } }] }
+              : { content: [{ type: 'text', text: 'read with ' + lines.length }] };
+          out += JSON.stringify({ jsonrpc: '2.0', id: m.id, result }) + '\\n';
+        }
+        if (out !== '') process.stdout.write(out);
+      });`;
+    const logger = captureLogger().logger;
+    gateway = new Gateway({ logger, sessionIdleTimeoutMs: 60_000, limiter: createLimiter(createMemoryStore(), { onStoreError: 'deny' }, logger) });
+    const server = {
+      name: 'together',
+      upstream: new StdioUpstream({ name: 'together', command: [process.execPath, '-e', script], timeoutMs: 5000, logger }),
+      policy: compilePolicy({ version: '1', default: 'allow' }, '<test>'),
+    };
+    gateway.addServer(server);
+    // What the client reads: each write the gateway makes to its stdout, as made.
+    const writes: string[] = [];
+    const out = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        writes.push(chunk.toString('utf8'));
+        done();
+      },
+    });
+    const input = new PassThrough();
+    void new StdioListener(gateway, server, out, logger).attach(input);
+    input.write(`${JSON.stringify({ jsonrpc: '2.0', id: 0, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 't', version: '0' } } })}\n`);
+    await waitFor(() => writes.length === 1, 5000);
+    // The gateway learns the tools' input schemas from the first list, before the calls.
+    input.write(`${JSON.stringify({ jsonrpc: '2.0', id: 100, method: 'tools/list' })}\n`);
+    await waitFor(() => writes.length === 2, 5000);
+    writes.length = 0;
+    const call = (id: number) => JSON.stringify({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'echo', arguments: {} } });
+    // Four calls in one chunk: they reach the server in one write, and their answers come back in one.
+    input.write(`${[1, 2, 3, 4].map(call).join('\n')}\n`);
+    await waitFor(() => writes.join('').split('\n').length === 5, 5000);
+    const lines = (w: string) => w.split('\n').filter((l) => l !== '');
+    assert.deepEqual(writes.map(lines).map((ls) => ls.length), [1, 3], 'the first answer alone, then the three others together');
+    const answers = writes.flatMap(lines).map((l) => JSON.parse(l) as JsonRpcResponse);
+    assert.deepEqual(
+      answers.map((a) => a.id),
+      [1, 2, 3, 4],
+    );
+    assert.ok(answers.every((a) => textOf(a.result) === 'read with 4'), 'the server read the four calls at once');
   });
 });

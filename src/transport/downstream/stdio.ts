@@ -53,23 +53,35 @@ export class StdioListener {
     onResponse: (m, raw) => this.write(m, raw),
   };
 
-  /** Messages written in one turn of the event loop, sent to the client in one write. */
+  /** Messages written after the first of this turn of the event loop, sent to the client together at its end. */
   private pending = '';
+  /** True from the first message of a turn until the messages after it are sent. */
+  private inBurst = false;
 
   private write(msg: JsonRpcMessage | ServerMessage['message'], raw?: string): void {
     // Newline-delimited framing: a message must not contain a raw newline, so re-serialise if it does.
     const text = raw !== undefined && !raw.includes('\n') && !raw.includes('\r') ? raw : JSON.stringify(msg);
-    // stdout to a pipe is written synchronously, a system call per write: answers that arrive
-    // together (one chunk from the server holds several) leave together.
-    if (this.pending === '') queueMicrotask(() => this.flush());
-    this.pending += text + '\n';
+    // stdout to a pipe is written synchronously, a system call per write, so answers that arrive
+    // together (one chunk from the server holds several) leave in two writes: the first at once,
+    // so that the client starts on it (and sends its next call) while the gateway handles the
+    // others, and the others together at the end of the turn. Holding back the first as well
+    // made the client, the gateway and the server take turns with all the calls at once: at 16
+    // calls in flight on two cores, about a tenth fewer calls a second.
+    if (this.inBurst) {
+      this.pending += text + '\n';
+      return;
+    }
+    this.inBurst = true;
+    queueMicrotask(this.endBurst);
+    this.out.write(text + '\n');
   }
 
-  private flush(): void {
+  private readonly endBurst = (): void => {
+    this.inBurst = false;
     const out = this.pending;
     this.pending = '';
     if (out !== '') this.out.write(out);
-  }
+  };
 
   private onLine(line: string): void {
     if (this.initializing) {
