@@ -254,10 +254,13 @@ function socketWrites(fn: () => void): number {
 
 /**
  * A stdio MCP server in a few lines, for what the fixture server cannot show: it answers
- * initialize, and each tools/call with the text `text`, an expression of the request `m` and of
- * `requests`, all the requests of the read that held it, after `delayMs` (an expression too).
+ * initialize, tools/list with one tool (`echo`), and each tools/call with the text `text`, an
+ * expression of the request `m` and of `requests`, all the requests of the read that held it.
+ * Each answer goes after `delayMs` (an expression too), in a write of its own; or, with
+ * `delayMs: 'together'`, the answers to the requests of one read go at once in a single write.
  */
 function tinyServer(name: string, text: string, delayMs = '0'): string[] {
+  const together = delayMs === 'together';
   const script = `
     let rest = '';
     process.stdin.setEncoding('utf8');
@@ -265,12 +268,17 @@ function tinyServer(name: string, text: string, delayMs = '0'): string[] {
       const lines = (rest + chunk).split('\\n');
       rest = lines.pop();
       const requests = lines.filter((l) => l.trim() !== '').map((l) => JSON.parse(l)).filter((m) => m.id !== undefined);
+      const out = [];
       for (const m of requests) {
         const result = m.method === 'initialize'
           ? { protocolVersion: m.params.protocolVersion, capabilities: { tools: {} }, serverInfo: { name: ${JSON.stringify(name)}, version: '0' } }
-          : { content: [{ type: 'text', text: ${text} }] };
-        setTimeout(() => process.stdout.write(JSON.stringify({ jsonrpc: '2.0', id: m.id, result }) + '\\n'), ${delayMs});
+          : m.method === 'tools/list'
+            ? { tools: [{ name: 'echo', inputSchema: { type: 'object' } }] }
+            : { content: [{ type: 'text', text: ${text} }] };
+        const line = JSON.stringify({ jsonrpc: '2.0', id: m.id, result }) + '\\n';
+        ${together ? 'out.push(line);' : `setTimeout(() => process.stdout.write(line), ${delayMs});`}
       }
+      ${together ? "if (out.length > 0) process.stdout.write(out.join(''));" : ''}
     });`;
   return [process.execPath, '-e', script];
 }
@@ -370,32 +378,13 @@ describe('answering a stdio client', () => {
   });
 
   it('sends the first of the answers that arrive together at once, and the others in one write after it', async () => {
-    // A server that answers all the requests of one read in a single write.
-    const script = `
-      let rest = '';
-      process.stdin.setEncoding('utf8');
-      process.stdin.on('data', (chunk) => {
-        const lines = (rest + chunk).split('\\n');
-        rest = lines.pop();
-        let out = '';
-        for (const l of lines) {
-          if (l.trim() === '') continue;
-          const m = JSON.parse(l);
-          if (m.id === undefined) continue;
-          const result = m.method === 'initialize'
-            ? { protocolVersion: m.params.protocolVersion, capabilities: { tools: {} }, serverInfo: { name: 'together', version: '0' } }
-            : m.method === 'tools/list'
-              ? { tools: [{ name: 'echo', inputSchema: { type: 'object' } }] }
-              : { content: [{ type: 'text', text: 'read with ' + lines.length }] };
-          out += JSON.stringify({ jsonrpc: '2.0', id: m.id, result }) + '\\n';
-        }
-        if (out !== '') process.stdout.write(out);
-      });`;
+    // A server that answers all the requests of one read in a single write, saying how many it read.
+    const command = tinyServer('together', "'read with ' + requests.length", 'together');
     const logger = captureLogger().logger;
     gateway = new Gateway({ logger, sessionIdleTimeoutMs: 60_000, limiter: createLimiter(createMemoryStore(), { onStoreError: 'deny' }, logger) });
     const server = {
       name: 'together',
-      upstream: new StdioUpstream({ name: 'together', command: [process.execPath, '-e', script], timeoutMs: 5000, logger }),
+      upstream: new StdioUpstream({ name: 'together', command, timeoutMs: 5000, logger }),
       policy: compilePolicy({ version: '1', default: 'allow' }, '<test>'),
     };
     gateway.addServer(server);
