@@ -14,9 +14,9 @@
  * busy, the calls go first and the records wait, in memory and bounded (the gateway counts what it
  * handed over and the thread has not taken: see AuditThread.full). Competing at the same priority,
  * the thread took a quarter of the gateway's calls per second at 16 clients on two cores; at nice
- * 19, a tenth to a sixth; as a SCHED_IDLE thread, under a tenth (docs/benchmarks.md). Nice 19 only
- * weighs the thread's share: a call's process that wakes on the core the thread holds may still
- * wait for it, since the scheduler lets a running task finish its slice. A SCHED_IDLE thread
+ * 19, a tenth to a sixth; as a SCHED_IDLE thread, mostly under a tenth (docs/benchmarks.md). Nice
+ * 19 only weighs the thread's share: a call's process that wakes on the core the thread holds may
+ * still wait for it, since the scheduler lets a running task finish its slice. A SCHED_IDLE thread
  * gives way to any other at once, and a core that runs only it counts as free when the scheduler
  * places a waking process. In `strict` mode every call waits for the thread, so it keeps the
  * gateway's priority.

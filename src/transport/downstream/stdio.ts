@@ -65,8 +65,8 @@ export class StdioListener {
     // together (one chunk from the server holds several) leave in two writes: the first at once,
     // so that the client starts on it (and sends its next call) while the gateway handles the
     // others, and the others together at the end of the turn. Holding back the first as well
-    // made the client, the gateway and the server take turns with all the calls at once: at 16
-    // calls in flight on two cores, about a tenth fewer calls a second.
+    // made the client, the gateway and the server take turns with all the calls at once: with 16
+    // calls in flight on two cores, sending the first at once gave 2% to 15% more calls a second.
     if (this.inBurst) {
       this.pending += text + '\n';
       return;
