@@ -17,7 +17,7 @@ export const BENCH_DOC = fileURLToPath(new URL('../../docs/benchmarks.md', impor
  * `audit` is a second gateway process of the same build and config as `gateway`, but with its
  * audit log on at the defaults (SQLite), where `gateway` runs with it off.
  */
-export type Path = 'direct' | 'gateway' | 'compared' | 'floor' | 'wrap' | 'compared-wrap' | 'limits' | 'audit';
+export type Path = 'direct' | 'gateway' | 'compared' | 'floor' | 'wrap' | 'compared-wrap' | 'limits' | 'audit' | 'compared-audit';
 export type UpstreamKind = 'http' | 'stdio';
 
 export interface ScenarioResult {
@@ -158,10 +158,11 @@ export function checks(results: ScenarioResult[]): Check[] {
   const pairs = [
     ['gateway', 'compared'],
     ['wrap', 'compared-wrap'],
+    ['audit', 'compared-audit'],
   ] as const;
   for (const upstream of ['http', 'stdio'] as const) {
     for (const [ours, theirs] of pairs) {
-      const via = ours === 'wrap' ? ' (`policylayer run`)' : upstream === 'stdio' ? ' (HTTP client → gateway)' : '';
+      const via = ours === 'wrap' ? ' (`policylayer run`)' : ours === 'audit' ? ' (audit log on)' : upstream === 'stdio' ? ' (HTTP client → gateway)' : '';
       for (const g of results.filter((r) => r.path === ours && r.upstream === upstream)) {
         const c = find(results, theirs, upstream, g.concurrency);
         if (!c) continue;
@@ -255,6 +256,8 @@ function pathLabel(r: ScenarioResult): string {
       return 'through the gateway, 3 limits on the tool (memory store)';
     case 'audit':
       return 'through the gateway, audit log on (SQLite, defaults)';
+    case 'compared-audit':
+      return 'through the compared gateway, audit log on (SQLite, defaults)';
     case 'direct':
       return http ? 'direct (HTTP client)' : 'direct (stdio client)';
   }
@@ -265,7 +268,7 @@ function pathLabel(r: ScenarioResult): string {
  * targets measure right after it (through `policylayer run` for stdio), the HTTP client's way to a
  * stdio server last.
  */
-const PATH_ORDER: Path[] = ['direct', 'wrap', 'compared-wrap', 'floor', 'gateway', 'limits', 'audit', 'compared'];
+const PATH_ORDER: Path[] = ['direct', 'wrap', 'compared-wrap', 'floor', 'gateway', 'limits', 'audit', 'compared', 'compared-audit'];
 
 export function markdown(results: ScenarioResult[], info: RunInfo): string {
   const lines = [...runLines(info), ''];

@@ -109,7 +109,8 @@ Options:
   --gateway PATH            the gateway's bin/policylayer.js to measure (default: this checkout's)
   --compare PATH            also measure another build's bin/policylayer.js (a worktree of main, say) in
                             the same interleaved rounds, and report how this build differs from it
-                            (its \`serve\` for gateway-*, its \`run\` for wrap-stdio)
+                            (its \`serve\` for gateway-* and, with its audit log on, for audit-http; its
+                            \`run\` for wrap-stdio)
   --gateway-node-arg ARG    extra node option for every gateway process, serve and run (repeatable)
   --profile DIR             run each gateway process with --cpu-prof, writing one profile per process
                             into DIR (use --only to get just the one you want)
@@ -398,6 +399,16 @@ async function main(argv: string[]): Promise<number> {
       });
       auditGateway = { process: p, url: p.match[1]!, file };
     }
+    // With --compare, the compared build's audit log too, in a file of its own.
+    let comparedAuditGateway: { process: Started; url: string } | undefined;
+    if (wants('audit-http') && opts.compareBin) {
+      const p = await serve('the compared audit gateway', 'compared audit gateway', opts.compareBin, 'gateway-compared-audit.yaml', {
+        listen: '127.0.0.1:0',
+        servers: { 'bench-http': { url: upstreamUrl, policy: 'policy.json' } },
+        audit: { sinks: [`sqlite:${join(tmp, 'data', 'audit-compared.db')}`] },
+      });
+      comparedAuditGateway = { process: p, url: p.match[1]! };
+    }
 
     let floor: Started | undefined;
     let floorUrl = '';
@@ -478,6 +489,7 @@ async function main(argv: string[]): Promise<number> {
         ['floor', 'http', 'floor-http'],
         ['limits', 'http', 'limits-http'],
         ['audit', 'http', 'audit-http'],
+        ['compared-audit', 'http', 'audit-http'],
         ['direct', 'stdio', 'direct-stdio'],
         ['wrap', 'stdio', 'wrap-stdio'],
         ['compared-wrap', 'stdio', 'wrap-stdio'],
@@ -487,6 +499,7 @@ async function main(argv: string[]): Promise<number> {
         if (!wants(selectedBy)) continue;
         if (path === 'compared' && !gateways.has('compared')) continue;
         if (path === 'compared-wrap' && !wrapped.has('compared')) continue;
+        if (path === 'compared-audit' && comparedAuditGateway === undefined) continue;
         let callers: Caller[];
         let gatewayPid: number | undefined;
         let upstreamPid: number | undefined;
@@ -504,7 +517,9 @@ async function main(argv: string[]): Promise<number> {
               ? gateways.get(path === 'limits' ? 'gateway' : path)!
               : path === 'audit'
                 ? auditGateway!
-                : undefined;
+                : path === 'compared-audit'
+                  ? comparedAuditGateway!
+                  : undefined;
           const server = path === 'limits' ? 'bench-limits' : `bench-${upstream}`;
           const url = gw ? `${gw.url}/mcp/${server}` : path === 'direct' ? upstreamUrl : floorUrl;
           const pool = httpPool(url, concurrency);
