@@ -21,7 +21,7 @@ import {
   type JsonRpcRequest,
   type JsonRpcResponse,
 } from '../util/jsonrpc.js';
-import type { CallHandlers, CallOptions, ListenHandle, ServerMessage, Upstream, UpstreamSession } from '../transport/upstream/types.js';
+import { answeredBy, type CallHandlers, type CallOptions, type ListenHandle, type ServerMessage, type Upstream, type UpstreamSession } from '../transport/upstream/types.js';
 import { keepsEveryKey } from '../util/raw-id.js';
 import { durationText } from '../util/duration.js';
 import type { AuditTrail, CallAudit } from '../audit/trail.js';
@@ -387,15 +387,12 @@ export class Gateway {
       // The common case, without an object per call: allowed, nothing to reserve.
       this.count(session, 'allowed');
     } else if (req.method === 'tools/list') {
-      handlers = {
-        ...reply,
-        onResponse: (msg, rawResponse) => {
-          rememberTools(session.server, msg);
-          this.learnTools(session.server, msg, req.params?.cursor === undefined);
-          const filtered = filterToolsList(msg, policy);
-          reply.onResponse(filtered, filtered === msg ? rawResponse : undefined);
-        },
-      };
+      handlers = answeredBy(reply, (msg, rawResponse) => {
+        rememberTools(session.server, msg);
+        this.learnTools(session.server, msg, req.params?.cursor === undefined);
+        const filtered = filterToolsList(msg, policy);
+        reply.onResponse(filtered, filtered === msg ? rawResponse : undefined);
+      });
     }
     this.track(session, req, raw, handlers, options, audit);
   }
@@ -833,14 +830,14 @@ export class Gateway {
       if (session.endedByClient.get(req.id) === end) session.endedByClient.delete(req.id);
       this.opts.limiter.settle(ticket, failed && !clientEnded && options?.signal?.aborted !== true);
     };
-    return {
-      ...reply,
-      onResponse: (msg, rawResponse) => {
+    return answeredBy(
+      reply,
+      (msg, rawResponse) => {
         const isError = (msg.result as { isError?: unknown } | undefined)?.isError === true;
         settle(msg.error !== undefined || (refundToolErrors && isError));
         reply.onResponse(msg, rawResponse);
       },
-      onStreamEnd: reply.onStreamEnd
+      reply.onStreamEnd
         ? (lastEventId) => {
             const handedOver = reply.onStreamEnd!(lastEventId);
             // The client takes the stream over: the outcome is no longer the gateway's to see, so
@@ -849,7 +846,7 @@ export class Gateway {
             return handedOver;
           }
         : undefined,
-    };
+    );
   }
 
   /**
@@ -910,15 +907,15 @@ export class Gateway {
       this.leave(session);
       return true;
     };
-    const handlers: CallHandlers = {
-      ...reply,
-      onResponse: (msg, rawResponse) => {
+    const handlers = answeredBy(
+      reply,
+      (msg, rawResponse) => {
         if (!finish()) return;
         // The client's answer first: recording it is the gateway's business, not the caller's wait.
         reply.onResponse(msg, rawResponse);
         if (audit !== undefined) auditOutcome(audit, msg, rawResponse, session, req.id, options);
       },
-      onStreamEnd: reply.onStreamEnd
+      reply.onStreamEnd
         ? (lastEventId) => {
             // The client resumes the stream itself: the call is no longer the gateway's to wait for.
             const handedOver = reply.onStreamEnd!(lastEventId);
@@ -926,7 +923,7 @@ export class Gateway {
             return handedOver;
           }
         : undefined,
-    };
+    );
     const durable = audit?.forwarding();
     if (durable === undefined) {
       session.upstream.call(req, raw, handlers, options);

@@ -15,7 +15,7 @@ import type { Logger } from '../telemetry/logger.js';
 import { JsonRpcErrors } from '../errors.js';
 import { HttpUpstream } from '../transport/upstream/http.js';
 import { MultiplexedSession } from '../transport/upstream/multiplex.js';
-import type { CallHandlers, CallOptions, ServerMessage, UpstreamSession } from '../transport/upstream/types.js';
+import { answeredBy, type CallHandlers, type CallOptions, type ServerMessage, type UpstreamSession } from '../transport/upstream/types.js';
 import {
   errorResponse,
   resultResponse,
@@ -233,19 +233,16 @@ const CACHEABLE = new Set(['tools/list', 'prompts/list', 'resources/list', 'reso
  * (a policy-filtered list is per grant). A result that already has them passes byte for byte.
  */
 function asStatelessResult(reply: CallHandlers, method: string): CallHandlers {
-  return {
-    ...reply,
-    onResponse: (msg, raw) => {
-      const r = msg.result as Record<string, unknown> | undefined;
-      if (typeof r !== 'object' || r === null || Array.isArray(r) || 'resultType' in r) return reply.onResponse(msg, raw);
-      const result: Record<string, unknown> = { resultType: 'complete', ...r };
-      if (CACHEABLE.has(method)) {
-        result.ttlMs ??= 0;
-        result.cacheScope ??= 'private';
-      }
-      reply.onResponse({ ...msg, result }, undefined);
-    },
-  };
+  return answeredBy(reply, (msg, raw) => {
+    const r = msg.result as Record<string, unknown> | undefined;
+    if (typeof r !== 'object' || r === null || Array.isArray(r) || 'resultType' in r) return reply.onResponse(msg, raw);
+    const result: Record<string, unknown> = { resultType: 'complete', ...r };
+    if (CACHEABLE.has(method)) {
+      result.ttlMs ??= 0;
+      result.cacheScope ??= 'private';
+    }
+    reply.onResponse({ ...msg, result }, undefined);
+  });
 }
 
 export function methodNotFound(req: JsonRpcRequest): JsonRpcResponse {

@@ -39,6 +39,28 @@ export interface CallHandlers {
   watchClientGone?(fn: () => void): () => void;
 }
 
+/**
+ * `reply` with its answer (and, when given, its stream's end) handled by someone else first: what
+ * each layer of the gateway wraps around a call. Built as one literal of a fixed shape, not as
+ * `{ ...reply, onResponse }`: redefining a member the spread has just copied takes V8's slow path,
+ * which was 5% of `policylayer run`'s CPU at 16 calls in flight (bench: wrap-stdio, perf).
+ */
+export function answeredBy(
+  reply: CallHandlers,
+  onResponse: CallHandlers['onResponse'],
+  onStreamEnd: CallHandlers['onStreamEnd'] = reply.onStreamEnd,
+): CallHandlers {
+  return {
+    onRelated: reply.onRelated,
+    onResponse,
+    onRetryHint: reply.onRetryHint,
+    onStreamStart: reply.onStreamStart,
+    onPriming: reply.onPriming,
+    onStreamEnd,
+    watchClientGone: reply.watchClientGone,
+  };
+}
+
 export interface CallOptions {
   /** Aborting it cancels the call upstream (a stateless client closed its stream). */
   signal?: AbortSignal | undefined;
