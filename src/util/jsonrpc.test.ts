@@ -4,12 +4,14 @@ import { ErrorCodes, PolicyLayerError } from '../errors.js';
 import {
   classify,
   errorResponse,
+  ForwardedResult,
   idOf,
   isNotification,
   isRequest,
   isResponse,
   parseMessage,
   resultResponse,
+  withId,
   type JsonRpcMessage,
 } from './jsonrpc.js';
 
@@ -135,5 +137,41 @@ describe('building answers', () => {
     assert.equal(idOf([{ id: 1 }]), null);
     assert.equal(idOf('text'), null);
     assert.equal(idOf(undefined), null);
+  });
+});
+
+describe('a forwarded success answer', () => {
+  const text = '{"jsonrpc":"2.0","id":4,"result":{"content":[{"type":"text","text":"hi"}],"isError":true}}';
+
+  it('reads like the parsed answer, and serialises to it', () => {
+    const msg = new ForwardedResult(4, text);
+    assert.equal(msg.jsonrpc, '2.0');
+    assert.equal(msg.id, 4);
+    assert.equal(msg.error, undefined);
+    assert.deepEqual(msg.result, { content: [{ type: 'text', text: 'hi' }], isError: true });
+    assert.deepEqual(JSON.parse(JSON.stringify(msg)), JSON.parse(text));
+    assert.ok(isResponse(msg));
+  });
+
+  it('parses its text once, on the first read, and serialises under the id it was given since', () => {
+    const msg = new ForwardedResult(4, text);
+    assert.equal(msg.result, msg.result);
+    msg.id = 'client-9';
+    assert.deepEqual(JSON.parse(JSON.stringify(msg)), { ...(JSON.parse(text) as object), id: 'client-9' });
+  });
+
+  it('reads as an upstream error when its result turns out not to be JSON', () => {
+    const msg = new ForwardedResult(4, '{"jsonrpc":"2.0","id":4,"result":{"a":tru}}');
+    assert.equal(msg.result, undefined);
+    assert.equal(msg.error?.code, -32000);
+    assert.match(msg.error?.message ?? '', /answered with text that is not JSON/);
+    assert.deepEqual(JSON.parse(JSON.stringify(msg)), { jsonrpc: '2.0', id: 4, error: msg.error });
+  });
+
+  it('withId copies it whole under another id, where a spread would lose its result', () => {
+    const msg = new ForwardedResult(4, text);
+    assert.equal(({ ...msg } as { result?: unknown }).result, undefined);
+    assert.deepEqual(withId(msg, 'x'), { jsonrpc: '2.0', id: 'x', result: JSON.parse(text).result });
+    assert.deepEqual(withId(errorResponse(1, -32601, 'no'), 2), errorResponse(2, -32601, 'no'));
   });
 });

@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { keepsEveryKey, swapId } from './raw-id.js';
+import { keepsEveryKey, resultAnswerId, swapId } from './raw-id.js';
 
 /** Parses the swapped text and checks it is the original message with only the id changed. */
 function assertSwapped(text: string, id: string | number, options?: { uniqueKeys?: boolean }): string {
@@ -232,6 +232,80 @@ describe('swapId on generated messages', () => {
       const { id: _dropped, ...rest } = msg;
       assert.equal(swapId(gen.serialise(rest), newId), undefined, context);
     }
+  });
+});
+
+describe('resultAnswerId', () => {
+  it('reads the id of a success answer, whatever the order of its members and the whitespace around them', () => {
+    assert.equal(resultAnswerId('{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"hi"}]}}'), 7);
+    assert.equal(resultAnswerId('{"result":[1,{"id":2}],"id":"call-1","jsonrpc":"2.0"}'), 'call-1');
+    assert.equal(resultAnswerId(' {\n  "id" : -3 ,\r\n "jsonrpc":\t"2.0", "result" : null }\n'), -3);
+    assert.equal(resultAnswerId('{"jsonrpc":"2.0","id":0,"result":"a \\"quoted\\" } ] text"}'), 0);
+  });
+
+  it('does not validate the result it skips: that is for whoever reads it', () => {
+    assert.equal(resultAnswerId('{"jsonrpc":"2.0","id":1,"result":{"a":tru}}'), 1);
+  });
+
+  it('leaves every other message to a parser: errors, requests, notifications and members JSON-RPC does not have', () => {
+    for (const text of [
+      '{"jsonrpc":"2.0","id":1,"error":{"code":-32601,"message":"no"}}',
+      '{"jsonrpc":"2.0","id":1,"method":"ping"}',
+      '{"jsonrpc":"2.0","method":"notifications/progress","params":{}}',
+      '{"jsonrpc":"2.0","id":1,"result":{},"extra":true}',
+      '{"jsonrpc":"2.0","id":1}',
+      '{"id":1,"result":{}}',
+    ]) {
+      assert.equal(resultAnswerId(text), undefined, text);
+    }
+  });
+
+  it('leaves to a parser what it could misread: repeated members, escapes in keys, escapes or control characters in a string id, ids that are not integers, another version', () => {
+    for (const text of [
+      '{"jsonrpc":"2.0","id":1,"id":2,"result":{}}',
+      '{"jsonrpc":"2.0","id":1,"result":{},"result":{}}',
+      '{"jsonrpc":"2.0","\\u0069d":1,"result":{}}',
+      '{"jsonrpc":"2.0","id":"a\\"b","result":{}}',
+      '{"jsonrpc":"2.0","id":1.5,"result":{}}',
+      '{"jsonrpc":"2.0","id":1e3,"result":{}}',
+      '{"jsonrpc":"2.0","id":12345678901234567890,"result":{}}',
+      '{"jsonrpc":"2.0","id":null,"result":{}}',
+      '{"jsonrpc":"2.0","id":true,"result":{}}',
+      '{"jsonrpc":"2.0","id":"a\u0001b","result":{}}',
+      '{"jsonrpc":"1.0","id":1,"result":{}}',
+    ]) {
+      assert.equal(resultAnswerId(text), undefined, text);
+    }
+  });
+
+  it('gives up on anything that is not one whole object, without throwing', () => {
+    for (const text of ['', 'Server started on stdio', '[{"jsonrpc":"2.0","id":1,"result":{}}]', '{"jsonrpc":"2.0","id":1,"result":{}', '{"jsonrpc":"2.0","id":1,"result":{}} {}', '{"jsonrpc":"2.0","id":1,"result":"open']) {
+      assert.equal(resultAnswerId(text), undefined, text);
+    }
+  });
+
+  it('agrees with JSON.parse on thousands of random messages: an id only for a plain success answer, and the right one', () => {
+    const seed = Number(process.env.RAW_ID_SEED ?? 20260101);
+    const gen = generator(rng(seed));
+    let read = 0;
+    for (let n = 0; n < 5000; n++) {
+      const msg = gen.message();
+      for (const text of [gen.serialise(msg), JSON.stringify(msg)]) {
+        const parsed = JSON.parse(text) as Record<string, unknown>;
+        const plain = Object.keys(parsed).sort().join() === 'id,jsonrpc,result';
+        const id = resultAnswerId(text);
+        if (id !== undefined) {
+          read++;
+          assert.ok(plain, `seed ${seed}, case ${n}: ${text}`);
+          assert.equal(id, parsed.id, `seed ${seed}, case ${n}: ${text}`);
+        } else if (text === JSON.stringify(msg) && plain) {
+          // What a server writes with JSON.stringify is read, unless its id is one left to the parser.
+          const ok = typeof msg.id === 'string' ? JSON.stringify(msg.id).includes('\\') : !Number.isSafeInteger(msg.id);
+          assert.ok(ok, `seed ${seed}, case ${n}: ${text}`);
+        }
+      }
+    }
+    assert.ok(read > 500, `only ${read} answers read`);
   });
 });
 

@@ -11,8 +11,10 @@
  * backslashes before each quote (or, where escaped quotes are dense, a regular expression), so the
  * cost is mostly native searching, not a JavaScript loop per character.
  *
- * The text must already be known to be valid JSON (callers have parsed it): invalid text may
- * yield `undefined` or a meaningless result, but never an exception.
+ * `swapId` and `keepsEveryKey` take text already known to be valid JSON (their callers have parsed
+ * it): invalid text may yield `undefined` or a meaningless result, but never an exception.
+ * `resultAnswerId` reads the envelope of a server's answer that nobody parsed, so it checks every
+ * character of the envelope itself and gives up on anything it does not expect.
  */
 
 const TAB = 9;
@@ -89,6 +91,68 @@ export function swapId(text: string, id: string | number, options?: SwapIdOption
   if (skipWs(text, i + 1) !== text.length) return undefined;
   if (idStart < 0) return undefined;
   return text.slice(0, idStart) + JSON.stringify(id) + text.slice(idEnd);
+}
+
+/** The ids the gateway sends upstream and gets back: integers JavaScript holds exactly, or plain strings. */
+const INTEGER_ID = /^-?(?:0|[1-9][0-9]{0,15})$/;
+/** The inside of a JSON string that means exactly what it says: no escapes, no raw control characters. */
+const PLAIN_STRING = /^[^"\\\u0000-\u001f]*$/;
+
+/**
+ * The id of `text` when it is a plain JSON-RPC success answer: one object whose members are
+ * `"jsonrpc": "2.0"`, an `id` that is an integer or a string without escapes, and `result`, each
+ * once, in any order. Anything else gives undefined: an error answer, a request or notification,
+ * another member, a repeated key, text that is not one object. The caller then parses the text.
+ *
+ * Only the envelope is read. `result` is skipped by counting its brackets outside strings and is
+ * not validated: an answer the gateway only forwards passes as the server wrote it, as through any
+ * proxy of bytes, and whoever reads its result parses it then (see ForwardedResult).
+ */
+export function resultAnswerId(text: string): string | number | undefined {
+  let i = skipWs(text, 0);
+  if (text.charCodeAt(i) !== LBRACE) return undefined;
+  let id: string | number | undefined;
+  let version = false;
+  let result = false;
+  for (;;) {
+    i = skipWs(text, i + 1);
+    if (text.charCodeAt(i) !== QUOTE) return undefined;
+    const keyEnd = endOfString(text, i);
+    if (keyEnd < 0) return undefined;
+    // The three names have no escapes; a key written with one is not read as any of them here.
+    const key = text.slice(i + 1, keyEnd - 1);
+    i = skipWs(text, keyEnd);
+    if (text.charCodeAt(i) !== COLON) return undefined;
+    const start = skipWs(text, i + 1);
+    const end = endOfValue(text, start);
+    if (end < 0) return undefined;
+    if (key === 'id' && id === undefined) {
+      const value = text.slice(start, end);
+      if (text.charCodeAt(start) === QUOTE) {
+        id = value.slice(1, -1);
+        if (!PLAIN_STRING.test(id)) return undefined;
+      } else if (INTEGER_ID.test(value)) {
+        id = Number(value);
+        if (!Number.isSafeInteger(id)) return undefined;
+      } else {
+        return undefined;
+      }
+    } else if (key === 'jsonrpc' && !version) {
+      if (end - start !== 5 || !text.startsWith('"2.0"', start)) return undefined;
+      version = true;
+    } else if (key === 'result' && !result) {
+      result = true;
+    } else {
+      return undefined;
+    }
+    i = skipWs(text, end);
+    const c = text.charCodeAt(i);
+    if (c === RBRACE) break;
+    if (c !== COMMA) return undefined;
+  }
+  // Nothing but whitespace may follow the object.
+  if (skipWs(text, i + 1) !== text.length || !version || !result) return undefined;
+  return id;
 }
 
 /**

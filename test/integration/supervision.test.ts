@@ -377,18 +377,16 @@ describe('answering a stdio client', () => {
     await gateway?.shutdown(1000);
   });
 
-  it('sends the first of the answers that arrive together at once, and the others in one write after it', async () => {
-    // A server that answers all the requests of one read in a single write, saying how many it read.
-    const command = tinyServer('together', "'read with ' + requests.length", 'together');
+  /** `policylayer run`'s two halves on `command`: what the test writes to `input` is the client's, `writes` what it reads, write by write. */
+  async function wrap(name: string, command: string[]): Promise<{ input: PassThrough; writes: string[] }> {
     const logger = captureLogger().logger;
     gateway = new Gateway({ logger, sessionIdleTimeoutMs: 60_000, limiter: createLimiter(createMemoryStore(), { onStoreError: 'deny' }, logger) });
     const server = {
-      name: 'together',
-      upstream: new StdioUpstream({ name: 'together', command, timeoutMs: 5000, logger }),
+      name,
+      upstream: new StdioUpstream({ name, command, timeoutMs: 5000, logger }),
       policy: compilePolicy({ version: '1', default: 'allow' }, '<test>'),
     };
     gateway.addServer(server);
-    // What the client reads: each write the gateway makes to its stdout, as made.
     const writes: string[] = [];
     const out = new Writable({
       write(chunk: Buffer, _encoding, done) {
@@ -404,11 +402,18 @@ describe('answering a stdio client', () => {
     input.write(`${JSON.stringify({ jsonrpc: '2.0', id: 100, method: 'tools/list' })}\n`);
     await waitFor(() => writes.length === 2, 5000);
     writes.length = 0;
-    const call = (id: number) => JSON.stringify({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'echo', arguments: {} } });
+    return { input, writes };
+  }
+
+  const call = (id: number, args: Record<string, unknown> = {}) => JSON.stringify({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'echo', arguments: args } });
+  const lines = (w: string) => w.split('\n').filter((l) => l !== '');
+
+  it('sends the first of the answers that arrive together at once, and the others in one write after it', async () => {
+    // A server that answers all the requests of one read in a single write, saying how many it read.
+    const { input, writes } = await wrap('together', tinyServer('together', "'read with ' + requests.length", 'together'));
     // Four calls in one chunk: they reach the server in one write, and their answers come back in one.
-    input.write(`${[1, 2, 3, 4].map(call).join('\n')}\n`);
+    input.write(`${[1, 2, 3, 4].map((id) => call(id)).join('\n')}\n`);
     await waitFor(() => writes.join('').split('\n').length === 5, 5000);
-    const lines = (w: string) => w.split('\n').filter((l) => l !== '');
     assert.deepEqual(writes.map(lines).map((ls) => ls.length), [1, 3], 'the first answer alone, then the three others together');
     const answers = writes.flatMap(lines).map((l) => JSON.parse(l) as JsonRpcResponse);
     assert.deepEqual(
@@ -416,5 +421,32 @@ describe('answering a stdio client', () => {
       [1, 2, 3, 4],
     );
     assert.ok(answers.every((a) => textOf(a.result) === 'read with 4'), 'the server read the four calls at once');
+  });
+
+  it('forwards an answer as the server wrote it, its spacing and the order of its members included, and one whose result is not JSON too', async () => {
+    // The server writes its answer to a call from the template in the call's arguments, with the id filled in.
+    const script = `
+      let rest = '';
+      process.stdin.setEncoding('utf8');
+      process.stdin.on('data', (chunk) => {
+        const lines = (rest + chunk).split('\\n');
+        rest = lines.pop();
+        for (const m of lines.filter((l) => l.trim() !== '').map((l) => JSON.parse(l)).filter((m) => m.id !== undefined)) {
+          const result = m.method === 'initialize'
+            ? { protocolVersion: m.params.protocolVersion, capabilities: { tools: {} }, serverInfo: { name: 'raw', version: '0' } }
+            : { tools: [{ name: 'echo', inputSchema: { type: 'object' } }] };
+          const line = m.method === 'tools/call' ? m.params.arguments.answer.replace('ID', JSON.stringify(m.id)) : JSON.stringify({ jsonrpc: '2.0', id: m.id, result });
+          process.stdout.write(line + '\\n');
+        }
+      });`;
+    const { input, writes } = await wrap('raw', [process.execPath, '-e', script]);
+    const spaced = '{ "result" : { "content" : [ { "type":"text", "text":"a" } ] } , "id" : ID,  "jsonrpc":"2.0" }';
+    // Brackets that balance around text no parser accepts: the gateway reads only the envelope.
+    const broken = '{"jsonrpc":"2.0","id":ID,"result":{"content":[{"type":"text","text":"b"}],}}';
+    input.write(`${call(1, { answer: spaced })}\n`);
+    await waitFor(() => writes.length === 1, 5000);
+    input.write(`${call(2, { answer: broken })}\n`);
+    await waitFor(() => writes.length === 2, 5000);
+    assert.deepEqual(writes.map(lines), [[spaced.replace('ID', '1')], [broken.replace('ID', '2')]]);
   });
 });

@@ -8,11 +8,13 @@ import type { Logger } from '../../telemetry/logger.js';
 import { JsonRpcErrors } from '../../errors.js';
 import {
   classify,
+  ForwardedResult,
   type JsonRpcMessage,
   type JsonRpcNotification,
   type JsonRpcRequest,
   type JsonRpcResponse,
 } from '../../util/jsonrpc.js';
+import { resultAnswerId } from '../../util/raw-id.js';
 import { sseParser, type SseEvent } from '../../util/sse.js';
 import { Http1Pool, headerBlock, type Exchange, type ExchangeRequest, type ResponseHeaders } from './http1.js';
 import { TranslatedSession } from './translated.js';
@@ -535,6 +537,9 @@ export class HttpSession implements UpstreamSession {
   }
 
   private onBody(call: CallState, status: number, text: string): void {
+    // A success answer is forwarded as the server wrote it; its result is parsed only if read.
+    const id = resultAnswerId(text);
+    if (id !== undefined) return this.answer(call, new ForwardedResult(id, text), text);
     const m = safeParse(text);
     if (m && !('method' in m)) return this.answer(call, m as JsonRpcResponse, text);
     if (status === 404 && this.sessionId !== undefined) {

@@ -2,7 +2,7 @@
  * Lets many independent clients share one upstream session: their request ids and progress tokens
  * would collide there, so each is replaced by a gateway-unique one and restored on the way back.
  */
-import type { JsonRpcId, JsonRpcNotification, JsonRpcRequest, JsonRpcResponse } from '../../util/jsonrpc.js';
+import { withId, type JsonRpcId, type JsonRpcNotification, type JsonRpcRequest, type JsonRpcResponse } from '../../util/jsonrpc.js';
 import type { CallHandlers, ServerMessage, UpstreamSession } from './types.js';
 
 export class MultiplexedSession {
@@ -42,7 +42,7 @@ export class MultiplexedSession {
       },
       onResponse: (msg: JsonRpcResponse) => {
         this.calls.delete(gid);
-        handlers.onResponse({ ...msg, id: req.id }, undefined);
+        handlers.onResponse(withId(msg, req.id), undefined);
       },
     });
     return gid;

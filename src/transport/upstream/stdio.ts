@@ -11,6 +11,7 @@ import { JsonRpcErrors } from '../../errors.js';
 import { GATEWAY_CLIENT_CAPABILITIES, GATEWAY_INFO, LATEST_SESSION_VERSION } from '../../gateway/protocol.js';
 import {
   classify,
+  ForwardedResult,
   type JsonRpcId,
   type JsonRpcMessage,
   type JsonRpcNotification,
@@ -19,7 +20,7 @@ import {
 } from '../../util/jsonrpc.js';
 import { lineSplitter } from '../../util/lines.js';
 import { trackGroup, untrackGroup } from './reaper.js';
-import { swapId } from '../../util/raw-id.js';
+import { resultAnswerId, swapId } from '../../util/raw-id.js';
 import { upstreamError, type CallHandlers, type ServerMessage, type Upstream, type UpstreamSession } from './types.js';
 
 export interface StdioUpstreamOptions {
@@ -352,6 +353,12 @@ export class StdioUpstream implements Upstream {
   }
 
   private onLine(line: string): void {
+    // Most lines answer a call: the id is read from the text and the result forwarded unparsed.
+    const answerId = resultAnswerId(line);
+    if (answerId !== undefined) {
+      this.onResponse(new ForwardedResult(answerId, line), line);
+      return;
+    }
     let msg: JsonRpcMessage;
     let kind;
     try {
