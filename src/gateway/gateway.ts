@@ -15,6 +15,7 @@ import type { LimitOutcome, Limiter, Ticket } from '../limits/limiter.js';
 import { evaluate, visibleTools, type ApprovalSpec, type CompiledPolicy, type Decision } from '../policy/index.js';
 import {
   errorResponse,
+  outcomeOf,
   resultResponse,
   type JsonRpcId,
   type JsonRpcNotification,
@@ -833,8 +834,8 @@ export class Gateway {
     return answeredBy(
       reply,
       (msg, rawResponse) => {
-        const isError = (msg.result as { isError?: unknown } | undefined)?.isError === true;
-        settle(msg.error !== undefined || (refundToolErrors && isError));
+        const outcome = outcomeOf(msg);
+        settle(outcome === 'error' || (refundToolErrors && outcome === 'tool_error'));
         reply.onResponse(msg, rawResponse);
       },
       reply.onStreamEnd
@@ -1067,8 +1068,9 @@ function auditOutcome(audit: CallAudit, msg: JsonRpcResponse, raw: string | unde
   // upstream side made of that; the record says who ended it.
   const cancelled = options?.signal?.aborted === true || session.closed || session.cancelledByClient.delete(id);
   const bytes = Buffer.byteLength(raw ?? JSON.stringify(msg));
-  if (msg.error !== undefined) audit.finished(cancelled ? 'cancelled' : 'error', bytes, msg.error.message);
-  else audit.finished((msg.result as { isError?: unknown } | undefined)?.isError === true ? 'tool_error' : 'ok', bytes, null);
+  const outcome = outcomeOf(msg);
+  if (outcome === 'error') audit.finished(cancelled ? 'cancelled' : 'error', bytes, msg.error?.message ?? null);
+  else audit.finished(outcome, bytes, null);
 }
 
 /** The client's progress token of a request, when it sent one (`params._meta.progressToken`). */

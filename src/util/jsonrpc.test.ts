@@ -6,6 +6,7 @@ import {
   errorResponse,
   ForwardedResult,
   idOf,
+  outcomeOf,
   isNotification,
   isRequest,
   isResponse,
@@ -173,5 +174,27 @@ describe('a forwarded success answer', () => {
     assert.equal(({ ...msg } as { result?: unknown }).result, undefined);
     assert.deepEqual(withId(msg, 'x'), { jsonrpc: '2.0', id: 'x', result: JSON.parse(text).result });
     assert.deepEqual(withId(errorResponse(1, -32601, 'no'), 2), errorResponse(2, -32601, 'no'));
+  });
+
+  it('tells its outcome from the text when no key there can be isError, and from the parsed result otherwise', () => {
+    const ok = new ForwardedResult(1, '{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"a\\nb"}]}}');
+    assert.equal(outcomeOf(ok), 'ok');
+    assert.equal(outcomeOf(new ForwardedResult(1, text)), 'tool_error');
+    // Named only inside a string, or spelled with escapes: the result is read to be sure.
+    assert.equal(outcomeOf(new ForwardedResult(1, '{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"isError"}]}}')), 'ok');
+    assert.equal(outcomeOf(new ForwardedResult(1, '{"jsonrpc":"2.0","id":1,"result":{"content":[],"\\u0069sError":true}}')), 'tool_error');
+    assert.equal(outcomeOf(new ForwardedResult(1, '{"jsonrpc":"2.0","id":1,"result":{"isError":false}}')), 'ok');
+    // A result that is not JSON is a failure once something has read it.
+    const broken = new ForwardedResult(1, '{"jsonrpc":"2.0","id":1,"result":{"isError":tru}}');
+    assert.equal(outcomeOf(broken), 'error');
+  });
+});
+
+describe('outcomeOf a parsed answer', () => {
+  it('is an error, a tool error or a success', () => {
+    assert.equal(outcomeOf(errorResponse(1, -32601, 'no')), 'error');
+    assert.equal(outcomeOf(resultResponse(1, { content: [], isError: true })), 'tool_error');
+    assert.equal(outcomeOf(resultResponse(1, { content: [], isError: 'yes' })), 'ok');
+    assert.equal(outcomeOf(resultResponse(1, {})), 'ok');
   });
 });

@@ -71,6 +71,16 @@ export class ForwardedResult implements JsonRpcResponse {
     return withId(this, this.id);
   }
 
+  /**
+   * The answer's outcome, from its text where that settles it: a text with no `isError` in it, and
+   * no `\u` escape that could spell the key, is a success, parsed or not (the audit log and the
+   * limits ask this of every answer). Whether the rest of the text is JSON is the client's to see.
+   */
+  get outcome(): Outcome {
+    if (this.#parsed === undefined && !this.#text.includes('isError') && !this.#text.includes('\\u')) return 'ok';
+    return parsedOutcome(this);
+  }
+
   #read(): { result?: unknown; error?: JsonRpcErrorObject } {
     if (this.#parsed === undefined) {
       try {
@@ -81,6 +91,18 @@ export class ForwardedResult implements JsonRpcResponse {
     }
     return this.#parsed;
   }
+}
+
+/** How a call's answer ended: a JSON-RPC error, a tool result with `isError: true`, or a success. */
+export type Outcome = 'error' | 'tool_error' | 'ok';
+
+export function outcomeOf(msg: JsonRpcResponse): Outcome {
+  return msg instanceof ForwardedResult ? msg.outcome : parsedOutcome(msg);
+}
+
+function parsedOutcome(msg: JsonRpcResponse): Outcome {
+  if (msg.error !== undefined) return 'error';
+  return (msg.result as { isError?: unknown } | undefined)?.isError === true ? 'tool_error' : 'ok';
 }
 
 /** A plain copy of an answer under another id (a ForwardedResult's `result` is not an own member). */
