@@ -240,6 +240,7 @@ describe('resultAnswerId', () => {
     assert.equal(resultAnswerId('{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"hi"}]}}'), 7);
     assert.equal(resultAnswerId('{"result":[1,{"id":2}],"id":"call-1","jsonrpc":"2.0"}'), 'call-1');
     assert.equal(resultAnswerId(' {\n  "id" : -3 ,\r\n "jsonrpc":\t"2.0", "result" : null }\n'), -3);
+    assert.equal(resultAnswerId('{"jsonrpc":"2.0","id":9007199254740991,"result":{}}'), Number.MAX_SAFE_INTEGER);
     assert.equal(resultAnswerId('{"jsonrpc":"2.0","id":0,"result":"a \\"quoted\\" } ] text"}'), 0);
   });
 
@@ -267,6 +268,9 @@ describe('resultAnswerId', () => {
       '{"jsonrpc":"2.0","\\u0069d":1,"result":{}}',
       '{"jsonrpc":"2.0","id":"a\\"b","result":{}}',
       '{"jsonrpc":"2.0","id":1.5,"result":{}}',
+      '{"jsonrpc":"2.0","id":01,"result":{}}',
+      '{"jsonrpc":"2.0","id":-,"result":{}}',
+      '{"jsonrpc":"2.0","id":1 2,"result":{}}',
       '{"jsonrpc":"2.0","id":1e3,"result":{}}',
       '{"jsonrpc":"2.0","id":12345678901234567890,"result":{}}',
       '{"jsonrpc":"2.0","id":null,"result":{}}',
