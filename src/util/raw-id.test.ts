@@ -236,6 +236,11 @@ describe('swapId on generated messages', () => {
 });
 
 describe('resultAnswerId', () => {
+  /** Each text gives no id: it is left to a parser. */
+  const leftToAParser = (texts: string[]) => {
+    for (const text of texts) assert.equal(resultAnswerId(text), undefined, text);
+  };
+
   it('reads the id of a success answer, whatever the order of its members and the whitespace around them', () => {
     assert.equal(resultAnswerId('{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"hi"}]}}'), 7);
     assert.equal(resultAnswerId('{"result":[1,{"id":2}],"id":"call-1","jsonrpc":"2.0"}'), 'call-1');
@@ -249,20 +254,18 @@ describe('resultAnswerId', () => {
   });
 
   it('leaves every other message to a parser: errors, requests, notifications and members JSON-RPC does not have', () => {
-    for (const text of [
+    leftToAParser([
       '{"jsonrpc":"2.0","id":1,"error":{"code":-32601,"message":"no"}}',
       '{"jsonrpc":"2.0","id":1,"method":"ping"}',
       '{"jsonrpc":"2.0","method":"notifications/progress","params":{}}',
       '{"jsonrpc":"2.0","id":1,"result":{},"extra":true}',
       '{"jsonrpc":"2.0","id":1}',
       '{"id":1,"result":{}}',
-    ]) {
-      assert.equal(resultAnswerId(text), undefined, text);
-    }
+    ]);
   });
 
   it('leaves to a parser what it could misread: repeated members, escapes in keys, escapes or control characters in a string id, ids that are not integers, another version', () => {
-    for (const text of [
+    leftToAParser([
       '{"jsonrpc":"2.0","id":1,"id":2,"result":{}}',
       '{"jsonrpc":"2.0","id":1,"result":{},"result":{}}',
       '{"jsonrpc":"2.0","\\u0069d":1,"result":{}}',
@@ -277,15 +280,11 @@ describe('resultAnswerId', () => {
       '{"jsonrpc":"2.0","id":true,"result":{}}',
       '{"jsonrpc":"2.0","id":"a\u0001b","result":{}}',
       '{"jsonrpc":"1.0","id":1,"result":{}}',
-    ]) {
-      assert.equal(resultAnswerId(text), undefined, text);
-    }
+    ]);
   });
 
   it('gives up on anything that is not one whole object, without throwing', () => {
-    for (const text of ['', 'Server started on stdio', '[{"jsonrpc":"2.0","id":1,"result":{}}]', '{"jsonrpc":"2.0","id":1,"result":{}', '{"jsonrpc":"2.0","id":1,"result":{}} {}', '{"jsonrpc":"2.0","id":1,"result":"open']) {
-      assert.equal(resultAnswerId(text), undefined, text);
-    }
+    leftToAParser(['', 'Server started on stdio', '[{"jsonrpc":"2.0","id":1,"result":{}}]', '{"jsonrpc":"2.0","id":1,"result":{}', '{"jsonrpc":"2.0","id":1,"result":{}} {}', '{"jsonrpc":"2.0","id":1,"result":"open']);
   });
 
   it('agrees with JSON.parse on thousands of random messages: an id only for a plain success answer, and the right one', () => {

@@ -258,8 +258,9 @@ function socketWrites(fn: () => void): number {
  * expression of the request `m` and of `requests`, all the requests of the read that held it.
  * Each answer goes after `delayMs` (an expression too), in a write of its own; or, with
  * `delayMs: 'together'`, the answers to the requests of one read go at once in a single write.
+ * `callLine`, when given, is an expression for the whole text of a tools/call's answer instead.
  */
-function tinyServer(name: string, text: string, delayMs = '0'): string[] {
+function tinyServer(name: string, text: string, delayMs = '0', callLine?: string): string[] {
   const together = delayMs === 'together';
   const script = `
     let rest = '';
@@ -275,7 +276,7 @@ function tinyServer(name: string, text: string, delayMs = '0'): string[] {
           : m.method === 'tools/list'
             ? { tools: [{ name: 'echo', inputSchema: { type: 'object' } }] }
             : { content: [{ type: 'text', text: ${text} }] };
-        const line = JSON.stringify({ jsonrpc: '2.0', id: m.id, result }) + '\\n';
+        const line = (${callLine === undefined ? '' : `m.method === 'tools/call' ? ${callLine} : `}JSON.stringify({ jsonrpc: '2.0', id: m.id, result })) + '\\n';
         ${together ? 'out.push(line);' : `setTimeout(() => process.stdout.write(line), ${delayMs});`}
       }
       ${together ? "if (out.length > 0) process.stdout.write(out.join(''));" : ''}
@@ -425,21 +426,7 @@ describe('answering a stdio client', () => {
 
   it('forwards an answer as the server wrote it, its spacing and the order of its members included, and one whose result is not JSON too', async () => {
     // The server writes its answer to a call from the template in the call's arguments, with the id filled in.
-    const script = `
-      let rest = '';
-      process.stdin.setEncoding('utf8');
-      process.stdin.on('data', (chunk) => {
-        const lines = (rest + chunk).split('\\n');
-        rest = lines.pop();
-        for (const m of lines.filter((l) => l.trim() !== '').map((l) => JSON.parse(l)).filter((m) => m.id !== undefined)) {
-          const result = m.method === 'initialize'
-            ? { protocolVersion: m.params.protocolVersion, capabilities: { tools: {} }, serverInfo: { name: 'raw', version: '0' } }
-            : { tools: [{ name: 'echo', inputSchema: { type: 'object' } }] };
-          const line = m.method === 'tools/call' ? m.params.arguments.answer.replace('ID', JSON.stringify(m.id)) : JSON.stringify({ jsonrpc: '2.0', id: m.id, result });
-          process.stdout.write(line + '\\n');
-        }
-      });`;
-    const { input, writes } = await wrap('raw', [process.execPath, '-e', script]);
+    const { input, writes } = await wrap('raw', tinyServer('raw', "''", '0', "m.params.arguments.answer.replace('ID', JSON.stringify(m.id))"));
     const spaced = '{ "result" : { "content" : [ { "type":"text", "text":"a" } ] } , "id" : ID,  "jsonrpc":"2.0" }';
     // Brackets that balance around text no parser accepts: the gateway reads only the envelope.
     const broken = '{"jsonrpc":"2.0","id":ID,"result":{"content":[{"type":"text","text":"b"}],}}';
