@@ -140,15 +140,16 @@ export function resultAnswerId(text: string): string | number | undefined {
       } else {
         // An integer of at most 16 digits, without leading zeros; anything else is left to a parser.
         const negative = text.charCodeAt(i) === MINUS;
-        let j = negative ? i + 1 : i;
+        const first = negative ? i + 1 : i;
+        let j = first;
         let n = 0;
         let c = text.charCodeAt(j);
         while (c >= DIGIT_0 && c <= DIGIT_9) {
           n = n * 10 + (c - DIGIT_0);
           c = text.charCodeAt(++j);
         }
-        const digits = j - (negative ? i + 1 : i);
-        if (digits === 0 || digits > 16 || (digits > 1 && text.charCodeAt(negative ? i + 1 : i) === DIGIT_0)) return undefined;
+        const digits = j - first;
+        if (digits === 0 || digits > 16 || (digits > 1 && text.charCodeAt(first) === DIGIT_0)) return undefined;
         if (!Number.isSafeInteger(n)) return undefined;
         id = negative ? -n : n;
         end = j;
