@@ -105,10 +105,30 @@ export class EventEncoder {
     if (this.ids.size > MAX_STRINGS) this.restart();
     const reset = this.resetPending;
     this.resetPending = false;
-    const values: unknown[] = [];
+    // Sized once and filled by index, each field read by name: this runs on the event loop, where
+    // a loop over INTERNED made every read a megamorphic keyed load and the array grew by pushes
+    // (about half the hand-over's time with a dozen events).
+    const values: unknown[] = new Array(events.length * FIELDS_PER_EVENT);
+    let i = 0;
     for (const e of events) {
-      values.push(e.at, e.requestId, e.arguments, e.latencyMs, e.resultBytes);
-      for (const f of INTERNED) values.push(this.ref(e[f]));
+      values[i] = e.at;
+      values[i + 1] = e.requestId;
+      values[i + 2] = e.arguments;
+      values[i + 3] = e.latencyMs;
+      values[i + 4] = e.resultBytes;
+      values[i + 5] = this.ref(e.grantId);
+      values[i + 6] = this.ref(e.grantLabel);
+      values[i + 7] = this.ref(e.session);
+      values[i + 8] = this.ref(e.server);
+      values[i + 9] = this.ref(e.method);
+      values[i + 10] = this.ref(e.tool);
+      values[i + 11] = this.ref(e.decision);
+      values[i + 12] = this.ref(e.rule);
+      values[i + 13] = this.ref(e.reason);
+      values[i + 14] = this.ref(e.policyVersion);
+      values[i + 15] = this.ref(e.upstreamStatus);
+      values[i + 16] = this.ref(e.error);
+      i += FIELDS_PER_EVENT;
     }
     return { reset, values };
   }
