@@ -26,7 +26,8 @@
  * (`audit: { sinks: [] }`): the log is on by default, and earlier runs had none, so without it
  * those numbers would change meaning from one run to the next.
  * Scenarios run in interleaved rounds so that a slow moment of a shared machine spreads over all
- * of them instead of falling on one. Each caller is closed-loop (sends its next call when the
+ * of them instead of falling on one. Each gateway (and the null proxy) runs in --processes copies,
+ * one measured per round in turn, so that no scenario's result is one process's luck. Each caller is closed-loop (sends its next call when the
  * previous one is answered); latency is from just before the request is sent to just after the
  * whole answer is read and checked.
  */
@@ -95,10 +96,14 @@ is measured both as a stdio client meets it (\`policylayer run -- <server>\`, wr
 as an HTTP client does (\`policylayer serve\`, gateway-stdio).
 
 Options:
-  --quick                   about 20 s instead of about 2 min; does not write the docs unless --write
-  --rounds N                interleaved rounds per scenario (default 3, quick 1)
+  --quick                   about 20 s instead of about 3 min; does not write the docs unless --write
+  --rounds N                interleaved rounds per scenario (default 6, quick 1)
   --duration S              measured seconds per scenario, over all rounds (default 9, quick 1.2)
   --warmup S                warm-up seconds before each round (default 0.5)
+  --processes N             processes of each gateway (and of the null proxy), measured in turn, one
+                            per round (default 3, quick 1): two processes of one build differ by a few
+                            percent on a shared machine, and a scenario measured on one of them carries
+                            that difference whole
   --concurrency LIST        default 1,16
   --payload BYTES           length of the text each call sends and gets back (default: 'hello')
   --only LIST               scenarios to run, of: direct-http,gateway-http,floor-http,limits-http,
@@ -130,6 +135,8 @@ Example:
 
 interface Options {
   rounds: number;
+  /** Processes of each gateway, each measured in its turn of the rounds. */
+  processes: number;
   measureMs: number;
   warmupMs: number;
   concurrency: number[];
@@ -158,6 +165,7 @@ function parse(argv: string[]) {
     options: {
       quick: { type: 'boolean' },
       rounds: { type: 'string' },
+      processes: { type: 'string' },
       duration: { type: 'string' },
       warmup: { type: 'string' },
       concurrency: { type: 'string' },
@@ -206,7 +214,8 @@ function options(argv: string[]): Options | undefined {
   const format = values.format ?? 'text';
   if (format !== 'text' && format !== 'json') throw new UsageError(`--format expects text or json, got '${format}'`);
   return {
-    rounds: Math.round(num(values.rounds, quick ? 1 : 3, 'rounds')),
+    rounds: Math.round(num(values.rounds, quick ? 1 : 6, 'rounds')),
+    processes: Math.round(num(values.processes, quick ? 1 : 3, 'processes')),
     measureMs: num(values.duration, quick ? 1.2 : 9, 'duration') * 1000,
     warmupMs: num(values.warmup, 0.5, 'warmup') * 1000,
     concurrency: (values.concurrency ?? '1,16').split(',').map((c) => Math.round(num(c, 1, 'concurrency'))),
@@ -225,14 +234,22 @@ function options(argv: string[]): Options | undefined {
   };
 }
 
-interface Scenario {
-  path: Path;
-  upstream: UpstreamKind;
-  concurrency: number;
+/** One process (or set of processes) a scenario is measured through, and its callers. */
+interface Instance {
   callers: Caller[];
   /** The processes whose CPU time is charged to the gateway and to the upstream. */
   gatewayPid?: number | undefined;
   upstreamPid?: number | undefined;
+  /** An audit gateway's count of the calls that went through it, warm-up included: what its log should hold. */
+  audited?: { calls: number };
+}
+
+interface Scenario {
+  path: Path;
+  upstream: UpstreamKind;
+  concurrency: number;
+  /** Round r measures instances[(r - 1) % length]: each gateway process in turn. */
+  instances: Instance[];
   samples: Samples;
   calls: number;
   elapsedNs: number;
@@ -364,8 +381,11 @@ async function main(argv: string[]): Promise<number> {
       return p;
     };
 
-    // Each gateway build runs in its own process with the same config; each spawns its own stdio server.
-    const gateways = new Map<'gateway' | 'compared', { process: Started; url: string }>();
+    // Each gateway build runs in opts.processes processes with the same config; each spawns its own stdio server.
+    const copies = Array.from({ length: opts.processes }, (_, i) => i);
+    /** `name`, and which of its processes this is when there are several. */
+    const nth = (name: string, i: number) => (opts.processes > 1 ? `${name} (${i + 1} of ${opts.processes})` : name);
+    const gateways = new Map<'gateway' | 'compared', Array<{ process: Started; url: string }>>();
     if (needGateway) {
       const servers: Record<string, unknown> = {};
       if (wants('gateway-http')) servers['bench-http'] = { url: upstreamUrl, policy: 'policy.json' };
@@ -373,53 +393,57 @@ async function main(argv: string[]): Promise<number> {
       if (wants('limits-http')) servers['bench-limits'] = { url: upstreamUrl, policy: 'policy-limits.json' };
       const config = { listen: '127.0.0.1:0', servers, audit: { sinks: [] } };
       for (const [which, bin] of builds) {
-        const name = which === 'gateway' ? 'the gateway' : 'the compared gateway';
-        let p: Started;
-        try {
-          p = await serve(name, which, bin, 'gateway.yaml', config);
-        } catch (err) {
-          // A build from before the audit log rejects the key, and records nothing without it.
-          if (which !== 'compared' || !/\/audit: unknown field/.test((err as Error).message)) throw err;
-          p = await serve(name, which, bin, 'gateway-compared.yaml', { listen: config.listen, servers });
+        const list: Array<{ process: Started; url: string }> = [];
+        for (const i of copies) {
+          const name = nth(which === 'gateway' ? 'the gateway' : 'the compared gateway', i);
+          let p: Started;
+          try {
+            p = await serve(name, which, bin, 'gateway.yaml', config);
+          } catch (err) {
+            // A build from before the audit log rejects the key, and records nothing without it.
+            if (which !== 'compared' || !/\/audit: unknown field/.test((err as Error).message)) throw err;
+            p = await serve(name, which, bin, 'gateway-compared.yaml', { listen: config.listen, servers });
+          }
+          list.push({ process: p, url: p.match[1]! });
         }
-        gateways.set(which, { process: p, url: p.match[1]! });
+        gateways.set(which, list);
       }
     }
 
-    // Its own process rather than a server of the one above: the audit log is the gateway's, not a server's.
-    let auditGateway: { process: Started; url: string; file: string } | undefined;
+    // Processes of their own rather than a server of the above: the audit log is the gateway's, not a server's.
+    // Each writes where the default sink puts it (./data/audit.db beside the config), in a file of
+    // its own, named so the records can be counted afterwards; not beside the policy, whose folder
+    // the gateway watches. With --compare, the compared build's audit log too.
+    const auditGateways: Array<{ process: Started; url: string; file: string; calls: number }> = [];
+    const comparedAuditGateways: Array<{ process: Started; url: string }> = [];
     if (wants('audit-http')) {
-      // Where the default sink puts it (./data/audit.db beside the config), named so the records
-      // can be counted afterwards; not beside the policy, whose folder the gateway watches.
-      const file = join(tmp, 'data', 'audit.db');
-      const p = await serve('the audit gateway', 'audit gateway', opts.gatewayBin, 'gateway-audit.yaml', {
-        listen: '127.0.0.1:0',
-        servers: { 'bench-http': { url: upstreamUrl, policy: 'policy.json' } },
-        audit: { sinks: [`sqlite:${file}`] },
-      });
-      auditGateway = { process: p, url: p.match[1]!, file };
-    }
-    // With --compare, the compared build's audit log too, in a file of its own.
-    let comparedAuditGateway: { process: Started; url: string } | undefined;
-    if (wants('audit-http') && opts.compareBin) {
-      const p = await serve('the compared audit gateway', 'compared audit gateway', opts.compareBin, 'gateway-compared-audit.yaml', {
-        listen: '127.0.0.1:0',
-        servers: { 'bench-http': { url: upstreamUrl, policy: 'policy.json' } },
-        audit: { sinks: [`sqlite:${join(tmp, 'data', 'audit-compared.db')}`] },
-      });
-      comparedAuditGateway = { process: p, url: p.match[1]! };
+      for (const [which, bin] of builds) {
+        for (const i of copies) {
+          const suffix = `${which === 'compared' ? '-compared' : ''}${opts.processes > 1 ? `-${i + 1}` : ''}`;
+          const file = join(tmp, 'data', `audit${suffix}.db`);
+          const name = nth(which === 'gateway' ? 'the audit gateway' : 'the compared audit gateway', i);
+          const p = await serve(name, `${which === 'compared' ? 'compared ' : ''}audit gateway`, bin, `gateway-audit${suffix}.yaml`, {
+            listen: '127.0.0.1:0',
+            servers: { 'bench-http': { url: upstreamUrl, policy: 'policy.json' } },
+            audit: { sinks: [`sqlite:${file}`] },
+          });
+          if (which === 'gateway') auditGateways.push({ process: p, url: p.match[1]!, file, calls: 0 });
+          else comparedAuditGateways.push({ process: p, url: p.match[1]! });
+        }
+      }
     }
 
-    let floor: Started | undefined;
-    let floorUrl = '';
+    const floors: Array<{ process: Started; url: string }> = [];
     if (wants('floor-http')) {
-      floor = await start({
-        name: 'the null proxy',
-        command: node,
-        args: [join(HERE, 'null-proxy.js'), upstreamUrl],
-        ready: /listening (\S+)/,
-      });
-      floorUrl = floor.match[1]!;
+      for (const i of copies) {
+        const p = await start({
+          name: nth('the null proxy', i),
+          command: node,
+          args: [join(HERE, 'null-proxy.js'), upstreamUrl],
+          ready: /listening (\S+)/,
+        });
+        floors.push({ process: p, url: p.match[1]! });
+      }
     }
 
     let stdioDirect: StdioConnection | undefined;
@@ -433,39 +457,44 @@ async function main(argv: string[]): Promise<number> {
 
     // Each gateway build wrapping its own stdio server, spawned by the client as an MCP client
     // spawns a local server: `policylayer run`, which spawns the server in turn. One connection per
-    // build, shared by its concurrency levels as the direct stdio one is.
-    const wrapped = new Map<'gateway' | 'compared', { connection: StdioConnection; pid: number | undefined; upstreamPid: number | undefined }>();
+    // process, shared by its concurrency levels as the direct stdio one is.
+    type Wrapped = { connection: StdioConnection; pid: number | undefined; upstreamPid: number | undefined };
+    const wrapped = new Map<'gateway' | 'compared', Wrapped[]>();
     if (wants('wrap-stdio')) {
       for (const [which, bin] of builds) {
-        const name = which === 'gateway' ? 'policylayer run' : 'the compared policylayer run';
-        const p = await start({
-          name,
-          command: node,
-          args: [
-            ...opts.gatewayNodeArgs,
-            bin,
-            'run',
-            '--policy',
-            join(tmp, 'policy.json'),
-            '--name',
-            'bench-stdio',
-            '--log-level',
-            'warn',
-            '--',
-            node,
-            join(HERE, 'upstream-stdio.js'),
-          ],
-          // Its one expected warning (stdio mode has no authentication) is not news; anything else is shown.
-          onStderrLine: (line) => {
-            if (!line.includes('stdio mode: no authentication')) log(`[${which} run] ${line}`);
-          },
-        });
-        const connection = new StdioConnection(p.child, name);
-        await connection.initialize();
-        await policyChecks(connection, name);
-        // The server is up once initialize has been answered through it.
-        const pid = p.child.pid;
-        wrapped.set(which, { connection, pid, upstreamPid: pid !== undefined ? childPids(pid)[0] : undefined });
+        const list: Wrapped[] = [];
+        for (const i of copies) {
+          const name = nth(which === 'gateway' ? 'policylayer run' : 'the compared policylayer run', i);
+          const p = await start({
+            name,
+            command: node,
+            args: [
+              ...opts.gatewayNodeArgs,
+              bin,
+              'run',
+              '--policy',
+              join(tmp, 'policy.json'),
+              '--name',
+              'bench-stdio',
+              '--log-level',
+              'warn',
+              '--',
+              node,
+              join(HERE, 'upstream-stdio.js'),
+            ],
+            // Its one expected warning (stdio mode has no authentication) is not news; anything else is shown.
+            onStderrLine: (line) => {
+              if (!line.includes('stdio mode: no authentication')) log(`[${which} run] ${line}`);
+            },
+          });
+          const connection = new StdioConnection(p.child, name);
+          await connection.initialize();
+          await policyChecks(connection, name);
+          // The server is up once initialize has been answered through it.
+          const pid = p.child.pid;
+          list.push({ connection, pid, upstreamPid: pid !== undefined ? childPids(pid)[0] : undefined });
+        }
+        wrapped.set(which, list);
       }
     }
 
@@ -499,53 +528,51 @@ async function main(argv: string[]): Promise<number> {
         if (!wants(selectedBy)) continue;
         if (path === 'compared' && !gateways.has('compared')) continue;
         if (path === 'compared-wrap' && !wrapped.has('compared')) continue;
-        if (path === 'compared-audit' && comparedAuditGateway === undefined) continue;
-        let callers: Caller[];
-        let gatewayPid: number | undefined;
-        let upstreamPid: number | undefined;
+        if (path === 'compared-audit' && comparedAuditGateways.length === 0) continue;
+        const instances: Instance[] = [];
         if (path === 'direct' && upstream === 'stdio') {
-          callers = Array.from({ length: concurrency }, () => stdioDirect!.caller());
-          upstreamPid = stdioDirectPid;
+          instances.push({ callers: Array.from({ length: concurrency }, () => stdioDirect!.caller()), upstreamPid: stdioDirectPid });
         } else if (path === 'wrap' || path === 'compared-wrap') {
-          const w = wrapped.get(path === 'wrap' ? 'gateway' : 'compared')!;
-          callers = Array.from({ length: concurrency }, () => w.connection.caller());
-          gatewayPid = w.pid;
-          upstreamPid = w.upstreamPid;
+          for (const w of wrapped.get(path === 'wrap' ? 'gateway' : 'compared')!) {
+            instances.push({ callers: Array.from({ length: concurrency }, () => w.connection.caller()), gatewayPid: w.pid, upstreamPid: w.upstreamPid });
+          }
         } else {
-          const gw =
+          const through: Array<{ process: Started; url: string }> | undefined =
             path === 'gateway' || path === 'compared' || path === 'limits'
               ? gateways.get(path === 'limits' ? 'gateway' : path)!
               : path === 'audit'
-                ? auditGateway!
+                ? auditGateways
                 : path === 'compared-audit'
-                  ? comparedAuditGateway!
+                  ? comparedAuditGateways
                   : undefined;
           const server = path === 'limits' ? 'bench-limits' : `bench-${upstream}`;
-          const url = gw ? `${gw.url}/mcp/${server}` : path === 'direct' ? upstreamUrl : floorUrl;
-          const pool = httpPool(url, concurrency);
-          pools.push(pool);
-          const opened: HttpCaller[] = [];
-          for (let i = 0; i < concurrency; i++) opened.push(await HttpCaller.open(pool, url));
-          if (gw && concurrency === opts.concurrency[0]) await policyChecks(opened[0]!, url);
-          callers = opened;
-          gatewayPid = gw ? gw.process.child.pid : path === 'floor' ? floor!.child.pid : undefined;
-          if (upstream === 'http') upstreamPid = upstreamHttp!.child.pid;
-          else if (gatewayPid !== undefined) upstreamPid = childPids(gatewayPid)[0];
+          // The direct path has no process of its own in between; the floor's is the null proxy.
+          const hops = through ?? (path === 'floor' ? floors : [undefined]);
+          for (const [n, hop] of hops.entries()) {
+            const url = hop === undefined ? upstreamUrl : through !== undefined ? `${hop.url}/mcp/${server}` : hop.url;
+            const pool = httpPool(url, concurrency);
+            pools.push(pool);
+            const opened: HttpCaller[] = [];
+            for (let i = 0; i < concurrency; i++) opened.push(await HttpCaller.open(pool, url));
+            if (through !== undefined && concurrency === opts.concurrency[0]) await policyChecks(opened[0]!, url);
+            const gatewayPid = hop?.process.child.pid;
+            const upstreamPid = upstream === 'http' ? upstreamHttp!.child.pid : gatewayPid !== undefined ? childPids(gatewayPid)[0] : undefined;
+            instances.push({ callers: opened, gatewayPid, upstreamPid, ...(path === 'audit' ? { audited: auditGateways[n]! } : {}) });
+          }
         }
+        const gatewayKnown = instances.every((i) => i.gatewayPid !== undefined);
         scenarios.push({
           path,
           upstream,
           concurrency,
-          callers,
-          gatewayPid,
-          upstreamPid,
+          instances,
           samples: new Samples(),
           calls: 0,
           elapsedNs: 0,
-          cpu: { client: 0, gateway: 0, upstream: 0, known: { gateway: gatewayPid !== undefined, upstream: upstreamPid !== undefined } },
+          cpu: { client: 0, gateway: 0, upstream: 0, known: { gateway: gatewayKnown, upstream: instances.every((i) => i.upstreamPid !== undefined) } },
           others: 0,
           steal: 0,
-          gatewayWakeups: gatewayPid !== undefined ? 0 : undefined,
+          gatewayWakeups: gatewayKnown ? 0 : undefined,
         });
       }
     }
@@ -553,24 +580,23 @@ async function main(argv: string[]): Promise<number> {
     const perRound = opts.measureMs / opts.rounds;
     const total = (scenarios.length * opts.rounds * (perRound + opts.warmupMs)) / 1000;
     log(`${scenarios.length} scenarios × ${opts.rounds} round(s) of ${(opts.warmupMs / 1000).toFixed(1)} s warm-up + ${(perRound / 1000).toFixed(1)} s measured: about ${Math.ceil(total)} s`);
-    // Every tools/call through the audit gateway, warm-up included: what its log should hold.
-    let auditCalls = 0;
     for (let round = 1; round <= opts.rounds; round++) {
       for (const s of scenarios) {
-        const warm = await drive(s.callers, opts.warmupMs);
-        const w0 = s.gatewayPid !== undefined ? wakeups(s.gatewayPid) : undefined;
+        const inst = s.instances[(round - 1) % s.instances.length]!;
+        const warm = await drive(inst.callers, opts.warmupMs);
+        const w0 = inst.gatewayPid !== undefined ? wakeups(inst.gatewayPid) : undefined;
         const m0 = machineCpu(ticks);
         const sp0 = spinnerCpu();
         const c0 = process.cpuUsage();
-        const g0 = s.gatewayPid !== undefined ? cpuMicros(s.gatewayPid, ticks) : undefined;
-        const u0 = s.upstreamPid !== undefined ? cpuMicros(s.upstreamPid, ticks) : undefined;
-        const r = await drive(s.callers, perRound, s.samples);
+        const g0 = inst.gatewayPid !== undefined ? cpuMicros(inst.gatewayPid, ticks) : undefined;
+        const u0 = inst.upstreamPid !== undefined ? cpuMicros(inst.upstreamPid, ticks) : undefined;
+        const r = await drive(inst.callers, perRound, s.samples);
         const c1 = process.cpuUsage(c0);
-        const g1 = s.gatewayPid !== undefined ? cpuMicros(s.gatewayPid, ticks) : undefined;
-        const u1 = s.upstreamPid !== undefined ? cpuMicros(s.upstreamPid, ticks) : undefined;
+        const g1 = inst.gatewayPid !== undefined ? cpuMicros(inst.gatewayPid, ticks) : undefined;
+        const u1 = inst.upstreamPid !== undefined ? cpuMicros(inst.upstreamPid, ticks) : undefined;
         const m1 = machineCpu(ticks);
         const sp1 = spinnerCpu();
-        const w1 = s.gatewayPid !== undefined ? wakeups(s.gatewayPid) : undefined;
+        const w1 = inst.gatewayPid !== undefined ? wakeups(inst.gatewayPid) : undefined;
         if (s.gatewayWakeups !== undefined) s.gatewayWakeups = w0 !== undefined && w1 !== undefined ? s.gatewayWakeups + w1 - w0 : undefined;
         const ours = c1.user + c1.system + (g1 ?? 0) - (g0 ?? 0) + (u1 ?? 0) - (u0 ?? 0) + sp1 - sp0;
         if (m0 && m1) {
@@ -579,7 +605,7 @@ async function main(argv: string[]): Promise<number> {
         }
         s.calls += r.calls;
         s.elapsedNs += r.elapsedNs;
-        if (s.path === 'audit') auditCalls += warm.calls + r.calls;
+        if (inst.audited) inst.audited.calls += warm.calls + r.calls;
         s.cpu.client += c1.user + c1.system;
         if (g0 !== undefined && g1 !== undefined) s.cpu.gateway += g1 - g0;
         else s.cpu.known.gateway = false;
@@ -610,20 +636,31 @@ async function main(argv: string[]): Promise<number> {
     const steal = scenarios.reduce((a, s) => a + s.steal, 0) / measuredUs;
     const worst = results.reduce((a, r) => Math.max(a, r.otherLoad ?? 0), 0);
 
-    for (const c of [...scenarios.flatMap((s) => s.callers)]) await c.close();
+    for (const c of scenarios.flatMap((s) => s.instances.flatMap((i) => i.callers))) await c.close();
 
     let auditCount: AuditCount | undefined;
-    if (auditGateway) {
-      // Stopped first, so that its writer has flushed whatever it still held and the count is final.
-      await stop(auditGateway.process);
-      auditCount = countAudit(auditGateway.file, auditCalls);
-      if (auditCount.records === undefined) {
-        log(`audit log: could not count the records of ${auditGateway.file} (${auditCount.error}); ${fmt(auditCalls)} calls went through the audit gateway`);
-      } else {
-        log(`audit log: ${fmt(auditCount.records)} records for ${fmt(auditCalls)} calls through the audit gateway (${(auditCount.records / Math.max(1, auditCalls)).toFixed(2)} per call)`);
-        if (auditCount.records === 0) throw new Error('the audit gateway recorded nothing: audit-http did not measure an audit log');
+    if (auditGateways.length > 0) {
+      const counts: AuditCount[] = [];
+      for (const g of auditGateways) {
+        // Stopped first, so that its writer has flushed whatever it still held and the count is final.
+        await stop(g.process);
+        const c = countAudit(g.file, g.calls);
+        if (c.records === undefined) log(`audit log: could not count the records of ${g.file} (${c.error}); ${fmt(g.calls)} calls went through its gateway`);
+        // Every process measured must have recorded: an audit gateway with an empty log measured nothing.
+        else if (c.records === 0 && g.calls > 0) throw new Error(`the audit gateway writing ${g.file} recorded nothing: audit-http did not measure an audit log`);
+        counts.push(c);
+      }
+      const failed = counts.find((c) => c.records === undefined);
+      auditCount = {
+        records: failed ? undefined : counts.reduce((a, c) => a + c.records!, 0),
+        calls: counts.reduce((a, c) => a + c.calls, 0),
+        ...(failed ? { error: failed.error } : {}),
+      };
+      if (auditCount.records !== undefined) {
+        const { records, calls } = auditCount;
+        log(`audit log: ${fmt(records)} records for ${fmt(calls)} calls through the audit gateway${counts.length > 1 ? 's' : ''} (${(records / Math.max(1, calls)).toFixed(2)} per call)`);
         // Every forwarded call ends in at least one record, however many the gateway writes per call.
-        if (auditCount.records < auditCalls) log('audit log: fewer records than calls; the numbers may not include the whole cost of recording');
+        if (counts.some((c) => c.records! < c.calls)) log('audit log: fewer records than calls; the numbers may not include the whole cost of recording');
       }
     }
 
@@ -637,7 +674,9 @@ async function main(argv: string[]): Promise<number> {
       os: `${platform()} ${release()}`,
       method:
         `Each scenario: ${opts.rounds} interleaved round(s) of ${(opts.warmupMs / 1000).toFixed(1)} s warm-up and ` +
-        `${(perRound / 1000).toFixed(1)} s measured; closed-loop callers, over HTTP one session and one keep-alive connection each, ` +
+        `${(perRound / 1000).toFixed(1)} s measured; ` +
+        (opts.processes > 1 ? `${opts.processes} processes of each gateway and of the null proxy, one measured per round in turn; ` : '') +
+        `closed-loop callers, over HTTP one session and one keep-alive connection each, ` +
         `over stdio all on one connection told apart by id; ` +
         `latency is the client's full round trip (percentiles exact over all samples)` +
         (opts.payload !== undefined ? `; each call sends and gets back ${fmt(opts.payload)} bytes of text` : '') +
