@@ -54,48 +54,99 @@ export function swapPolicy(gateway: Gateway, server: ServerRuntime, next: Compil
   return true;
 }
 
+/** How often a policy file that is gone is looked for again. */
+const MISSING_RETRY_MS = 1_000;
+
 /** Watches every server's policy file; returns a function that stops watching. */
 export function watchPolicies(gateway: Gateway, log: Logger): () => void {
-  const watchers: FSWatcher[] = [];
-  const timers = new Set<NodeJS.Timeout>();
-  const byDir = new Map<string, Map<string, ServerRuntime[]>>();
+  const byFile = new Map<string, ServerRuntime[]>();
   for (const server of gateway.servers.values()) {
     const source = server.policy.source;
     // Inline policies (`<inline>`) live in gateway.yaml, which is not reloaded.
     if (source.startsWith('<')) continue;
     const file = path.resolve(source);
-    const dir = path.dirname(file);
-    const files = byDir.get(dir) ?? new Map<string, ServerRuntime[]>();
-    byDir.set(dir, files);
-    files.set(file, [...(files.get(file) ?? []), server]);
+    byFile.set(file, [...(byFile.get(file) ?? []), server]);
   }
-  for (const [dir, files] of byDir) {
-    const pending = new Map<string, NodeJS.Timeout>();
-    try {
-      // The folder, not the file: saving by rename replaces the file a watch would be bound to.
-      const w = watch(dir, (_event, name) => {
-        if (name === null) return;
-        const file = path.join(dir, name.toString());
-        const servers = files.get(file);
-        if (!servers) return;
-        clearTimeout(pending.get(file));
-        const t = setTimeout(() => {
-          pending.delete(file);
-          timers.delete(t);
-          for (const s of servers) reloadPolicy(gateway, s, file, log);
-        }, SETTLE_MS);
-        pending.set(file, t);
-        timers.add(t);
-      });
-      w.unref();
-      watchers.push(w);
-    } catch (err) {
-      log.warn({ dir, err: (err as Error).message }, 'cannot watch policy files; changes need a restart');
-    }
-  }
+  const stops = [...byFile].map(([file, servers]) =>
+    followFile(file, log, () => {
+      for (const s of servers) reloadPolicy(gateway, s, file, log);
+    }),
+  );
   return () => {
-    for (const w of watchers) w.close();
-    for (const t of timers) clearTimeout(t);
+    for (const stop of stops) stop();
+  };
+}
+
+/**
+ * Calls `changed` once a change to what the path `file` names has settled; returns a function that
+ * stops watching.
+ *
+ * The file is watched, not its folder: a folder also holds other files (an audit database's WAL
+ * beside the policy would wake the gateway on every write), and a Kubernetes ConfigMap changes
+ * its files by switching a symlink (`..data`) whose name is none of theirs. A watch is bound to
+ * the file the path named when it was set, so when that file is replaced (saved by rename, the
+ * symlink switched, deleted) the path is watched again, and read again, since it may have changed
+ * while nothing watched it. While the path names nothing, it is looked for every second; the
+ * policy in force stays.
+ */
+function followFile(file: string, log: Logger, changed: () => void): () => void {
+  let watcher: FSWatcher | undefined;
+  let settle: NodeJS.Timeout | undefined;
+  let rearm: NodeJS.Timeout | undefined;
+  let stopped = false;
+  let missing = false;
+
+  const schedule = () => {
+    clearTimeout(settle);
+    settle = setTimeout(() => {
+      settle = undefined;
+      if (stopped) return;
+      log.debug({ file }, 'reading the policy file again');
+      changed();
+    }, SETTLE_MS).unref();
+  };
+  const again = (ms: number) => {
+    watcher?.close();
+    watcher = undefined;
+    clearTimeout(rearm);
+    rearm = setTimeout(() => arm(true), ms).unref();
+  };
+  const arm = (replaced: boolean) => {
+    rearm = undefined;
+    if (stopped) return;
+    let w: FSWatcher;
+    try {
+      w = watch(file, (event) => {
+        // Editors write in several steps (truncate, write, rename): act once they are done.
+        schedule();
+        // The path may name another file now: watch whatever it names once the steps are done.
+        if (event === 'rename') again(SETTLE_MS);
+      });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
+        log.warn({ file, err: (err as Error).message }, 'cannot watch the policy file; changes need a restart');
+        return;
+      }
+      if (!missing) log.warn({ file }, 'the policy file is gone; the policy in force stays until the file is back');
+      missing = true;
+      again(MISSING_RETRY_MS);
+      return;
+    }
+    // A watch can fail later (the file's folder removed, say): look for the path again.
+    w.on('error', () => again(MISSING_RETRY_MS));
+    w.unref();
+    watcher = w;
+    if (missing) log.info({ file }, 'the policy file is back');
+    missing = false;
+    if (replaced) schedule();
+  };
+
+  arm(false);
+  return () => {
+    stopped = true;
+    watcher?.close();
+    clearTimeout(settle);
+    clearTimeout(rearm);
   };
 }
 
