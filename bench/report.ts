@@ -32,6 +32,8 @@ export interface ScenarioResult {
   /** Share of the machine's CPU time used by other processes, and stolen by the hypervisor, while this scenario ran. */
   otherLoad?: number | undefined;
   steal?: number | undefined;
+  /** Audit gateways: the most records the log was behind at the end of a round, and the longest catch-up, ms. */
+  auditLag?: { behind: number; catchUpMs: number } | undefined;
 }
 
 /**
@@ -325,8 +327,8 @@ export function auditMarkdown(results: ScenarioResult[], info: RunInfo, count: A
   const rows = results.filter((r) => r.upstream === 'http' && (r.path === 'gateway' || r.path === 'audit'));
   const lines = ['## Audit log on against off, through the gateway', ''];
   lines.push(
-    '`gateway-http` runs with `audit: { sinks: [] }`; `audit-http` is a second `policylayer serve` of the same build, ' +
-      'servers and policy with the audit log at its defaults (`sinks: ["sqlite:<bench temp dir>/data/audit.db"]`, where the default sink puts it beside the config, `arguments: keys`, ' +
+    '`gateway-http` runs with `audit: { sinks: [] }`; `audit-http` runs in `policylayer serve` processes of their own (as many as the gateway has) of the same build, ' +
+      'servers and policy with the audit log at its defaults (`sinks: ["sqlite:<bench temp dir>/data/audit.db"]`, a file per process, where the default sink puts it beside the config, `arguments: keys`, ' +
       '`durability: async`), so every call it forwards is recorded. ' +
       `Target: calls/s and p50 within ${pct(TARGETS.auditOverhead)} of audit off at each concurrency.`,
   );
@@ -334,6 +336,17 @@ export function auditMarkdown(results: ScenarioResult[], info: RunInfo, count: A
   lines.push(...runLines(info), '');
   lines.push(...resultTable(rows));
   lines.push(...checkTable(auditChecks(results)));
+  const lags = results.filter((r) => r.path === 'audit' && r.auditLag !== undefined);
+  if (lags.length > 0) {
+    lines.push('');
+    lines.push(
+      'The log kept up with the calls, read from each audit gateway\'s `/metrics` (`policylayer_audit_records_written`) after each of its rounds, outside the measured time: ' +
+        lags
+          .map((r) => `at c=${r.concurrency} it was at most ${fmt(r.auditLag!.behind)} records behind at the end of a round, and had written one per call ${fmt(r.auditLag!.catchUpMs)} ms later at most`)
+          .join('; ') +
+        '. Recording that had fallen behind the traffic would be work left for later rounds, not measured in these.',
+    );
+  }
   if (count) {
     lines.push('');
     lines.push(

@@ -240,8 +240,8 @@ interface Instance {
   /** The processes whose CPU time is charged to the gateway and to the upstream. */
   gatewayPid?: number | undefined;
   upstreamPid?: number | undefined;
-  /** An audit gateway's count of the calls that went through it, warm-up included: what its log should hold. */
-  audited?: { calls: number };
+  /** An audit gateway: its address, and the calls that went through it, warm-up included: what its log should hold. */
+  audited?: { url: string; calls: number };
 }
 
 interface Scenario {
@@ -259,6 +259,8 @@ interface Scenario {
   steal: number;
   /** Voluntary context switches of the gateway's event loop over the measured calls. */
   gatewayWakeups: number | undefined;
+  /** For audit-http: the most records its log was behind at the end of a round, and the longest it took to catch up. */
+  auditLag?: { behind: number; catchUpMs: number } | undefined;
 }
 
 /** Drives every caller closed-loop for `ms`; records each latency when `samples` is given. */
@@ -279,6 +281,33 @@ async function drive(callers: Caller[], ms: number, samples?: Samples): Promise<
     }),
   );
   return { calls, elapsedNs: Number(process.hrtime.bigint() - begin) };
+}
+
+/** Records the audit log of the gateway at `url` has written (its /metrics), summed over its sinks. */
+async function auditWritten(url: string): Promise<number> {
+  const res = await fetch(`${url}/metrics`);
+  const text = await res.text();
+  if (!res.ok) throw new Error(`${url}/metrics answered ${res.status}: ${text.slice(0, 200)}`);
+  const counts = [...text.matchAll(/^policylayer_audit_records_written(?:\{[^}]*\})? (\d+)$/gm)].map((m) => Number(m[1]));
+  if (counts.length === 0) throw new Error(`${url}/metrics has no policylayer_audit_records_written`);
+  return counts.reduce((a, n) => a + n, 0);
+}
+
+/**
+ * How many of the calls made through an audit gateway its log had not written when asked, and how
+ * long it took from then until it had written one record per call. Every call is recorded, so a
+ * log that falls behind the traffic and never catches up fails the run rather than flatter it.
+ */
+async function auditLag(g: { url: string; calls: number }): Promise<{ behind: number; catchUpMs: number }> {
+  const t0 = performance.now();
+  let written = await auditWritten(g.url);
+  const behind = Math.max(0, g.calls - written);
+  while (written < g.calls) {
+    if (performance.now() - t0 > 10_000) throw new Error(`the audit log of ${g.url} was still ${g.calls - written} records behind 10 s after its round`);
+    await new Promise((r) => setTimeout(r, 5));
+    written = await auditWritten(g.url);
+  }
+  return { behind, catchUpMs: performance.now() - t0 };
 }
 
 /** The git commit of the checkout a gateway build comes from, marked when its src/ has local changes. */
@@ -605,7 +634,12 @@ async function main(argv: string[]): Promise<number> {
         }
         s.calls += r.calls;
         s.elapsedNs += r.elapsedNs;
-        if (inst.audited) inst.audited.calls += warm.calls + r.calls;
+        if (inst.audited) {
+          inst.audited.calls += warm.calls + r.calls;
+          // Outside the measured time: a log that kept up only by falling behind would show here.
+          const lag = await auditLag(inst.audited);
+          s.auditLag = { behind: Math.max(s.auditLag?.behind ?? 0, lag.behind), catchUpMs: Math.max(s.auditLag?.catchUpMs ?? 0, lag.catchUpMs) };
+        }
         s.cpu.client += c1.user + c1.system;
         if (g0 !== undefined && g1 !== undefined) s.cpu.gateway += g1 - g0;
         else s.cpu.known.gateway = false;
@@ -628,6 +662,7 @@ async function main(argv: string[]): Promise<number> {
         upstream: s.cpu.known.upstream ? s.cpu.upstream / s.calls : undefined,
       },
       gatewayWakeups: s.gatewayWakeups === undefined ? undefined : s.gatewayWakeups / s.calls,
+      ...(s.auditLag !== undefined ? { auditLag: s.auditLag } : {}),
       otherLoad: s.others / ((s.elapsedNs / 1000) * cpus().length),
       steal: s.steal / ((s.elapsedNs / 1000) * cpus().length),
     }));
