@@ -607,8 +607,19 @@ async function main(argv: string[]): Promise<number> {
     }
 
     const perRound = opts.measureMs / opts.rounds;
-    const total = (scenarios.length * opts.rounds * (perRound + opts.warmupMs)) / 1000;
+    const total = (scenarios.length * (opts.rounds * (perRound + opts.warmupMs) + (opts.processes > 1 ? opts.processes * opts.warmupMs : 0))) / 1000;
     log(`${scenarios.length} scenarios × ${opts.rounds} round(s) of ${(opts.warmupMs / 1000).toFixed(1)} s warm-up + ${(perRound / 1000).toFixed(1)} s measured: about ${Math.ceil(total)} s`);
+    if (opts.processes > 1) {
+      // Each process is measured first in a later round than the first: without this, each of them
+      // would go into its first measured round as cold as only the first round's used to be.
+      log(`warming every process up first: ${(opts.warmupMs / 1000).toFixed(1)} s each`);
+      for (const s of scenarios) {
+        for (const inst of s.instances) {
+          const warm = await drive(inst.callers, opts.warmupMs);
+          if (inst.audited) inst.audited.calls += warm.calls;
+        }
+      }
+    }
     for (let round = 1; round <= opts.rounds; round++) {
       for (const s of scenarios) {
         const inst = s.instances[(round - 1) % s.instances.length]!;
