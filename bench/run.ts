@@ -27,9 +27,9 @@
  * those numbers would change meaning from one run to the next.
  * Scenarios run in interleaved rounds so that a slow moment of a shared machine spreads over all
  * of them instead of falling on one. Each gateway (and the null proxy) runs in --processes copies,
- * one measured per round in turn, so that no scenario's result is one process's luck. Each caller is closed-loop (sends its next call when the
- * previous one is answered); latency is from just before the request is sent to just after the
- * whole answer is read and checked.
+ * one measured per round in turn, so that no scenario's result is one process's luck. Each caller
+ * is closed-loop (sends its next call when the previous one is answered); latency is from just
+ * before the request is sent to just after the whole answer is read and checked.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';

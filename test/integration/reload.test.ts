@@ -166,7 +166,7 @@ servers:
     assert.match(log.text(), /the policy file is back/);
   });
 
-  test('is not woken by the other files of its folder, such as an audit database kept beside the policy', async () => {
+  test('does not read the policy again when other files of its folder change, such as an audit database kept beside it', async () => {
     const before = rereads();
     for (let i = 0; i < 20; i++) writeFileSync(path.join(tmp.path, 'audit.db-wal'), `write ${i}`);
     await new Promise((r) => setTimeout(r, 400));
