@@ -4,7 +4,7 @@
  * location. When the set of tools a client may see changes, its clients are sent
  * `notifications/tools/list_changed` so they list again.
  */
-import { watch, type FSWatcher } from 'node:fs';
+import { statSync, watch, type FSWatcher } from 'node:fs';
 import path from 'node:path';
 import { ConfigError } from '../errors.js';
 import { loadPolicyFile, visibleTools, type CompiledPolicy } from '../policy/index.js';
@@ -95,12 +95,17 @@ function followFile(file: string, log: Logger, changed: () => void): () => void 
   let rearm: NodeJS.Timeout | undefined;
   let stopped = false;
   let missing = false;
+  /** The inode the watch is bound to. */
+  let watched: number | undefined;
 
   const schedule = () => {
     clearTimeout(settle);
     settle = setTimeout(() => {
       settle = undefined;
       if (stopped) return;
+      // A file replaced while something still holds it open is not deleted yet, and its watch
+      // hears only that it lost its name: whether the path names another file says it.
+      if (watcher !== undefined && inodeOf(file) !== watched) again(0);
       log.debug({ file }, 'reading the policy file again');
       changed();
     }, SETTLE_MS).unref();
@@ -136,6 +141,7 @@ function followFile(file: string, log: Logger, changed: () => void): () => void 
     w.on('error', () => again(MISSING_RETRY_MS));
     w.unref();
     watcher = w;
+    watched = inodeOf(file);
     if (missing) log.info({ file }, 'the policy file is back');
     missing = false;
     if (replaced) schedule();
@@ -148,6 +154,14 @@ function followFile(file: string, log: Logger, changed: () => void): () => void 
     clearTimeout(settle);
     clearTimeout(rearm);
   };
+}
+
+function inodeOf(file: string): number | undefined {
+  try {
+    return statSync(file).ino;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Says, once per load, what converting a policy from another format carried over with a caveat. */

@@ -1,7 +1,7 @@
 /** Hot reload: a policy file changed on disk governs the next call; a broken one changes nothing. */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, renameSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, renameSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
 import { connectHttp, textOf, type V1Connection } from '../helpers/clients.js';
@@ -154,6 +154,18 @@ servers:
     await until('the third save', () => names('edited', 'third'));
     writeFileSync(path.join(tmp.path, 'edited.json'), policyWith('written in place'));
     await until('the change written in place', () => names('edited', 'written in place'));
+  });
+
+  test('reads the saves after a rename even while something still holds the replaced file open', async () => {
+    const held = openSync(path.join(tmp.path, 'edited.json'), 'r');
+    try {
+      saveByRename('while held');
+      await until('the save while the old file is held', () => names('edited', 'while held'));
+      writeFileSync(path.join(tmp.path, 'edited.json'), policyWith('after it'));
+      await until('the change after it', () => names('edited', 'after it'));
+    } finally {
+      closeSync(held);
+    }
   });
 
   test('keeps the policy in force while the file is gone, and loads it once it is back', async () => {
