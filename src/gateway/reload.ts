@@ -104,8 +104,12 @@ function followFile(file: string, log: Logger, changed: () => void): () => void 
       settle = undefined;
       if (stopped) return;
       // A file replaced while something still holds it open is not deleted yet, and its watch
-      // hears only that it lost its name: whether the path names another file says it.
-      if (watcher !== undefined && inodeOf(file) !== watched) again(0);
+      // hears only that it lost its name: whether the path names another file says it. Watching
+      // that file reads it.
+      if (watcher !== undefined && inodeOf(file) !== watched) {
+        again(0);
+        return;
+      }
       log.debug({ file }, 'reading the policy file again');
       changed();
     }, SETTLE_MS).unref();
@@ -122,10 +126,10 @@ function followFile(file: string, log: Logger, changed: () => void): () => void 
     let w: FSWatcher;
     try {
       w = watch(file, (event) => {
-        // Editors write in several steps (truncate, write, rename): act once they are done.
-        schedule();
-        // The path may name another file now: watch whatever it names once the steps are done.
+        // Editors write in several steps (truncate, write, rename): act once they are done. After
+        // a rename the path may name another file: that one is watched, and read, once they are.
         if (event === 'rename') again(SETTLE_MS);
+        else schedule();
       });
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
