@@ -35,9 +35,12 @@ export class Metrics {
   readonly registry = new Registry();
   private readonly calls: Counter<'server' | 'outcome'>;
   private readonly storeErrors: Counter<'store' | 'during'>;
-  // Children cached per server and outcome: labels() hashes its arguments on every call, the hot
-  // path should not.
-  private readonly callChildren = new Map<string, Partial<Record<CallOutcome, { inc(): void }>>>();
+  /**
+   * The call counts, as plain numbers per server and outcome, handed to the counter when it is
+   * scraped: prom-client's inc() hashes and checks its labels on every call, which the hot path
+   * should not do.
+   */
+  private readonly callCounts = new Map<string, Map<CallOutcome, { counted: number; reported: number }>>();
 
   constructor() {
     this.calls = new Counter({
@@ -45,6 +48,15 @@ export class Metrics {
       help: 'tools/call requests decided, by server and outcome (allowed, denied, hidden, invalid_arguments, limited, shadow_refused, denied_by_approver, approval_expired, approval_cancelled).',
       labelNames: ['server', 'outcome'],
       registers: [this.registry],
+      collect: () => {
+        for (const [server, byOutcome] of this.callCounts) {
+          for (const [outcome, n] of byOutcome) {
+            if (n.counted === n.reported) continue;
+            this.calls.inc({ server, outcome }, n.counted - n.reported);
+            n.reported = n.counted;
+          }
+        }
+      },
     });
     this.storeErrors = new Counter({
       name: 'policylayer_counter_store_errors_total',
@@ -55,9 +67,11 @@ export class Metrics {
   }
 
   call(server: string, outcome: CallOutcome): void {
-    let byOutcome = this.callChildren.get(server);
-    if (byOutcome === undefined) this.callChildren.set(server, (byOutcome = {}));
-    (byOutcome[outcome] ??= this.calls.labels(server, outcome)).inc();
+    let byOutcome = this.callCounts.get(server);
+    if (byOutcome === undefined) this.callCounts.set(server, (byOutcome = new Map()));
+    const n = byOutcome.get(outcome);
+    if (n === undefined) byOutcome.set(outcome, { counted: 1, reported: 0 });
+    else n.counted++;
   }
 
   storeError(store: string, during: 'reserve' | 'settle'): void {

@@ -372,10 +372,7 @@ export class ResponseParser {
     const connection = headers['connection']?.toLowerCase();
     this.keepAlive = minor === 1 ? !hasToken(connection, 'close') : hasToken(connection, 'keep-alive');
     const hint = headers['keep-alive'];
-    if (hint !== undefined) {
-      const t = /(?:^|[,;\s])timeout=(\d+)/i.exec(hint);
-      if (t) this.hintMs = Number(t[1]) * 1000;
-    }
+    if (hint !== undefined) this.hintMs = keepAliveHintMs(hint);
     // The framing is settled (and any error in it thrown) before the head is handed over: a caller
     // that has passed the head on could no longer answer with an error of its own.
     let next: State;
@@ -403,6 +400,20 @@ export class ResponseParser {
     this.events.onHead(status, headers);
     if (next === State.Done) this.complete();
   }
+}
+
+/** The last Keep-Alive value read and its timeout: a server sends the same one on every answer. */
+let lastHint = '';
+let lastHintMs: number | undefined;
+
+/** The `timeout=` of a Keep-Alive header, in ms, or undefined when it has none. */
+function keepAliveHintMs(hint: string): number | undefined {
+  if (hint !== lastHint) {
+    const t = /(?:^|[,;\s])timeout=(\d+)/i.exec(hint);
+    lastHint = hint;
+    lastHintMs = t ? Number(t[1]) * 1000 : undefined;
+  }
+  return lastHintMs;
 }
 
 function isDigit(c: number): boolean {
@@ -492,7 +503,8 @@ class Connection {
       pool.maxHeadBytes,
     );
     socket.setNoDelay(true);
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    // A plain socket reads through `onread` (see connectFor); a TLS one as a stream.
+    if (pool.secure) socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('timeout', () => this.onTimeout());
     socket.on('error', (err) => this.onGone(err));
     socket.on('close', () => this.onGone(undefined));
@@ -522,7 +534,8 @@ class Connection {
     this.socket.setTimeout(ms);
   }
 
-  private onData(chunk: Buffer): void {
+  /** @internal */
+  onData(chunk: Buffer): void {
     if (this.active === undefined) {
       // Bytes nobody asked for: the connection is out of step with the server.
       this.destroy();
@@ -616,6 +629,21 @@ class Connection {
   }
 }
 
+/**
+ * What every plain connection reads into (net's `onread`), copied out at once: each read then
+ * costs a small allocation from Buffer's pool instead of a fresh 64 KiB backing store, and skips
+ * the readable stream (its push, its 'data' event, the read-ahead it schedules on the next tick),
+ * about a tenth of the gateway's own time for a call at concurrency 1. Shared: the callback never
+ * returns before its bytes are copied, and reads of two sockets never interleave.
+ */
+const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
+
+function copyOf(n: number): Buffer {
+  const out = Buffer.allocUnsafe(n);
+  READ_BUFFER.copy(out, 0, 0, n);
+  return out;
+}
+
 /** Keep-alive connections to one origin (http or https). */
 export class Http1Pool {
   readonly host: string;
@@ -625,7 +653,7 @@ export class Http1Pool {
   closing = false;
   private readonly hostname: string;
   private readonly port: number;
-  private readonly secure: boolean;
+  readonly secure: boolean;
   private readonly tlsOptions: tls.ConnectionOptions | undefined;
   /** Idle connections, the most recently used last: it is the one least likely to have been closed. */
   private readonly idle: Connection[] = [];
@@ -725,12 +753,12 @@ export class Http1Pool {
             ALPNProtocols: ['http/1.1'],
             ...this.tlsOptions,
           })
-        : net.connect({ host: this.hostname, port: this.port });
+        : net.connect({ host: this.hostname, port: this.port, onread: { buffer: READ_BUFFER, callback: (n) => (conn.onData(copyOf(n)), true) } });
     } catch (err) {
       process.nextTick(() => a.fail(err as Error));
       return;
     }
-    const conn = new Connection(this, socket);
+    const conn: Connection = new Connection(this, socket);
     this.all.add(conn);
     this.startSweeper();
     conn.send(a);
