@@ -632,9 +632,10 @@ class Connection {
 /**
  * What every plain connection reads into (net's `onread`), copied out at once: each read then
  * costs a small allocation from Buffer's pool instead of a fresh 64 KiB backing store, and skips
- * the readable stream (its push, its 'data' event, the read-ahead it schedules on the next tick),
- * about a tenth of the gateway's own time for a call at concurrency 1. Shared: the callback never
- * returns before its bytes are copied, and reads of two sockets never interleave.
+ * the readable stream (its push, its 'data' event, the read-ahead it schedules on the next tick).
+ * At concurrency 1, where each call finds the caches cold, that machinery costs more than its
+ * size suggests (docs/benchmarks.md has the measurements). Shared: the callback never returns before
+ * its bytes are copied, and reads of two sockets never interleave.
  */
 const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
 
