@@ -822,6 +822,27 @@ describe('Http1Pool', () => {
     assert.equal(server.connections(), 1, 'every request went on the one connection');
   });
 
+  test('bodies larger than a read, answered on several connections at once, each arrive whole and unmixed', async (t) => {
+    // Every plain connection reads into one shared buffer; what a read brings must be copied out
+    // before the next read, of this connection or another, overwrites it.
+    const bodyFor = (url: string) => Buffer.alloc(300_000, url.slice(1));
+    const server = await httpServer(t, (req, res) => {
+      const body = bodyFor(req.url!);
+      // Written in pieces, so that the reads of the connections interleave.
+      res.writeHead(200, { 'content-length': body.length });
+      let at = 0;
+      const more = () => {
+        if (at >= body.length) return res.end();
+        res.write(body.subarray(at, (at += 7_001)));
+        setImmediate(more);
+      };
+      more();
+    });
+    const pool = poolFor(t, server.origin);
+    const answers = await Promise.all(['/a', '/b', '/c'].map((path) => pool.request(get(path))));
+    for (const [i, path] of ['/a', '/b', '/c'].entries()) assert.ok(answers[i]!.body.equals(bodyFor(path)), `the body of ${path} is its own, whole`);
+  });
+
   test('consecutive requests reuse one keep-alive connection', async (t) => {
     const server = await httpServer(t, (req, res) => res.end(`you asked for ${req.url}`));
     const pool = poolFor(t, server.origin);
