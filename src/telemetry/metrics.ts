@@ -40,7 +40,7 @@ export class Metrics {
    * scraped: prom-client's inc() hashes and checks its labels on every call, which the hot path
    * should not do.
    */
-  private readonly callCounts = new Map<string, Map<CallOutcome, { counted: number; reported: number }>>();
+  private readonly callCounts = new Map<string, Map<CallOutcome, number>>();
 
   constructor() {
     this.calls = new Counter({
@@ -49,12 +49,10 @@ export class Metrics {
       labelNames: ['server', 'outcome'],
       registers: [this.registry],
       collect: () => {
+        // The totals are ours: the counter is filled with them anew at every scrape.
+        this.calls.reset();
         for (const [server, byOutcome] of this.callCounts) {
-          for (const [outcome, n] of byOutcome) {
-            if (n.counted === n.reported) continue;
-            this.calls.inc({ server, outcome }, n.counted - n.reported);
-            n.reported = n.counted;
-          }
+          for (const [outcome, n] of byOutcome) this.calls.inc({ server, outcome }, n);
         }
       },
     });
@@ -69,9 +67,7 @@ export class Metrics {
   call(server: string, outcome: CallOutcome): void {
     let byOutcome = this.callCounts.get(server);
     if (byOutcome === undefined) this.callCounts.set(server, (byOutcome = new Map()));
-    const n = byOutcome.get(outcome);
-    if (n === undefined) byOutcome.set(outcome, { counted: 1, reported: 0 });
-    else n.counted++;
+    byOutcome.set(outcome, (byOutcome.get(outcome) ?? 0) + 1);
   }
 
   storeError(store: string, during: 'reserve' | 'settle'): void {

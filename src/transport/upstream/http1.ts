@@ -503,8 +503,6 @@ class Connection {
       pool.maxHeadBytes,
     );
     socket.setNoDelay(true);
-    // A plain socket reads through `onread` (see connectFor); a TLS one as a stream.
-    if (pool.secure) socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('timeout', () => this.onTimeout());
     socket.on('error', (err) => this.onGone(err));
     socket.on('close', () => this.onGone(undefined));
@@ -654,7 +652,7 @@ export class Http1Pool {
   closing = false;
   private readonly hostname: string;
   private readonly port: number;
-  readonly secure: boolean;
+  private readonly secure: boolean;
   private readonly tlsOptions: tls.ConnectionOptions | undefined;
   /** Idle connections, the most recently used last: it is the one least likely to have been closed. */
   private readonly idle: Connection[] = [];
@@ -760,6 +758,8 @@ export class Http1Pool {
       return;
     }
     const conn: Connection = new Connection(this, socket);
+    // A plain socket reads through `onread` (above, READ_BUFFER); a TLS one as a stream.
+    if (this.secure) socket.on('data', (chunk: Buffer) => conn.onData(chunk));
     this.all.add(conn);
     this.startSweeper();
     conn.send(a);
