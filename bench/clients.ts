@@ -5,6 +5,7 @@
  */
 import { Pool } from 'undici';
 import type { ChildProcess } from 'node:child_process';
+import type { Samples } from './stats.js';
 import { BENCH_PROTOCOL_VERSION } from './upstream-core.js';
 
 export interface Caller {
@@ -43,8 +44,25 @@ interface Answer {
   error?: { message?: unknown };
 }
 
-function checkEcho(text: string, id: number, where: string): void {
+/**
+ * The JSON-RPC message of an HTTP answer: the body itself when it is JSON, or the last non-empty
+ * `data:` of an event stream (proxies built on the MCP SDK answer a POST that way, some after an
+ * empty priming event).
+ */
+function messageText(body: string): string {
+  if (body.charCodeAt(0) === 0x7b /* { */) return body;
+  let last = body;
+  for (const line of body.split('\n')) {
+    if (!line.startsWith('data:')) continue;
+    const data = line.slice(5).trim();
+    if (data !== '') last = data;
+  }
+  return last;
+}
+
+function checkEcho(body: string, id: number, where: string): void {
   let m: Answer;
+  const text = messageText(body);
   try {
     m = JSON.parse(text) as Answer;
   } catch {
@@ -91,33 +109,37 @@ export class HttpCaller implements Caller, Requester {
   private readonly headers: Record<string, string>;
   private seq = 0;
 
-  private constructor(pool: Pool, url: string, sessionId: string) {
+  private constructor(pool: Pool, url: string, sessionId: string | undefined) {
     this.pool = pool;
     this.url = url;
     this.path = new URL(url).pathname;
     this.headers = {
       'content-type': 'application/json',
       accept: 'application/json, text/event-stream',
-      'mcp-session-id': sessionId,
+      ...(sessionId !== undefined ? { 'mcp-session-id': sessionId } : {}),
       'mcp-protocol-version': BENCH_PROTOCOL_VERSION,
     };
   }
 
-  /** Opens a session on `url` (initialize + notifications/initialized). */
-  static async open(pool: Pool, url: string): Promise<HttpCaller> {
+  /**
+   * Opens a session on `url` (initialize + notifications/initialized). A server that keeps no
+   * sessions (it answers initialize without an id) is refused unless `sessionless` allows it.
+   */
+  static async open(pool: Pool, url: string, opts: { sessionless?: boolean } = {}): Promise<HttpCaller> {
     const init = await post(pool, url, initializeBody(0), {});
     const sid = init.headers['mcp-session-id'];
-    if (init.status !== 200 || typeof sid !== 'string') {
+    if (init.status !== 200 || (typeof sid !== 'string' && opts.sessionless !== true)) {
       throw new Error(`${url}: initialize answered HTTP ${init.status} without a session id: ${init.text.slice(0, 300)}`);
     }
-    const caller = new HttpCaller(pool, url, sid);
+    const caller = new HttpCaller(pool, url, typeof sid === 'string' ? sid : undefined);
     const ack = await post(pool, url, INITIALIZED, caller.sessionHeaders());
     if (ack.status !== 202) throw new Error(`${url}: notifications/initialized answered HTTP ${ack.status}: ${ack.text.slice(0, 300)}`);
     return caller;
   }
 
   sessionHeaders(): Record<string, string> {
-    return { 'mcp-session-id': this.headers['mcp-session-id']!, 'mcp-protocol-version': BENCH_PROTOCOL_VERSION };
+    const sid = this.headers['mcp-session-id'];
+    return { ...(sid !== undefined ? { 'mcp-session-id': sid } : {}), 'mcp-protocol-version': BENCH_PROTOCOL_VERSION };
   }
 
   async call(): Promise<void> {
@@ -133,7 +155,7 @@ export class HttpCaller implements Caller, Requester {
     const id = ++this.seq;
     const res = await post(this.pool, this.url, JSON.stringify({ jsonrpc: '2.0', id, method, params }), this.sessionHeaders());
     if (res.status !== 200) throw new Error(`${this.url}: ${method} answered HTTP ${res.status}: ${res.text.slice(0, 300)}`);
-    return JSON.parse(res.text) as Answer & { result?: Record<string, unknown> };
+    return JSON.parse(messageText(res.text)) as Answer & { result?: Record<string, unknown> };
   }
 
   async close(): Promise<void> {
@@ -232,4 +254,24 @@ export class StdioConnection implements Requester {
       close: async () => {},
     };
   }
+}
+
+/** Drives every caller closed-loop for `ms`; records each latency when `samples` is given. */
+export async function drive(callers: Caller[], ms: number, samples?: Samples): Promise<{ calls: number; elapsedNs: number }> {
+  const begin = process.hrtime.bigint();
+  const end = begin + BigInt(Math.round(ms * 1e6));
+  let calls = 0;
+  await Promise.all(
+    callers.map(async (c) => {
+      for (;;) {
+        const t0 = process.hrtime.bigint();
+        if (t0 >= end) return;
+        await c.call();
+        const t1 = process.hrtime.bigint();
+        samples?.push(Number(t1 - t0));
+        calls++;
+      }
+    }),
+  );
+  return { calls, elapsedNs: Number(process.hrtime.bigint() - begin) };
 }

@@ -46,7 +46,11 @@ export const TARGETS = {
   addedP50Us: 150,
   addedP99Us: 1000,
   throughputRatio: 0.45,
-  /** mcp-proxy and supergateway manage about 250 calls/s at concurrency 1 here: an order of magnitude more. */
+  /**
+   * The issue's figure for npm proxies (mcp-proxy, supergateway) at concurrency 1 is about 250 calls/s,
+   * and the gateway must do an order of magnitude more. Measured here, they do more than that in some
+   * modes: bench/ecosystem.ts runs them beside the gateway.
+   */
   minGatewayRateC1: 2500,
   /** Limits on (memory store) against limits off, same gateway: throughput and p50 within 10%. */
   limitsOverhead: 0.1,
@@ -102,7 +106,7 @@ export function checks(results: ScenarioResult[]): Check[] {
       out.push({
         upstream,
         name: `calls/s through the gateway, c=1${via}`,
-        target: `≥ ${fmt(TARGETS.minGatewayRateC1)} (10× mcp-proxy's ~250)`,
+        target: `≥ ${fmt(TARGETS.minGatewayRateC1)} (10× the issue's ~250 for npm proxies)`,
         value: g1.summary.rate,
         shown: `${fmt(g1.summary.rate)} (${(g1.summary.rate / 250).toFixed(0)}× 250)`,
         met: g1.summary.rate >= TARGETS.minGatewayRateC1,

@@ -39,7 +39,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import Database from 'better-sqlite3';
 import type { Pool } from 'undici';
-import { HttpCaller, httpPool, setEchoText, StdioConnection, type Caller, type Requester } from './clients.js';
+import { drive, HttpCaller, httpPool, setEchoText, StdioConnection, type Caller, type Requester } from './clients.js';
 import { childPids, cpuMicros, killAllNow, machineCpu, start, stop, stopAll, wakeups, type Started } from './procs.js';
 import {
   auditMarkdown,
@@ -56,36 +56,11 @@ import {
   type ScenarioResult,
   type UpstreamKind,
 } from './report.js';
+import { BENCH_LIMITS_POLICY, BENCH_POLICY } from './policies.js';
 import { Samples } from './stats.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = resolve(HERE, '../..');
-
-/** The policy of every gateway scenario: the issue's "policy loaded" condition. */
-export const BENCH_POLICY = {
-  version: '1',
-  default: 'deny',
-  hide: ['admin_*'],
-  tools: { echo: {}, 'delete_*': { action: 'deny', reason: 'no' } },
-};
-
-/**
- * BENCH_POLICY with three limits on the allowed tool, none of which a benchmark run can reach: what
- * reserving and settling counters costs on every call, not what refusing does.
- */
-export const BENCH_LIMITS_POLICY = {
-  ...BENCH_POLICY,
-  tools: {
-    ...BENCH_POLICY.tools,
-    echo: {
-      limits: [
-        { counter: 'echo_rate', window: 'minute', max: 1_000_000_000, scope: 'grant' },
-        { counter: 'echo_session', window: 'hour', max: 1_000_000_000, scope: 'session' },
-        { counter: 'echo_daily', window: 'day', align: 'calendar', max: 1_000_000_000, scope: 'server' },
-      ],
-    },
-  },
-};
 
 const USAGE = `Usage: node dist/bench/run.js [options]     (npm run bench builds first)
 
@@ -117,6 +92,8 @@ Options:
                             (its \`serve\` for gateway-* and, with its audit log on, for audit-http; its
                             \`run\` for wrap-stdio)
   --gateway-node-arg ARG    extra node option for every gateway process, serve and run (repeatable)
+  --compare-node-arg ARG    extra node option for the compared build's processes only (repeatable): with
+                            --compare naming this same build, it measures what a node option changes
   --profile DIR             run each gateway process with --cpu-prof, writing one profile per process
                             into DIR (use --only to get just the one you want)
   --proxy-only              run every proxy scenario (and write their results) but not the in-process
@@ -148,6 +125,8 @@ interface Options {
   gatewayBin: string;
   compareBin: string | undefined;
   gatewayNodeArgs: string[];
+  /** The node options of the compared build's processes: gatewayNodeArgs and --compare-node-arg's. */
+  compareNodeArgs: string[];
   write: boolean;
   enforce: boolean;
   json: boolean;
@@ -174,6 +153,7 @@ function parse(argv: string[]) {
       gateway: { type: 'string' },
       compare: { type: 'string' },
       'gateway-node-arg': { type: 'string', multiple: true },
+      'compare-node-arg': { type: 'string', multiple: true },
       profile: { type: 'string' },
       'warm-cpus': { type: 'boolean' },
       'proxy-only': { type: 'boolean' },
@@ -225,6 +205,7 @@ function options(argv: string[]): Options | undefined {
     gatewayBin: resolve(values.gateway ?? join(ROOT, 'bin/policylayer.js')),
     compareBin: values.compare === undefined ? undefined : resolve(values.compare),
     gatewayNodeArgs,
+    compareNodeArgs: [...gatewayNodeArgs, ...(values['compare-node-arg'] ?? [])],
     write: values['no-write'] ? false : (values.write ?? !quick),
     enforce: values.enforce === true,
     json: format === 'json',
@@ -261,26 +242,6 @@ interface Scenario {
   gatewayWakeups: number | undefined;
   /** For audit-http: the most records its log was behind at the end of a round, and the longest it took to catch up. */
   auditLag?: { behind: number; catchUpMs: number } | undefined;
-}
-
-/** Drives every caller closed-loop for `ms`; records each latency when `samples` is given. */
-async function drive(callers: Caller[], ms: number, samples?: Samples): Promise<{ calls: number; elapsedNs: number }> {
-  const begin = process.hrtime.bigint();
-  const end = begin + BigInt(Math.round(ms * 1e6));
-  let calls = 0;
-  await Promise.all(
-    callers.map(async (c) => {
-      for (;;) {
-        const t0 = process.hrtime.bigint();
-        if (t0 >= end) return;
-        await c.call();
-        const t1 = process.hrtime.bigint();
-        samples?.push(Number(t1 - t0));
-        calls++;
-      }
-    }),
-  );
-  return { calls, elapsedNs: Number(process.hrtime.bigint() - begin) };
 }
 
 /** Records the audit log of the gateway at `url` has written (its /metrics), summed over its sinks. */
@@ -391,13 +352,13 @@ async function main(argv: string[]): Promise<number> {
 
     const profiling = opts.gatewayNodeArgs.includes('--cpu-prof');
     /** `policylayer serve` of `bin` with `config`, written to `file` in the temp folder. */
-    const serve = async (name: string, tag: string, bin: string, file: string, config: Record<string, unknown>): Promise<Started> => {
+    const serve = async (name: string, which: 'gateway' | 'compared', tag: string, bin: string, file: string, config: Record<string, unknown>): Promise<Started> => {
       // JSON is YAML: the file is read by the same loader as any gateway.yaml.
       writeFileSync(join(tmp, file), JSON.stringify(config, null, 2));
       const p = await start({
         name,
         command: node,
-        args: [...opts.gatewayNodeArgs, bin, 'serve', '-c', join(tmp, file), '--log-level', 'warn'],
+        args: [...(which === 'compared' ? opts.compareNodeArgs : opts.gatewayNodeArgs), bin, 'serve', '-c', join(tmp, file), '--log-level', 'warn'],
         env: { ...process.env, POLICYLAYER_EXIT_ON_STDIN_CLOSE: '1' },
         ready: /PolicyLayer listening on (http:\/\/\S+)/,
         // Turning the audit log off is this benchmark's choice, not news.
@@ -427,11 +388,11 @@ async function main(argv: string[]): Promise<number> {
           const name = nth(which === 'gateway' ? 'the gateway' : 'the compared gateway', i);
           let p: Started;
           try {
-            p = await serve(name, which, bin, 'gateway.yaml', config);
+            p = await serve(name, which, which, bin, 'gateway.yaml', config);
           } catch (err) {
             // A build from before the audit log rejects the key, and records nothing without it.
             if (which !== 'compared' || !/\/audit: unknown field/.test((err as Error).message)) throw err;
-            p = await serve(name, which, bin, 'gateway-compared.yaml', { listen: config.listen, servers });
+            p = await serve(name, which, which, bin, 'gateway-compared.yaml', { listen: config.listen, servers });
           }
           list.push({ process: p, url: p.match[1]! });
         }
@@ -451,7 +412,7 @@ async function main(argv: string[]): Promise<number> {
           const suffix = `${which === 'compared' ? '-compared' : ''}${opts.processes > 1 ? `-${i + 1}` : ''}`;
           const file = join(tmp, 'data', `audit${suffix}.db`);
           const name = nth(which === 'gateway' ? 'the audit gateway' : 'the compared audit gateway', i);
-          const p = await serve(name, `${which === 'compared' ? 'compared ' : ''}audit gateway`, bin, `gateway-audit${suffix}.yaml`, {
+          const p = await serve(name, which, `${which === 'compared' ? 'compared ' : ''}audit gateway`, bin, `gateway-audit${suffix}.yaml`, {
             listen: '127.0.0.1:0',
             servers: { 'bench-http': { url: upstreamUrl, policy: 'policy.json' } },
             audit: { sinks: [`sqlite:${file}`] },
@@ -498,7 +459,7 @@ async function main(argv: string[]): Promise<number> {
             name,
             command: node,
             args: [
-              ...opts.gatewayNodeArgs,
+              ...(which === 'compared' ? opts.compareNodeArgs : opts.gatewayNodeArgs),
               bin,
               'run',
               '--policy',
