@@ -52,6 +52,7 @@ import {
   writeSection,
   type AuditCount,
   type Path,
+  type RoundResult,
   type RunInfo,
   type ScenarioResult,
   type UpstreamKind,
@@ -242,6 +243,7 @@ interface Scenario {
   gatewayWakeups: number | undefined;
   /** For audit-http: the most records its log was behind at the end of a round, and the longest it took to catch up. */
   auditLag?: { behind: number; catchUpMs: number } | undefined;
+  rounds: RoundResult[];
 }
 
 /** Records the audit log of the gateway at `url` has written (its /metrics), summed over its sinks. */
@@ -563,6 +565,7 @@ async function main(argv: string[]): Promise<number> {
           others: 0,
           steal: 0,
           gatewayWakeups: gatewayKnown ? 0 : undefined,
+          rounds: [],
         });
       }
     }
@@ -591,6 +594,7 @@ async function main(argv: string[]): Promise<number> {
         const c0 = process.cpuUsage();
         const g0 = inst.gatewayPid !== undefined ? cpuMicros(inst.gatewayPid, ticks) : undefined;
         const u0 = inst.upstreamPid !== undefined ? cpuMicros(inst.upstreamPid, ticks) : undefined;
+        const before = s.samples.length;
         const r = await drive(inst.callers, perRound, s.samples);
         const c1 = process.cpuUsage(c0);
         const g1 = inst.gatewayPid !== undefined ? cpuMicros(inst.gatewayPid, ticks) : undefined;
@@ -606,6 +610,7 @@ async function main(argv: string[]): Promise<number> {
         }
         s.calls += r.calls;
         s.elapsedNs += r.elapsedNs;
+        s.rounds.push({ rate: r.calls / (r.elapsedNs / 1e9), p50: s.samples.percentileSince(before, 50) });
         if (inst.audited) {
           inst.audited.calls += warm.calls + r.calls;
           // Outside the measured time: a log that kept up only by falling behind would show here.
@@ -637,6 +642,7 @@ async function main(argv: string[]): Promise<number> {
       ...(s.auditLag !== undefined ? { auditLag: s.auditLag } : {}),
       otherLoad: s.others / ((s.elapsedNs / 1000) * cpus().length),
       steal: s.steal / ((s.elapsedNs / 1000) * cpus().length),
+      rounds: s.rounds,
     }));
     const measuredUs = scenarios.reduce((a, s) => a + s.elapsedNs / 1000, 0) * cpus().length;
     const otherLoad = scenarios.reduce((a, s) => a + s.others, 0) / measuredUs;

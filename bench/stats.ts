@@ -35,6 +35,11 @@ export class Samples {
     this.data[this.length++] = ns;
   }
 
+  /** The `p` percentile, µs, of the samples pushed from index `from` on (one round's, say). */
+  percentileSince(from: number, p: number): number {
+    return percentile(this.data.slice(from, this.length).sort(), p) / 1000;
+  }
+
   /** Latencies in microseconds, with calls per second from `calls` over `elapsedNs`. */
   summarize(calls: number, elapsedNs: number): Summary {
     const sorted = this.data.slice(0, this.length).sort();
