@@ -18,16 +18,17 @@
  * option for the address it listens on and listens on every interface while it runs.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { cpus, platform, release, tmpdir } from 'node:os';
+import { cpus, platform, release } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { Pool } from 'undici';
 import { drive, HttpCaller, httpPool, type Caller } from './clients.js';
 import { BENCH_POLICY } from './policies.js';
-import { cpuMicros, killAllNow, start, stop, stopAll, type Started } from './procs.js';
+import { log, positiveOption, runAsCommand, scratchDir, UsageError } from './main.js';
+import { cpuMicros, start, stop, stopAll, type Started } from './procs.js';
 import { BENCH_DOC, fmt, writeMarkedSection } from './report.js';
 import { Samples } from './stats.js';
 
@@ -51,8 +52,6 @@ npm proxies mcp-proxy ${PROXIES['mcp-proxy']} and supergateway ${PROXIES.superga
   --write             write the results into docs/benchmarks.md (ecosystem-bench markers)
   -h, --help
 `;
-
-class UsageError extends Error {}
 
 interface Options {
   rounds: number;
@@ -85,12 +84,7 @@ function options(argv: string[]): Options | undefined {
     return undefined;
   }
   const quick = values.quick === true;
-  const num = (v: string | undefined, def: number, what: string) => {
-    if (v === undefined) return def;
-    const n = Number(v);
-    if (!Number.isFinite(n) || n <= 0) throw new UsageError(`--${what} expects a positive number, got '${v}'`);
-    return n;
-  };
+  const num = positiveOption;
   return {
     rounds: Math.round(num(values.rounds, quick ? 1 : 4, 'rounds')),
     measureMs: num(values.duration, quick ? 2 : 8, 'duration') * 1000,
@@ -99,8 +93,6 @@ function options(argv: string[]): Options | undefined {
     write: values.write === true,
   };
 }
-
-const log = (line: string) => process.stderr.write(`${line}\n`);
 
 /** The bin script of `pkg` at its pinned version, installed into the cache first if it is not there. */
 function proxyBin(pkg: ProxyPackage): string {
@@ -175,8 +167,7 @@ async function main(argv: string[]): Promise<number> {
   if (opts === undefined) return 0;
   const node = process.execPath;
   const server = [node, join(HERE, 'upstream-stdio.js')];
-  const tmp = mkdtempSync(join(tmpdir(), 'policylayer-ecosystem-'));
-  tmpDir = tmp;
+  const tmp = scratchDir('policylayer-ecosystem-');
   try {
     const bins = { 'mcp-proxy': proxyBin('mcp-proxy'), supergateway: proxyBin('supergateway') };
     const paths: Path[] = [];
@@ -296,16 +287,4 @@ function report(results: Result[], opts: Options, argv: string[]): string {
   ].join('\n');
 }
 
-let tmpDir: string | undefined;
-process.on('exit', () => {
-  killAllNow();
-  if (tmpDir) rmSync(tmpDir, { recursive: true, force: true });
-});
-
-main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    log(err instanceof UsageError ? `ecosystem: ${err.message}\nSee 'node dist/bench/ecosystem.js --help'.` : `ecosystem: ${(err as Error)?.stack ?? String(err)}`);
-    stopAll().finally(() => process.exit(1));
-  },
-);
+runAsCommand('ecosystem', 'dist/bench/ecosystem.js', main);

@@ -98,7 +98,7 @@ function byRound(
   const values = ra.map((r, i) => value(r, rb[i]!));
   const lo = Math.min(...values);
   const hi = Math.max(...values);
-  return { met: values.filter(ok).length, of: values.length, range: `${show(lo)} to ${show(hi)}` };
+  return { met: values.filter(ok).length, of: values.length, range: lo === hi ? show(lo) : `${show(lo)} to ${show(hi)}` };
 }
 
 function find(results: ScenarioResult[], path: Path, upstream: UpstreamKind, c: number): ScenarioResult | undefined {
@@ -140,9 +140,9 @@ export function checks(results: ScenarioResult[]): Check[] {
         name: `throughput through the gateway, c=16${via}`,
         target: `≥ ${pct(TARGETS.throughputRatio)} of direct`,
         value: ratio,
-        shown: `${pct(ratio)} (${fmt(g16.summary.rate)} / ${fmt(d16.summary.rate)} calls/s)`,
+        shown: `${pctAgainst(TARGETS.throughputRatio)(ratio)} (${fmt(g16.summary.rate)} / ${fmt(d16.summary.rate)} calls/s)`,
         met: ratio >= TARGETS.throughputRatio,
-        rounds: byRound(g16, d16, (g, d) => g.rate / d.rate, (v) => v >= TARGETS.throughputRatio, pct),
+        rounds: byRound(g16, d16, (g, d) => g.rate / d.rate, (v) => v >= TARGETS.throughputRatio, pctAgainst(TARGETS.throughputRatio)),
       });
     }
     if (g1) {
@@ -271,6 +271,10 @@ function signed(n: number): string {
 }
 function pct(r: number): string {
   return `${(r * 100).toFixed(0)}%`;
+}
+/** pct, with a decimal where a whole percent would read as `target` itself (44.7% is not 45%). */
+function pctAgainst(target: number): (r: number) => string {
+  return (r) => (Math.round(r * 100) === Math.round(target * 100) ? `${(r * 100).toFixed(1)}%` : pct(r));
 }
 export function fmt(n: number | undefined, digits = 0): string {
   if (n === undefined || !Number.isFinite(n)) return '–';

@@ -32,15 +32,16 @@
  * before the request is sent to just after the whole answer is read and checked.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { cpus, platform, release, tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
+import { cpus, platform, release } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import Database from 'better-sqlite3';
 import type { Pool } from 'undici';
 import { drive, HttpCaller, httpPool, setEchoText, StdioConnection, type Caller, type Requester } from './clients.js';
-import { childPids, cpuMicros, killAllNow, machineCpu, start, stop, stopAll, wakeups, type Started } from './procs.js';
+import { log, positiveOption, runAsCommand, scratchDir, UsageError } from './main.js';
+import { childPids, cpuMicros, machineCpu, start, stop, stopAll, wakeups, type Started } from './procs.js';
 import {
   auditMarkdown,
   BENCH_DOC,
@@ -136,8 +137,6 @@ interface Options {
   warmCpus: boolean;
 }
 
-class UsageError extends Error {}
-
 function parse(argv: string[]) {
   return parseArgs({
     args: argv,
@@ -180,12 +179,7 @@ function options(argv: string[]): Options | undefined {
     return undefined;
   }
   const quick = values.quick === true;
-  const num = (v: string | undefined, def: number, what: string) => {
-    if (v === undefined) return def;
-    const n = Number(v);
-    if (!Number.isFinite(n) || n <= 0) throw new UsageError(`--${what} expects a positive number, got '${v}'`);
-    return n;
-  };
+  const num = positiveOption;
   const scenarios = ['direct-http', 'gateway-http', 'floor-http', 'limits-http', 'audit-http', 'direct-stdio', 'wrap-stdio', 'gateway-stdio'];
   const only = new Set(values.only ? values.only.split(',').map((s) => s.trim()) : scenarios);
   for (const s of only) if (!scenarios.includes(s)) throw new UsageError(`--only: unknown scenario '${s}' (${scenarios.join(', ')})`);
@@ -285,10 +279,6 @@ function buildOf(bin: string): string | undefined {
   }
 }
 
-function log(msg: string): void {
-  process.stderr.write(`${msg}\n`);
-}
-
 /**
  * Rows in an audit file, read once its gateway has stopped. Read-only and by table name only: the
  * point is that a run measuring the audit log cannot pass with a log that recorded nothing, not to
@@ -327,8 +317,7 @@ async function main(argv: string[]): Promise<number> {
   if (opts.payload !== undefined) setEchoText('x'.repeat(opts.payload));
   const node = process.execPath;
   const pools: Pool[] = [];
-  const tmp = mkdtempSync(join(tmpdir(), 'policylayer-bench-'));
-  tmpDir = tmp;
+  const tmp = scratchDir('policylayer-bench-');
   // /proc reports times in USER_HZ, which Linux fixes at 100 whatever the kernel's own tick rate.
   const ticks = 100;
   try {
@@ -751,29 +740,4 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-let interrupted = false;
-for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(sig, () => {
-    if (interrupted) {
-      killAllNow();
-      process.exit(130);
-    }
-    interrupted = true;
-    log(`\n${sig}: stopping every process the benchmark started`);
-    stopAll().finally(() => process.exit(sig === 'SIGINT' ? 130 : 143));
-  });
-}
-/** The run's scratch folder (gateway configs, policy.json, the audit file), removed however the process exits. */
-let tmpDir: string | undefined;
-process.on('exit', () => {
-  killAllNow();
-  if (tmpDir) rmSync(tmpDir, { recursive: true, force: true });
-});
-
-main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    log(err instanceof UsageError ? `bench: ${err.message}\nSee 'node dist/bench/run.js --help'.` : `bench: ${(err as Error)?.stack ?? String(err)}`);
-    stopAll().finally(() => process.exit(1));
-  },
-);
+runAsCommand('bench', 'dist/bench/run.js', main);
