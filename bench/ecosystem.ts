@@ -27,7 +27,7 @@ import { parseArgs } from 'node:util';
 import type { Pool } from 'undici';
 import { drive, HttpCaller, httpPool, type Caller } from './clients.js';
 import { BENCH_POLICY } from './policies.js';
-import { log, positiveOption, runAsCommand, scratchDir, UsageError } from './main.js';
+import { buildOf, log, positiveOption, runAsCommand, scratchDir, UsageError } from './main.js';
 import { cpuMicros, start, stop, stopAll, type Started } from './procs.js';
 import { BENCH_DOC, fmt, writeMarkedSection } from './report.js';
 import { Samples } from './stats.js';
@@ -277,8 +277,9 @@ function report(results: Result[], opts: Options, argv: string[]): string {
     return `| ${r.path.label} | ${r.concurrency} | ${fmt(r.calls)} | ${fmt(rate(r))} | ${fmt(s.p50)} | ${fmt(s.p99)} | ${fmt(r.proxyCpuUs / r.calls)} | ${times} |`;
   });
   const command = ['node dist/bench/ecosystem.js', ...argv].join(' ');
+  const build = buildOf(join(ROOT, 'bin/policylayer.js'));
   return [
-    `Measured with \`${command}\` on ${new Date().toISOString().slice(0, 10)}: Node ${process.version}, ${cpus()[0]?.model.trim() ?? 'unknown CPU'} × ${cpus().length} cores, ${platform()} ${release()}.`,
+    `Measured with \`${command}\`${build === undefined ? '' : ` (gateway at ${build})`} on ${new Date().toISOString().slice(0, 10)}: Node ${process.version}, ${cpus()[0]?.model.trim() ?? 'unknown CPU'} × ${cpus().length} cores, ${platform()} ${release()}.`,
     `${opts.rounds} interleaved round(s) of ${(opts.warmupMs / 1000).toFixed(1)} s warm-up and ${(opts.measureMs / opts.rounds / 1000).toFixed(1)} s measured per path and concurrency; an HTTP client with one keep-alive connection and one MCP session per concurrent caller, closed-loop; every path ends at the same stdio server.`,
     '',
     '| HTTP client → … → stdio server | concurrency | calls | calls/s | p50 µs | p99 µs | proxy CPU µs per call | `policylayer serve`, calls/s, against it |',

@@ -2,9 +2,10 @@
  * How a benchmark that starts processes runs as a command: however it ends (its own exit, an
  * error, Ctrl-C or SIGTERM), every process it started is stopped and its scratch folders removed.
  */
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { killAllNow, stopAll } from './procs.js';
 
 /** A mistake on the command line: printed with a pointer to --help, without a stack. */
@@ -60,4 +61,16 @@ export function runAsCommand(name: string, script: string, main: (argv: string[]
       stopAll().finally(() => process.exit(1));
     },
   );
+}
+
+/** The git commit of the checkout a gateway build comes from, marked when its src/ has local changes. */
+export function buildOf(bin: string): string | undefined {
+  const dir = resolve(dirname(bin), '..');
+  try {
+    const git = (...args: string[]) => execFileSync('git', ['-C', dir, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    const commit = git('rev-parse', '--short', 'HEAD');
+    return git('status', '--porcelain', '--', 'src').length > 0 ? `${commit} with local changes to src/` : commit;
+  } catch {
+    return undefined;
+  }
 }

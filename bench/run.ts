@@ -40,7 +40,7 @@ import { parseArgs } from 'node:util';
 import Database from 'better-sqlite3';
 import type { Pool } from 'undici';
 import { drive, HttpCaller, httpPool, setEchoText, StdioConnection, type Caller, type Requester } from './clients.js';
-import { log, positiveOption, runAsCommand, scratchDir, UsageError } from './main.js';
+import { buildOf, log, positiveOption, runAsCommand, scratchDir, UsageError } from './main.js';
 import { childPids, cpuMicros, machineCpu, start, stop, stopAll, wakeups, type Started } from './procs.js';
 import {
   auditMarkdown,
@@ -265,18 +265,6 @@ async function auditLag(g: { url: string; calls: number }): Promise<{ behind: nu
     written = await auditWritten(g.url);
   }
   return { behind, catchUpMs: performance.now() - t0 };
-}
-
-/** The git commit of the checkout a gateway build comes from, marked when its src/ has local changes. */
-function buildOf(bin: string): string | undefined {
-  const dir = resolve(dirname(bin), '..');
-  try {
-    const git = (...args: string[]) => execFileSync('git', ['-C', dir, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-    const commit = git('rev-parse', '--short', 'HEAD');
-    return git('status', '--porcelain', '--', 'src').length > 0 ? `${commit} with local changes to src/` : commit;
-  } catch {
-    return undefined;
-  }
 }
 
 /**
