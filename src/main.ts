@@ -34,6 +34,7 @@ import { LegacySseUpstream } from './transport/upstream/sse-legacy.js';
 import { OAuthTokenSource } from './transport/upstream/oauth.js';
 import { StdioUpstream, type StdioUpstreamOptions } from './transport/upstream/stdio.js';
 import type { Upstream } from './transport/upstream/types.js';
+import { configureBusyPoll } from './util/busy-poll.js';
 
 /** What an upstream is made from: a server of the config, or one `scan` reaches without a policy. */
 export type UpstreamConfig = Omit<ServerConfig, 'policy'>;
@@ -265,6 +266,7 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
   const asksForApproval = [...config.servers.values()].some((s) => usesApproval(s.policy)) || config.approvals.webhooks.length > 0;
   const control = config.auth.required || config.admin !== undefined || asksForApproval ? await openControlStore(config.store) : undefined;
   for (const server of config.servers.values()) logConversionWarnings(logger, server.name, server.policy);
+  configureBusyPoll(config.busyPollUs);
   const store = await createCounterStore(config.counters, logger);
   const metrics = new Metrics();
   let audit: AuditLog | undefined;
@@ -381,6 +383,7 @@ export async function startGateway(config: GatewayConfig, logger: Logger): Promi
         stopWatching();
         sync?.stop();
         listener.stopAccepting();
+        configureBusyPoll(0);
         await gateway.shutdown(config.shutdownGraceMs);
         await listener.close();
         await adminListener?.close();

@@ -2,7 +2,7 @@ import path from 'node:path';
 import { Gateway } from '../gateway/gateway.js';
 import { createMemoryStore } from '../limits/store/memory.js';
 import { createLimiter, openAuditLog } from '../main.js';
-import { AuditSchema, toAuditConfig } from '../config/index.js';
+import { AuditSchema, DEFAULT_BUSY_POLL_US, toAuditConfig } from '../config/index.js';
 import { logConversionWarnings, watchPolicies } from '../gateway/reload.js';
 import { loadPolicyFile } from '../policy/index.js';
 import { createLogger } from '../telemetry/logger.js';
@@ -12,11 +12,13 @@ import { parseDuration } from '../util/duration.js';
 import { parse } from './args.js';
 import type { AuditConfig } from '../config/index.js';
 import type { Command } from './index.js';
+import { configureBusyPoll } from '../util/busy-poll.js';
 
 export const runCommand: Command = {
   summary: 'wrap a local stdio MCP server: the client spawns this instead of the server',
   usage: `Usage: policylayer run --policy <policy.json> [--name <server>] [--timeout 60s]
-                       [--audit <sink>]... [--audit-arguments keys|redacted|full] -- <command> [args...]
+                       [--audit <sink>]... [--audit-arguments keys|redacted|full]
+                       [--busy-poll-us 300] -- <command> [args...]
 
 Speaks MCP on stdin/stdout to the client and runs <command> as the governed
 server. Logs go to stderr.
@@ -25,6 +27,10 @@ server. Logs go to stderr.
 postgres://… (repeat it for several; stdout is taken by MCP). Without it,
 nothing is recorded. Records spill next to the first file sink while a sink is
 down.
+
+--busy-poll-us: while calls come and go quickly, keep reading for up to this
+many microseconds after each message instead of sleeping (0: never); see
+docs/configuration.md, busy_poll_us.
 
 Example (.mcp.json for Claude Code, or .cursor/mcp.json):
   { "mcpServers": { "filesystem": { "command": "node", "args": [
@@ -42,6 +48,7 @@ Example (.mcp.json for Claude Code, or .cursor/mcp.json):
       'log-level': { type: 'string' },
       audit: { type: 'string', multiple: true },
       'audit-arguments': { type: 'string' },
+      'busy-poll-us': { type: 'string' },
     });
     if (!values.policy) throw new Error("missing --policy <policy.json>\nSee 'policylayer run --help'.");
     if (command.length === 0) throw new Error("missing the server command after --\nSee 'policylayer run --help'.");
@@ -49,6 +56,11 @@ Example (.mcp.json for Claude Code, or .cursor/mcp.json):
     const logger = createLogger({ level: values['log-level'] ?? 'warn' });
     const name = values.name ?? path.basename(command[command.length - 1] ?? 'server');
     const timeoutMs = values.timeout ? parseDuration(values.timeout) : 60_000;
+    const busyPoll = values['busy-poll-us'] ?? String(DEFAULT_BUSY_POLL_US);
+    if (!/^[0-9]{1,6}$/.test(busyPoll) || Number(busyPoll) > 100_000) {
+      throw new Error(`--busy-poll-us: expected a whole number of microseconds from 0 to 100000, got '${busyPoll}'`);
+    }
+    configureBusyPoll(Number(busyPoll));
     // stdio is single-user and local by construction: the client that spawned us is the only caller.
     logger.warn({ server: name }, 'stdio mode: no authentication (the client that started this process is the only caller)');
     // One local client: its counters live and die with this process.
@@ -71,6 +83,7 @@ Example (.mcp.json for Claude Code, or .cursor/mcp.json):
     const stopWatching = watchPolicies(gateway, logger);
     const listener = new StdioListener(gateway, server, process.stdout, logger);
     const stop = async () => {
+      configureBusyPoll(0);
       stopWatching();
       await gateway.shutdown(5000);
       await audit?.close().catch((err: unknown) => logger.error({ err: (err as Error).message }, 'audit log did not close cleanly'));

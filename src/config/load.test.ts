@@ -120,9 +120,17 @@ test('applies every default when only servers is given', () => {
   assert.deepEqual(c.allowedOrigins, ['localhost', '127.0.0.1', '[::1]']);
   assert.equal(c.sessionIdleTimeoutMs, 1_800_000);
   assert.equal(c.shutdownGraceMs, 10_000);
+  assert.equal(c.busyPollUs, 300);
   assert.equal(c.servers.get('s')?.timeoutMs, 60_000);
   assert.equal(c.servers.get('s')?.cwd, undefined);
   assert.equal(c.source, 'gateway.yaml');
+});
+
+test('reads busy_poll_us as whole microseconds, 0 turning polling off, and refuses more than a tenth of a second', () => {
+  assert.equal(parse(`busy_poll_us: 0\nservers:\n  s: { command: server, policy: ${ALLOW_ALL} }\n`).busyPollUs, 0);
+  assert.equal(parse(`busy_poll_us: 150\nservers:\n  s: { command: server, policy: ${ALLOW_ALL} }\n`).busyPollUs, 150);
+  const f = failure(() => parse(`busy_poll_us: 250000\nservers:\n  s: { command: server, policy: ${ALLOW_ALL} }\n`));
+  assert.deepEqual(f.issues, ['gateway.yaml: /busy_poll_us: expected at most 100000 µs (0.1 s) (line 1:15)']);
 });
 
 test('reads listen as host:port, [v6]:port or a bare port, with port 0 for any free port', () => {
@@ -276,7 +284,7 @@ servers:
   );
   assert.equal(f.code, ErrorCodes.CONFIG_INVALID);
   assert.deepEqual(f.issues, [
-    'gateway.yaml: /telemetry: unknown field; expected one of: listen, admin, store, counters, auth, limits, audit, allowed_hosts, allowed_origins, approvals, session_idle_timeout, shutdown_grace, servers (line 1:1)',
+    'gateway.yaml: /telemetry: unknown field; expected one of: listen, admin, store, counters, auth, limits, audit, allowed_hosts, allowed_origins, approvals, session_idle_timeout, shutdown_grace, busy_poll_us, servers (line 1:1)',
     'gateway.yaml: /auth/mode: unknown field; expected one of: required, oidc (line 2:26)',
     'gateway.yaml: /servers/s/comand: unknown field; expected one of: command, args, env, cwd, isolation, url, transport, headers, oauth, policy, timeout (line 5:5)',
     'gateway.yaml: /servers/s: expected command (a local stdio server) or url (a remote server) (line 5:5)',
@@ -326,6 +334,7 @@ auth: { required: "yes" }
 limits: { max_body_bytes: 0 }
 session_idle_timeout: soon
 shutdown_grace: -1
+busy_poll_us: -5
 servers:
   s: { command: x, policy: ${ALLOW_ALL} }
 `),
@@ -339,6 +348,7 @@ servers:
     'gateway.yaml: /limits/max_body_bytes: expected a positive integer (line 6:27)',
     'gateway.yaml: /session_idle_timeout: expected a duration like "30s", "5m", "1h" or a number of seconds (line 7:23)',
     'gateway.yaml: /shutdown_grace: expected a duration like "30s", "5m", "1h" or a number of seconds (line 8:17)',
+    'gateway.yaml: /busy_poll_us: expected a whole number of microseconds, 0 to turn polling off (line 9:15)',
   ]);
 });
 

@@ -62,6 +62,8 @@ export interface GatewayConfig {
   allowedOrigins: string[];
   sessionIdleTimeoutMs: number;
   shutdownGraceMs: number;
+  /** `busy_poll_us`: how long the event loop polls after each message, µs (0: never). */
+  busyPollUs: number;
   /**
    * Human approval: how often a replica reads back the approvals of the calls it holds and sweeps
    * expired ones (`poll_interval`), and how often a held call with a progressToken is sent a
@@ -227,6 +229,7 @@ export function parseGatewayConfig(text: string, source: string, env: Env = proc
     allowedOrigins: doc.allowed_origins,
     sessionIdleTimeoutMs: doc.session_idle_timeout,
     shutdownGraceMs: doc.shutdown_grace,
+    busyPollUs: doc.busy_poll_us,
     approvals: toApprovalsConfig(doc.approvals),
     servers,
     secretValues: Object.freeze([...secrets].sort((a, b) => b.length - a.length || (a < b ? -1 : 1))),

@@ -402,6 +402,9 @@ const ApprovalsSchema = strictObject(
   });
 });
 
+/** How long the event loop polls after each message, µs: long enough for a hop and back on one machine. */
+export const DEFAULT_BUSY_POLL_US = 300;
+
 export const GatewayConfigSchema = strictObject(
   {
     listen: hostPort.prefault(DEFAULT_LISTEN),
@@ -458,6 +461,13 @@ export const GatewayConfigSchema = strictObject(
     approvals: ApprovalsSchema.prefault({}),
     session_idle_timeout: duration.prefault('30m'),
     shutdown_grace: duration.prefault('10s'),
+    // µs the event loop keeps polling after each message before it sleeps (src/util/busy-poll.ts); 0: never.
+    busy_poll_us: z
+      .number({ error: 'expected a whole number of microseconds, 0 to turn polling off' })
+      .int({ error: 'expected a whole number of microseconds, 0 to turn polling off' })
+      .min(0, { error: 'expected a whole number of microseconds, 0 to turn polling off' })
+      .max(100_000, { error: 'expected at most 100000 µs (0.1 s)' })
+      .prefault(DEFAULT_BUSY_POLL_US),
     servers: z
       .record(
         z.string().regex(SERVER_NAME_PATTERN, {

@@ -14,6 +14,7 @@
  */
 import { STATUS_CODES, validateHeaderName, validateHeaderValue, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { Socket } from 'node:net';
+import { ioArrived } from '../../util/busy-poll.js';
 
 /** The request the lane hands to its handler: the head, and the body already read whole. */
 export interface LaneRequest {
@@ -217,6 +218,7 @@ class LaneConnection {
   /** What answers on a connection that stays open say of it: clients learn when it would close. */
   private readonly keepAlive: string;
   private readonly onData = (chunk: Buffer) => {
+    ioArrived();
     if (this.pending === undefined) this.pending = chunk;
     else {
       // A large body comes in many chunks: they are joined once, when it is whole.

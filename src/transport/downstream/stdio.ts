@@ -17,6 +17,7 @@ import {
 } from '../../util/jsonrpc.js';
 import { lineSplitter } from '../../util/lines.js';
 import type { CallHandlers, ServerMessage } from '../upstream/types.js';
+import { ioArrived } from '../../util/busy-poll.js';
 
 export class StdioListener {
   private readonly gateway: Gateway;
@@ -41,7 +42,11 @@ export class StdioListener {
       const split = lineSplitter((line) => this.onLine(line));
       const upstream = this.server.upstream;
       // The requests of one chunk (a client with several calls in flight) reach the server in one write.
-      input.on('data', upstream.batch === undefined ? split : (chunk: string) => upstream.batch!(() => split(chunk)));
+      input.on('data', (chunk: string) => {
+        ioArrived();
+        if (upstream.batch === undefined) split(chunk);
+        else upstream.batch(() => split(chunk));
+      });
       input.on('end', () => resolve());
       input.on('error', () => resolve());
     });

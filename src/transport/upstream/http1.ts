@@ -14,6 +14,7 @@
  */
 import net from 'node:net';
 import tls from 'node:tls';
+import { ioArrived } from '../../util/busy-poll.js';
 
 /** Why an exchange failed, for the errors that are not the socket's own (those keep their errno code). */
 export type HttpClientErrorCode =
@@ -752,14 +753,14 @@ export class Http1Pool {
             ALPNProtocols: ['http/1.1'],
             ...this.tlsOptions,
           })
-        : net.connect({ host: this.hostname, port: this.port, onread: { buffer: READ_BUFFER, callback: (n) => (conn.onData(copyOf(n)), true) } });
+        : net.connect({ host: this.hostname, port: this.port, onread: { buffer: READ_BUFFER, callback: (n) => (ioArrived(), conn.onData(copyOf(n)), true) } });
     } catch (err) {
       process.nextTick(() => a.fail(err as Error));
       return;
     }
     const conn: Connection = new Connection(this, socket);
     // A plain socket reads through `onread` (above, READ_BUFFER); a TLS one as a stream.
-    if (this.secure) socket.on('data', (chunk: Buffer) => conn.onData(chunk));
+    if (this.secure) socket.on('data', (chunk: Buffer) => (ioArrived(), conn.onData(chunk)));
     this.all.add(conn);
     this.startSweeper();
     conn.send(a);

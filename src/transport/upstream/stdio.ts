@@ -22,6 +22,7 @@ import { lineSplitter } from '../../util/lines.js';
 import { trackGroup, untrackGroup } from './reaper.js';
 import { resultAnswerId, swapId } from '../../util/raw-id.js';
 import { upstreamError, type CallHandlers, type ServerMessage, type Upstream, type UpstreamSession } from './types.js';
+import { ioArrived } from '../../util/busy-poll.js';
 
 export interface StdioUpstreamOptions {
   name: string;
@@ -207,7 +208,11 @@ export class StdioUpstream implements Upstream {
     this.exited = new Promise((r) => (resolveExit = r));
 
     child.stdout!.setEncoding('utf8');
-    child.stdout!.on('data', lineSplitter((line) => this.onLine(line)));
+    const splitLines = lineSplitter((line) => this.onLine(line));
+    child.stdout!.on('data', (chunk: string) => {
+      ioArrived();
+      splitLines(chunk);
+    });
     child.stderr!.setEncoding('utf8');
     child.stderr!.on(
       'data',
