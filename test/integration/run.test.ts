@@ -106,6 +106,31 @@ describe('policylayer run', () => {
     }
   });
 
+  it('refuses a --busy-poll-us that is not a whole number of microseconds up to 100000', () => {
+    for (const value of ['-5', 'fast', '250000']) {
+      const r = spawnSync(process.execPath, [POLICYLAYER_BIN, 'run', '--policy', policyFile('p.json', { version: '1', default: 'allow' }), `--busy-poll-us=${value}`, '--', 'true'], {
+        encoding: 'utf8',
+      });
+      assert.notEqual(r.status, 0);
+      assert.match(r.stderr, new RegExp(`--busy-poll-us: expected a whole number of microseconds from 0 to 100000, got '${value}'`));
+    }
+  });
+
+  it('answers calls the same with busy polling off and with a long window', async () => {
+    const policy = policyFile('polling.json', { version: '1', default: 'allow' });
+    for (const window of ['0', '5000']) {
+      const { client } = await wrap(policy, [process.execPath, EVERYTHING_BIN], undefined, ['--busy-poll-us', window]);
+      try {
+        for (let i = 0; i < 3; i++) {
+          const echoed = await client.callTool({ name: 'echo', arguments: { message: `call ${i} at ${window} µs` } });
+          assert.match(textOf(echoed), new RegExp(`call ${i} at ${window} µs`));
+        }
+      } finally {
+        await client.close();
+      }
+    }
+  });
+
   it('wraps server-everything: hidden tools are not listed, a denied call answers isError, an allowed call runs', async () => {
     const policy = policyFile('everything.json', {
       version: '1',
