@@ -2,7 +2,7 @@ import path from 'node:path';
 import { Gateway } from '../gateway/gateway.js';
 import { createMemoryStore } from '../limits/store/memory.js';
 import { createLimiter, openAuditLog } from '../main.js';
-import { AuditSchema, DEFAULT_BUSY_POLL_US, toAuditConfig } from '../config/index.js';
+import { AuditSchema, DEFAULT_BUSY_POLL_US, MAX_BUSY_POLL_US, toAuditConfig } from '../config/index.js';
 import { logConversionWarnings, watchPolicies } from '../gateway/reload.js';
 import { loadPolicyFile } from '../policy/index.js';
 import { createLogger } from '../telemetry/logger.js';
@@ -57,8 +57,9 @@ Example (.mcp.json for Claude Code, or .cursor/mcp.json):
     const name = values.name ?? path.basename(command[command.length - 1] ?? 'server');
     const timeoutMs = values.timeout ? parseDuration(values.timeout) : 60_000;
     const busyPoll = values['busy-poll-us'] ?? String(DEFAULT_BUSY_POLL_US);
-    if (!/^[0-9]{1,6}$/.test(busyPoll) || Number(busyPoll) > 100_000) {
-      throw new Error(`--busy-poll-us: expected a whole number of microseconds from 0 to 100000, got '${busyPoll}'`);
+    // The same bounds as gateway.yaml's busy_poll_us.
+    if (!/^[0-9]{1,6}$/.test(busyPoll) || Number(busyPoll) > MAX_BUSY_POLL_US) {
+      throw new Error(`--busy-poll-us: expected a whole number of microseconds from 0 to ${MAX_BUSY_POLL_US}, got '${busyPoll}'`);
     }
     configureBusyPoll(Number(busyPoll));
     // stdio is single-user and local by construction: the client that spawned us is the only caller.

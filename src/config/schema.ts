@@ -404,6 +404,8 @@ const ApprovalsSchema = strictObject(
 
 /** How long the event loop polls after each message, µs: long enough for a hop and back on one machine. */
 export const DEFAULT_BUSY_POLL_US = 300;
+/** The longest window `busy_poll_us` takes: a tenth of a second. */
+export const MAX_BUSY_POLL_US = 100_000;
 
 export const GatewayConfigSchema = strictObject(
   {
@@ -466,7 +468,7 @@ export const GatewayConfigSchema = strictObject(
       .number({ error: 'expected a whole number of microseconds, 0 to turn polling off' })
       .int({ error: 'expected a whole number of microseconds, 0 to turn polling off' })
       .min(0, { error: 'expected a whole number of microseconds, 0 to turn polling off' })
-      .max(100_000, { error: 'expected at most 100000 µs (0.1 s)' })
+      .max(MAX_BUSY_POLL_US, { error: `expected at most ${MAX_BUSY_POLL_US} µs (0.1 s)` })
       .prefault(DEFAULT_BUSY_POLL_US),
     servers: z
       .record(
