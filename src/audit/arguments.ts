@@ -13,7 +13,7 @@
  * Operators who must never store one use `keys`.
  */
 import { hash } from 'node:crypto';
-import { canonicalJson, withCanonicalJson } from '../util/canonical-json.js';
+import { canonicalJson } from '../util/canonical-json.js';
 import type { ArgumentsMode } from './event.js';
 
 /** What a masked value is replaced with. */
@@ -55,12 +55,38 @@ export function auditArguments(args: unknown, mode: ArgumentsMode): unknown {
       return redact(args, 0);
     case 'keys': {
       const keys = typeof args === 'object' && args !== null && !Array.isArray(args) ? Object.keys(args).sort() : [];
-      const sha256 = hash('sha256', canonicalJson(args), 'hex');
-      // Hashed again into every record that carries it: its canonical text is known now, and the
-      // object is frozen so that it stays so (keys sorted, sorted keys of the object: JSON.stringify's text).
-      return withCanonicalJson({ keys: Object.freeze(keys), sha256 }, `{"keys":${JSON.stringify(keys)},"sha256":"${sha256}"}`);
+      return { keys, sha256: hash('sha256', canonicalJson(args), 'hex') };
     }
   }
+}
+
+/**
+ * The canonical JSON of arguments of the shape `keys` mode gives (exactly `keys`, an array of
+ * strings, and `sha256`, a string), or undefined for any other value. The same text canonicalJson
+ * gives, written directly: it is hashed into every record and stored with it, and the generic
+ * walk (listing and sorting the keys, then serialising each value) cost more than the rest of a
+ * record's canonical form.
+ */
+export function keysArgumentsJson(a: unknown): string | undefined {
+  if (typeof a !== 'object' || a === null) return undefined;
+  const { keys, sha256 } = a as { keys?: unknown; sha256?: unknown };
+  if (typeof sha256 !== 'string' || !Array.isArray(keys)) return undefined;
+  // Exactly these two, both its own: canonicalJson writes an object's own enumerable keys, and
+  // for-in lists the inherited enumerable ones too, so anything else takes the generic way.
+  let n = 0;
+  for (const k in a) {
+    if (k !== 'keys' && k !== 'sha256') return undefined;
+    n++;
+  }
+  if (n !== 2 || !Object.hasOwn(a, 'keys') || !Object.hasOwn(a, 'sha256')) return undefined;
+  let text = '[';
+  for (let i = 0; i < keys.length; i++) {
+    const k: unknown = keys[i];
+    // A hole or a non-string: the generic way (which writes a hole differently from JSON.stringify).
+    if (typeof k !== 'string') return undefined;
+    text += i === 0 ? JSON.stringify(k) : `,${JSON.stringify(k)}`;
+  }
+  return `{"keys":${text}],"sha256":${JSON.stringify(sha256)}}`;
 }
 
 /** A copy of `v` with secret values masked (never modifies `v`: the call goes upstream as sent). */

@@ -93,9 +93,17 @@ test('the fast canonical form of a record is exactly the generic canonical JSON,
   );
 });
 
-test('keys arguments carry their canonical text, and it is the generic one', async () => {
-  const { auditArguments } = await import('./arguments.js');
-  const a = auditArguments({ zeta: 1, alpha: { y: [1, 2], x: 'é"\\' } }, 'keys') as { keys: string[]; sha256: string };
-  assert.ok(Object.isFrozen(a) && Object.isFrozen(a.keys));
-  assert.equal(canonicalJson(a), canonicalJson({ ...a, keys: [...a.keys] }));
+test('keys arguments are written in the canonical form the generic way gives, and any other shape goes the generic way', async () => {
+  const { auditArguments, keysArgumentsJson } = await import('./arguments.js');
+  const a = auditArguments({ zeta: 1, alpha: { y: [1, 2], x: 'é"\\\u2028' } }, 'keys');
+  assert.equal(keysArgumentsJson(a), canonicalJson(a));
+  // Look-alikes: an extra key, keys that are not all strings, a hole, inherited keys.
+  const sha256 = 'f'.repeat(64);
+  assert.equal(keysArgumentsJson({ keys: ['a'], sha256, more: 1 }), undefined);
+  assert.equal(keysArgumentsJson({ keys: ['a', 1], sha256 }), undefined);
+  assert.equal(keysArgumentsJson({ keys: [, 'a'], sha256 }), undefined);
+  assert.equal(keysArgumentsJson(Object.create({ keys: ['a'], sha256 })), undefined);
+  const r = chain('s', undefined, { ...EVENT, arguments: { keys: [, 'a'], sha256 } });
+  const { hash: _h, ...rest } = r;
+  assert.equal(canonicalRecord(r), canonicalJson(rest));
 });

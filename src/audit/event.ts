@@ -9,6 +9,7 @@
  */
 import { hash } from 'node:crypto';
 import { canonicalJson } from '../util/canonical-json.js';
+import { keysArgumentsJson } from './arguments.js';
 
 export type AuditDecision =
   | 'allow'
@@ -121,47 +122,91 @@ const PLAIN_FIELDS = HASHED_FIELDS.slice(1) as readonly Exclude<(typeof HASHED_F
  * (the writer's, a sink's read back) takes the fast path, which gives the very same text; one
  * with any other key, or an object where a plain value belongs (a hand-made or tampered object),
  * is serialised generically.
- *
- * The fast path is one JSON.stringify of the plain fields in canonical order, with the canonical
- * arguments put in front (`arguments` sorts first; with `keys` arguments their text is known
- * already, see withCanonicalJson): chaining runs for every record.
  */
 export function canonicalRecord(r: Omit<AuditRecord, 'hash'>): string {
   const keys = Object.keys(r);
   const expected = 'hash' in r ? HASHED_FIELDS.length + 1 : HASHED_FIELDS.length;
   if (keys.length !== expected || !('arguments' in r)) return generic(r);
-  const o = r as Record<string, unknown>;
-  for (const f of PLAIN_FIELDS) {
-    const v = o[f];
-    // An object would be serialised with its keys unsorted; an absent field means some other key is extra.
-    if ((typeof v === 'object' && v !== null) || (v === undefined && !(f in r))) return generic(r);
-  }
-  // Keys in canonical (sorted) order, which JSON.stringify keeps; both leave undefined members out.
-  const body = JSON.stringify({
-    at: o.at,
-    decision: o.decision,
-    error: o.error,
-    grantId: o.grantId,
-    grantLabel: o.grantLabel,
-    latencyMs: o.latencyMs,
-    method: o.method,
-    policyVersion: o.policyVersion,
-    prevHash: o.prevHash,
-    reason: o.reason,
-    requestId: o.requestId,
-    resultBytes: o.resultBytes,
-    rule: o.rule,
-    seq: o.seq,
-    server: o.server,
-    session: o.session,
-    stream: o.stream,
-    tool: o.tool,
-    upstreamStatus: o.upstreamStatus,
-  } satisfies Record<(typeof PLAIN_FIELDS)[number], unknown>);
-  if (o.arguments === undefined) return body;
-  const args = `{"arguments":${canonicalJson(o.arguments)}`;
-  return body === '{}' ? `${args}}` : `${args},${body.slice(1)}`;
+  for (const f of PLAIN_FIELDS) if (!(f in r)) return generic(r);
+  return written(r) ?? generic(r);
 }
+
+/**
+ * The canonical form of a record known to hold exactly the fields of its type, written member
+ * by member in canonical (sorted) order; undefined when a value is not plain (an object where a
+ * string belongs, an undefined member), which only the generic way writes right. Chaining runs
+ * for every record: this is a third of what one JSON.stringify of the fields in order cost, and
+ * the strings that repeat from record to record (server, tool, session, rule…) are escaped once.
+ */
+function written(o: Omit<AuditRecord, 'hash'>): string | undefined {
+  const a = o.arguments;
+  let args = '';
+  if (a !== undefined) {
+    const text = keysArgumentsJson(a) ?? (typeof a === 'object' && a !== null ? canonicalJson(a) : plain(a));
+    if (text === undefined) return undefined;
+    args = `"arguments":${text},`;
+  }
+  const at = plain(o.at);
+  const decision = repeated(o.decision);
+  const error = once(o.error);
+  const grantId = repeated(o.grantId);
+  const grantLabel = repeated(o.grantLabel);
+  const latencyMs = plain(o.latencyMs);
+  const method = repeated(o.method);
+  const policyVersion = repeated(o.policyVersion);
+  const prevHash = once(o.prevHash);
+  const reason = repeated(o.reason);
+  const requestId = once(o.requestId);
+  const resultBytes = plain(o.resultBytes);
+  const rule = repeated(o.rule);
+  const seq = plain(o.seq);
+  const server = repeated(o.server);
+  const session = repeated(o.session);
+  const stream = repeated(o.stream);
+  const tool = repeated(o.tool);
+  const upstreamStatus = repeated(o.upstreamStatus);
+  if (
+    at === undefined || decision === undefined || error === undefined || grantId === undefined || grantLabel === undefined ||
+    latencyMs === undefined || method === undefined || policyVersion === undefined || prevHash === undefined ||
+    reason === undefined || requestId === undefined || resultBytes === undefined || rule === undefined || seq === undefined ||
+    server === undefined || session === undefined || stream === undefined || tool === undefined || upstreamStatus === undefined
+  ) {
+    return undefined;
+  }
+  return (
+    `{${args}"at":${at},"decision":${decision},"error":${error},"grantId":${grantId},"grantLabel":${grantLabel},` +
+    `"latencyMs":${latencyMs},"method":${method},"policyVersion":${policyVersion},"prevHash":${prevHash},"reason":${reason},` +
+    `"requestId":${requestId},"resultBytes":${resultBytes},"rule":${rule},"seq":${seq},"server":${server},"session":${session},` +
+    `"stream":${stream},"tool":${tool},"upstreamStatus":${upstreamStatus}}`
+  );
+}
+
+/** JSON of a string, number or null as JSON.stringify writes it; undefined for anything else. */
+function plain(v: unknown): string | undefined {
+  if (typeof v === 'string') return JSON.stringify(v);
+  if (typeof v === 'number') return Number.isFinite(v) ? String(v) : 'null';
+  return v === null ? 'null' : undefined;
+}
+
+/** Texts of the strings seen most recently, as JSON: the values of the fields that repeat. */
+let escaped = new Map<string, string>();
+/** Strings remembered at most; then the map starts again (session ids keep arriving). */
+const MAX_ESCAPED = 4096;
+
+/** plain() of a value that repeats from record to record. */
+function repeated(v: unknown): string | undefined {
+  if (typeof v !== 'string') return plain(v);
+  let text = escaped.get(v);
+  if (text === undefined) {
+    text = JSON.stringify(v);
+    if (escaped.size >= MAX_ESCAPED) escaped = new Map();
+    escaped.set(v, text);
+  }
+  return text;
+}
+
+/** plain() of a value that is new in every record (a request id, a hash): not worth remembering. */
+const once = plain;
 
 function generic(r: Omit<AuditRecord, 'hash'>): string {
   const { hash: _ignored, ...rest } = r as AuditRecord;
@@ -201,6 +246,7 @@ export function chain(stream: string, prev: Pick<AuditRecord, 'seq' | 'hash'> | 
     prevHash: prev?.hash ?? GENESIS_HASH,
     hash: '',
   };
-  r.hash = recordHash(r);
+  // Made here with exactly its type's fields: the check canonicalRecord starts with is not needed.
+  r.hash = hash('sha256', `${r.prevHash}\n${written(r) ?? generic(r)}`, 'hex');
   return r;
 }

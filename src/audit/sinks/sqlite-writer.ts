@@ -31,7 +31,7 @@ import type Database from 'better-sqlite3';
 import type { AuditRecord } from '../event.js';
 import { prunableRecords, pruneAnchor, signCheckpoint, type AuditSigningKey, type SignedCheckpoint } from '../signing.js';
 import type { PruneResult } from '../store.js';
-import { knownJson } from '../../util/canonical-json.js';
+import { keysArgumentsJson } from '../arguments.js';
 import { AT_LIMIT, AT_SHIFT, BUCKET_SHIFT, KEY_KIND, PER_MS, bucketOf, isHex64, isWellFormed, yieldToEventLoop } from './sqlite-schema.js';
 import { AT, LATENCY, NUMS, RESULT_BYTES, SEQ, STRINGS, STRING_FIELDS, TEXT_LENGTHS, type ReceivedSlice, type StringTable, type WireSlice } from './sqlite-wire.js';
 
@@ -350,10 +350,14 @@ export class AuditRecordWriter {
       const text = r[field];
       this.ids[i] = text === null ? this.missing(i) : this.textId(text, i);
     }
-    // `keys` arguments (the default) come with their JSON already made, for the hash.
+    // `keys` arguments (the default) have a shape whose JSON is quicker written directly.
     const a = r.arguments;
-    const args = a === undefined ? null : ((typeof a === 'object' && a !== null ? knownJson(a) : undefined) ?? JSON.stringify(a) ?? null);
-    const exact = !this.illFormed && isHex64(r.hash) && isHex64(r.prevHash) && wellFormed(r.requestId) && wellFormed(r.reason) && wellFormed(r.error);
+    const args = a === undefined ? null : (keysArgumentsJson(a) ?? JSON.stringify(a) ?? null);
+    // The previous record's hash is nearly always the one checked last.
+    const hashOk = isHex64(r.hash);
+    const prevOk = r.prevHash === this.lastHex || isHex64(r.prevHash);
+    if (hashOk) this.lastHex = r.hash;
+    const exact = !this.illFormed && hashOk && prevOk && wellFormed(r.requestId) && wellFormed(r.reason) && wellFormed(r.error);
     this.insertRow(r.at, r.seq, r, args, exact ? undefined : () => r);
   }
 
