@@ -406,6 +406,7 @@ const ApprovalsSchema = strictObject(
 export const DEFAULT_BUSY_POLL_US = 300;
 /** The longest window `busy_poll_us` takes: a tenth of a second. */
 export const MAX_BUSY_POLL_US = 100_000;
+const NOT_BUSY_POLL_US = 'expected a whole number of microseconds, 0 to turn polling off';
 
 export const GatewayConfigSchema = strictObject(
   {
@@ -465,9 +466,9 @@ export const GatewayConfigSchema = strictObject(
     shutdown_grace: duration.prefault('10s'),
     // µs the event loop keeps polling after each message before it sleeps (src/util/busy-poll.ts); 0: never.
     busy_poll_us: z
-      .number({ error: 'expected a whole number of microseconds, 0 to turn polling off' })
-      .int({ error: 'expected a whole number of microseconds, 0 to turn polling off' })
-      .min(0, { error: 'expected a whole number of microseconds, 0 to turn polling off' })
+      .number({ error: NOT_BUSY_POLL_US })
+      .int({ error: NOT_BUSY_POLL_US })
+      .min(0, { error: NOT_BUSY_POLL_US })
       .max(MAX_BUSY_POLL_US, { error: `expected at most ${MAX_BUSY_POLL_US} µs (0.1 s)` })
       .prefault(DEFAULT_BUSY_POLL_US),
     servers: z
