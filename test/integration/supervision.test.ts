@@ -6,6 +6,7 @@
  * that can be told to crash, hang or ignore signals.
  */
 import { afterEach, describe, it } from 'node:test';
+import { readFileSync } from 'node:fs';
 import { Socket } from 'node:net';
 import { PassThrough, Writable } from 'node:stream';
 import assert from 'node:assert/strict';
@@ -186,6 +187,19 @@ describe('stopping a stdio upstream', () => {
   afterEach(async () => {
     await up?.close();
     for (const pid of pids.splice(0)) killGroup(pid);
+  });
+
+  it("runs the server and what it starts in a process group of their own, inside the gateway's session as a server a client starts would be", { skip: process.platform !== 'linux' ? 'reads /proc' : false }, async () => {
+    up = new StdioUpstream({ name: 'grouped', command: [process.execPath, STDIO_FIXTURE, '--grandchild'], timeoutMs: 10_000, logger: captureLogger('info').logger });
+    await up.start();
+    const { pid, grandchild } = await pidsOf(up);
+    pids.push(pid, grandchild);
+    const stat = (p: number) => readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    const [pgid, sid] = [(p: number) => Number(stat(p)[2]), (p: number) => Number(stat(p)[3])];
+    assert.equal(pid, up.pid);
+    assert.equal(pgid(pid), pid, 'the server leads its group');
+    assert.equal(pgid(grandchild), pid, "the server's child is in that group");
+    assert.equal(sid(pid), sid(process.pid), "the gateway's session: on Linux a session of its own would also be a CPU group of its own");
   });
 
   it('also kills what a server left in its process group when the server itself exits on stdin close', async () => {

@@ -5,7 +5,7 @@
  * tokens are rewritten so clients cannot collide, and each answer goes back to the client that
  * asked. The process runs in its own process group so shutdown can reach everything it spawned.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import type { Logger } from '../../telemetry/logger.js';
 import { JsonRpcErrors } from '../../errors.js';
 import { GATEWAY_CLIENT_CAPABILITIES, GATEWAY_INFO, LATEST_SESSION_VERSION } from '../../gateway/protocol.js';
@@ -20,6 +20,7 @@ import {
 } from '../../util/jsonrpc.js';
 import { lineSplitter } from '../../util/lines.js';
 import { trackGroup, untrackGroup } from './reaper.js';
+import { spawnServer } from './spawn-group.js';
 import { resultAnswerId, swapId } from '../../util/raw-id.js';
 import { upstreamError, type CallHandlers, type ServerMessage, type Upstream, type UpstreamSession } from './types.js';
 import { ioArrived } from '../../util/busy-poll.js';
@@ -195,13 +196,8 @@ export class StdioUpstream implements Upstream {
     this.state = 'starting';
     this.startedAt = Date.now();
     this.log.info({ command: this.opts.command }, 'starting upstream process');
-    const child = spawn(cmd, args, {
-      cwd: this.opts.cwd,
-      env: { ...process.env, ...this.opts.env },
-      stdio: ['pipe', 'pipe', 'pipe'],
-      // Its own process group, so SIGTERM/SIGKILL at shutdown reach grandchildren too (npx, uvx, shells).
-      detached: true,
-    });
+    // Its own process group, so SIGTERM/SIGKILL at shutdown reach grandchildren too (npx, uvx, shells).
+    const { child, started } = spawnServer(cmd, args, { cwd: this.opts.cwd, env: { ...process.env, ...this.opts.env } });
     this.child = child;
     if (child.pid !== undefined) trackGroup(child.pid);
     let resolveExit!: () => void;
@@ -229,8 +225,13 @@ export class StdioUpstream implements Upstream {
       resolveExit();
     });
     child.on('exit', (code, signal) => {
-      this.onExit(child, code, signal);
-      resolveExit();
+      // Until the command runs, an exit is the launcher's: a command that could not be run is
+      // reported as the error spawn() would have given.
+      void started.then((failure) => {
+        if (failure !== undefined) this.log.error({ err: failure.message }, 'upstream process could not be started');
+        this.onExit(child, code, signal, failure);
+        resolveExit();
+      });
     });
     this.initialize(child);
   }
