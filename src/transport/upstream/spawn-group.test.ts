@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { spawnServer, systemPerl, type SpawnServerOptions } from './spawn-group.js';
+import { findPerl, spawnServer, systemPerl, type SpawnServerOptions } from './spawn-group.js';
 
 /** A process's group and session, from /proc (Linux). */
 function groupAndSession(pid: number): { pgid: number; sid: number } {
@@ -102,6 +102,20 @@ describe('starting a stdio server in a process group of its own', () => {
     assert.deepEqual(groupAndSession(pid), { pgid: pid, sid: pid });
     r.child.stdin!.end();
     await r.exited;
+  });
+
+  it('passes over a perl on PATH that does not run, and relative folders, for the next one that does', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'pl-spawn-'));
+    try {
+      const broken = path.join(dir, 'perl');
+      writeFileSync(broken, '#!/bin/sh\nexit 1\n');
+      chmodSync(broken, 0o755);
+      const real = systemPerl()!;
+      assert.equal(findPerl([dir, 'relative/bin', path.dirname(real)].join(path.delimiter)), real);
+      assert.equal(findPerl(dir), null);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('does not use perl when PERL5OPT would make it do more than start the command', onLinux, async () => {

@@ -17,7 +17,7 @@
  * as a server that exits: perl reports a failed exec on a close-on-exec pipe (fd 3), as libuv
  * does for spawn() itself. The pipe closes empty when the command starts.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { accessSync, constants as fsConstants, statSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import path from 'node:path';
@@ -100,22 +100,28 @@ function execError(command: string, args: readonly string[], report: string): Er
 
 let found: string | null | undefined;
 
-/** The first executable `perl` on the gateway's PATH, looked up once; null if none (or on Windows). */
+/** The perl `spawnServer` uses: findPerl() on the gateway's PATH, looked up once; null on Windows. */
 export function systemPerl(): string | null {
-  if (found !== undefined) return found;
-  found = null;
-  if (process.platform === 'win32') return found;
-  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
+  if (found === undefined) found = process.platform === 'win32' ? null : findPerl(process.env.PATH ?? '');
+  return found;
+}
+
+/**
+ * The first `perl` on `searchPath` that runs: a file that is there but does not start (a broken
+ * install, a stub) would make every server fail to start, so each candidate is tried once.
+ */
+export function findPerl(searchPath: string): string | null {
+  for (const dir of searchPath.split(path.delimiter)) {
     if (dir === '' || !path.isAbsolute(dir)) continue;
     const candidate = path.join(dir, 'perl');
     try {
       accessSync(candidate, fsConstants.X_OK);
       if (!statSync(candidate).isFile()) continue;
-      found = candidate;
-      break;
     } catch {
-      // not here
+      continue;
     }
+    const tried = spawnSync(candidate, ['-e', 'exit 0'], { stdio: 'ignore', timeout: 5_000, env: {} });
+    if (tried.status === 0) return candidate;
   }
-  return found;
+  return null;
 }
