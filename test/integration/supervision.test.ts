@@ -194,8 +194,10 @@ describe('stopping a stdio upstream', () => {
     await up.start();
     const { pid, grandchild } = await pidsOf(up);
     pids.push(pid, grandchild);
+    // /proc/<pid>/stat after the command's name: state, ppid, pgrp, session…
     const stat = (p: number) => readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    const [pgid, sid] = [(p: number) => Number(stat(p)[2]), (p: number) => Number(stat(p)[3])];
+    const pgid = (p: number) => Number(stat(p)[2]);
+    const sid = (p: number) => Number(stat(p)[3]);
     assert.equal(pid, up.pid);
     assert.equal(pgid(pid), pid, 'the server leads its group');
     assert.equal(pgid(grandchild), pid, "the server's child is in that group");
