@@ -142,18 +142,32 @@ export async function startProcess(argv: readonly string[], opts: StartProcessOp
   return { child, pid: child.pid!, ready: match, output: () => out, stop };
 }
 
-/** Whether a process (or, with a negative pid, a process group) still exists. */
-export function isAlive(pid: number): boolean {
+/**
+ * The fields of /proc/<pid>/stat after the parenthesised command name (which may itself hold
+ * spaces or parens): state, ppid, pgrp, session…; undefined when there is no such process.
+ */
+function statFields(pid: number): string[] | undefined {
   let stat: string;
   try {
     stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   } catch {
-    return false;
+    return undefined;
   }
-  // A zombie waiting to be reaped counts as gone. The state is field 3, after the parenthesised
-  // command name (which may itself contain spaces or parens).
-  const state = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0];
-  return state !== 'Z' && state !== 'X';
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+}
+
+/** Whether a process (or, with a negative pid, a process group) still exists. */
+export function isAlive(pid: number): boolean {
+  // A zombie waiting to be reaped counts as gone.
+  const state = statFields(pid)?.[0];
+  return state !== undefined && state !== 'Z' && state !== 'X';
+}
+
+/** A running process's process group and session (Linux, from /proc). */
+export function groupAndSession(pid: number): { pgid: number; sid: number } {
+  const fields = statFields(pid);
+  if (fields === undefined) throw new Error(`no process ${pid}`);
+  return { pgid: Number(fields[2]), sid: Number(fields[3]) };
 }
 
 export interface HttpServerProcess extends StartedProcess {

@@ -6,7 +6,6 @@
  * that can be told to crash, hang or ignore signals.
  */
 import { afterEach, describe, it } from 'node:test';
-import { readFileSync } from 'node:fs';
 import { Socket } from 'node:net';
 import { PassThrough, Writable } from 'node:stream';
 import assert from 'node:assert/strict';
@@ -22,6 +21,7 @@ import { createMemoryStore } from '../../src/limits/store/memory.js';
 import { compilePolicy } from '../../src/policy/compile.js';
 import type { JsonRpcResponse } from '../../src/util/jsonrpc.js';
 import { textOf } from '../helpers/clients.js';
+import { groupAndSession } from '../helpers/processes.js';
 
 const ALLOW_ALL = { version: '1', default: 'allow' };
 
@@ -194,14 +194,10 @@ describe('stopping a stdio upstream', () => {
     await up.start();
     const { pid, grandchild } = await pidsOf(up);
     pids.push(pid, grandchild);
-    // /proc/<pid>/stat after the command's name: state, ppid, pgrp, session…
-    const stat = (p: number) => readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    const pgid = (p: number) => Number(stat(p)[2]);
-    const sid = (p: number) => Number(stat(p)[3]);
     assert.equal(pid, up.pid);
-    assert.equal(pgid(pid), pid, 'the server leads its group');
-    assert.equal(pgid(grandchild), pid, "the server's child is in that group");
-    assert.equal(sid(pid), sid(process.pid), "the gateway's session: on Linux a session of its own would also be a CPU group of its own");
+    assert.equal(groupAndSession(pid).pgid, pid, 'the server leads its group');
+    assert.equal(groupAndSession(grandchild).pgid, pid, "the server's child is in that group");
+    assert.equal(groupAndSession(pid).sid, groupAndSession(process.pid).sid, "the gateway's session: on Linux a session of its own would also be a CPU group of its own");
   });
 
   it('also kills what a server left in its process group when the server itself exits on stdin close', async () => {

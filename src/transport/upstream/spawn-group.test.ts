@@ -1,15 +1,10 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { groupAndSession } from '../../../test/helpers/processes.js';
 import { findPerl, spawnServer, systemPerl, type SpawnServerOptions } from './spawn-group.js';
-
-/** A process's group and session, from /proc (Linux). */
-function groupAndSession(pid: number): { pgid: number; sid: number } {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return { pgid: Number(fields[2]), sid: Number(fields[3]) };
-}
 
 /** Runs `command`, which prints its own pid and waits for stdin to close; resolves with the pid and how it ended. */
 async function run(command: string, args: string[], opts: Partial<SpawnServerOptions> = {}) {

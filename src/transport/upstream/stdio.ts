@@ -219,17 +219,18 @@ export class StdioUpstream implements Upstream {
     );
     // A write to a process that just died raises EPIPE here; the exit handler deals with the calls.
     child.stdin!.on('error', () => {});
-    child.on('error', (err) => {
+    const couldNotStart = (err: Error) => {
       this.log.error({ err: err.message }, 'upstream process could not be started');
       this.onExit(child, null, null, err);
       resolveExit();
-    });
+    };
+    child.on('error', couldNotStart);
     child.on('exit', (code, signal) => {
       // Until the command runs, an exit is the launcher's: a command that could not be run is
       // reported as the error spawn() would have given.
       void started.then((failure) => {
-        if (failure !== undefined) this.log.error({ err: failure.message }, 'upstream process could not be started');
-        this.onExit(child, code, signal, failure);
+        if (failure !== undefined) return couldNotStart(failure);
+        this.onExit(child, code, signal);
         resolveExit();
       });
     });
