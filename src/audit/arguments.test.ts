@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { test } from 'node:test';
+import fc from 'fast-check';
 import { canonicalJson } from '../util/canonical-json.js';
-import { auditArguments, REDACTED } from './arguments.js';
+import { auditArguments, keysArgumentsJson, REDACTED } from './arguments.js';
 
 test('keys mode keeps the sorted top-level names and a SHA-256 of the canonical arguments', () => {
   const args = { b: 2, a: { y: 1, x: 2 } };
@@ -12,6 +13,35 @@ test('keys mode keeps the sorted top-level names and a SHA-256 of the canonical 
   });
   // Key order does not change the hash: the same arguments are provably the same.
   assert.deepEqual(auditArguments({ a: { x: 2, y: 1 }, b: 2 }, 'keys'), auditArguments(args, 'keys'));
+});
+
+test('keys mode hashes exactly the canonical JSON of any arguments, whatever their keys and their order', () => {
+  const sha256 = (v: unknown) => createHash('sha256').update(canonicalJson(v)).digest('hex');
+  // Few key names, so that shapes repeat (and are found again) in and out of order.
+  const name = fc.constantFrom('a', 'b', 'path', 'ä', '"q"', '', '__proto__x', 'z\u2028');
+  const args = fc.oneof(
+    fc.dictionary(name, fc.jsonValue({ maxDepth: 2 }), { maxKeys: 5 }),
+    fc.dictionary(name, fc.oneof(fc.string(), fc.integer(), fc.constant(undefined)), { maxKeys: 4 }),
+  );
+  fc.assert(
+    fc.property(args, (a) => {
+      const r = auditArguments(a, 'keys') as { keys: string[]; sha256: string };
+      assert.deepEqual(r, { keys: Object.keys(a).sort(), sha256: sha256(a) });
+      // Its stored form is the one the generic canonical JSON gives.
+      assert.equal(keysArgumentsJson(r), canonicalJson(r));
+    }),
+    { numRuns: 2_000 },
+  );
+});
+
+test('keys mode shares one frozen list of names among arguments of the same shape', () => {
+  const first = auditArguments({ path: '/a', mode: 'r' }, 'keys') as { keys: string[] };
+  auditArguments({ other: 1 }, 'keys');
+  const again = auditArguments({ path: '/b', mode: 'w' }, 'keys') as { keys: string[] };
+  assert.equal(again.keys, first.keys);
+  assert.ok(Object.isFrozen(first.keys));
+  // Another order of the same names is another shape, with the same sorted names.
+  assert.deepEqual((auditArguments({ mode: 'w', path: '/b' }, 'keys') as { keys: string[] }).keys, ['mode', 'path']);
 });
 
 test('keys mode of arguments that are not an object has no keys but still a hash', () => {

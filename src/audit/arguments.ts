@@ -53,11 +53,69 @@ export function auditArguments(args: unknown, mode: ArgumentsMode): unknown {
       return args;
     case 'redacted':
       return redact(args, 0);
-    case 'keys': {
-      const keys = typeof args === 'object' && args !== null && !Array.isArray(args) ? Object.keys(args).sort() : [];
-      return { keys, sha256: hash('sha256', canonicalJson(args), 'hex') };
-    }
+    case 'keys':
+      return keysArguments(args);
   }
+}
+
+/**
+ * The names of an argument object's own keys, in the order it has them, and what its canonical
+ * form needs of them: the names sorted (shared by every record of this shape, frozen), each
+ * name's `"name":` once escaped, and the sorted names' JSON (what keysArgumentsJson writes).
+ */
+interface Shape {
+  readonly own: readonly string[];
+  readonly keys: readonly string[];
+  readonly members: readonly string[];
+  readonly keysJson: string;
+}
+
+/** Shapes seen lately, by the JSON of their own keys; calls to one tool nearly always have the same. */
+let shapes = new Map<string, Shape>();
+/** Shapes remembered at most; then the map starts again. */
+const MAX_SHAPES = 1024;
+let lastShape: Shape | undefined;
+const NO_KEYS: readonly string[] = Object.freeze([]);
+
+function shapeOf(own: readonly string[]): Shape {
+  const last = lastShape;
+  if (last !== undefined && sameKeys(last.own, own)) return last;
+  const id = JSON.stringify(own);
+  let shape = shapes.get(id);
+  if (shape === undefined) {
+    const keys = Object.freeze([...own].sort());
+    shape = { own, keys, members: keys.map((k) => `${JSON.stringify(k)}:`), keysJson: JSON.stringify(keys) };
+    if (shapes.size >= MAX_SHAPES) shapes = new Map();
+    shapes.set(id, shape);
+  }
+  lastShape = shape;
+  return shape;
+}
+
+function sameKeys(a: readonly string[], b: readonly string[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/**
+ * `keys` arguments: the sorted names and the SHA-256 of canonicalJson(args), whose text is written
+ * here from the object's shape (the names sorted and escaped once per shape, the values one by
+ * one) rather than by sorting and escaping the names of every call's arguments again. This runs
+ * for every call the audit log records; the text is canonicalJson's, which a test holds it to.
+ */
+function keysArguments(args: unknown): { keys: readonly string[]; sha256: string } {
+  if (typeof args !== 'object' || args === null || Array.isArray(args)) return { keys: NO_KEYS, sha256: hash('sha256', canonicalJson(args), 'hex') };
+  const shape = shapeOf(Object.keys(args));
+  const { keys, members } = shape;
+  let text = '{';
+  for (let i = 0; i < keys.length; i++) {
+    const v = (args as Record<string, unknown>)[keys[i]!];
+    // canonicalJson leaves undefined members out (JSON arguments have none).
+    if (v === undefined) continue;
+    text += `${text.length === 1 ? '' : ','}${members[i]}${typeof v === 'string' ? JSON.stringify(v) : canonicalJson(v)}`;
+  }
+  return { keys, sha256: hash('sha256', `${text}}`, 'hex') };
 }
 
 /**
@@ -69,16 +127,15 @@ export function auditArguments(args: unknown, mode: ArgumentsMode): unknown {
  */
 export function keysArgumentsJson(a: unknown): string | undefined {
   if (typeof a !== 'object' || a === null) return undefined;
-  const { keys, sha256 } = a as { keys?: unknown; sha256?: unknown };
+  // Exactly these two own keys, in this order (auditArguments makes them so): canonicalJson writes
+  // an object's own enumerable keys, sorted, and this text must be the one it gives.
+  const own = Object.keys(a);
+  if (own.length !== 2 || own[0] !== 'keys' || own[1] !== 'sha256') return undefined;
+  const { keys, sha256 } = a as { keys: unknown; sha256: unknown };
   if (typeof sha256 !== 'string' || !Array.isArray(keys)) return undefined;
-  // Exactly these two, both its own: canonicalJson writes an object's own enumerable keys, and
-  // for-in lists the inherited enumerable ones too, so anything else takes the generic way.
-  let n = 0;
-  for (const k in a) {
-    if (k !== 'keys' && k !== 'sha256') return undefined;
-    n++;
-  }
-  if (n !== 2 || !Object.hasOwn(a, 'keys') || !Object.hasOwn(a, 'sha256')) return undefined;
+  // The names of a shape seen last are written already (shapes share their frozen array).
+  const shape = lastShape;
+  if (shape !== undefined && keys === shape.keys) return `{"keys":${shape.keysJson},"sha256":${JSON.stringify(sha256)}}`;
   let text = '[';
   for (let i = 0; i < keys.length; i++) {
     const k: unknown = keys[i];
