@@ -149,37 +149,37 @@ export class EventDecoder {
     if (m.reset) this.strings = [];
     const v = m.values;
     const out: AuditEventInput[] = [];
+    // Field by field, like the encoder: this runs for every event the thread takes.
     for (let i = 0; i < v.length; i += FIELDS_PER_EVENT) {
-      const s = (k: number) => this.text(v[i + 5 + k] as string | number | null);
       out.push({
         at: v[i] as number,
         requestId: v[i + 1] as string | null,
         arguments: v[i + 2],
         latencyMs: v[i + 3] as number | null,
         resultBytes: v[i + 4] as number | null,
-        grantId: s(0),
-        grantLabel: s(1),
-        session: s(2),
-        server: s(3)!,
-        method: s(4)!,
-        tool: s(5),
-        decision: s(6) as AuditEventInput['decision'],
-        rule: s(7),
-        reason: s(8),
-        policyVersion: s(9),
-        upstreamStatus: s(10),
-        error: s(11),
+        grantId: this.text(v[i + 5]),
+        grantLabel: this.text(v[i + 6]),
+        session: this.text(v[i + 7]),
+        server: this.text(v[i + 8])!,
+        method: this.text(v[i + 9])!,
+        tool: this.text(v[i + 10]),
+        decision: this.text(v[i + 11]) as AuditEventInput['decision'],
+        rule: this.text(v[i + 12]),
+        reason: this.text(v[i + 13]),
+        policyVersion: this.text(v[i + 14]),
+        upstreamStatus: this.text(v[i + 15]),
+        error: this.text(v[i + 16]),
       });
     }
     return out;
   }
 
-  private text(x: string | number | null): string | null {
+  private text(x: unknown): string | null {
     if (x === null) return null;
     if (typeof x === 'string') {
       this.strings.push(x);
       return x;
     }
-    return this.strings[x]!;
+    return this.strings[x as number]!;
   }
 }

@@ -63,6 +63,9 @@ const INSERT_RAW_SQL = `INSERT INTO audit_records (${INSERT_COLUMNS})
 const STRING_PARAM = [2, 9, 10, 5, 11, 3, 4, 12, 14, 16, 6] as const;
 /** Indexes into STRING_FIELDS. */
 const F = { grant: 0, server: 3, method: 4, tool: 5, decision: 6, stream: 10 } as const;
+/** STRING_FIELDS as insertRecord reads them, one by one: the compiler holds the two to the same order. */
+const READ_IN_ORDER: typeof STRING_FIELDS = ['grantId', 'grantLabel', 'session', 'server', 'method', 'tool', 'decision', 'rule', 'policyVersion', 'upstreamStatus', 'stream'];
+void READ_IN_ORDER;
 /** STRING_FIELDS a record must have. */
 const REQUIRED = new Set<number>([F.server, F.method, F.decision, F.stream]);
 
@@ -345,11 +348,20 @@ export class AuditRecordWriter {
   /** Inserts `r` as it is: on the caller's thread, or a record that did not fit the wire's encoding. */
   private insertRecord(r: AuditRecord): void {
     this.illFormed = false;
-    for (let i = 0; i < STRING_FIELDS.length; i++) {
-      const field = STRING_FIELDS[i]!;
-      const text = r[field];
-      this.ids[i] = text === null ? this.missing(i) : this.textId(text, i);
-    }
+    // Field by field, in STRING_FIELDS' order (READ_IN_ORDER): a loop over the names made every
+    // read a megamorphic keyed load, for every record written.
+    const ids = this.ids;
+    ids[0] = this.idOf(r.grantId, 0);
+    ids[1] = this.idOf(r.grantLabel, 1);
+    ids[2] = this.idOf(r.session, 2);
+    ids[3] = this.idOf(r.server, 3);
+    ids[4] = this.idOf(r.method, 4);
+    ids[5] = this.idOf(r.tool, 5);
+    ids[6] = this.idOf(r.decision, 6);
+    ids[7] = this.idOf(r.rule, 7);
+    ids[8] = this.idOf(r.policyVersion, 8);
+    ids[9] = this.idOf(r.upstreamStatus, 9);
+    ids[10] = this.idOf(r.stream, 10);
     // `keys` arguments (the default) have a shape whose JSON is quicker written directly.
     const a = r.arguments;
     const args = a === undefined ? null : (keysArgumentsJson(a) ?? JSON.stringify(a) ?? null);
@@ -521,6 +533,11 @@ export class AuditRecordWriter {
       return -id;
     }
     return id;
+  }
+
+  /** The id of string field `i` of a record whose value is `text` (null: none). */
+  private idOf(text: unknown, i: number): number | null {
+    return text === null ? this.missing(i) : this.textId(text, i);
   }
 
   /** The id of `text` as string field `i` of a record. */
