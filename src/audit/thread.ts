@@ -75,7 +75,7 @@ export class AuditThread {
   /** The timer that sends what is pending when no later event does, and the immediate that sends it with the traffic. */
   private fallback: NodeJS.Timeout | undefined;
   private immediate = false;
-  /** performance.now() of the last message of events. */
+  /** performance.now() of the last message of events sent when the flush interval was up. */
   private lastPost = 0;
   /** Events wait this long on the event loop (the flush interval); the fallback timer, FALLBACK_AFTER_MS more. */
   private readonly postEveryMs: number;
@@ -168,7 +168,7 @@ export class AuditThread {
       return;
     }
     const n = this.pending.push(event);
-    if (n >= POST_AT) this.post();
+    if (n >= POST_AT) this.post(false);
     else if (this.immediate) return;
     else if (performance.now() - this.lastPost >= this.postEveryMs) {
       // While calls keep coming, they carry the messages: sent at the end of this turn of the
@@ -279,18 +279,24 @@ export class AuditThread {
     this.post();
   };
 
-  private post(): void {
+  /**
+   * Sends what is pending. `due`: the flush interval is up (or a caller waits), and the thread
+   * writes the records at once; a message sent because POST_AT events piled up is not, and what it
+   * carries is written with the next one that is (or at the thread's flush timer, or batch size),
+   * so that the thread commits once an interval however many messages the traffic takes.
+   */
+  private post(due = true): void {
     this.immediate = false;
     if (this.fallback !== undefined) {
       clearTimeout(this.fallback);
       this.fallback = undefined;
     }
     if (this.pending.length === 0 || this.gone !== undefined) return;
-    this.lastPost = performance.now();
+    if (due) this.lastPost = performance.now();
     const events = this.pending;
     this.pending = [];
     try {
-      this.worker.postMessage({ t: 'events', events: this.encoder.encode(events) } satisfies ToAuditThread);
+      this.worker.postMessage({ t: 'events', events: this.encoder.encode(events), due } satisfies ToAuditThread);
       this.handedOver += events.length;
     } catch (err) {
       // An event that cannot be copied to the thread (never one the gateway makes): the message
@@ -299,7 +305,7 @@ export class AuditThread {
       this.encoder.restart();
       for (const e of events) {
         try {
-          this.worker.postMessage({ t: 'events', events: this.encoder.encode([e]) } satisfies ToAuditThread);
+          this.worker.postMessage({ t: 'events', events: this.encoder.encode([e]), due } satisfies ToAuditThread);
           this.handedOver++;
         } catch {
           this.encoder.restart();
