@@ -20,8 +20,8 @@ export interface AuditThreadData {
 export type StoreOp = 'query' | 'checkpoints' | 'verify' | 'prune';
 
 export type ToAuditThread =
-  /** Events to record (`async`), in order, as EventEncoder wrote them; `due`: to be written at once (thread.ts). */
-  | { readonly t: 'events'; readonly events: EncodedEvents; readonly due: boolean }
+  /** Events to record (`async`), in order, as EventEncoder wrote them. */
+  | { readonly t: 'events'; readonly events: EncodedEvents }
   /** One event to record and answer once durable (`strict`). */
   | { readonly t: 'durable'; readonly id: number; readonly event: AuditEventInput }
   | { readonly t: 'flush'; readonly id: number }

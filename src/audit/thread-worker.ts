@@ -140,9 +140,6 @@ async function serve(port: MessagePort, o: AuditThreadData): Promise<void> {
             logger.error({ err: (err as Error).message }, 'audit event not recorded');
           }
         }
-        // The flush interval is up (the events waited it on the gateway's event loop): written
-        // now, in this wake-up of the thread, not at a timer that would wake it again (thread.ts).
-        if (m.due) writer.writeNow();
         // The gateway counts what it handed over against max_queue until told it was taken: it
         // hears at least every half max_queue, not only at the next stats tick.
         if (taken - reportedTaken >= Math.max(1, c.maxQueue >> 1)) {

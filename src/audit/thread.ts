@@ -2,10 +2,10 @@
  * The gateway's end of its audit thread (thread-worker.ts): what the trail records through, and
  * the queryable sinks the admin API and retention use, each a proxy to the sink in the thread.
  *
- * On the call path, recording an event is an array push: the events of a flush interval go to the
+ * On the call path, recording an event is an array push: the events of POST_EVERY_MS go to the
  * thread together, in one message (at once when POST_AT of them have piled up), sent at the end of
- * the event loop's turn of the first event recorded a flush interval after the last message, or,
- * when none comes, by a timer; the thread writes each message's records at once. A strict event
+ * the event loop's turn of the first event recorded after POST_EVERY_MS, or, when none comes, by a
+ * timer. A strict event
  * is sent at once, after whatever was recorded before it, and its promise settles when the
  * thread says it is durable.
  *
@@ -29,27 +29,22 @@ import { EventEncoder, fromWireError, type AuditThreadData, type FromAuditThread
 import type { AuditCheckpoint, VerifyResult } from './verify.js';
 import type { AuditSinkStats } from './writer.js';
 
+/** Events sent in one message at most; more are sent at once rather than wait for POST_EVERY_MS. */
+const POST_AT = 256;
 /**
- * Events sent in one message at most; more are sent at once rather than wait for the flush
- * interval. Sending one holds the event loop (encoding, copying): 256 events held it about 450 µs
- * at 16,000 calls/s, up to 890 (bench/audit-thread.ts), too near the issue's millisecond.
+ * How long recorded events wait on the event loop before going to the thread together. Each
+ * message wakes the thread, which costs both sides some 60 to 100 µs of CPU here, far more than
+ * copying a few more events: sending at every turn of the loop cost about 100 µs a call with one
+ * client, every 2 ms about 4 µs a call more than every 10 ms at 8,000 calls/s. It adds to what a
+ * crash loses in `async` mode (the flush interval, 20 ms by default), so it stays small beside it.
  */
-const POST_AT = 128;
-/*
- * How long recorded events wait on the event loop before going to the thread together: the flush
- * interval (`audit.flush_interval`, 20 ms by default), and the thread writes them as soon as they
- * arrive. Each message wakes the thread, which costs both sides far more CPU on a virtual machine
- * than copying a few more events: sending at every turn of the loop cost about 100 µs a call with
- * one client. Events used to go every 5 ms and be written at the thread's own flush timer, five
- * wake-ups a flush interval where one does; at 2,000 and 8,000 calls/s one cost the event loop 3
- * to 9 µs a call less, and the thread about a fifth less (bench/audit-thread.ts).
- */
+const POST_EVERY_MS = 5;
 /**
- * When no event follows to carry them, what is pending goes this long after the flush interval,
+ * When no event follows to carry them, what is pending goes after this long: twice POST_EVERY_MS,
  * so that under traffic the next event comes first and no timer wakes the loop. A crash in
- * `async` mode loses at most the flush interval and this, and the write itself.
+ * `async` mode loses at most this plus the flush interval.
  */
-const FALLBACK_AFTER_MS = 10;
+const FALLBACK_MS = 2 * POST_EVERY_MS;
 
 interface Waiting {
   resolve(value: unknown): void;
@@ -75,11 +70,8 @@ export class AuditThread {
   /** The timer that sends what is pending when no later event does, and the immediate that sends it with the traffic. */
   private fallback: NodeJS.Timeout | undefined;
   private immediate = false;
-  /** performance.now() of the last message of events sent when the flush interval was up. */
+  /** performance.now() of the last message of events. */
   private lastPost = 0;
-  /** Events wait this long on the event loop (the flush interval); the fallback timer, FALLBACK_AFTER_MS more. */
-  private readonly postEveryMs: number;
-  private readonly fallbackMs: number;
   private readonly waiting = new Map<number, Waiting>();
   private nextId = 0;
   private lastStats: AuditSinkStats[];
@@ -103,8 +95,6 @@ export class AuditThread {
   private constructor(worker: Worker, ready: Extract<FromAuditThread, { t: 'ready' }>, log: Logger, config: AuditConfig) {
     this.worker = worker;
     this.maxWaiting = config.maxQueue;
-    this.postEveryMs = config.flushIntervalMs;
-    this.fallbackMs = config.flushIntervalMs + FALLBACK_AFTER_MS;
     this.dropWhenFull = config.onFull === 'drop';
     this.log = log;
     this.stream = ready.stream;
@@ -157,7 +147,7 @@ export class AuditThread {
 
   // ---- what the trail records through ----
 
-  /** Queues `event`; it goes to the thread within the flush interval, with the others recorded meanwhile. */
+  /** Queues `event`; it goes to the thread within POST_EVERY_MS, with the others recorded meanwhile. */
   record(event: AuditEventInput): void {
     if (this.gone !== undefined) {
       this.dropped();
@@ -168,16 +158,16 @@ export class AuditThread {
       return;
     }
     const n = this.pending.push(event);
-    if (n >= POST_AT) this.post(false);
+    if (n >= POST_AT) this.post();
     else if (this.immediate) return;
-    else if (performance.now() - this.lastPost >= this.postEveryMs) {
+    else if (performance.now() - this.lastPost >= POST_EVERY_MS) {
       // While calls keep coming, they carry the messages: sent at the end of this turn of the
       // event loop, which is awake anyway, not at a timer that would wake it between calls
       // (a wake-up costs about as much as the message itself on a virtual machine).
       this.immediate = true;
       setImmediate(this.postScheduled);
     } else {
-      this.fallback ??= setTimeout(this.postScheduled, this.fallbackMs).unref();
+      this.fallback ??= setTimeout(this.postScheduled, FALLBACK_MS).unref();
     }
   }
 
@@ -279,24 +269,18 @@ export class AuditThread {
     this.post();
   };
 
-  /**
-   * Sends what is pending. `due`: the flush interval is up (or a caller waits), and the thread
-   * writes the records at once; a message sent because POST_AT events piled up is not, and what it
-   * carries is written with the next one that is (or at the thread's flush timer, or batch size),
-   * so that the thread commits once an interval however many messages the traffic takes.
-   */
-  private post(due = true): void {
+  private post(): void {
     this.immediate = false;
     if (this.fallback !== undefined) {
       clearTimeout(this.fallback);
       this.fallback = undefined;
     }
     if (this.pending.length === 0 || this.gone !== undefined) return;
-    if (due) this.lastPost = performance.now();
+    this.lastPost = performance.now();
     const events = this.pending;
     this.pending = [];
     try {
-      this.worker.postMessage({ t: 'events', events: this.encoder.encode(events), due } satisfies ToAuditThread);
+      this.worker.postMessage({ t: 'events', events: this.encoder.encode(events) } satisfies ToAuditThread);
       this.handedOver += events.length;
     } catch (err) {
       // An event that cannot be copied to the thread (never one the gateway makes): the message
@@ -305,7 +289,7 @@ export class AuditThread {
       this.encoder.restart();
       for (const e of events) {
         try {
-          this.worker.postMessage({ t: 'events', events: this.encoder.encode([e]), due } satisfies ToAuditThread);
+          this.worker.postMessage({ t: 'events', events: this.encoder.encode([e]) } satisfies ToAuditThread);
           this.handedOver++;
         } catch {
           this.encoder.restart();

@@ -225,26 +225,6 @@ test('writes what is queued as one batch when the flush interval elapses, and no
   assert.deepEqual(sink.batches, [4]);
 });
 
-test('writeNow writes what is queued as one batch in the next turn, and leaves no flush timer behind to wake the thread', async (t) => {
-  const a = new MemorySink('a');
-  const b = new MemorySink('b');
-  const { writer, timers } = await setup(t, [a, b]);
-  for (let i = 1; i <= 4; i++) writer.record(event(i));
-  writer.writeNow();
-  assert.equal(timers.pending.size, 0, 'the flush timer is gone');
-  assert.equal(a.attempts, 0, 'nothing is written on the caller\'s stack');
-  await eventually(() => a.records.length === 4 && b.records.length === 4, 'every sink has the queued records');
-  assert.deepEqual(a.batches, [4]);
-  assert.deepEqual(b.batches, [4]);
-  // A record queued after it waits for the interval again.
-  writer.record(event(5));
-  assert.equal(timers.pending.size, 1);
-  writer.writeNow();
-  writer.writeNow();
-  await eventually(() => a.records.length === 5, 'the fifth record is written');
-  assert.deepEqual(a.batches, [4, 1]);
-});
-
 test('keeps each sink in record order with never more than one batch in flight', async (t) => {
   const sink = new MemorySink();
   sink.delayMs = 1;

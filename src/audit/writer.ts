@@ -190,21 +190,6 @@ export class AuditWriter {
     return this.waitFor(r.seq);
   }
 
-  /**
-   * Writes what is queued in a later turn (the same turn of the loop as kick()), rather than at the
-   * flush interval, and drops the flush timer that would wake the thread for it: the audit thread
-   * calls it after each message of events, which waited a flush interval on the event loop already.
-   */
-  writeNow(): void {
-    if (this.tick !== undefined) this.timers.clearTimeout(this.tick);
-    this.tick = undefined;
-    for (const lane of this.lanes) {
-      if (lane.queue.length === 0) continue;
-      lane.due = true;
-      this.kick(lane);
-    }
-  }
-
   /** Resolves once everything recorded so far is written or spilled, by every sink. */
   flush(): Promise<void> {
     if (this.last === undefined) return Promise.resolve();
