@@ -17,8 +17,9 @@ test('keys mode keeps the sorted top-level names and a SHA-256 of the canonical 
 
 test('keys mode hashes exactly the canonical JSON of any arguments, whatever their keys and their order', () => {
   const sha256 = (v: unknown) => createHash('sha256').update(canonicalJson(v)).digest('hex');
-  // Few key names, so that shapes repeat (and are found again) in and out of order.
-  const name = fc.constantFrom('a', 'b', 'path', 'ä', '"q"', '', '__proto__x', 'z\u2028');
+  // Few key names, so that shapes repeat (and are found again) in and out of order; integer-like
+  // names come first in an object's own order but sort as text.
+  const name = fc.constantFrom('a', 'b', 'path', 'ä', '"q"', '', '10', '9', '__proto__x', 'z\u2028');
   const args = fc.oneof(
     fc.dictionary(name, fc.jsonValue({ maxDepth: 2 }), { maxKeys: 5 }),
     fc.dictionary(name, fc.oneof(fc.string(), fc.integer(), fc.constant(undefined)), { maxKeys: 4 }),
