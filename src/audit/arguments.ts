@@ -60,15 +60,21 @@ export function auditArguments(args: unknown, mode: ArgumentsMode): unknown {
 
 /**
  * The names of an argument object's own keys, in the order it has them, and what its canonical
- * form needs of them: the names sorted (shared by every record of this shape, frozen), each
- * name's `"name":` once escaped, and the sorted names' JSON (what keysArgumentsJson writes).
+ * form needs of them: the names sorted (shared by every record of this shape, frozen) and each
+ * name's `"name":` once escaped.
  */
 interface Shape {
   readonly own: readonly string[];
   readonly keys: readonly string[];
   readonly members: readonly string[];
-  readonly keysJson: string;
 }
+
+/**
+ * The JSON of each shape's sorted names, by the shared list itself: keysArgumentsJson writes it
+ * into every record twice (chained, then stored), whichever shape came last. The lists live as
+ * long as their shape, so the map holds only a few long-lived keys.
+ */
+const NAMES_JSON = new WeakMap<readonly string[], string>();
 
 /** Shapes seen lately, by the JSON of their own keys; calls to one tool nearly always have the same. */
 let shapes = new Map<string, Shape>();
@@ -84,7 +90,8 @@ function shapeOf(own: readonly string[]): Shape {
   let shape = shapes.get(id);
   if (shape === undefined) {
     const keys = Object.freeze([...own].sort());
-    shape = { own, keys, members: keys.map((k) => `${JSON.stringify(k)}:`), keysJson: JSON.stringify(keys) };
+    shape = { own, keys, members: keys.map((k) => `${JSON.stringify(k)}:`) };
+    NAMES_JSON.set(keys, JSON.stringify(keys));
     if (shapes.size >= MAX_SHAPES) shapes = new Map();
     shapes.set(id, shape);
   }
@@ -133,9 +140,9 @@ export function keysArgumentsJson(a: unknown): string | undefined {
   if (own.length !== 2 || own[0] !== 'keys' || own[1] !== 'sha256') return undefined;
   const { keys, sha256 } = a as { keys: unknown; sha256: unknown };
   if (typeof sha256 !== 'string' || !Array.isArray(keys)) return undefined;
-  // The names of a shape seen last are written already (shapes share their frozen array).
-  const shape = lastShape;
-  if (shape !== undefined && keys === shape.keys) return `{"keys":${shape.keysJson},"sha256":${JSON.stringify(sha256)}}`;
+  // A shape's names are written already (its list is shared and frozen).
+  const names = NAMES_JSON.get(keys);
+  if (names !== undefined) return `{"keys":${names},"sha256":${JSON.stringify(sha256)}}`;
   let text = '[';
   for (let i = 0; i < keys.length; i++) {
     const k: unknown = keys[i];
