@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { serialize } from 'node:v8';
 import type { AuditEventInput } from './event.js';
 import { EventDecoder, EventEncoder } from './thread-wire.js';
 
@@ -54,5 +55,14 @@ describe('events on their way to the audit thread', () => {
     const m = enc.encode(after);
     assert.equal(m.reset, true);
     assert.deepEqual(dec.decode(m), after);
+  });
+
+  it('are one dense array, which is copied value after value rather than as index and value pairs', () => {
+    const { values } = new EventEncoder().encode(Array.from({ length: 20 }, (_, i) => event(i)));
+    // V8's serialisation: a header (0xFF and the format version), then the array's tag, 'A' for a
+    // dense array and 'a' for a sparse one (what an array made by `new Array(n)` becomes).
+    const bytes = serialize(values);
+    assert.equal(bytes[0], 0xff);
+    assert.equal(String.fromCharCode(bytes[2]!), 'A');
   });
 });

@@ -105,30 +105,33 @@ export class EventEncoder {
     if (this.ids.size > MAX_STRINGS) this.restart();
     const reset = this.resetPending;
     this.resetPending = false;
-    // Sized once and filled by index, each field read by name, in INTERNED's order (the decoder's):
-    // this runs on the event loop, where a loop over INTERNED made every read a megamorphic keyed
-    // load and the array grew by pushes (encoding a dozen events took a sixth longer).
-    const values: unknown[] = new Array(events.length * FIELDS_PER_EVENT);
-    let i = 0;
+    // Built by push, in INTERNED's order (the decoder's), each field read by name: an array made
+    // with `new Array(n)` has holes as far as V8 is concerned, however it is filled, and a holey
+    // array is structured-cloned element by element as index/value pairs: 80 events took about
+    // 0.7 µs an event to serialise here and 1.1 to deserialise and decode, against 0.2 and 0.45
+    // for this packed one, which costs about 0.15 µs more to build. (A loop over INTERNED made
+    // every read a megamorphic keyed load.)
+    const values: unknown[] = [];
     for (const e of events) {
-      values[i] = e.at;
-      values[i + 1] = e.requestId;
-      values[i + 2] = e.arguments;
-      values[i + 3] = e.latencyMs;
-      values[i + 4] = e.resultBytes;
-      values[i + 5] = this.ref(e.grantId);
-      values[i + 6] = this.ref(e.grantLabel);
-      values[i + 7] = this.ref(e.session);
-      values[i + 8] = this.ref(e.server);
-      values[i + 9] = this.ref(e.method);
-      values[i + 10] = this.ref(e.tool);
-      values[i + 11] = this.ref(e.decision);
-      values[i + 12] = this.ref(e.rule);
-      values[i + 13] = this.ref(e.reason);
-      values[i + 14] = this.ref(e.policyVersion);
-      values[i + 15] = this.ref(e.upstreamStatus);
-      values[i + 16] = this.ref(e.error);
-      i += FIELDS_PER_EVENT;
+      values.push(
+        e.at,
+        e.requestId,
+        e.arguments,
+        e.latencyMs,
+        e.resultBytes,
+        this.ref(e.grantId),
+        this.ref(e.grantLabel),
+        this.ref(e.session),
+        this.ref(e.server),
+        this.ref(e.method),
+        this.ref(e.tool),
+        this.ref(e.decision),
+        this.ref(e.rule),
+        this.ref(e.reason),
+        this.ref(e.policyVersion),
+        this.ref(e.upstreamStatus),
+        this.ref(e.error),
+      );
     }
     return { reset, values };
   }
