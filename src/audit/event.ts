@@ -146,25 +146,26 @@ function written(o: Omit<AuditRecord, 'hash'>): string | undefined {
     if (text === undefined) return undefined;
     args = `"arguments":${text},`;
   }
-  const at = plain(o.at);
-  const decision = repeated(o.decision);
+  const at = o.at === lastAt ? lastAtJson : atJson(o.at);
+  const decision = repeated(o.decision, 0);
   const error = once(o.error);
-  const grantId = repeated(o.grantId);
-  const grantLabel = repeated(o.grantLabel);
+  const grantId = repeated(o.grantId, 1);
+  const grantLabel = repeated(o.grantLabel, 2);
   const latencyMs = plain(o.latencyMs);
-  const method = repeated(o.method);
-  const policyVersion = repeated(o.policyVersion);
-  const prevHash = once(o.prevHash);
-  const reason = repeated(o.reason);
+  const method = repeated(o.method, 3);
+  const policyVersion = repeated(o.policyVersion, 4);
+  // Nearly always the hash chained last: hex digits, which JSON writes as they are.
+  const prevHash = o.prevHash === lastHash ? `"${lastHash}"` : once(o.prevHash);
+  const reason = repeated(o.reason, 5);
   const requestId = once(o.requestId);
   const resultBytes = plain(o.resultBytes);
-  const rule = repeated(o.rule);
+  const rule = repeated(o.rule, 6);
   const seq = plain(o.seq);
-  const server = repeated(o.server);
-  const session = repeated(o.session);
-  const stream = repeated(o.stream);
-  const tool = repeated(o.tool);
-  const upstreamStatus = repeated(o.upstreamStatus);
+  const server = repeated(o.server, 7);
+  const session = repeated(o.session, 8);
+  const stream = repeated(o.stream, 9);
+  const tool = repeated(o.tool, 10);
+  const upstreamStatus = repeated(o.upstreamStatus, 11);
   if (
     at === undefined || decision === undefined || error === undefined || grantId === undefined || grantLabel === undefined ||
     latencyMs === undefined || method === undefined || policyVersion === undefined || prevHash === undefined ||
@@ -193,20 +194,50 @@ let escaped = new Map<string, string>();
 /** Strings remembered at most; then the map starts again (session ids keep arriving). */
 const MAX_ESCAPED = 4096;
 
-/** plain() of a value that repeats from record to record. */
-function repeated(v: unknown): string | undefined {
+/** Each repeating field's (by its place in written()) last string and that string's JSON. */
+const lastString: Array<string | undefined> = Array(12).fill(undefined);
+const lastJson: string[] = Array(12).fill('');
+
+/**
+ * plain() of a value that repeats from record to record, field `slot` of written(): most records
+ * have the previous one's server, tool, decision…, and comparing with that costs less than a
+ * lookup in `escaped`.
+ */
+function repeated(v: unknown, slot: number): string | undefined {
   if (typeof v !== 'string') return plain(v);
+  if (v === lastString[slot]) return lastJson[slot];
   let text = escaped.get(v);
   if (text === undefined) {
     text = JSON.stringify(v);
     if (escaped.size >= MAX_ESCAPED) escaped = new Map();
     escaped.set(v, text);
   }
+  lastString[slot] = v;
+  lastJson[slot] = text;
   return text;
 }
 
 /** plain() of a value that is new in every record (a request id, a hash): not worth remembering. */
 const once = plain;
+
+/**
+ * The time of the record written last and its JSON: the records of one millisecond share it, and
+ * a number that large is turned into text by the slow, general way.
+ */
+let lastAt = NaN;
+let lastAtJson = '';
+
+function atJson(v: unknown): string | undefined {
+  const text = plain(v);
+  if (typeof v === 'number' && text !== undefined) {
+    lastAt = v;
+    lastAtJson = text;
+  }
+  return text;
+}
+
+/** The hash chain() made last (SHA-256 in lowercase hex): the next record's prevHash. */
+let lastHash = '';
 
 function generic(r: Omit<AuditRecord, 'hash'>): string {
   const { hash: _ignored, ...rest } = r as AuditRecord;
@@ -248,5 +279,6 @@ export function chain(stream: string, prev: Pick<AuditRecord, 'seq' | 'hash'> | 
   };
   // Made here with exactly its type's fields: the check canonicalRecord starts with is not needed.
   r.hash = hash('sha256', `${r.prevHash}\n${written(r) ?? generic(r)}`, 'hex');
+  lastHash = r.hash;
   return r;
 }

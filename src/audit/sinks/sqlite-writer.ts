@@ -98,6 +98,13 @@ export class AuditRecordWriter {
    */
   private readonly strings = new Map<string, number>();
   private readonly streams = new Map<string, number>();
+  /**
+   * Each string field's last text and its id (as cachedId gives it): most records repeat the
+   * previous one's server, method, tool, decision, grant…, and a comparison with the same string
+   * costs less than a lookup in the map.
+   */
+  private readonly lastText: Array<string | undefined> = Array(STRING_FIELDS.length).fill(undefined);
+  private readonly lastId: number[] = Array(STRING_FIELDS.length).fill(0);
   /** Undoes the cache entries added since the last commit, if their transaction (or savepoint) rolls back. */
   private undo: Array<() => void> = [];
 
@@ -557,7 +564,14 @@ export class AuditRecordWriter {
     if (typeof text !== 'string') {
       throw new TypeError(`${this.name}: a record's ${STRING_FIELDS[i]} must be a string${REQUIRED.has(i) ? '' : ' or null'}, not ${typeof text}; the batch was not written`);
     }
-    const id = this.cachedId(text, i);
+    let id: number;
+    if (text === this.lastText[i]) {
+      id = this.lastId[i]!;
+    } else {
+      id = this.cachedId(text, i);
+      this.lastText[i] = text;
+      this.lastId[i] = id;
+    }
     if (id < 0) {
       this.illFormed = true;
       return -id;
@@ -583,6 +597,8 @@ export class AuditRecordWriter {
 
   /** Forgets cache entries of rolled-back work: everything after `mark`. */
   private undoSince(mark: number): void {
+    // The ids forgotten below may be among the last ones.
+    this.lastText.fill(undefined);
     for (let i = this.undo.length - 1; i >= mark; i--) this.undo[i]!();
     this.undo.length = mark;
   }

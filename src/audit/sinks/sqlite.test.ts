@@ -811,6 +811,22 @@ describe('SQLite audit sink: records the columns cannot hold as they are', () =>
     }
   });
 
+  it('forgets the id of a string that only a rolled-back batch added, though that batch used it last', async () => {
+    const file = freshFile();
+    const sink = openSqliteAuditSink(file, { inline: true });
+    try {
+      const tried = chain(A, undefined, { ...event(1), tool: 'fresh_tool' });
+      const unserialisable = { ...chain(A, tried, event(2)), arguments: { amount: 10n } };
+      await assert.rejects(sink.write([tried, unserialisable]), /BigInt/);
+      // Another new string now takes the id the rolled-back one had; the tool must not follow it.
+      const record = chain(A, undefined, { ...event(1), grantId: 'fresh_grant', tool: 'fresh_tool' });
+      await sink.write([record]);
+      assert.deepStrictEqual(await all(sink), [record]);
+    } finally {
+      await sink.close();
+    }
+  });
+
   it('rejects a batch holding a value that cannot reach the writer thread, undoing the part of it that did', async () => {
     const records: AuditRecord[] = [];
     for (let k = 1; k <= 300; k++) records.push(chain(A, records[records.length - 1], { ...event(k), grantId: `grant-${k}` }));
