@@ -108,9 +108,9 @@ export class EventEncoder {
     // Built by push, in INTERNED's order (the decoder's), each field read by name: an array made
     // with `new Array(n)` has holes as far as V8 is concerned, however it is filled, and a holey
     // array is structured-cloned element by element as index/value pairs: 80 events took about
-    // 0.7 µs an event to serialise here and 1.1 to deserialise and decode, against 0.2 and 0.45
-    // for this packed one, which costs about 0.15 µs more to build. (A loop over INTERNED made
-    // every read a megamorphic keyed load.)
+    // 0.7 µs an event to serialise here and 1.1 to 1.3 to deserialise and decode, against 0.2 and
+    // 0.5 to 0.7 for this packed one, whose pushes cost the encoding a few per cent. (A loop over
+    // INTERNED made every read a megamorphic keyed load.)
     const values: unknown[] = [];
     for (const e of events) {
       values.push(
