@@ -59,7 +59,7 @@ test('chained records number themselves and carry the previous hash', () => {
 test('the fast canonical form of a record is exactly the generic canonical JSON, whatever the values', () => {
   // Values from a few constants too, so that consecutive records often repeat a field (the fast
   // form remembers each field's last value) and differ from it just as often.
-  const text = fc.oneof(fc.string(), fc.string({ unit: 'binary' }), fc.constantFrom('', '"', '\\', '\u2028', '\ud800', 'é\u0000', 'files', 'files'));
+  const text = fc.oneof(fc.string(), fc.string({ unit: 'binary' }), fc.constantFrom('', '"', '\\', '\u2028', '\ud800', 'é\u0000', 'files'));
   const orNull = <T>(a: fc.Arbitrary<T>) => fc.option(a, { nil: null });
   const num = fc.oneof(fc.integer(), fc.double(), fc.constantFrom(-0, 1e21, 5e-324, Number.MAX_SAFE_INTEGER, 1_700_000_000_000, 1_700_000_000_001));
   const args = fc.oneof(fc.constant(undefined), fc.jsonValue(), fc.dictionary(text, fc.jsonValue()));

@@ -147,15 +147,6 @@ export class AuditRecordWriter {
     private readonly db: Database.Database,
     private readonly name: string,
   ) {
-    // Each batch is a savepoint, and inside a transaction each multi-row insert opens a statement
-    // savepoint too: the pages they change are first copied to a sub-journal, which SQLite moves
-    // from memory to a temporary file once it passes 64 KiB (every few inserts here), opened,
-    // written and closed again each transaction. In memory, that was 5% of the audit thread's
-    // time at 20,000 records/s, and 0.7% after; a sub-journal holds at most the pages a
-    // transaction changed, a few hundred KiB. The other temporary storage this moves to memory is
-    // a sort's: none of the statements on this connection sorts (the sink's reads share it when it
-    // writes inline), each ORDER BY follows an index with a LIMIT.
-    db.pragma('temp_store = MEMORY');
     this.insertRaw = db.prepare(INSERT_RAW_SQL);
     this.lastOfMs = db
       .prepare<[number, number], number>(
