@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { serialize } from 'node:v8';
 import type { AuditEventInput } from './event.js';
-import { EventDecoder, EventEncoder } from './thread-wire.js';
+import { EventDecoder, EventEncoder, ThreadWork, sharedNow } from './thread-wire.js';
 
 const event = (i: number, session: string | null = 'sess-1'): AuditEventInput => ({
   at: 1_700_000_000_000 + i,
@@ -64,5 +64,53 @@ describe('events on their way to the audit thread', () => {
     const bytes = serialize(values);
     assert.equal(bytes[0], 0xff);
     assert.equal(String.fromCharCode(bytes[2]!), 'A');
+  });
+});
+
+describe("how far behind the audit thread is, as the gateway sees it", () => {
+  /** Both ends over one shared buffer, as the gateway and the thread have it. */
+  const ends = () => {
+    const gateway = new ThreadWork();
+    return { gateway, thread: new ThreadWork(gateway.buffer) };
+  };
+
+  it('is behind while the messages posted and not yet finished with number as many as said', () => {
+    const { gateway, thread } = ends();
+    assert.equal(gateway.behind(2, 20), false, 'nothing posted');
+    gateway.posted();
+    assert.equal(gateway.behind(2, 20), false, 'one message, not two');
+    gateway.posted();
+    gateway.posted();
+    assert.equal(gateway.behind(2, 20), true);
+    thread.finished(2);
+    assert.equal(gateway.behind(2, 20), false, 'one left');
+    thread.finished(3);
+    assert.equal(gateway.behind(1, 20), false, 'all finished with');
+  });
+
+  it('is behind once its timer has been due as long as said, not before, and not once none is set', () => {
+    const { gateway, thread } = ends();
+    thread.dueAt(sharedNow() + 1_000);
+    assert.equal(gateway.behind(2, 20), false, 'due in a second');
+    thread.dueAt(sharedNow() - 5);
+    assert.equal(gateway.behind(2, 20), false, 'late by 5 ms, not 20');
+    thread.dueAt(sharedNow() - 25);
+    assert.equal(gateway.behind(2, 20), true, 'late by 25 ms');
+    thread.dueAt(undefined);
+    assert.equal(gateway.behind(2, 20), false);
+  });
+
+  it('counts across the wrap of its 32-bit counters', () => {
+    const { gateway, thread } = ends();
+    thread.finished(2 ** 31 - 1);
+    // The gateway's count wraps from 2^31 - 1 to -2^31 as the thread's does.
+    const counters = new Int32Array(gateway.buffer);
+    counters[0] = 2 ** 31 - 1;
+    gateway.posted();
+    gateway.posted();
+    assert.equal(counters[0], -(2 ** 31) + 1);
+    assert.equal(gateway.behind(2, 20), true, 'two past the thread, across the wrap');
+    thread.finished(2 ** 31 + 1);
+    assert.equal(gateway.behind(1, 20), false);
   });
 });

@@ -3,6 +3,7 @@
  * Only plain data crosses: events as the trail makes them (arguments not yet derived), errors as
  * their class name, message and code, stats and query results as the writer and stores give them.
  */
+import { performance } from 'node:perf_hooks';
 import type { AuditConfig } from '../config/index.js';
 import type { AuditEventInput } from './event.js';
 import type { AuditSinkStats } from './writer.js';
@@ -14,6 +15,64 @@ export interface AuditThreadData {
   readonly level: string;
   /** The stream id, for tests; a random UUID otherwise. */
   readonly stream?: string;
+  /** ThreadWork's counters, shared by both sides. */
+  readonly work: SharedArrayBuffer;
+}
+
+/**
+ * How far behind the thread is, told without a message (both sides use Atomics): the gateway
+ * counts the messages it posts, the thread the messages it has finished with (once the work they
+ * started is done), and the thread says when its next timer is due (its flush interval's write),
+ * which it cannot say once it is late. The gateway's event loop stops busy-polling while the
+ * thread is behind (AuditThread, ../util/busy-poll.ts), so that it does not hold a CPU the thread
+ * is waiting for.
+ *
+ * Times are ms on a clock both threads read alike (sharedNow), kept in 32 bits and compared by
+ * their difference, which is exact while it is under 24 days.
+ */
+export class ThreadWork {
+  /** Messages posted, messages finished with, a timer set (1) or not (0), when it is due. */
+  private readonly c: Int32Array;
+
+  constructor(buffer: SharedArrayBuffer = new SharedArrayBuffer(4 * Int32Array.BYTES_PER_ELEMENT)) {
+    this.c = new Int32Array(buffer, 0, 4);
+  }
+
+  get buffer(): SharedArrayBuffer {
+    return this.c.buffer as SharedArrayBuffer;
+  }
+
+  /** The gateway posted a message. */
+  posted(): void {
+    Atomics.add(this.c, 0, 1);
+  }
+
+  /** The thread has finished with `count` messages since it started. */
+  finished(count: number): void {
+    Atomics.store(this.c, 1, count | 0);
+  }
+
+  /** The thread's next timer is due at `at` (sharedNow()'s clock); undefined: none is set. */
+  dueAt(at: number | undefined): void {
+    if (at === undefined) {
+      Atomics.store(this.c, 2, 0);
+      return;
+    }
+    Atomics.store(this.c, 3, at | 0);
+    Atomics.store(this.c, 2, 1);
+  }
+
+  /** Whether `messages` or more posted are not finished with, or the thread's timer has been due `lateMs` or more. */
+  behind(messages: number, lateMs: number): boolean {
+    const c = this.c;
+    if (((Atomics.load(c, 0) - Atomics.load(c, 1)) | 0) >= messages) return true;
+    return Atomics.load(c, 2) !== 0 && ((sharedNow() - Atomics.load(c, 3)) | 0) >= lateMs;
+  }
+}
+
+/** ms on a clock every thread of the process reads alike, as a 32-bit integer (it wraps). */
+export function sharedNow(): number {
+  return Math.floor(performance.timeOrigin + performance.now()) | 0;
 }
 
 /** The operations of a queryable sink (AuditStore) the gateway runs in the thread. */

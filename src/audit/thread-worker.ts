@@ -31,7 +31,7 @@ import type { AuditEventInput } from './event.js';
 import { DeferredSink, isPostgresSpec, openAuditSink, sinkDisplayName } from './open.js';
 import type { AuditSink } from './sink.js';
 import type { AuditStore } from './store.js';
-import { EventDecoder, toWireError, type AuditThreadData, type FromAuditThread, type StoreOp, type ToAuditThread } from './thread-wire.js';
+import { EventDecoder, ThreadWork, sharedNow, toWireError, type AuditThreadData, type FromAuditThread, type StoreOp, type ToAuditThread } from './thread-wire.js';
 import { AuditWriter } from './writer.js';
 
 /** How often changed counters are sent to the gateway (its metrics read them). */
@@ -45,6 +45,30 @@ async function serve(port: MessagePort, o: AuditThreadData): Promise<void> {
   // The writer's warnings (a sink down, a spill file replayed) reach the gateway's log as lines.
   const logger: Logger = pino({ level: o.level, base: null, timestamp: false }, { write: (line: string) => send({ t: 'log', line }) });
   const c = o.config;
+  // What the gateway's event loop reads to know whether this thread is behind (see ThreadWork):
+  // the messages taken are counted as they come, and said finished with at the second
+  // setImmediate after: the writes they started (the writer starts one at setImmediate, and the
+  // SQLite sink writes synchronously on this thread) have run by then.
+  const lag = new ThreadWork(o.work);
+  let received = 0;
+  let settling = false;
+  const finish = () => {
+    settling = false;
+    lag.finished(received);
+  };
+  const settle = () => {
+    if (settling) return;
+    settling = true;
+    setImmediate(() => setImmediate(finish));
+  };
+  // The writer's timers (its flush interval, a down sink's retry) and when each is due: the gateway
+  // is told the earliest.
+  const timersDue = new Map<NodeJS.Timeout, number>();
+  const publishDue = () => {
+    let earliest: number | undefined;
+    for (const at of timersDue.values()) if (earliest === undefined || ((at - earliest) | 0) < 0) earliest = at;
+    lag.dueAt(earliest);
+  };
   const yielded = c.durability === 'async' ? yieldToCalls(logger) : undefined;
 
   const sinks: AuditSink[] = [];
@@ -69,6 +93,23 @@ async function serve(port: MessagePort, o: AuditThreadData): Promise<void> {
       maxQueue: c.maxQueue,
       onFull: c.onFull,
       logger,
+      // Timers counted in timersDue, for the gateway to see when one is late.
+      timers: {
+        setTimeout: (fn, ms) => {
+          const h = setTimeout(() => {
+            timersDue.delete(h);
+            publishDue();
+            fn();
+          }, ms).unref();
+          timersDue.set(h, (sharedNow() + ms) | 0);
+          publishDue();
+          return h;
+        },
+        clearTimeout: (h) => {
+          clearTimeout(h as NodeJS.Timeout);
+          if (timersDue.delete(h as NodeJS.Timeout)) publishDue();
+        },
+      },
       ...(o.stream !== undefined ? { stream: o.stream } : {}),
     });
   } catch (err) {
@@ -129,6 +170,14 @@ async function serve(port: MessagePort, o: AuditThreadData): Promise<void> {
   const decoder = new EventDecoder();
 
   port.on('message', (m: ToAuditThread) => {
+    received++;
+    try {
+      handle(m);
+    } finally {
+      settle();
+    }
+  });
+  const handle = (m: ToAuditThread): void => {
     switch (m.t) {
       case 'events':
         for (const e of decoder.decode(m.events)) {
@@ -202,7 +251,7 @@ async function serve(port: MessagePort, o: AuditThreadData): Promise<void> {
         });
         return;
     }
-  });
+  };
 
   // Ready once the priority is settled, so that nothing the gateway does meets the thread half-way.
   await yielded;

@@ -12,6 +12,7 @@ import type { Logger } from '../telemetry/logger.js';
 import type { AuditEventInput, AuditRecord } from './event.js';
 import { loadOrCreateSigningKey } from './signing.js';
 import { openSqliteAuditSink } from './sinks/sqlite.js';
+import { otherWorkWaits } from '../util/busy-poll.js';
 import { AuditThread } from './thread.js';
 
 const T0 = Date.UTC(2026, 10, 22, 12, 0, 0);
@@ -256,6 +257,20 @@ describe('the audit thread', () => {
     assert.equal((await thread.statsNow())[0]!.dropped, 10);
   });
 
+  it("pauses the event loop's busy-polling while the thread is a flush interval behind, and not once it has caught up", async (t) => {
+    const dir = await tempDir(t);
+    const thread = await start(t, config(dir, { flushIntervalMs: 20 }));
+    assert.equal(otherWorkWaits(), false);
+    // Some 80 messages in one turn of the event loop: far more than the thread takes meanwhile.
+    for (let i = 1; i <= 20_000; i++) thread.record(event(i));
+    assert.equal(otherWorkWaits(), true);
+    await thread.flush();
+    const until = Date.now() + 10_000;
+    while (otherWorkWaits() && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
+    assert.equal(otherWorkWaits(), false, 'caught up');
+    assert.equal(thread.stats()[0]!.written, 20_000);
+  });
+
   describe('its CPU priority', { skip: existsSync('/proc/thread-self') ? false : 'threads have no priority of their own here (Linux only)' }, () => {
     /** Each of this process's threads: its nice value and scheduling policy, from /proc (fields 19 and 41 of its stat). */
     const threads = (): Array<{ nice: number; policy: number }> =>
@@ -309,12 +324,15 @@ describe('the audit thread', () => {
     const { logger, lines } = capture();
     const thread = await start(t, config(dir), logger);
     const worker = (thread as unknown as { worker: { terminate(): Promise<number> } }).worker;
+    // Messages it may not have finished with when it dies.
+    for (let i = 100; i < 2_100; i++) thread.record(event(i));
     await worker.terminate();
     // The gateway learns of the exit by an event of its own, a turn or so later.
     const until = Date.now() + 10_000;
     while (!lines.some((l) => /audit thread stopped/.test(String(l.msg))) && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
     assert.ok(lines.some((l) => l.level === 50 && /audit thread stopped/.test(String(l.msg))));
     await assert.rejects(thread.flush(), /audit log stopped/);
+    assert.equal(otherWorkWaits(), false, 'a thread that is gone holds back no polling');
     assert.doesNotThrow(() => thread.record(event(2)));
     await assert.rejects(thread.recordDurable(event(3)), /audit log stopped/);
     await thread.close();

@@ -25,7 +25,8 @@ import type { AuditConfig } from '../config/index.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { AuditEventInput, AuditRecord } from './event.js';
 import type { AuditPage, AuditQuery, AuditStore, PruneResult } from './store.js';
-import { EventEncoder, fromWireError, type AuditThreadData, type FromAuditThread, type StoreOp, type ToAuditThread } from './thread-wire.js';
+import { pauseBusyPollWhile } from '../util/busy-poll.js';
+import { EventEncoder, ThreadWork, fromWireError, type AuditThreadData, type FromAuditThread, type StoreOp, type ToAuditThread } from './thread-wire.js';
 import type { AuditCheckpoint, VerifyResult } from './verify.js';
 import type { AuditSinkStats } from './writer.js';
 
@@ -45,6 +46,20 @@ const POST_EVERY_MS = 5;
  * `async` mode loses at most this plus the flush interval.
  */
 const FALLBACK_MS = 2 * POST_EVERY_MS;
+
+/**
+ * BEHIND: the event loop busy-polls (../util/busy-poll.ts) except while the thread is a flush
+ * interval behind: the messages of a flush interval are not finished with, or its flush timer has
+ * been due a flush interval. In `async` mode the thread gets a CPU only when no other thread
+ * wants one (thread-worker.ts), and a polling event loop wants its CPU all the time. With 16
+ * clients on two cores, polling left the thread only the moments the other core had to spare, and
+ * the gateway did 13 to 16% fewer calls a second with its audit log on than with it off; pausing
+ * while the thread was behind at all, 9%. A thread that is only a little behind catches up from
+ * the other core's spare moments while the calls keep the polling: pausing for it too cost 6 to
+ * 11% of the calls a second at one client, where every wake-up of the event loop is on the call's
+ * path; paused only a flush interval behind, nothing measurable at one client and 5 to 8% more
+ * calls a second at 16 than without the pause (docs/benchmarks.md).
+ */
 
 interface Waiting {
   resolve(value: unknown): void;
@@ -91,9 +106,16 @@ export class AuditThread {
   private gone: Error | undefined;
   private lostEvents = 0;
   private closed: Promise<void> | undefined;
+  /** How far behind the thread is (see ThreadWork), and what undoes the pause of polling on it. */
+  private readonly work: ThreadWork;
+  private readonly unpause: () => void;
 
-  private constructor(worker: Worker, ready: Extract<FromAuditThread, { t: 'ready' }>, log: Logger, config: AuditConfig) {
+  private constructor(worker: Worker, ready: Extract<FromAuditThread, { t: 'ready' }>, log: Logger, config: AuditConfig, work: ThreadWork) {
     this.worker = worker;
+    this.work = work;
+    // While the thread is a flush interval behind, the event loop does not busy-poll: see BEHIND.
+    const messages = Math.max(2, Math.ceil(config.flushIntervalMs / POST_EVERY_MS));
+    this.unpause = pauseBusyPollWhile(() => work.behind(messages, config.flushIntervalMs));
     this.maxWaiting = config.maxQueue;
     this.dropWhenFull = config.onFull === 'drop';
     this.log = log;
@@ -112,7 +134,8 @@ export class AuditThread {
 
   /** Starts the thread and opens the sinks there; rejects with the reason a sink could not be opened. */
   static start(config: AuditConfig, logger: Logger, opts: { stream?: string } = {}): Promise<AuditThread> {
-    const data: AuditThreadData = { config, level: logger.level, ...(opts.stream !== undefined ? { stream: opts.stream } : {}) };
+    const work = new ThreadWork();
+    const data: AuditThreadData = { config, level: logger.level, work: work.buffer, ...(opts.stream !== undefined ? { stream: opts.stream } : {}) };
     // No execArgv: the thread needs none of the process's flags, and some would stop it starting.
     const worker = new Worker(new URL('./thread-worker.js', import.meta.url), { workerData: { auditThread: data }, execArgv: [] });
     const log = logger.child({ component: 'audit' });
@@ -122,7 +145,7 @@ export class AuditThread {
           forwardLog(log, m.line);
         } else if (m.t === 'ready') {
           off();
-          resolve(new AuditThread(worker, m, log, config));
+          resolve(new AuditThread(worker, m, log, config, work));
         } else if (m.t === 'failed') {
           off();
           void worker.terminate();
@@ -236,6 +259,7 @@ export class AuditThread {
         this.lastStats = (await this.ask((id) => ({ t: 'close', id }))) as AuditSinkStats[];
       } finally {
         this.gone = new Error('the audit log is closed');
+        this.unpause();
         await this.worker.terminate();
       }
     })();
@@ -250,13 +274,19 @@ export class AuditThread {
       // Referenced while an answer is awaited: a caller waiting on the log keeps the process up.
       if (this.waiting.size === 0 && this.roomWaiters.length === 0) this.worker.ref();
       this.waiting.set(id, { resolve, reject });
-      this.worker.postMessage(message(id));
+      this.postToThread(message(id));
     });
   }
 
   /** @internal */
   send(message: ToAuditThread): void {
-    if (this.gone === undefined) this.worker.postMessage(message);
+    if (this.gone === undefined) this.postToThread(message);
+  }
+
+  /** Every message to the thread goes here: counted once posted (one that cannot be copied throws, uncounted). */
+  private postToThread(message: ToAuditThread): void {
+    this.worker.postMessage(message);
+    this.work.posted();
   }
 
   private roomMade(): void {
@@ -280,7 +310,7 @@ export class AuditThread {
     const events = this.pending;
     this.pending = [];
     try {
-      this.worker.postMessage({ t: 'events', events: this.encoder.encode(events) } satisfies ToAuditThread);
+      this.postToThread({ t: 'events', events: this.encoder.encode(events) });
       this.handedOver += events.length;
     } catch (err) {
       // An event that cannot be copied to the thread (never one the gateway makes): the message
@@ -289,7 +319,7 @@ export class AuditThread {
       this.encoder.restart();
       for (const e of events) {
         try {
-          this.worker.postMessage({ t: 'events', events: this.encoder.encode([e]) } satisfies ToAuditThread);
+          this.postToThread({ t: 'events', events: this.encoder.encode([e]) });
           this.handedOver++;
         } catch {
           this.encoder.restart();
@@ -333,6 +363,8 @@ export class AuditThread {
   private lost(err: Error): void {
     if (this.gone !== undefined) return;
     this.gone = new Error(`the audit log stopped: ${err.message}`);
+    // Its counters stop where it stopped; the event loop polls as if it had no thread.
+    this.unpause();
     this.log.error({ err: err.message, queued: this.pending.length }, 'the audit thread stopped; records still queued there are lost');
     this.lostEvents += this.pending.length;
     this.pending = [];

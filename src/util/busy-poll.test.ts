@@ -1,15 +1,17 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { BusyPoller } from './busy-poll.js';
+import { BusyPoller, otherWorkWaits, pauseBusyPollWhile } from './busy-poll.js';
 
 /** A poller on a hand-moved clock, whose event-loop turns run only when the test says. */
 function harness(windowUs: number) {
   let now = 0;
   let turn: (() => void) | undefined;
   let turns = 0;
+  let paused = false;
   const poller = new BusyPoller({
     windowUs,
     now: () => now,
+    paused: () => paused,
     schedule: (fn) => {
       assert.equal(turn, undefined, 'one turn is scheduled at a time');
       turn = fn;
@@ -34,6 +36,10 @@ function harness(windowUs: number) {
     },
     get turns() {
       return turns;
+    },
+    /** Says whether other work of the process waits for a CPU. */
+    pause(on: boolean) {
+      paused = on;
     },
   };
 }
@@ -113,4 +119,39 @@ test('with the real event loop, a window of polling ends by itself and lets the 
   assert.equal(poller.isPolling, true);
   await new Promise((r) => setTimeout(r, 20));
   assert.equal(poller.isPolling, false);
+});
+
+test('while other work of the process waits for a CPU, the event loop stops polling at its next turn and sleeps between messages', () => {
+  const h = harness(300);
+  h.poller.touch();
+  h.advance(50);
+  h.turnOnce();
+  assert.equal(h.scheduled, true, 'polling, within the window');
+  h.pause(true);
+  h.advance(50);
+  h.turnOnce();
+  assert.equal(h.poller.isPolling, false, 'stopped although the window has not passed');
+  assert.equal(h.scheduled, false);
+  h.poller.touch();
+  assert.equal(h.scheduled, false, 'a message meanwhile does not start polling again');
+  h.pause(false);
+  h.poller.touch();
+  assert.equal(h.poller.isPolling, true, 'the first message after the work is done does');
+  assert.equal(h.scheduled, true);
+});
+
+test('polling is paused while some registered work says it waits, and no longer once its registration is undone', () => {
+  let waits = false;
+  const undo = pauseBusyPollWhile(() => waits);
+  try {
+    assert.equal(otherWorkWaits(), false);
+    waits = true;
+    assert.equal(otherWorkWaits(), true);
+    const poller = new BusyPoller({ windowUs: 300, schedule: () => assert.fail('no turn is scheduled while paused') });
+    poller.touch();
+    assert.equal(poller.isPolling, false);
+  } finally {
+    undo();
+  }
+  assert.equal(otherWorkWaits(), false, 'undone, although the work still says it waits');
 });
