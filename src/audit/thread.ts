@@ -50,15 +50,15 @@ const FALLBACK_MS = 2 * POST_EVERY_MS;
 /**
  * BEHIND: the event loop busy-polls (../util/busy-poll.ts) except while the thread is a flush
  * interval behind: the messages of a flush interval are not finished with, or its flush timer has
- * been due a flush interval. In `async` mode the thread gets a CPU only when no other thread
- * wants one (thread-worker.ts), and a polling event loop wants its CPU all the time. With 16
- * clients on two cores, polling left the thread only the moments the other core had to spare, and
- * the gateway did 13 to 16% fewer calls a second with its audit log on than with it off; pausing
- * while the thread was behind at all, 9%. A thread that is only a little behind catches up from
- * the other core's spare moments while the calls keep the polling: pausing for it too cost 6 to
- * 11% of the calls a second at one client, where every wake-up of the event loop is on the call's
- * path; paused only a flush interval behind, nothing measurable at one client and 5 to 8% more
- * calls a second at 16 than without the pause (docs/benchmarks.md).
+ * been due a flush interval. In `async` mode the thread gets a CPU only when no other thread wants
+ * one (thread-worker.ts), and a polling event loop wants its CPU all the time. With 16 clients on
+ * two cores, polling left the thread only the moments the other core had to spare: the gateway did
+ * 11 to 16% fewer calls a second with its audit log on than off (with polling off, as many). Paused
+ * whenever the thread had anything to do, 9% fewer at 16 clients, but 7 to 11% fewer than before
+ * at one client, where each wake-up of the event loop is on a call's path and a thread a little
+ * behind catches up from the other core's spare moments anyway. Paused only a flush interval
+ * behind: 1 to 7% more calls a second than before at 16 clients, and at one client within the
+ * noise (−4 to +4%) (docs/benchmarks.md).
  */
 
 interface Waiting {

@@ -15,11 +15,10 @@
  * the gaps between messages are close to the window, it kept shrinking, and the gain was lost
  * (docs/benchmarks.md).
  *
- * Polling pauses while other work of the process needs a CPU (pauseBusyPollWhile): the audit
+ * Polling pauses while other work of the process waits for a CPU (pauseBusyPollWhile): the audit
  * thread, which yields to every other thread (SCHED_IDLE), gets a CPU only when nothing else wants
- * it, and an event loop that polls wants its CPU the whole window. With 16 clients on two cores,
- * polling left the audit thread the moments the other core had to spare, and the gateway with its
- * audit log on did 11% fewer calls a second than without, where with polling off it did as many.
+ * it, and an event loop that polls wants its CPU the whole window. It registers for when it has
+ * fallen behind (../audit/thread.ts says when, and what that measured).
  */
 import { performance } from 'node:perf_hooks';
 
