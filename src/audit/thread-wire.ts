@@ -70,9 +70,12 @@ export class ThreadWork {
   }
 }
 
+/** This thread's performance.now() origin (a getter each read): sharedNow runs at every turn the event loop polls. */
+const ORIGIN = performance.timeOrigin;
+
 /** ms on a clock every thread of the process reads alike, as a 32-bit integer (it wraps). */
 export function sharedNow(): number {
-  return Math.floor(performance.timeOrigin + performance.now()) | 0;
+  return Math.floor(ORIGIN + performance.now()) | 0;
 }
 
 /** The operations of a queryable sink (AuditStore) the gateway runs in the thread. */
