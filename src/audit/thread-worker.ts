@@ -18,11 +18,12 @@
  * 19 only weighs the thread's share: a call's process that wakes on the core the thread holds may
  * still wait for it, since the scheduler lets a running task finish its slice. A SCHED_IDLE thread
  * gives way to any other at once, and a core that runs only it counts as free when the scheduler
- * places a waking process. That is not free at one client: a core the thread is queued on no
- * longer takes the calls' processes' wake-ups the cheap way (handed to it while it idles), and some
- * of them land on the gateway's own core instead. What recording costs a lone caller comes
- * mostly from the thread's work on that core, not from the hand-over (docs/benchmarks.md). In
- * `strict` mode every call waits for the thread, so it keeps the gateway's priority.
+ * places a waking process. Even so it costs a lone caller something: a core the thread is
+ * queued on no longer takes the calls' processes' wake-ups the cheap way (handed to it while it
+ * idles), and some of them land on the gateway's own core instead. What recording costs a lone
+ * caller comes mostly from the thread's work on that core, not from the hand-over
+ * (docs/benchmarks.md). In `strict` mode every call waits for the thread, so it keeps the
+ * gateway's priority.
  */
 import { execFile } from 'node:child_process';
 import { readlinkSync } from 'node:fs';
