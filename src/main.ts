@@ -155,7 +155,7 @@ export async function openAuditLog(audit: AuditConfig, logger: Logger, opts: { q
     return undefined;
   }
   const log = await AuditLog.open(audit, logger);
-  logger.info({ sinks: log.sinkNames, arguments: audit.arguments, durability: audit.durability }, 'audit log on');
+  logger.info({ sinks: log.sinkNames, arguments: audit.arguments, durability: audit.durability, recordedBy: log.recordsOnLoop ? 'event loop' : 'audit thread' }, 'audit log on');
   return log;
 }
 

@@ -1,11 +1,14 @@
 /**
- * The running audit log of a gateway: its audit thread (which owns the sinks and the writer that
- * feeds them, see thread-worker.ts), the trail the pipeline records through, and retention. Built
- * from `audit:` by the composition root.
+ * The running audit log of a gateway: its audit thread (which owns the sinks for reading and
+ * retention and, unless the event loop records, the writer that feeds them: see thread-worker.ts),
+ * the event loop's recorder when it records (loop-recorder.ts: `async` with SQLite sinks alone,
+ * the default), the trail the pipeline records through, and retention. Built from `audit:` by the
+ * composition root.
  */
 import type { KeyObject } from 'node:crypto';
 import type { AuditConfig } from '../config/index.js';
 import { silentLogger, type Logger } from '../telemetry/logger.js';
+import { LoopRecorder, recordsOnLoop } from './loop-recorder.js';
 import { openSigningKey, type AuditSigningKey } from './signing.js';
 import type { AuditStore } from './store.js';
 import { AuditThread } from './thread.js';
@@ -21,18 +24,21 @@ export class AuditLog {
   /** The key retention signs its checkpoints with, and the admin API verifies them with; undefined when there is none yet and retention is off. */
   readonly signingKey: AuditSigningKey | undefined;
   private readonly thread: AuditThread;
+  /** When the event loop records (see the top of the file). */
+  private readonly loop: LoopRecorder | undefined;
   private readonly log: Logger;
   private retentionTimer: NodeJS.Timeout | undefined;
   private pruning: Promise<void> | undefined;
   private closed: Promise<void> | undefined;
 
-  private constructor(config: AuditConfig, thread: AuditThread, logger: Logger, signingKey: AuditSigningKey | undefined) {
+  private constructor(config: AuditConfig, thread: AuditThread, loop: LoopRecorder | undefined, logger: Logger, signingKey: AuditSigningKey | undefined) {
     this.thread = thread;
+    this.loop = loop;
     this.signingKey = signingKey;
     this.log = logger.child({ component: 'audit' });
     this.trail = new AuditTrail({
-      writer: thread,
-      // Derived in the audit thread, not on the event loop.
+      writer: loop ?? thread,
+      // Derived by the recorder after the call's turn of the event loop, or in the audit thread.
       arguments: undefined,
       durability: config.durability,
       onFull: config.onFull,
@@ -48,10 +54,26 @@ export class AuditLog {
    * its first write, so a database that is down at start only delays its records (they spill).
    * So does a signing key file that cannot be read or is not an Ed25519 private key (see
    * openSigningKey), before any sink is opened.
+   *
+   * `recordOn` says who records: `loop` where recordsOnLoop(config) allows it (the default), else
+   * `thread`; tests choose.
    */
-  static async open(config: AuditConfig, logger: Logger = silentLogger(), opts: { stream?: string } = {}): Promise<AuditLog> {
+  static async open(config: AuditConfig, logger: Logger = silentLogger(), opts: { stream?: string; recordOn?: 'loop' | 'thread' } = {}): Promise<AuditLog> {
     const signingKey = openSigningKey(config, logger.child({ component: 'audit' }));
-    return new AuditLog(config, await AuditThread.start(config, logger, opts), logger, signingKey);
+    const onLoop = (opts.recordOn ?? (recordsOnLoop(config) ? 'loop' : 'thread')) === 'loop';
+    if (onLoop && !recordsOnLoop(config)) throw new Error('the event loop records only with durability async and SQLite file sinks alone');
+    const thread = await AuditThread.start(config, logger, { ...(opts.stream !== undefined ? { stream: opts.stream } : {}), loopRecords: onLoop });
+    let loop: LoopRecorder | undefined;
+    if (onLoop) {
+      try {
+        // After the thread, which has created the files and their schema.
+        loop = LoopRecorder.open(config, logger, thread.stream);
+      } catch (err) {
+        await thread.close();
+        throw err;
+      }
+    }
+    return new AuditLog(config, thread, loop, logger, signingKey);
   }
 
   /** The public keys checkpoints are verified with: the signing key's, when there is one. */
@@ -64,9 +86,15 @@ export class AuditLog {
     return this.thread.stream;
   }
 
+  /** Whether the event loop records (see the top of the file), rather than the audit thread. */
+  get recordsOnLoop(): boolean {
+    return this.loop !== undefined;
+  }
+
   /** Resolves once everything recorded so far is written (or spilled) by every sink. */
-  flush(): Promise<void> {
-    return this.thread.flush();
+  async flush(): Promise<void> {
+    await this.loop?.flush();
+    await this.thread.flush();
   }
 
   get sinkNames(): string[] {
@@ -75,6 +103,7 @@ export class AuditLog {
 
   /** Each sink's counters: state, queued, written, spilled, dropped, errors, as the audit thread has them now. */
   stats(): Promise<AuditSinkStats[]> {
+    if (this.loop !== undefined) return Promise.resolve(this.loop.stats());
     // The thread gone (it crashed), the last counters it sent are still the best answer.
     return this.thread.statsNow().catch(() => this.thread.stats());
   }
@@ -118,7 +147,12 @@ export class AuditLog {
       await this.pruning;
       // Calls still running (the drain timed out) are in the log as forwarded, at least.
       this.trail.releaseHeld(true);
-      await this.thread.close();
+      // The loop's connections first: the thread's, closed last, checkpoints the WAL.
+      try {
+        await this.loop?.close();
+      } finally {
+        await this.thread.close();
+      }
     })();
     return this.closed;
   }

@@ -15,6 +15,11 @@ export interface AuditThreadData {
   readonly level: string;
   /** The stream id, for tests; a random UUID otherwise. */
   readonly stream?: string;
+  /**
+   * The gateway's event loop records into the SQLite sinks (../loop-recorder.ts): the thread
+   * writes no records, and checkpoints the files' WAL in their place.
+   */
+  readonly loopRecords?: boolean;
   /** ThreadWork's counters, shared by both sides. */
   readonly work: SharedArrayBuffer;
 }

@@ -133,9 +133,15 @@ export class AuditThread {
   }
 
   /** Starts the thread and opens the sinks there; rejects with the reason a sink could not be opened. */
-  static start(config: AuditConfig, logger: Logger, opts: { stream?: string } = {}): Promise<AuditThread> {
+  static start(config: AuditConfig, logger: Logger, opts: { stream?: string; loopRecords?: boolean } = {}): Promise<AuditThread> {
     const work = new ThreadWork();
-    const data: AuditThreadData = { config, level: logger.level, work: work.buffer, ...(opts.stream !== undefined ? { stream: opts.stream } : {}) };
+    const data: AuditThreadData = {
+      config,
+      level: logger.level,
+      work: work.buffer,
+      ...(opts.stream !== undefined ? { stream: opts.stream } : {}),
+      ...(opts.loopRecords === true ? { loopRecords: true } : {}),
+    };
     // No execArgv: the thread needs none of the process's flags, and some would stop it starting.
     const worker = new Worker(new URL('./thread-worker.js', import.meta.url), { workerData: { auditThread: data }, execArgv: [] });
     const log = logger.child({ component: 'audit' });

@@ -228,6 +228,17 @@ export class SqliteAuditSink implements AuditStore {
     return longest;
   }
 
+  /**
+   * Copies what it can of the WAL into the database file without waiting for anyone (a PASSIVE
+   * checkpoint), on this sink's connection: for a file whose records the event loop writes with
+   * automatic checkpoints off (sqlite-loop.ts). Says how many frames the WAL holds and how many of
+   * them are now in the database; a file not in WAL mode (`:memory:`) has none.
+   */
+  checkpointWal(): { log: number; checkpointed: number } {
+    const [row] = this.db.pragma('wal_checkpoint(PASSIVE)') as Array<{ busy: number; log: number; checkpointed: number }>;
+    return { log: Math.max(0, row?.log ?? 0), checkpointed: Math.max(0, row?.checkpointed ?? 0) };
+  }
+
   private stepped(start: number): void {
     const took = performance.now() - start;
     if (took > this.longestStep) this.longestStep = took;

@@ -1,0 +1,151 @@
+import assert from 'node:assert/strict';
+import { statSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { describe, it, type TestContext } from 'node:test';
+import Database from 'better-sqlite3';
+import { A, allRecords, streamOf } from './records.fixture.js';
+import { LOOP_SLICE, openLoopSqliteSink, type LoopSqliteSink } from './sqlite-loop.js';
+import { openSqliteAuditSink } from './sqlite.js';
+
+async function auditFile(t: TestContext): Promise<string> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'pl-audit-loop-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  return path.join(dir, 'audit.db');
+}
+
+function open(t: TestContext, file: string, opts: Parameters<typeof openLoopSqliteSink>[1] = {}): LoopSqliteSink {
+  const sink = openLoopSqliteSink(file, opts);
+  t.after(() => sink.close());
+  return sink;
+}
+
+async function stored(file: string) {
+  const reader = openSqliteAuditSink(file);
+  try {
+    return await allRecords(reader);
+  } finally {
+    await reader.close();
+  }
+}
+
+/** The records in `file`, counted by a plain connection (opening the sink would take the write lock to check the schema). */
+function count(file: string): number {
+  const db = new Database(file, { readonly: true });
+  try {
+    return db.prepare('SELECT count(*) FROM audit_records').pluck().get() as number;
+  } finally {
+    db.close();
+  }
+}
+
+/** Counts the turns of the event loop until `p` settles. */
+async function turnsWhile(p: Promise<unknown>): Promise<number> {
+  let turns = 0;
+  let done = false;
+  const settled = p.finally(() => (done = true));
+  const turn = () => {
+    if (done) return;
+    turns++;
+    setImmediate(turn);
+  };
+  setImmediate(turn);
+  await settled;
+  return turns;
+}
+
+/** Another connection to `file` holding its write lock until release(). */
+function holdLock(file: string): { release(): void } {
+  const db = new Database(file);
+  db.prepare('BEGIN IMMEDIATE').run();
+  return {
+    release() {
+      db.prepare('COMMIT').run();
+      db.close();
+    },
+  };
+}
+
+describe('the SQLite audit sink written on the event loop', () => {
+  it('writes a batch a slice at a time, with the event loop turning in between, and commits it whole', async (t) => {
+    const file = await auditFile(t);
+    const sink = open(t, file);
+    const records = streamOf(A, 300);
+    const turns = await turnsWhile(sink.write(records));
+    // A turn between slices, and one before the commit.
+    assert.ok(turns >= Math.ceil(records.length / LOOP_SLICE), `only ${turns} turns of the event loop while writing`);
+    assert.deepEqual(await stored(file), records);
+  });
+
+  it('keeps the event loop free while another connection holds the write lock, and writes once it is released', async (t) => {
+    const file = await auditFile(t);
+    const sink = open(t, file);
+    const lock = holdLock(file);
+    let ticks = 0;
+    const ticker = setInterval(() => ticks++, 2);
+    t.after(() => clearInterval(ticker));
+    const written = sink.write(streamOf(A, 50));
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    assert.ok(ticks >= 5, `the event loop turned only ${ticks} times in 60 ms`);
+    assert.equal(count(file), 0, 'nothing is written while the lock is held');
+    lock.release();
+    await written;
+    assert.ok(sink.lockWaits > 0);
+    assert.equal((await stored(file)).length, 50);
+  });
+
+  it('rejects a write once the lock has been held against it past its busy timeout, and writes the next when it is free', async (t) => {
+    const file = await auditFile(t);
+    const sink = open(t, file, { busyTimeoutMs: 40 });
+    const records = streamOf(A, 20);
+    const lock = holdLock(file);
+    await assert.rejects(sink.write(records.slice(0, 10)), /SQLITE_BUSY|database is locked/i);
+    lock.release();
+    assert.deepEqual(await stored(file), []);
+    await sink.write(records.slice(0, 10));
+    assert.equal((await stored(file)).length, 10);
+  });
+
+  it('rejects a batch claiming a stored record’s place with another hash, whole, and goes on with the next', async (t) => {
+    const file = await auditFile(t);
+    const sink = open(t, file);
+    const records = streamOf(A, 100);
+    await sink.write(records.slice(0, 60));
+    const forged = records.slice(40, 100).map((r, i) => (i === 10 ? { ...r, hash: 'ab'.repeat(32) } : r));
+    await assert.rejects(sink.write(forged), /already has a different record 51/);
+    assert.equal((await stored(file)).length, 60, 'none of the rejected batch is stored');
+    // The same records again, as the writer delivers them (at least once): the stored ones are passed over.
+    await sink.write(records.slice(40, 100));
+    assert.deepEqual(await stored(file), records);
+  });
+
+  it('leaves its commits in the WAL for another connection to checkpoint', async (t) => {
+    const file = await auditFile(t);
+    const sink = open(t, file);
+    const before = statSync(file).size;
+    for (let k = 0; k < 10; k++) await sink.write(streamOf(A, 5_000).slice(k * 500, (k + 1) * 500));
+    assert.equal(statSync(file).size, before, 'the database file is untouched until a checkpoint');
+    const thread = openSqliteAuditSink(file);
+    try {
+      const { log, checkpointed } = thread.checkpointWal();
+      assert.ok(log > 0);
+      assert.equal(checkpointed, log);
+    } finally {
+      await thread.close();
+    }
+    assert.ok(statSync(file).size > before);
+  });
+
+  it('finishes the writes under way when closed, and rejects writes after', async (t) => {
+    const file = await auditFile(t);
+    const sink = open(t, file);
+    const records = streamOf(A, 200);
+    const first = sink.write(records.slice(0, 100));
+    const second = sink.write(records.slice(100));
+    await sink.close();
+    await Promise.all([first, second]);
+    await assert.rejects(sink.write(records), /is closed/);
+    assert.deepEqual(await stored(file), records);
+  });
+});

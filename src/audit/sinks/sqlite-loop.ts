@@ -1,0 +1,181 @@
+/**
+ * The SQLite audit sink as the gateway's event loop writes it (../loop-recorder.ts says when and
+ * why the loop records rather than the audit thread). The same file, schema and row writer as the
+ * sink of sqlite.ts, through a connection of the event loop's own, set up so that no write holds
+ * the loop for long:
+ *
+ * - A batch is written in slices of LOOP_SLICE records, one multi-row insert each, with a turn of
+ *   the event loop between them and the transaction open across them; the commit has a turn of
+ *   its own. Written whole, a flush interval's records held the loop 0.6 to 1.6 ms at p50, and
+ *   most of that was the inserts: a commit alone took about 0.1 ms (docs/benchmarks.md).
+ * - No automatic WAL checkpoints at the usual size: a commit that ran one held the loop 22 to
+ *   33 ms. The audit thread checkpoints instead, on its own connection to the file
+ *   (thread-worker.ts); this connection checkpoints only as a backstop, should the WAL grow to
+ *   LOOP_WAL_BACKSTOP_PAGES because the thread has not had a CPU for that long.
+ * - It never waits for the write lock inside SQLite (busy_timeout 0), which would block the loop:
+ *   while another connection holds the lock (retention pruning on the audit thread, the CLI,
+ *   another gateway writing the same file), the write tries again after a short timer, and only
+ *   once the lock has been held against it for busyTimeoutMs does it reject (and the writer
+ *   spills the batch, as it would have after SQLite's own busy timeout).
+ *
+ * Writes run one after the other, each all or nothing. What this sink writes is read through the
+ * thread's sink (queries, verify, prune), which sees it as another connection's commits.
+ */
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import type Database from 'better-sqlite3';
+import type { AuditRecord } from '../event.js';
+import type { AuditSink } from '../sink.js';
+import { BUSY_TIMEOUT_MS, WAL_AUTOCHECKPOINT_PAGES, migrate, openAuditDatabase, yieldToEventLoop } from './sqlite-schema.js';
+import { AuditRecordWriter, ROWS_PER_INSERT } from './sqlite-writer.js';
+
+/** Records written per turn of the event loop: one multi-row insert, some 0.1 to 0.2 ms here. */
+export const LOOP_SLICE = ROWS_PER_INSERT;
+
+/**
+ * The WAL size (pages of 4 KiB, 256 MiB) at which a commit on the loop checkpoints after all:
+ * long past what the thread's checkpoints leave, so reached only if they stop.
+ */
+export const LOOP_WAL_BACKSTOP_PAGES = 16 * WAL_AUTOCHECKPOINT_PAGES;
+
+/** The first wait for a busy write lock, doubled each time up to BUSY_RETRY_MAX_MS. */
+const BUSY_RETRY_FIRST_MS = 1;
+const BUSY_RETRY_MAX_MS = 16;
+
+export interface LoopSqliteSinkOptions {
+  /** How long the write lock may be held against a write before it rejects; default BUSY_TIMEOUT_MS. */
+  readonly busyTimeoutMs?: number;
+}
+
+/**
+ * Opens the SQLite audit file `file` for writing on the event loop, creating its schema if the
+ * file is new (the audit thread usually has already).
+ */
+export function openLoopSqliteSink(file: string, opts: LoopSqliteSinkOptions = {}): LoopSqliteSink {
+  const resolved = path.resolve(file);
+  const db = openAuditDatabase(resolved, 'normal');
+  try {
+    migrate(db, resolved);
+    db.pragma('busy_timeout = 0');
+    db.pragma(`wal_autocheckpoint = ${LOOP_WAL_BACKSTOP_PAGES}`);
+  } catch (err) {
+    db.close();
+    throw err;
+  }
+  return new LoopSqliteSink(db, resolved, opts);
+}
+
+export class LoopSqliteSink implements AuditSink {
+  /** The same name as the thread's sink of the file: the spill file and the counters go by it. */
+  readonly name: string;
+  private readonly writer: AuditRecordWriter;
+  private readonly busyTimeoutMs: number;
+  /** The last write; the next one starts once it has settled. */
+  private tail: Promise<void> = Promise.resolve();
+  private closed = false;
+  private closing: Promise<void> | undefined;
+  private longestStep = 0;
+  private busyWaits = 0;
+
+  constructor(
+    private readonly db: Database.Database,
+    file: string,
+    opts: LoopSqliteSinkOptions,
+  ) {
+    this.name = `sqlite:${file}`;
+    this.writer = new AuditRecordWriter(db, this.name);
+    this.busyTimeoutMs = opts.busyTimeoutMs ?? BUSY_TIMEOUT_MS;
+  }
+
+  write(records: readonly AuditRecord[]): Promise<void> {
+    if (records.length === 0) return Promise.resolve();
+    if (this.closed) return Promise.reject(new Error(`${this.name} is closed`));
+    const done = this.tail.then(() => this.writeInSlices(records));
+    this.tail = done.catch(() => undefined);
+    return done;
+  }
+
+  /**
+   * The longest the sink held the event loop in one piece (a slice, a commit, a try for the
+   * lock), in ms, since the last call; 0 if it did nothing.
+   */
+  takeLongestStep(): number {
+    const longest = this.longestStep;
+    this.longestStep = 0;
+    return longest;
+  }
+
+  /** How many times a write found the lock held and waited for it, since the sink opened. */
+  get lockWaits(): number {
+    return this.busyWaits;
+  }
+
+  /** Lets the writes already made finish, then closes the connection. */
+  close(): Promise<void> {
+    this.closed = true;
+    this.closing ??= this.tail.then(() => {
+      if (this.db.open) this.db.close();
+    });
+    return this.closing;
+  }
+
+  private async writeInSlices(records: readonly AuditRecord[]): Promise<void> {
+    await this.begin();
+    let start = performance.now();
+    try {
+      this.writer.startBatch();
+      for (let from = 0; from < records.length; from += LOOP_SLICE) {
+        if (from > 0) {
+          this.stepped(start);
+          await yieldToEventLoop();
+          start = performance.now();
+        }
+        this.writer.addRecords(records, from, Math.min(records.length, from + LOOP_SLICE));
+      }
+      this.writer.endBatch();
+    } catch (err) {
+      // Its rows are undone; the transaction, empty of it, ends.
+      this.writer.abortBatch();
+      this.writer.commitAll();
+      throw err;
+    } finally {
+      this.stepped(start);
+    }
+    await yieldToEventLoop();
+    start = performance.now();
+    const failed = this.writer.commitAll();
+    this.stepped(start);
+    if (failed !== undefined) throw failed;
+  }
+
+  /** Begins the write transaction, waiting on timers (not in SQLite) while another connection holds the lock. */
+  private async begin(): Promise<void> {
+    const first = performance.now();
+    let wait = BUSY_RETRY_FIRST_MS;
+    for (;;) {
+      const start = performance.now();
+      try {
+        this.writer.open();
+        return;
+      } catch (err) {
+        if (!isBusy(err) || start - first >= this.busyTimeoutMs) throw err;
+      } finally {
+        this.stepped(start);
+      }
+      this.busyWaits++;
+      // Referenced: a write is under way, and close() waits for it.
+      await new Promise((resolve) => setTimeout(resolve, wait));
+      wait = Math.min(2 * wait, BUSY_RETRY_MAX_MS);
+    }
+  }
+
+  private stepped(start: number): void {
+    const took = performance.now() - start;
+    if (took > this.longestStep) this.longestStep = took;
+  }
+}
+
+function isBusy(err: unknown): boolean {
+  const code = (err as { code?: unknown }).code;
+  return typeof code === 'string' && code.startsWith('SQLITE_BUSY');
+}
