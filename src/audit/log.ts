@@ -91,6 +91,15 @@ export class AuditLog {
     return this.loop !== undefined;
   }
 
+  /**
+   * The longest the audit log held the event loop in one piece since the last call, ms, when the
+   * loop records (LoopRecorder.takeLongestStep); 0 otherwise (the thread's hand-overs are timed by
+   * the benchmark).
+   */
+  takeLongestLoopStep(): number {
+    return this.loop?.takeLongestStep() ?? 0;
+  }
+
   /** Resolves once everything recorded so far is written (or spilled) by every sink. */
   async flush(): Promise<void> {
     await this.loop?.flush();

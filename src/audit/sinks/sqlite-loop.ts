@@ -38,6 +38,9 @@ export const LOOP_SLICE = ROWS_PER_INSERT;
  */
 export const LOOP_WAL_BACKSTOP_PAGES = 16 * WAL_AUTOCHECKPOINT_PAGES;
 
+/** Bucket rows (sqlite-writer.ts) read or written per turn when the tail is summarised, about a second's worth of records at a time. */
+const SUMMARY_STEP_ROWS = 100;
+
 /** The first wait for a busy write lock, doubled each time up to BUSY_RETRY_MAX_MS. */
 const BUSY_RETRY_FIRST_MS = 1;
 const BUSY_RETRY_MAX_MS = 16;
@@ -137,10 +140,20 @@ export class LoopSqliteSink implements AuditSink {
       // Its rows are undone; the transaction, empty of it, ends.
       this.writer.abortBatch();
       this.writer.commitAll();
-      throw err;
-    } finally {
       this.stepped(start);
+      throw err;
     }
+    try {
+      // About once a second: the bucket rows of the tail, in steps too.
+      for (const _ of this.writer.summariseInSteps(SUMMARY_STEP_ROWS)) {
+        this.stepped(start);
+        await yieldToEventLoop();
+        start = performance.now();
+      }
+    } catch {
+      // commitAll() summarises what is left in one piece, or rolls everything back and says why.
+    }
+    this.stepped(start);
     await yieldToEventLoop();
     start = performance.now();
     const failed = this.writer.commitAll();
