@@ -1,6 +1,7 @@
 /**
- * The gateway's end of its audit thread (thread-worker.ts): what the trail records through, and
- * the queryable sinks the admin API and retention use, each a proxy to the sink in the thread.
+ * The gateway's end of its audit thread (thread-worker.ts): what the trail records through (unless
+ * the event loop records, see loop-recorder.ts), and the queryable sinks the admin API and
+ * retention use, each a proxy to the sink in the thread.
  *
  * On the call path, recording an event is an array push: the events of POST_EVERY_MS go to the
  * thread together, in one message (at once when POST_AT of them have piled up), sent at the end of
