@@ -110,7 +110,7 @@ export class AuditLog {
     return [...this.thread.sinkNames];
   }
 
-  /** Each sink's counters: state, queued, written, spilled, dropped, errors, as the audit thread has them now. */
+  /** Each sink's counters: state, queued, written, spilled, dropped, errors, as they are now (asked of the audit thread when it records). */
   stats(): Promise<AuditSinkStats[]> {
     if (this.loop !== undefined) return Promise.resolve(this.loop.stats());
     // The thread gone (it crashed), the last counters it sent are still the best answer.
