@@ -1,38 +1,12 @@
 import assert from 'node:assert/strict';
 import { statSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { describe, it, type TestContext } from 'node:test';
-import type { AuditConfig } from '../config/index.js';
+import { describe, it } from 'node:test';
 import { silentLogger } from '../telemetry/logger.js';
-import type { AuditEventInput, AuditRecord } from './event.js';
+import { config, event, readBack, tempDir } from './log.fixture.js';
 import { AuditLog } from './log.js';
 import { LoopRecorder, recordsOnLoop } from './loop-recorder.js';
-import { openSqliteAuditSink } from './sinks/sqlite.js';
 import type { AuditRequest } from './trail.js';
-
-const T0 = Date.UTC(2026, 10, 23, 12, 0, 0);
-
-const event = (i: number): AuditEventInput => ({
-  at: T0 + i,
-  requestId: String(i),
-  grantId: 'g1',
-  grantLabel: 'alice',
-  session: 'sess-1',
-  server: 'files',
-  method: 'tools/call',
-  tool: 'read_file',
-  decision: 'allow',
-  rule: '/tools/read_file',
-  reason: null,
-  policyVersion: 'v1',
-  arguments: { path: `/tmp/file-${i}`, token: 'sk_live_abcdefghijklmnop' },
-  upstreamStatus: 'ok',
-  latencyMs: 3,
-  resultBytes: 120,
-  error: null,
-});
 
 const request = (i: number): AuditRequest => ({
   requestId: i,
@@ -45,37 +19,6 @@ const request = (i: number): AuditRequest => ({
   args: { path: `/srv/report-${i}.csv` },
   policyVersion: 'v1',
 });
-
-async function tempDir(t: TestContext): Promise<string> {
-  const dir = await mkdtemp(path.join(tmpdir(), 'pl-audit-loop-rec-'));
-  t.after(() => rm(dir, { recursive: true, force: true }));
-  return dir;
-}
-
-function config(dir: string, over: Partial<AuditConfig> = {}): AuditConfig {
-  return {
-    sinks: [`sqlite:${path.join(dir, 'audit.db')}`],
-    arguments: 'keys',
-    durability: 'async',
-    flushIntervalMs: 10,
-    batchSize: 500,
-    maxQueue: 100_000,
-    onFull: 'block',
-    spillDir: path.join(dir, 'spill'),
-    ...over,
-  };
-}
-
-async function readBack(file: string): Promise<AuditRecord[]> {
-  const sink = openSqliteAuditSink(file);
-  try {
-    const out: AuditRecord[] = [];
-    for await (const r of sink.iterate()) out.push(r);
-    return out;
-  } finally {
-    await sink.close();
-  }
-}
 
 /** A forwarded call as the gateway records it: its decision and outcome in one record. */
 function call(log: AuditLog, i: number): void {

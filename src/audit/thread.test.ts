@@ -1,61 +1,17 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
 import { pino } from 'pino';
 import type { AuditConfig } from '../config/index.js';
 import type { Logger } from '../telemetry/logger.js';
-import type { AuditEventInput, AuditRecord } from './event.js';
+import { T0, config, event, readBack, tempDir } from './log.fixture.js';
 import { loadOrCreateSigningKey } from './signing.js';
-import { openSqliteAuditSink } from './sinks/sqlite.js';
 import { otherWorkWaits } from '../util/busy-poll.js';
 import { AuditThread } from './thread.js';
-
-const T0 = Date.UTC(2026, 10, 22, 12, 0, 0);
-
-const event = (i: number, args: unknown = { path: `/tmp/file-${i}`, token: 'sk_live_abcdefghijklmnop' }): AuditEventInput => ({
-  at: T0 + i,
-  requestId: String(i),
-  grantId: 'g1',
-  grantLabel: 'alice',
-  session: 'sess-1',
-  server: 'files',
-  method: 'tools/call',
-  tool: 'read_file',
-  decision: 'allow',
-  rule: '/tools/read_file',
-  reason: null,
-  policyVersion: 'v1',
-  arguments: args,
-  upstreamStatus: 'ok',
-  latencyMs: 3,
-  resultBytes: 120,
-  error: null,
-});
-
-async function tempDir(t: TestContext): Promise<string> {
-  const dir = await mkdtemp(path.join(tmpdir(), 'pl-audit-thread-'));
-  t.after(() => rm(dir, { recursive: true, force: true }));
-  return dir;
-}
-
-function config(dir: string, over: Partial<AuditConfig> = {}): AuditConfig {
-  return {
-    sinks: [`sqlite:${path.join(dir, 'audit.db')}`],
-    arguments: 'keys',
-    durability: 'async',
-    flushIntervalMs: 10,
-    batchSize: 500,
-    maxQueue: 100_000,
-    onFull: 'block',
-    spillDir: path.join(dir, 'spill'),
-    ...over,
-  };
-}
 
 /** A logger whose JSON lines a test can read. */
 function capture(): { logger: Logger; lines: Array<Record<string, unknown>> } {
@@ -68,17 +24,6 @@ async function start(t: TestContext, cfg: AuditConfig, logger: Logger = capture(
   const thread = await AuditThread.start(cfg, logger);
   t.after(() => thread.close());
   return thread;
-}
-
-async function readBack(file: string): Promise<AuditRecord[]> {
-  const sink = openSqliteAuditSink(file);
-  try {
-    const out: AuditRecord[] = [];
-    for await (const r of sink.iterate()) out.push(r);
-    return out;
-  } finally {
-    await sink.close();
-  }
 }
 
 describe('the audit thread', () => {
