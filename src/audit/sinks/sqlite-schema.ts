@@ -194,8 +194,14 @@ function switchToWal(db: Database.Database): void {
   }
 }
 
-/** Creates what is missing, once, under the write lock (two processes opening at once both succeed). */
+/**
+ * Creates what is missing, once, under the write lock (two processes opening at once both succeed).
+ * A file already at this version needs no lock: its version is set last, in the same transaction
+ * as the schema. So a reader opening it never waits on a writer, not even one in its own process
+ * that writes across turns of the event loop (sqlite-loop.ts) and could not commit while it waited.
+ */
 export function migrate(db: Database.Database, file: string): void {
+  if (db.pragma('user_version', { simple: true }) === AUDIT_SQLITE_SCHEMA_VERSION) return;
   db.transaction(() => {
     const version = db.pragma('user_version', { simple: true }) as number;
     if (version > AUDIT_SQLITE_SCHEMA_VERSION) {
