@@ -61,12 +61,11 @@ export class AuditLog {
   static async open(config: AuditConfig, logger: Logger = silentLogger(), opts: { stream?: string; recordOn?: 'loop' | 'thread' } = {}): Promise<AuditLog> {
     const signingKey = openSigningKey(config, logger.child({ component: 'audit' }));
     const onLoop = (opts.recordOn ?? (recordsOnLoop(config) ? 'loop' : 'thread')) === 'loop';
-    if (onLoop && !recordsOnLoop(config)) throw new Error('the event loop records only with durability async and SQLite file sinks alone');
     const thread = await AuditThread.start(config, logger, { ...(opts.stream !== undefined ? { stream: opts.stream } : {}), loopRecords: onLoop });
     let loop: LoopRecorder | undefined;
     if (onLoop) {
       try {
-        // After the thread, which has created the files and their schema.
+        // After the thread, which has created the files and their schema. Refuses a config it cannot record.
         loop = LoopRecorder.open(config, logger, thread.stream);
       } catch (err) {
         await thread.close();

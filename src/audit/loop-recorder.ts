@@ -24,17 +24,17 @@ import type { AuditConfig } from '../config/index.js';
 import type { Logger } from '../telemetry/logger.js';
 import { auditArguments } from './arguments.js';
 import type { AuditEventInput } from './event.js';
+import { LongestStep } from '../util/longest-step.js';
+import { isInMemoryFile } from './sinks/sqlite-schema.js';
 import { openLoopSqliteSink, type LoopSqliteSink } from './sinks/sqlite-loop.js';
 import type { EventRecorder } from './trail.js';
 import { AuditWriter, type AuditSinkStats } from './writer.js';
 
 /** Whether the event loop records for `config` (see the top of the file): `async`, and SQLite files alone. */
 export function recordsOnLoop(config: Pick<AuditConfig, 'sinks' | 'durability'>): boolean {
-  return config.durability === 'async' && config.sinks.length > 0 && config.sinks.every((s) => s.startsWith('sqlite:') && !inMemory(s.slice('sqlite:'.length)));
+  // An in-memory database is private to its connection: only the thread's sink can have it.
+  return config.durability === 'async' && config.sinks.length > 0 && config.sinks.every((s) => s.startsWith('sqlite:') && !isInMemoryFile(s.slice('sqlite:'.length)));
 }
-
-/** An in-memory database is private to its connection: only the thread's sink can have it. */
-const inMemory = (file: string): boolean => file === '' || file === ':memory:';
 
 export class LoopRecorder implements EventRecorder {
   readonly stream: string;
@@ -45,8 +45,8 @@ export class LoopRecorder implements EventRecorder {
   /** Events recorded this turn of the event loop, chained at its end. */
   private queue: AuditEventInput[] = [];
   private scheduled = false;
-  /** The longest turn spent chaining what was queued, ms, since takeLongestStep(). */
-  private longestChaining = 0;
+  /** The turns spent chaining what was queued. */
+  private readonly chaining = new LongestStep();
   private closed: Promise<void> | undefined;
   private lost = 0;
 
@@ -122,9 +122,7 @@ export class LoopRecorder implements EventRecorder {
    * issue's millisecond.
    */
   takeLongestStep(): number {
-    const chaining = this.longestChaining;
-    this.longestChaining = 0;
-    return Math.max(chaining, ...this.sinks.map((s) => s.takeLongestStep()));
+    return Math.max(this.chaining.take(), ...this.sinks.map((s) => s.takeLongestStep()));
   }
 
   /** Resolves once everything recorded so far is written (or spilled) by every sink. */
@@ -155,8 +153,7 @@ export class LoopRecorder implements EventRecorder {
         this.log.error({ err: (err as Error).message, method: e.method, tool: e.tool }, 'audit event not recorded');
       }
     }
-    const took = performance.now() - start;
-    if (took > this.longestChaining) this.longestChaining = took;
+    this.chaining.ended(start);
   };
 
   /** The trail hands over the arguments as the client sent them; what is kept of them is decided here. */

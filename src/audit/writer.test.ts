@@ -5,34 +5,17 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import { test, type TestContext } from 'node:test';
 import { GENESIS_HASH, recordHash, type AuditEventInput, type AuditRecord } from './event.js';
+import { event as logEvent } from './log.fixture.js';
 import type { AuditSink } from './sink.js';
 import { JsonlFileSink } from './sinks/jsonl.js';
 import { StdoutSink } from './sinks/stdout.js';
 import { AuditWriter, type AuditWriterOptions, type WriterTimers } from './writer.js';
 
-const T0 = Date.UTC(2026, 10, 22, 12, 0, 0);
 const INTERVAL = 20;
 const RETRY = 1000;
 
-const event = (i: number): AuditEventInput => ({
-  at: T0 + i,
-  requestId: String(i),
-  grantId: 'g1',
-  grantLabel: 'alice',
-  session: 'sess-1',
-  server: 'files',
-  method: 'tools/call',
-  tool: 'read_file',
-  decision: 'allow',
-  rule: '/tools/read_file',
-  reason: null,
-  policyVersion: 'v1',
-  arguments: { keys: ['path'], sha256: 'ab'.repeat(32) },
-  upstreamStatus: 'ok',
-  latencyMs: 3,
-  resultBytes: 120,
-  error: null,
-});
+/** The fixture's event, its arguments already derived (`keys`), as the writer takes them. */
+const event = (i: number): AuditEventInput => logEvent(i, { keys: ['path'], sha256: 'ab'.repeat(32) });
 
 /** An in-memory sink that can be made to fail, to hang until released, or to be slow. */
 class MemorySink implements AuditSink {

@@ -26,6 +26,7 @@ import { performance } from 'node:perf_hooks';
 import type Database from 'better-sqlite3';
 import type { AuditRecord } from '../event.js';
 import type { AuditSink } from '../sink.js';
+import { LongestStep } from '../../util/longest-step.js';
 import { BUSY_TIMEOUT_MS, WAL_AUTOCHECKPOINT_PAGES, migrate, openAuditDatabase, yieldToEventLoop } from './sqlite-schema.js';
 import { AuditRecordWriter, ROWS_PER_INSERT } from './sqlite-writer.js';
 
@@ -77,7 +78,7 @@ export class LoopSqliteSink implements AuditSink {
   private tail: Promise<void> = Promise.resolve();
   private closed = false;
   private closing: Promise<void> | undefined;
-  private longestStep = 0;
+  private readonly steps = new LongestStep();
   private busyWaits = 0;
 
   constructor(
@@ -103,9 +104,7 @@ export class LoopSqliteSink implements AuditSink {
    * lock), in ms, since the last call; 0 if it did nothing.
    */
   takeLongestStep(): number {
-    const longest = this.longestStep;
-    this.longestStep = 0;
-    return longest;
+    return this.steps.take();
   }
 
   /** How many times a write found the lock held and waited for it, since the sink opened. */
@@ -129,7 +128,7 @@ export class LoopSqliteSink implements AuditSink {
       this.writer.startBatch();
       for (let from = 0; from < records.length; from += LOOP_SLICE) {
         if (from > 0) {
-          this.stepped(start);
+          this.steps.ended(start);
           await yieldToEventLoop();
           start = performance.now();
         }
@@ -140,24 +139,24 @@ export class LoopSqliteSink implements AuditSink {
       // Its rows are undone; the transaction, empty of it, ends.
       this.writer.abortBatch();
       this.writer.commitAll();
-      this.stepped(start);
+      this.steps.ended(start);
       throw err;
     }
     try {
       // About once a second: the bucket rows of the tail, in steps too.
       for (const _ of this.writer.summariseInSteps(SUMMARY_STEP_ROWS)) {
-        this.stepped(start);
+        this.steps.ended(start);
         await yieldToEventLoop();
         start = performance.now();
       }
     } catch {
       // commitAll() summarises what is left in one piece, or rolls everything back and says why.
     }
-    this.stepped(start);
+    this.steps.ended(start);
     await yieldToEventLoop();
     start = performance.now();
     const failed = this.writer.commitAll();
-    this.stepped(start);
+    this.steps.ended(start);
     if (failed !== undefined) throw failed;
   }
 
@@ -173,18 +172,13 @@ export class LoopSqliteSink implements AuditSink {
       } catch (err) {
         if (!isBusy(err) || start - first >= this.busyTimeoutMs) throw err;
       } finally {
-        this.stepped(start);
+        this.steps.ended(start);
       }
       this.busyWaits++;
       // Referenced: a write is under way, and close() waits for it.
       await new Promise((resolve) => setTimeout(resolve, wait));
       wait = Math.min(2 * wait, BUSY_RETRY_MAX_MS);
     }
-  }
-
-  private stepped(start: number): void {
-    const took = performance.now() - start;
-    if (took > this.longestStep) this.longestStep = took;
   }
 }
 

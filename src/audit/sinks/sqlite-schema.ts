@@ -221,4 +221,7 @@ const HEX64 = /^[0-9a-f]{64}$/;
 /** Whether `s` is 64 lowercase hex digits, which a 32-byte BLOB gives back exactly. */
 export const isHex64 = (s: unknown): s is string => typeof s === 'string' && HEX64.test(s);
 
+/** Whether a sink's file names a private in-memory database (`:memory:`, or nothing), which no other connection can open. */
+export const isInMemoryFile = (file: string): boolean => file === ':memory:' || file === '';
+
 export const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));

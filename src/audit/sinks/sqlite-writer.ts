@@ -274,7 +274,7 @@ export class AuditRecordWriter {
   commitAll(): Error | undefined {
     if (!this.db.inTransaction) return undefined;
     try {
-      if (this.newestBucket - this.watermark! > SUMMARY_BUCKETS) this.summarise(this.newestBucket);
+      if (this.summaryDue) this.summarise(this.newestBucket);
       this.commit.run();
       this.undo = [];
       return undefined;

@@ -104,7 +104,8 @@ import type { AuditRecord } from '../event.js';
 import type { AuditSigningKey } from '../signing.js';
 import type { AuditPage, AuditQuery, AuditStore, PruneResult } from '../store.js';
 import { verifyChain, type AuditCheckpoint, type VerifyOptions, type VerifyResult } from '../verify.js';
-import { AT_LIMIT, AT_SHIFT, BUCKET_MS, BUCKET_SHIFT, KEY_KIND, NO_BUCKET, PER_MS, bucketOf, migrate, openAuditDatabase, yieldToEventLoop } from './sqlite-schema.js';
+import { LongestStep } from '../../util/longest-step.js';
+import { AT_LIMIT, AT_SHIFT, BUCKET_MS, BUCKET_SHIFT, KEY_KIND, NO_BUCKET, PER_MS, bucketOf, isInMemoryFile, migrate, openAuditDatabase, yieldToEventLoop } from './sqlite-schema.js';
 import type { FromWriterThread, ToWriterThread, WireError, WriterThreadOptions } from './sqlite-worker.js';
 import { WireEncoder } from './sqlite-wire.js';
 import { AuditRecordWriter } from './sqlite-writer.js';
@@ -148,7 +149,7 @@ const BUCKET_PAGE = 64;
  * file again changes nothing. The writer thread starts with the first write.
  */
 export function openSqliteAuditSink(file: string, opts: SqliteAuditSinkOptions = {}): SqliteAuditSink {
-  const inMemory = file === ':memory:' || file === '';
+  const inMemory = isInMemoryFile(file);
   const resolved = inMemory ? ':memory:' : path.resolve(file);
   if (!inMemory) mkdirSync(path.dirname(resolved), { recursive: true });
   const db = openAuditDatabase(resolved, opts.synchronous ?? 'normal');
@@ -184,7 +185,7 @@ export class SqliteAuditSink implements AuditStore {
   private pumping = false;
   private closed = false;
   private closing: Promise<void> | undefined;
-  private longestStep = 0;
+  private readonly steps = new LongestStep();
   private readonly queries = new Map<string, Database.Statement<Record<string, number>, unknown[]>>();
 
   constructor(
@@ -212,7 +213,7 @@ export class SqliteAuditSink implements AuditStore {
       // Starting the thread can fail (too many threads, no memory): a rejection, as for any failure.
       return Promise.reject(err as Error);
     } finally {
-      this.stepped(start);
+      this.steps.ended(start);
     }
   }
 
@@ -223,9 +224,7 @@ export class SqliteAuditSink implements AuditStore {
    * millisecond, and a gauge for metrics.
    */
   takeLongestStep(): number {
-    const longest = this.longestStep;
-    this.longestStep = 0;
-    return longest;
+    return this.steps.take();
   }
 
   /**
@@ -237,11 +236,6 @@ export class SqliteAuditSink implements AuditStore {
   checkpointWal(): { log: number; checkpointed: number } {
     const [row] = this.db.pragma('wal_checkpoint(PASSIVE)') as Array<{ busy: number; log: number; checkpointed: number }>;
     return { log: Math.max(0, row?.log ?? 0), checkpointed: Math.max(0, row?.checkpointed ?? 0) };
-  }
-
-  private stepped(start: number): void {
-    const took = performance.now() - start;
-    if (took > this.longestStep) this.longestStep = took;
   }
 
   /** Hands a write (records) or a prune (message) to the thread; resolves with its outcome. */
@@ -265,7 +259,7 @@ export class SqliteAuditSink implements AuditStore {
   private readonly pumpLater = (): void => {
     const start = performance.now();
     this.pump();
-    this.stepped(start);
+    this.steps.ended(start);
   };
 
   private readonly pump = (): void => {
@@ -316,7 +310,7 @@ export class SqliteAuditSink implements AuditStore {
     worker.on('message', (m: FromWriterThread) => {
       const start = performance.now();
       if (m.t === 'done') this.settle(worker, m.id, m.error, m.result);
-      this.stepped(start);
+      this.steps.ended(start);
     });
     worker.on('error', (err) => this.lost(worker, err));
     worker.on('exit', (code) => this.lost(worker, new Error(`it exited with code ${code}`)));
