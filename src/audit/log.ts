@@ -14,6 +14,7 @@ import type { AuditStore } from './store.js';
 import { AuditThread } from './thread.js';
 import { AuditTrail } from './trail.js';
 import type { AuditSinkStats } from './writer.js';
+import type { StepTimes } from '../util/longest-step.js';
 
 /** How often retention prunes (the first run is shortly after the start). */
 const RETENTION_EVERY_MS = 60 * 60_000;
@@ -95,8 +96,8 @@ export class AuditLog {
    * loop records (LoopRecorder.takeLongestStep); 0 otherwise (the thread's hand-overs are timed by
    * the benchmark).
    */
-  takeLongestLoopStep(): number {
-    return this.loop?.takeLongestStep() ?? 0;
+  takeLongestLoopStep(): StepTimes {
+    return this.loop?.takeLongestStep() ?? { clock: 0, own: 0 };
   }
 
   /** Resolves once everything recorded so far is written (or spilled) by every sink. */

@@ -19,12 +19,11 @@
  * writes each sink's batch every flush interval through a connection of this thread that writes
  * a slice of records per turn and never waits for the lock (./sinks/sqlite-loop.ts).
  */
-import { performance } from 'node:perf_hooks';
 import type { AuditConfig } from '../config/index.js';
 import type { Logger } from '../telemetry/logger.js';
 import { auditArguments } from './arguments.js';
 import type { AuditEventInput } from './event.js';
-import { LongestStep } from '../util/longest-step.js';
+import { LongestStep, longestOf, type StepTimes } from '../util/longest-step.js';
 import { isInMemoryFile } from './sinks/sqlite-schema.js';
 import { openLoopSqliteSink, type LoopSqliteSink } from './sinks/sqlite-loop.js';
 import type { EventRecorder } from './trail.js';
@@ -121,8 +120,8 @@ export class LoopRecorder implements EventRecorder {
    * chaining, or a sink's slice, commit or try for the lock. What the benchmark holds to the
    * issue's millisecond.
    */
-  takeLongestStep(): number {
-    return Math.max(this.chaining.take(), ...this.sinks.map((s) => s.takeLongestStep()));
+  takeLongestStep(): StepTimes {
+    return longestOf([this.chaining.take(), ...this.sinks.map((s) => s.takeLongestStep())]);
   }
 
   /** Resolves once everything recorded so far is written (or spilled) by every sink. */
@@ -143,7 +142,7 @@ export class LoopRecorder implements EventRecorder {
   private readonly chainQueued = (): void => {
     this.scheduled = false;
     if (this.queue.length === 0) return;
-    const start = performance.now();
+    const start = this.chaining.start();
     const events = this.queue;
     this.queue = [];
     for (const e of events) {

@@ -5,9 +5,12 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
 import Database from 'better-sqlite3';
-import { A, allRecords, streamOf } from './records.fixture.js';
+import { chain } from '../event.js';
+import { A, B, allRecords, event, streamOf } from './records.fixture.js';
 import { LOOP_SLICE, openLoopSqliteSink, type LoopSqliteSink } from './sqlite-loop.js';
+import { bucketOf } from './sqlite-schema.js';
 import { openSqliteAuditSink } from './sqlite.js';
+import { AuditRecordWriter } from './sqlite-writer.js';
 
 async function auditFile(t: TestContext): Promise<string> {
   const dir = await mkdtemp(path.join(tmpdir(), 'pl-audit-loop-'));
@@ -53,6 +56,48 @@ async function turnsWhile(p: Promise<unknown>): Promise<number> {
   setImmediate(turn);
   await settled;
   return turns;
+}
+
+/**
+ * Calls `whenFree` at the first turn of the event loop, while `writing` is under way, at which
+ * the write lock of `file` is free (another connection can begin a write transaction without
+ * waiting), holding it for the call; says whether there was such a turn before `writing` settled.
+ */
+async function whileLockFree(file: string, writing: Promise<unknown>, whenFree: (db: Database.Database) => void): Promise<boolean> {
+  const db = new Database(file);
+  db.pragma('busy_timeout = 0');
+  let settled = false;
+  let found = false;
+  const done = writing.finally(() => (settled = true));
+  try {
+    while (!settled && !found) {
+      await new Promise((resolve) => setImmediate(resolve));
+      try {
+        db.prepare('BEGIN IMMEDIATE').run();
+      } catch {
+        continue;
+      }
+      db.prepare('COMMIT').run();
+      if (!settled) {
+        whenFree(db);
+        found = true;
+      }
+    }
+    await done;
+    return found;
+  } finally {
+    db.close();
+  }
+}
+
+/** The watermark of `file`: buckets below it are summarised. */
+function watermark(file: string): number {
+  const db = new Database(file, { readonly: true });
+  try {
+    return db.prepare('SELECT buckets_below FROM audit_summary').pluck().get() as number;
+  } finally {
+    db.close();
+  }
 }
 
 /** Another connection to `file` holding its write lock until release(). */
@@ -151,6 +196,64 @@ describe('the SQLite audit sink written on the event loop', () => {
       records.filter((r) => r.grantId === 'grant-1' && r.tool === 'update_contact').map((r) => r.seq),
     );
     assert.equal(found.records.length, 400);
+  });
+
+  it('commits a long summary in transactions of its own, leaving the write lock free between them', async (t) => {
+    const file = await auditFile(t);
+    const sink = open(t, file);
+    // A record a second, each a bucket of its own: the second write's summary is of some 1,000 rows.
+    const records = streamOf(A, 600);
+    await sink.write(records.slice(0, 20));
+    let turnsFree = 0;
+    const lockFreeMidWrite = await whileLockFree(file, sink.write(records.slice(20)), () => turnsFree++);
+    assert.ok(lockFreeMidWrite, 'another connection could begin a write while the summary was under way');
+    assert.equal(turnsFree, 1);
+    assert.ok(watermark(file) > bucketOf(records[500]!.at), 'the summary was written to the end');
+    assert.deepEqual(await stored(file), records);
+  });
+
+  it('begins a summary again from the records when another connection writes into the tail between its transactions', async (t) => {
+    const file = await auditFile(t);
+    const sink = open(t, file);
+    const records = streamOf(A, 600);
+    await sink.write(records.slice(0, 20));
+    // Another writer's record, in a bucket this summary covers, of a grant no record of A has.
+    const other = chain(B, undefined, { ...event(1, records[100]!.at + 1), grantId: 'grant-other' });
+    const wroteBetween = await whileLockFree(file, sink.write(records.slice(20, 400)), (db) => {
+      assert.deepEqual(new AuditRecordWriter(db, 'other').write([[other]]), [undefined]);
+    });
+    assert.ok(wroteBetween, 'the other record was written between the summary’s transactions');
+    await sink.write(records.slice(400));
+    assert.ok(watermark(file) > bucketOf(other.at), 'the other record’s bucket is summarised');
+    const reader = openSqliteAuditSink(file);
+    t.after(() => reader.close());
+    const found = await reader.query({ grant: 'grant-other', limit: 10 });
+    assert.deepEqual(found.records, [other]);
+  });
+
+  it('succeeds once the records are committed, though the lock is then held against the rest of the summary past its busy timeout', async (t) => {
+    const file = await auditFile(t);
+    const sink = open(t, file, { busyTimeoutMs: 30 });
+    const records = streamOf(A, 600);
+    await sink.write(records.slice(0, 20));
+    let lock: { release(): void } | undefined;
+    const writing = sink.write(records.slice(20, 400));
+    const heldMidWrite = await whileLockFree(file, writing, () => {
+      lock = holdLock(file);
+    });
+    lock?.release();
+    assert.ok(heldMidWrite);
+    assert.deepEqual(await stored(file), records.slice(0, 400));
+    // The next write summarises what was left.
+    await sink.write(records.slice(400));
+    assert.ok(watermark(file) > bucketOf(records[500]!.at));
+    const reader = openSqliteAuditSink(file);
+    t.after(() => reader.close());
+    const found = await reader.query({ grant: 'grant-2', order: 'oldest', limit: 1_000 });
+    assert.deepEqual(
+      found.records.map((r) => r.seq),
+      records.filter((r) => r.grantId === 'grant-2').map((r) => r.seq),
+    );
   });
 
   it('finishes the writes under way when closed, and rejects writes after', async (t) => {

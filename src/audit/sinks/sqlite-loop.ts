@@ -26,7 +26,7 @@ import { performance } from 'node:perf_hooks';
 import type Database from 'better-sqlite3';
 import type { AuditRecord } from '../event.js';
 import type { AuditSink } from '../sink.js';
-import { LongestStep } from '../../util/longest-step.js';
+import { LongestStep, type StepTimes } from '../../util/longest-step.js';
 import { BUSY_TIMEOUT_MS, WAL_AUTOCHECKPOINT_PAGES, migrate, openAuditDatabase, yieldToEventLoop } from './sqlite-schema.js';
 import { AuditRecordWriter, ROWS_PER_INSERT } from './sqlite-writer.js';
 
@@ -103,7 +103,7 @@ export class LoopSqliteSink implements AuditSink {
    * The longest the sink held the event loop in one piece (a slice, a commit, a try for the
    * lock), in ms, since the last call; 0 if it did nothing.
    */
-  takeLongestStep(): number {
+  takeLongestStep(): StepTimes {
     return this.steps.take();
   }
 
@@ -123,14 +123,14 @@ export class LoopSqliteSink implements AuditSink {
 
   private async writeInSlices(records: readonly AuditRecord[]): Promise<void> {
     await this.begin();
-    let start = performance.now();
+    let start = this.steps.start();
     try {
       this.writer.startBatch();
       for (let from = 0; from < records.length; from += LOOP_SLICE) {
         if (from > 0) {
           this.steps.ended(start);
           await yieldToEventLoop();
-          start = performance.now();
+          start = this.steps.start();
         }
         this.writer.addRecords(records, from, Math.min(records.length, from + LOOP_SLICE));
       }
@@ -142,22 +142,34 @@ export class LoopSqliteSink implements AuditSink {
       this.steps.ended(start);
       throw err;
     }
+    // About once a second: the bucket rows of the tail, in steps and transactions of their own,
+    // the first of which commits the records too. Once it has, the write has succeeded, whatever
+    // becomes of the rest of the summary: what is not written of it is left for the next write.
+    let committed = false;
     try {
-      // About once a second: the bucket rows of the tail, in steps too.
-      for (const _ of this.writer.summariseInSteps(SUMMARY_STEP_ROWS)) {
+      for (const step of this.writer.summariseInSteps(SUMMARY_STEP_ROWS)) {
+        if (step === 'commit') {
+          const failed = this.writer.commitAll();
+          if (failed !== undefined) throw failed;
+          committed = true;
+        }
         this.steps.ended(start);
         await yieldToEventLoop();
-        start = performance.now();
+        if (step === 'commit') await this.begin();
+        start = this.steps.start();
       }
-    } catch {
-      // commitAll() summarises what is left in one piece, or rolls everything back and says why.
+    } catch (err) {
+      this.writer.rollbackAll();
+      this.steps.ended(start);
+      if (committed) return;
+      throw err;
     }
     this.steps.ended(start);
     await yieldToEventLoop();
-    start = performance.now();
+    start = this.steps.start();
     const failed = this.writer.commitAll();
     this.steps.ended(start);
-    if (failed !== undefined) throw failed;
+    if (failed !== undefined && !committed) throw failed;
   }
 
   /** Begins the write transaction, waiting on timers (not in SQLite) while another connection holds the lock. */
@@ -165,7 +177,7 @@ export class LoopSqliteSink implements AuditSink {
     const first = performance.now();
     let wait = BUSY_RETRY_FIRST_MS;
     for (;;) {
-      const start = performance.now();
+      const start = this.steps.start();
       try {
         this.writer.open();
         return;

@@ -69,6 +69,9 @@ void READ_IN_ORDER;
 /** STRING_FIELDS a record must have. */
 const REQUIRED = new Set<number>([F.server, F.method, F.decision, F.stream]);
 
+/** What the caller of summariseInSteps does before the next step: let the event loop turn; or commit, let it turn and begin again. */
+export type SummaryStep = 'turn' | 'commit';
+
 export class AuditRecordWriter {
   /** By number of rows, prepared when first needed. */
   private readonly inserts: Array<Database.Statement<unknown[]> | undefined> = [];
@@ -110,12 +113,20 @@ export class AuditRecordWriter {
 
   /** Buckets below this are summarised; undefined: to be read from the database. */
   private watermark: number | undefined;
-  /** Per bucket of the tail, the keys of the records written to it from here. */
-  private pending = new Map<number, Set<number>>();
+  /**
+   * Per key, the buckets of the tail that records written from here have it in, oldest first
+   * (records come in time order: a bucket out of order is sorted in when the tail is summarised).
+   * By key rather than by bucket because the rows go in key order.
+   */
+  private pending = new Map<number, number[]>();
   /** Whether `pending` covers every record of the tail: false after another connection wrote, or before a first summary. */
   private pendingComplete = false;
   private newestBucket = -Infinity;
   private seenVersion = -1;
+  /** Counts the transactions that began after another connection's commit: a summary under way is then out of date. */
+  private othersWrote = 0;
+  /** Whether a summary is under way in steps (its transactions' commits summarise nothing). */
+  private summarising = false;
 
   /**
    * Within a transaction: the highest n given to each millisecond so far, which the table does
@@ -147,6 +158,8 @@ export class AuditRecordWriter {
     private readonly db: Database.Database,
     private readonly name: string,
   ) {
+    // The insert nearly every row goes through, prepared now rather than in the first write.
+    this.inserts[ROWS_PER_INSERT] = db.prepare(insertSql(ROWS_PER_INSERT));
     this.insertRaw = db.prepare(INSERT_RAW_SQL);
     this.lastOfMs = db
       .prepare<[number, number], number>(
@@ -279,30 +292,49 @@ export class AuditRecordWriter {
       this.undo = [];
       return undefined;
     } catch (err) {
-      this.waitingCount = 0;
-      if (this.db.inTransaction) this.rollback.run();
-      this.undoSince(0);
-      // The summary may have been rolled back with the rest: read the watermark again.
-      this.watermark = undefined;
-      this.pendingComplete = false;
+      this.rollbackAll();
       return asError(err);
     }
   }
 
-  /** Whether commitAll() would summarise the tail: it has grown past SUMMARY_BUCKETS. */
+  /** Rolls back everything since open(), and what the caches learnt from it; nothing if no transaction is open. */
+  rollbackAll(): void {
+    this.waitingCount = 0;
+    if (this.db.inTransaction) this.rollback.run();
+    else if (this.undo.length === 0) return;
+    this.undoSince(0);
+    // A summary may have been rolled back with the rest: the watermark and the tail's keys are read again.
+    this.watermark = undefined;
+    this.pendingComplete = false;
+  }
+
+  /** Whether commitAll() would summarise the tail: it has grown past SUMMARY_BUCKETS, and no summary is under way. */
   get summaryDue(): boolean {
-    return this.db.inTransaction && this.watermark !== undefined && this.newestBucket - this.watermark > SUMMARY_BUCKETS;
+    return this.db.inTransaction && !this.summarising && this.watermark !== undefined && this.newestBucket - this.watermark > SUMMARY_BUCKETS;
   }
 
   /**
-   * Summarises the tail now, inside the open transaction, a step at a time: each step reads or
-   * writes at most `rowsPerStep` rows, for a caller that lets the event loop turn between them
-   * (sqlite-loop.ts). Nothing else may use the connection until it is done; commitAll() then has
-   * no summary left to write. With 1,000 grants at 16,000 records a second, a second's summary was
-   * some 10,000 rows, 15 to 27 ms in one piece.
+   * Summarises the tail now, a step at a time, for a caller that lets the event loop turn between
+   * steps (sqlite-loop.ts): each step reads or writes at most `rowsPerStep` rows. With 1,000 grants
+   * at 16,000 records a second, a second's summary was some 16,000 rows: 15 to 27 ms to write in
+   * one piece, and its commit alone took 2 to 4.5 ms, each row a page of its own to the WAL. So
+   * the rows are also committed a step's worth at a time: at a step that yields `commit`, the
+   * caller commits (commitAll()) and begins again (open()) before the next. At one that yields
+   * `turn`, the transaction stays open: reading the tail's records to learn their keys, the first
+   * time or after another connection wrote, runs in one transaction, lest other writes keep
+   * changing what it reads. Nothing else may use the connection until the steps are done (or the
+   * caller stops taking them: the summary is then left for another time), and commitAll() has no
+   * summary left to write. A summary whose tail another connection wrote to between its
+   * transactions stops, having moved no watermark: the next one begins again from the records.
    */
-  *summariseInSteps(rowsPerStep: number): Generator<void, void, void> {
-    if (this.summaryDue) yield* this.summary(this.newestBucket, rowsPerStep);
+  *summariseInSteps(rowsPerStep: number): Generator<SummaryStep, void, void> {
+    if (!this.summaryDue) return;
+    this.summarising = true;
+    try {
+      yield* this.summary(this.newestBucket, rowsPerStep);
+    } finally {
+      this.summarising = false;
+    }
   }
 
   /** What another connection may have changed since this one's last transaction: the watermark, and the tail's records. */
@@ -310,9 +342,14 @@ export class AuditRecordWriter {
     const version = this.dataVersion.get()!;
     if (version === this.seenVersion && this.watermark !== undefined) return;
     this.seenVersion = version;
+    this.othersWrote++;
     this.pendingComplete = false;
     this.watermark = this.readWatermark.get()!;
-    for (const b of this.pending.keys()) if (b < this.watermark) this.pending.delete(b);
+    for (const [key, buckets] of this.pending) {
+      const kept = buckets.filter((b) => b >= this.watermark!);
+      if (kept.length === 0) this.pending.delete(key);
+      else this.pending.set(key, kept);
+    }
   }
 
   /** The next string of a slice's `text`, `length` long (-1: null). */
@@ -502,13 +539,18 @@ export class AuditRecordWriter {
       this.addBucket.run(server, b);
       return;
     }
-    let keys = this.pending.get(b);
-    if (keys === undefined) this.pending.set(b, (keys = new Set()));
-    if (grant !== null) keys.add(grant * 4 + KEY_KIND.grant);
-    if (tool !== null) keys.add(tool * 4 + KEY_KIND.tool);
-    keys.add(decision);
-    keys.add(server);
+    if (grant !== null) this.notePending(grant * 4 + KEY_KIND.grant, b);
+    if (tool !== null) this.notePending(tool * 4 + KEY_KIND.tool, b);
+    this.notePending(decision, b);
+    this.notePending(server, b);
     if (b > this.newestBucket) this.newestBucket = b;
+  }
+
+  /** Notes that bucket `b` of the tail has `key`. */
+  private notePending(key: number, b: number): void {
+    const buckets = this.pending.get(key);
+    if (buckets === undefined) this.pending.set(key, [b]);
+    else if (buckets[buckets.length - 1] !== b) buckets.push(b);
   }
 
   /** Writes the bucket rows of the tail's buckets below `upTo`, and moves the watermark there. */
@@ -517,54 +559,49 @@ export class AuditRecordWriter {
   }
 
   /**
-   * Summarises the tail up to bucket `upTo`, yielding after each `rowsPerStep` rows read or
-   * written. The bucket rows go in key order, so that a key's rows for all these buckets go to one
-   * page together: the keys are sorted, each key's buckets already in order.
+   * Summarises the tail up to bucket `upTo` (see summariseInSteps), yielding after each
+   * `rowsPerStep` rows read or written. The bucket rows go in key order, so that a key's rows for
+   * all these buckets go to one page together.
    */
-  private *summary(upTo: number, rowsPerStep: number): Generator<void, void, void> {
-    const from = this.watermark!;
+  private *summary(upTo: number, rowsPerStep: number): Generator<SummaryStep, void, void> {
     let rows = 0;
     if (!this.pendingComplete) {
       // Records not written from here may be in the tail: its keys are read from the records
       // themselves, the whole tail's, so that from now on `pending` covers all of it.
       this.pending = new Map();
-      for (const row of this.tailKeys.iterate(from)) {
+      for (const row of this.tailKeys.iterate(this.watermark!)) {
         const b = row[0] as number;
-        let keys = this.pending.get(b);
-        if (keys === undefined) this.pending.set(b, (keys = new Set()));
-        if (row[1] !== null) keys.add((row[1] as number) * 4 + KEY_KIND.grant);
-        if (row[2] !== null) keys.add((row[2] as number) * 4 + KEY_KIND.tool);
-        keys.add((row[3] as number) * 4 + KEY_KIND.decision);
-        keys.add((row[4] as number) * 4 + KEY_KIND.server);
+        if (row[1] !== null) this.notePending((row[1] as number) * 4 + KEY_KIND.grant, b);
+        if (row[2] !== null) this.notePending((row[2] as number) * 4 + KEY_KIND.tool, b);
+        this.notePending((row[3] as number) * 4 + KEY_KIND.decision, b);
+        this.notePending((row[4] as number) * 4 + KEY_KIND.server, b);
         if (b > this.newestBucket) this.newestBucket = b;
         if (++rows >= rowsPerStep) {
           rows = 0;
-          yield;
+          yield 'turn';
         }
       }
+      this.pendingComplete = true;
     }
-    const buckets = [...this.pending.keys()].filter((b) => b < upTo).sort((x, y) => x - y);
-    const bucketsOf = new Map<number, number[]>();
-    for (const b of buckets) {
-      for (const key of this.pending.get(b)!) {
-        const list = bucketsOf.get(key);
-        if (list === undefined) bucketsOf.set(key, [b]);
-        else list.push(b);
-      }
-    }
-    for (const key of [...bucketsOf.keys()].sort((x, y) => x - y)) {
-      for (const b of bucketsOf.get(key)!) {
-        this.addBucket.run(key, b);
+    const othersWrote = this.othersWrote;
+    for (const key of Float64Array.from(this.pending.keys()).sort()) {
+      let buckets = this.pending.get(key)!;
+      if (!isAscending(buckets)) buckets = [...new Set(buckets)].sort((x, y) => x - y);
+      let done = 0;
+      while (done < buckets.length && buckets[done]! < upTo) {
+        this.addBucket.run(key, buckets[done++]!);
         if (++rows >= rowsPerStep) {
           rows = 0;
-          yield;
+          yield 'commit';
+          // What is written stays: a bucket row too many is only looked at in vain.
+          if (this.othersWrote !== othersWrote) return;
         }
       }
+      if (done === buckets.length) this.pending.delete(key);
+      else this.pending.set(key, buckets.slice(done));
     }
     this.writeWatermark.run(upTo);
-    for (const b of buckets) this.pending.delete(b);
     this.watermark = upTo;
-    this.pendingComplete = true;
   }
 
   /** The id of string `i` of a record that has none: fails for the fields a record must have. */
@@ -755,6 +792,12 @@ export class AuditRecordWriter {
 }
 
 const wellFormed = (v: unknown): boolean => typeof v !== 'string' || isWellFormed(v);
+
+/** Whether `xs` is in ascending order, each once. */
+function isAscending(xs: readonly number[]): boolean {
+  for (let i = 1; i < xs.length; i++) if (xs[i]! <= xs[i - 1]!) return false;
+  return true;
+}
 
 function asError(err: unknown): Error {
   return err instanceof Error ? err : new Error(String(err));

@@ -202,7 +202,7 @@ export class SqliteAuditSink implements AuditStore {
   write(records: readonly AuditRecord[]): Promise<void> {
     if (records.length === 0) return Promise.resolve();
     if (this.closed) return Promise.reject(new Error(`${this.name} is closed`));
-    const start = performance.now();
+    const start = this.steps.start();
     try {
       if (this.inline !== undefined) {
         const [err] = this.inline.write([records]);
@@ -224,7 +224,7 @@ export class SqliteAuditSink implements AuditStore {
    * millisecond, and a gauge for metrics.
    */
   takeLongestStep(): number {
-    return this.steps.take();
+    return this.steps.take().clock;
   }
 
   /**
@@ -257,7 +257,7 @@ export class SqliteAuditSink implements AuditStore {
    */
   /** A later turn of the hand-over: a step of its own. */
   private readonly pumpLater = (): void => {
-    const start = performance.now();
+    const start = this.steps.start();
     this.pump();
     this.steps.ended(start);
   };
@@ -308,7 +308,7 @@ export class SqliteAuditSink implements AuditStore {
     // Kept alive only while something waits for it: see send() and settle().
     worker.unref();
     worker.on('message', (m: FromWriterThread) => {
-      const start = performance.now();
+      const start = this.steps.start();
       if (m.t === 'done') this.settle(worker, m.id, m.error, m.result);
       this.steps.ended(start);
     });
