@@ -46,8 +46,9 @@ const STATS_EVERY_MS = 250;
 /**
  * How often the WAL of a SQLite file the event loop records into is checkpointed here (the loop's
  * connection does not, see sinks/sqlite-loop.ts). At 16,000 records a second a second's commits
- * leave a WAL of a few MiB, under the 16 MiB at which the thread's own writes checkpoint
- * (WAL_AUTOCHECKPOINT_PAGES); a checkpoint with nothing new to copy costs next to nothing.
+ * add some 10 MiB to the WAL; once it holds the 16 MiB at which the thread's own writes
+ * checkpoint (WAL_AUTOCHECKPOINT_PAGES), the checkpoint has the loop's next commit start it over
+ * (SqliteAuditSink.checkpointWal). A checkpoint with nothing new to copy costs next to nothing.
  */
 const CHECKPOINT_EVERY_MS = 1_000;
 

@@ -182,6 +182,47 @@ describe('the SQLite audit sink written on the event loop', () => {
     assert.ok(statSync(file).size > before);
   });
 
+  it('has the next commit start the WAL over once a checkpoint finds it grown long', async (t) => {
+    const file = await auditFile(t);
+    const sink = open(t, file);
+    const records = streamOf(A, 1_000);
+    await sink.write(records.slice(0, 500));
+    const thread = openSqliteAuditSink(file);
+    t.after(() => thread.close());
+    const before = thread.checkpointWal(1);
+    assert.ok(before.log > 0);
+    assert.equal(before.checkpointed, before.log);
+    assert.equal(before.restarted, true);
+    await sink.write(records.slice(500, 600));
+    const after = thread.checkpointWal(Infinity);
+    assert.ok(after.log > 0 && after.log < before.log, `the WAL holds ${after.log} frames after holding ${before.log}: it was started over`);
+    assert.equal(after.restarted, false, 'a WAL below the size is only copied');
+    assert.deepEqual(await stored(file), records.slice(0, 600));
+  });
+
+  it('leaves starting the WAL over for a later checkpoint while a reader holds it, waiting only a moment', async (t) => {
+    const file = await auditFile(t);
+    const sink = open(t, file);
+    const records = streamOf(A, 200);
+    await sink.write(records.slice(0, 100));
+    const reader = new Database(file, { readonly: true });
+    t.after(() => reader.close());
+    reader.prepare('BEGIN').run();
+    reader.prepare('SELECT count(*) FROM audit_records').get();
+    await sink.write(records.slice(100));
+    const thread = openSqliteAuditSink(file);
+    t.after(() => thread.close());
+    const started = performance.now();
+    const held = thread.checkpointWal(1);
+    assert.ok(performance.now() - started < 2_000, 'not the 5 s a write waits for the lock');
+    assert.equal(held.restarted, false);
+    assert.ok(held.checkpointed < held.log, 'the frames the reader may still need stay in the WAL');
+    reader.prepare('COMMIT').run();
+    const free = thread.checkpointWal(1);
+    assert.equal(free.restarted, true);
+    assert.equal(free.checkpointed, free.log);
+  });
+
   it('summarises the tail a few rows a turn, so that a query by grant or tool finds every record it wrote', async (t) => {
     const file = await auditFile(t);
     const sink = open(t, file);

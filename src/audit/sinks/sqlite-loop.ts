@@ -8,10 +8,14 @@
  *   the event loop between them and the transaction open across them; the commit has a turn of
  *   its own. Written whole, a flush interval's records held the loop 0.6 to 1.6 ms at p50, and
  *   most of that was the inserts: a commit alone took about 0.1 ms (docs/benchmarks.md).
+ * - The tail's bucket rows, about once a second, likewise in steps, and in transactions of a
+ *   step each: each row is a page of its own in the WAL, and committed together a second's
+ *   thousands of rows took 2 to 4.5 ms to commit (sqlite-writer.ts summariseInSteps).
  * - No automatic WAL checkpoints at the usual size: a commit that ran one held the loop 22 to
  *   33 ms. The audit thread checkpoints instead, on its own connection to the file
- *   (thread-worker.ts); this connection checkpoints only as a backstop, should the WAL grow to
- *   LOOP_WAL_BACKSTOP_PAGES because the thread has not had a CPU for that long.
+ *   (thread-worker.ts, SqliteAuditSink.checkpointWal); this connection checkpoints only as a
+ *   backstop, should the WAL grow to LOOP_WAL_BACKSTOP_PAGES because the thread has not had a CPU
+ *   for that long (one that did held the loop 76 ms).
  * - It never waits for the write lock inside SQLite (busy_timeout 0), which would block the loop:
  *   while another connection holds the lock (retention pruning on the audit thread, the CLI,
  *   another gateway writing the same file), the write tries again after a short timer, and only

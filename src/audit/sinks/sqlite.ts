@@ -105,7 +105,22 @@ import type { AuditSigningKey } from '../signing.js';
 import type { AuditPage, AuditQuery, AuditStore, PruneResult } from '../store.js';
 import { verifyChain, type AuditCheckpoint, type VerifyOptions, type VerifyResult } from '../verify.js';
 import { LongestStep } from '../../util/longest-step.js';
-import { AT_LIMIT, AT_SHIFT, BUCKET_MS, BUCKET_SHIFT, KEY_KIND, NO_BUCKET, PER_MS, bucketOf, isInMemoryFile, migrate, openAuditDatabase, yieldToEventLoop } from './sqlite-schema.js';
+import {
+  AT_LIMIT,
+  AT_SHIFT,
+  BUCKET_MS,
+  BUCKET_SHIFT,
+  BUSY_TIMEOUT_MS,
+  KEY_KIND,
+  NO_BUCKET,
+  PER_MS,
+  WAL_AUTOCHECKPOINT_PAGES,
+  bucketOf,
+  isInMemoryFile,
+  migrate,
+  openAuditDatabase,
+  yieldToEventLoop,
+} from './sqlite-schema.js';
 import type { FromWriterThread, ToWriterThread, WireError, WriterThreadOptions } from './sqlite-worker.js';
 import { WireEncoder } from './sqlite-wire.js';
 import { AuditRecordWriter } from './sqlite-writer.js';
@@ -140,6 +155,12 @@ const FIRST_SLICE_RECORDS = 16;
 const SLICE_MS = 0.15;
 /** Records per page read by iterate() and verify(): a page is read and decoded in one piece. */
 const READ_PAGE = 256;
+/**
+ * How long checkpointWal()'s RESTART checkpoint waits for the writer's transaction and for
+ * readers: the event loop's transactions last a few ms, and a reader holding the WAL for longer
+ * (a verify) only puts the restart off to the next call.
+ */
+const RESTART_WAIT_MS = 100;
 /** Buckets whose numbers query() reads at a time. */
 const BUCKET_PAGE = 64;
 
@@ -228,14 +249,37 @@ export class SqliteAuditSink implements AuditStore {
   }
 
   /**
-   * Copies what it can of the WAL into the database file without waiting for anyone (a PASSIVE
-   * checkpoint), on this sink's connection: for a file whose records the event loop writes with
-   * automatic checkpoints off (sqlite-loop.ts). Says how many frames the WAL holds and how many of
-   * them are now in the database; a file not in WAL mode (`:memory:`) has none.
+   * Checkpoints the WAL on this sink's connection, for a file whose records the event loop writes
+   * with automatic checkpoints off (sqlite-loop.ts): copies what it can into the database file
+   * without waiting for anyone (PASSIVE). A writer starts the WAL over from its beginning only
+   * once a checkpoint has copied all of it, which a writer committing every few milliseconds
+   * rarely leaves a passive one time to do: at 16,000 records a second the WAL grew by 10 MiB a
+   * second until the loop's backstop checkpoint, which then held the loop for 76 ms. So once the
+   * WAL holds WAL_AUTOCHECKPOINT_PAGES frames, a RESTART checkpoint follows: it keeps writers out
+   * (the loop's connection tries again on a timer) while it copies what was committed since the
+   * passive one, and the next commit starts the WAL over. It waits at most RESTART_WAIT_MS for
+   * the writer's transaction and readers to finish, else it is left for the next call. Says how
+   * many frames the WAL holds and how many of them are now in the database, and whether the next
+   * commit starts it over after a RESTART; a file not in WAL mode (`:memory:`) has none.
    */
-  checkpointWal(): { log: number; checkpointed: number } {
-    const [row] = this.db.pragma('wal_checkpoint(PASSIVE)') as Array<{ busy: number; log: number; checkpointed: number }>;
-    return { log: Math.max(0, row?.log ?? 0), checkpointed: Math.max(0, row?.checkpointed ?? 0) };
+  checkpointWal(restartAtFrames = WAL_AUTOCHECKPOINT_PAGES): { log: number; checkpointed: number; restarted: boolean } {
+    let row = this.checkpoint('PASSIVE');
+    let restarted = false;
+    if (row.log >= restartAtFrames) {
+      this.db.pragma(`busy_timeout = ${RESTART_WAIT_MS}`);
+      try {
+        row = this.checkpoint('RESTART');
+        restarted = row.busy === 0;
+      } finally {
+        this.db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+      }
+    }
+    return { log: row.log, checkpointed: row.checkpointed, restarted };
+  }
+
+  private checkpoint(mode: 'PASSIVE' | 'RESTART'): { busy: number; log: number; checkpointed: number } {
+    const [row] = this.db.pragma(`wal_checkpoint(${mode})`) as Array<{ busy: number; log: number; checkpointed: number }>;
+    return { busy: row?.busy ?? 0, log: Math.max(0, row?.log ?? 0), checkpointed: Math.max(0, row?.checkpointed ?? 0) };
   }
 
   /** Hands a write (records) or a prune (message) to the thread; resolves with its outcome. */
