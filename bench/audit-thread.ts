@@ -19,13 +19,15 @@
  *   V8's garbage collection helpers, the audit thread, its own threads or another process now and
  *   then, for up to a scheduler tick (4 ms): a step on the clock counts that whole, though no
  *   work of the step's held the loop for it. The steps are timed in a pass of their own, as
- *   reading the clock costs each step some µs; the cost a call is measured without it.
+ *   reading the clock costs each step some µs; the cost a call is measured without it. Then the
+ *   event loop records at the highest rate into one file for longer (40 s), for what only shows
+ *   over time: the WAL's growth, checkpoints, a database larger than SQLite's page cache.
  * - How many records a second can each take? Events are recorded as fast as the loop can, in
  *   bursts, and the rate is the records over the time until the last one is written.
  *
  * Records carry `keys` arguments (the default), one of a thousand grants and a hundred sessions.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { cpus, platform, release, tmpdir } from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -41,7 +43,7 @@ import { percentile } from './stats.js';
 
 const USAGE = `Usage: node dist/bench/audit-thread.js [--quick] [--write]
 
-  --quick   shorter runs (about 10 s instead of 40 s)
+  --quick   shorter runs (about half a minute instead of three)
   --write   also write the results into docs/benchmarks.md (audit-thread-bench markers)
 `;
 
@@ -189,6 +191,39 @@ async function measureSteady(recorder: Recorder, rate: number, seconds: number):
   }
 }
 
+/**
+ * The event loop recording `rate` calls a second for `seconds` into one file: what only shows
+ * over time (the WAL's growth and its checkpoints, a database many times the page cache). The
+ * steps, timed both ways, and the WAL file's largest size.
+ */
+async function measureSustained(rate: number, seconds: number): Promise<{ calls: number; steps: StepTimes[]; walMaxBytes: number }> {
+  const dir = mkdtempSync(path.join(tmpdir(), 'policylayer-audit-thread-'));
+  const log = await AuditLog.open(config(dir), undefined, { recordOn: 'loop' });
+  const wal = path.join(dir, 'audit.db-wal');
+  let walMaxBytes = 0;
+  const sampler = setInterval(() => {
+    try {
+      walMaxBytes = Math.max(walMaxBytes, statSync(wal).size);
+    } catch {
+      // Not made yet.
+    }
+  }, 100);
+  try {
+    await steady(log, rate, 1);
+    log.takeLongestLoopStep();
+    LongestStep.waited = waited;
+    const steps: StepTimes[] = [];
+    const { calls } = await steady(log, rate, seconds, steps);
+    await log.flush();
+    return { calls, steps, walMaxBytes };
+  } finally {
+    LongestStep.waited = () => 0;
+    clearInterval(sampler);
+    await log.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 /** Records `total` calls as fast as the loop can, a message's worth per turn; records/s until all are written. */
 async function measureCapacity(recorder: Recorder, total: number): Promise<{ perSecond: number; written: number }> {
   const dir = mkdtempSync(path.join(tmpdir(), 'policylayer-audit-thread-'));
@@ -231,20 +266,21 @@ async function main(): Promise<void> {
   type Tally = { longest: number; over: number };
   const tally = (): Record<keyof StepTimes, Tally> => ({ clock: { longest: 0, over: 0 }, own: { longest: 0, over: 0 } });
   const held: Record<Recorder, Record<keyof StepTimes, Tally> & { steps: number }> = { loop: { ...tally(), steps: 0 }, thread: { ...tally(), steps: 0 } };
+  /** `steps` timed `way`, sorted, counted in `recorder`'s tally. */
+  const tallied = (recorder: Recorder, steps: readonly StepTimes[], way: keyof StepTimes): Float64Array => {
+    const ms = Float64Array.from(steps, (t) => t[way]).sort();
+    const t = held[recorder][way];
+    t.longest = Math.max(t.longest, ms.at(-1) ?? 0);
+    t.over += ms.filter((x) => x > HOLD_MS).length;
+    return ms;
+  };
   const us = (ms: number) => (ms * 1000).toFixed(0);
   const by: Record<Recorder, string> = { loop: 'event loop', thread: 'audit thread' };
   for (const recorder of ['loop', 'thread'] as const) {
     for (const rate of rates) {
       const r = await measureSteady(recorder, rate, seconds);
-      const sorted = (way: keyof StepTimes) => {
-        const ms = Float64Array.from(r.steps, (t) => t[way]).sort();
-        const t = held[recorder][way];
-        t.longest = Math.max(t.longest, ms.at(-1) ?? 0);
-        t.over += ms.filter((x) => x > HOLD_MS).length;
-        return ms;
-      };
-      const clock = sorted('clock');
-      const own = sorted('own');
+      const clock = tallied(recorder, r.steps, 'clock');
+      const own = tallied(recorder, r.steps, 'own');
       held[recorder].steps += r.steps.length;
       rows.push(
         `| ${by[recorder]} | ${fmt(rate)} | ${fmt(r.calls)} | ${r.baselineUsPerCall.toFixed(1)} | ${r.mainUsPerCall.toFixed(1)} | ${(r.mainUsPerCall - r.baselineUsPerCall).toFixed(1)} | ${r.threadUsPerCall.toFixed(1)} | ` +
@@ -255,6 +291,19 @@ async function main(): Promise<void> {
           `longest step ${us(clock.at(-1) ?? 0)} µs on the clock, ${us(own.at(-1) ?? 0)} µs less waits for a CPU\n`,
       );
     }
+  }
+  const sustainedRate = rates.at(-1)!;
+  const sustainedSeconds = quick ? 10 : 40;
+  const sustained = await measureSustained(sustainedRate, sustainedSeconds);
+  {
+    const clock = tallied('loop', sustained.steps, 'clock');
+    const own = tallied('loop', sustained.steps, 'own');
+    held.loop.steps += sustained.steps.length;
+    rows.push(
+      `| event loop, ${sustainedSeconds} s into one file | ${fmt(sustainedRate)} | ${fmt(sustained.calls)} | | | | | ${fmt(sustained.steps.length)} | ` +
+        `${us(percentile(clock, 50))} / ${us(percentile(clock, 99))} / ${us(clock.at(-1) ?? 0)} | ${us(percentile(own, 99))} / ${us(own.at(-1) ?? 0)} |`,
+    );
+    process.stderr.write(`event loop, ${sustainedSeconds} s at ${fmt(sustainedRate)} calls/s: longest step ${us(clock.at(-1) ?? 0)} µs on the clock, ${us(own.at(-1) ?? 0)} µs less waits for a CPU; WAL at most ${(sustained.walMaxBytes / 2 ** 20).toFixed(0)} MiB\n`);
   }
   const cap = { loop: await measureCapacity('loop', quick ? 60_000 : 300_000), thread: await measureCapacity('thread', quick ? 60_000 : 300_000) };
   process.stderr.write(`capacity: ${fmt(cap.loop.perSecond)} records/s on the event loop, ${fmt(cap.thread.perSecond)} on the audit thread\n`);
@@ -274,7 +323,8 @@ async function main(): Promise<void> {
     ...rows,
     '',
     'Steps timed, in a second pass at the same rate: for the event loop, the longest step of each millisecond that had one (a turn chaining what was recorded, a slice of rows, a step of the summary, a commit, a try for the lock); for the audit thread, every hand-over of events to it. ' +
-      'Less waits for a CPU: less the time Linux says the main thread was runnable but waiting for a core during the step. Garbage collection pauses that fell in a step count in both.',
+      'Less waits for a CPU: less the time Linux says the main thread was runnable but waiting for a core during the step. Garbage collection pauses that fell in a step count in both. ' +
+      `The sustained row: ${sustainedSeconds} s of calls into one file after a second's warm-up, its steps timed both ways throughout; the WAL file was at most ${(sustained.walMaxBytes / 2 ** 20).toFixed(0)} MiB.`,
     '',
     `Recorded as fast as one event loop can, until every record is written: ${fmt(cap.loop.perSecond)} records/s by the event loop (${fmt(cap.loop.written)} written), ${fmt(cap.thread.perSecond)} by the audit thread (${fmt(cap.thread.written)} written).`,
     `Target: a batch holds the event loop for no more than about ${HOLD_MS} ms. ${outcome('loop', 'step')} ${outcome('thread', 'hand-over')}`,
