@@ -148,15 +148,28 @@ function processCpuUs(): number {
   return u.user + u.system;
 }
 
+/** Runs `use` on a new audit log recorded by `recorder` into a fresh folder, closing and removing both after. */
+async function withLog<T>(recorder: Recorder, use: (log: AuditLog, dir: string) => Promise<T>): Promise<T> {
+  const dir = mkdtempSync(path.join(tmpdir(), 'policylayer-audit-thread-'));
+  try {
+    const log = await AuditLog.open(config(dir), undefined, { recordOn: recorder });
+    try {
+      return await use(log, dir);
+    } finally {
+      await log.close();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 async function measureSteady(recorder: Recorder, rate: number, seconds: number): Promise<Steady> {
   // What the process's other threads (V8's helpers) use while the loop records nothing.
   const p0 = processCpuUs();
   const m0 = onCpuUs();
   const base = await steady(undefined, rate, seconds);
   const baseOthers = (processCpuUs() - p0 - (onCpuUs() - m0)) / base.calls;
-  const dir = mkdtempSync(path.join(tmpdir(), 'policylayer-audit-thread-'));
-  const log = await AuditLog.open(config(dir), undefined, { recordOn: recorder });
-  try {
+  return withLog(recorder, async (log) => {
     // Warm: the first calls compile the trail's code and send strings the thread has not seen.
     await steady(log, rate, 1);
     await log.flush();
@@ -185,10 +198,7 @@ async function measureSteady(recorder: Recorder, rate: number, seconds: number):
       threadUsPerCall: others - baseOthers,
       steps: recorder === 'loop' ? loopSteps : posts.steps,
     };
-  } finally {
-    await log.close();
-    rmSync(dir, { recursive: true, force: true });
-  }
+  });
 }
 
 /**
@@ -197,38 +207,34 @@ async function measureSteady(recorder: Recorder, rate: number, seconds: number):
  * steps, timed both ways, and the WAL file's largest size.
  */
 async function measureSustained(rate: number, seconds: number): Promise<{ calls: number; steps: StepTimes[]; walMaxBytes: number }> {
-  const dir = mkdtempSync(path.join(tmpdir(), 'policylayer-audit-thread-'));
-  const log = await AuditLog.open(config(dir), undefined, { recordOn: 'loop' });
-  const wal = path.join(dir, 'audit.db-wal');
-  let walMaxBytes = 0;
-  const sampler = setInterval(() => {
+  return withLog('loop', async (log, dir) => {
+    const wal = path.join(dir, 'audit.db-wal');
+    let walMaxBytes = 0;
+    const sampler = setInterval(() => {
+      try {
+        walMaxBytes = Math.max(walMaxBytes, statSync(wal).size);
+      } catch {
+        // Not made yet.
+      }
+    }, 100);
     try {
-      walMaxBytes = Math.max(walMaxBytes, statSync(wal).size);
-    } catch {
-      // Not made yet.
+      await steady(log, rate, 1);
+      log.takeLongestLoopStep();
+      LongestStep.waited = waited;
+      const steps: StepTimes[] = [];
+      const { calls } = await steady(log, rate, seconds, steps);
+      await log.flush();
+      return { calls, steps, walMaxBytes };
+    } finally {
+      LongestStep.waited = () => 0;
+      clearInterval(sampler);
     }
-  }, 100);
-  try {
-    await steady(log, rate, 1);
-    log.takeLongestLoopStep();
-    LongestStep.waited = waited;
-    const steps: StepTimes[] = [];
-    const { calls } = await steady(log, rate, seconds, steps);
-    await log.flush();
-    return { calls, steps, walMaxBytes };
-  } finally {
-    LongestStep.waited = () => 0;
-    clearInterval(sampler);
-    await log.close();
-    rmSync(dir, { recursive: true, force: true });
-  }
+  });
 }
 
 /** Records `total` calls as fast as the loop can, a message's worth per turn; records/s until all are written. */
 async function measureCapacity(recorder: Recorder, total: number): Promise<{ perSecond: number; written: number }> {
-  const dir = mkdtempSync(path.join(tmpdir(), 'policylayer-audit-thread-'));
-  const log = await AuditLog.open(config(dir), undefined, { recordOn: recorder });
-  try {
+  return withLog(recorder, async (log) => {
     const t0 = performance.now();
     for (let i = 0; i < total; ) {
       for (const end = Math.min(total, i + 256); i < end; i++) {
@@ -244,10 +250,7 @@ async function measureCapacity(recorder: Recorder, total: number): Promise<{ per
     const seconds = (performance.now() - t0) / 1000;
     const written = (await log.stats())[0]!.written;
     return { perSecond: total / seconds, written };
-  } finally {
-    await log.close();
-    rmSync(dir, { recursive: true, force: true });
-  }
+  });
 }
 
 const fmt = (n: number) => Math.round(n).toLocaleString('en-US');

@@ -14,7 +14,7 @@
  */
 import { hash } from 'node:crypto';
 import { canonicalJson } from '../util/canonical-json.js';
-import type { ArgumentsMode } from './event.js';
+import type { ArgumentsMode, AuditEventInput } from './event.js';
 
 /** What a masked value is replaced with. */
 export const REDACTED = '[REDACTED]';
@@ -44,6 +44,15 @@ const SECRET_SHAPES: ReadonlyArray<readonly [RegExp, string]> = [
 
 /** Deepest nesting `redacted` walks; anything deeper is replaced whole (arguments are rarely deeper than a handful). */
 const MAX_DEPTH = 32;
+
+/**
+ * `event` with its arguments, which the trail hands over as the client sent them, replaced by
+ * what `mode` keeps of them (in place: the event is the recorder's own by then).
+ */
+export function withAuditArguments(event: AuditEventInput, mode: ArgumentsMode): AuditEventInput {
+  (event as { arguments: unknown }).arguments = auditArguments(event.arguments, mode);
+  return event;
+}
 
 /** The arguments as `mode` keeps them; undefined when the request carried none. */
 export function auditArguments(args: unknown, mode: ArgumentsMode): unknown {

@@ -92,9 +92,9 @@ export class AuditLog {
   }
 
   /**
-   * The longest the audit log held the event loop in one piece since the last call, ms, when the
-   * loop records (LoopRecorder.takeLongestStep); 0 otherwise (the thread's hand-overs are timed by
-   * the benchmark).
+   * The longest the audit log held the event loop in one piece since the last call, ms each way,
+   * when the loop records (LoopRecorder.takeLongestStep); zeros otherwise (the thread's hand-overs
+   * are timed by the benchmark).
    */
   takeLongestLoopStep(): StepTimes {
     return this.loop?.takeLongestStep() ?? { clock: 0, own: 0 };

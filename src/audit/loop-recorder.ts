@@ -21,7 +21,7 @@
  */
 import type { AuditConfig } from '../config/index.js';
 import type { Logger } from '../telemetry/logger.js';
-import { auditArguments } from './arguments.js';
+import { withAuditArguments } from './arguments.js';
 import type { AuditEventInput } from './event.js';
 import { LongestStep, longestOf, type StepTimes } from '../util/longest-step.js';
 import { isInMemoryFile } from './sinks/sqlite-schema.js';
@@ -99,7 +99,7 @@ export class LoopRecorder implements EventRecorder {
   /** Records `event` after those queued before it and resolves once every sink has it durably. */
   recordDurable(event: AuditEventInput): Promise<void> {
     this.chainQueued();
-    return this.writer.recordDurable(this.derived(event));
+    return this.writer.recordDurable(withAuditArguments(event, this.mode));
   }
 
   get full(): boolean {
@@ -147,17 +147,11 @@ export class LoopRecorder implements EventRecorder {
     this.queue = [];
     for (const e of events) {
       try {
-        this.writer.record(this.derived(e));
+        this.writer.record(withAuditArguments(e, this.mode));
       } catch (err) {
         this.log.error({ err: (err as Error).message, method: e.method, tool: e.tool }, 'audit event not recorded');
       }
     }
     this.chaining.ended(start);
   };
-
-  /** The trail hands over the arguments as the client sent them; what is kept of them is decided here. */
-  private derived(e: AuditEventInput): AuditEventInput {
-    (e as { arguments: unknown }).arguments = auditArguments(e.arguments, this.mode);
-    return e;
-  }
 }

@@ -33,7 +33,7 @@ import { readlinkSync } from 'node:fs';
 import { setPriority } from 'node:os';
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import { pino, type Logger } from 'pino';
-import { auditArguments } from './arguments.js';
+import { withAuditArguments } from './arguments.js';
 import type { AuditEventInput } from './event.js';
 import { DeferredSink, isPostgresSpec, openAuditSink, sinkDisplayName } from './open.js';
 import type { AuditSink } from './sink.js';
@@ -183,11 +183,8 @@ async function serve(port: MessagePort, o: AuditThreadData): Promise<void> {
         }, CHECKPOINT_EVERY_MS).unref()
       : undefined;
 
-  const record = (e: AuditEventInput): AuditEventInput => {
-    // The trail sends the arguments as the client sent them; what is kept of them is decided here.
-    (e as { arguments: unknown }).arguments = auditArguments(e.arguments, c.arguments);
-    return e;
-  };
+  // The trail sends the arguments as the client sent them; what is kept of them is decided here.
+  const record = (e: AuditEventInput): AuditEventInput => withAuditArguments(e, c.arguments);
   const reply = (id: number, work: () => unknown) => {
     Promise.resolve()
       .then(work)

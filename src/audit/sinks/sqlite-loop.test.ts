@@ -33,15 +33,21 @@ async function stored(file: string) {
   }
 }
 
-/** The records in `file`, counted by a plain connection (opening the sink would take the write lock to check the schema). */
-function count(file: string): number {
+/** The one value `sql` reads from `file`, through a plain read-only connection (opening the sink would take the write lock to check the schema). */
+function readValue(file: string, sql: string): number {
   const db = new Database(file, { readonly: true });
   try {
-    return db.prepare('SELECT count(*) FROM audit_records').pluck().get() as number;
+    return db.prepare(sql).pluck().get() as number;
   } finally {
     db.close();
   }
 }
+
+/** The records in `file`. */
+const count = (file: string): number => readValue(file, 'SELECT count(*) FROM audit_records');
+
+/** The watermark of `file`: buckets below it are summarised. */
+const watermark = (file: string): number => readValue(file, 'SELECT buckets_below FROM audit_summary');
 
 /** Counts the turns of the event loop until `p` settles. */
 async function turnsWhile(p: Promise<unknown>): Promise<number> {
@@ -85,16 +91,6 @@ async function whileLockFree(file: string, writing: Promise<unknown>, whenFree: 
     }
     await done;
     return found;
-  } finally {
-    db.close();
-  }
-}
-
-/** The watermark of `file`: buckets below it are summarised. */
-function watermark(file: string): number {
-  const db = new Database(file, { readonly: true });
-  try {
-    return db.prepare('SELECT buckets_below FROM audit_summary').pluck().get() as number;
   } finally {
     db.close();
   }
