@@ -119,6 +119,31 @@ describe('the SQLite audit sink written on the event loop', () => {
     assert.deepEqual(await stored(file), records);
   });
 
+  it('stores a batch the same whether its rows are inserted a few or the most at a time, repeats included', async (t) => {
+    const records = streamOf(A, 75);
+    const contents = [];
+    for (const rows of [3, 32]) {
+      const file = await auditFile(t);
+      await openLoopSqliteSink(file).close();
+      const db = new Database(file);
+      t.after(() => db.close());
+      const writer = new AuditRecordWriter(db, 'sink', rows);
+      // The second batch repeats the first's last ten: delivered twice, stored once.
+      assert.deepEqual(writer.write([records.slice(0, 50), records.slice(40)]), [undefined, undefined]);
+      contents.push(await stored(file));
+    }
+    assert.deepEqual(contents[0], records);
+    assert.deepEqual(contents[1], records);
+  });
+
+  it('refuses a writer that would insert no rows, or more at a time than it is made for', async (t) => {
+    const file = await auditFile(t);
+    await openLoopSqliteSink(file).close();
+    const db = new Database(file);
+    t.after(() => db.close());
+    for (const rows of [0, 2.5, 33]) assert.throws(() => new AuditRecordWriter(db, 'sink', rows), /rowsPerInsert must be a whole number from 1 to 32/);
+  });
+
   it('keeps the event loop free while another connection holds the write lock, and writes once it is released', async (t) => {
     const file = await auditFile(t);
     const sink = open(t, file);

@@ -49,8 +49,9 @@ const PARAMS = 23;
 /** One row's values: the hashes as BLOBs of their 32 bytes. */
 const ROW_VALUES = `((? << ${AT_SHIFT}) | ?, ${Array(18).fill('?').join(', ')}, unhex(?), unhex(?), ?)`;
 /**
- * Rows inserted by one statement: each run of a statement has a cost of its own besides the rows'
- * values; 32 rows at a time took about a tenth less CPU per record than one at a time here.
+ * Rows inserted by one statement, by default: each run of a statement has a cost of its own
+ * besides the rows' values; 32 rows at a time took about a tenth less CPU per record than one at a
+ * time here. A writer on the event loop inserts fewer at a time (sqlite-loop.ts LOOP_SLICE).
  */
 export const ROWS_PER_INSERT = 32;
 const insertSql = (rows: number): string =>
@@ -146,20 +147,32 @@ export class AuditRecordWriter {
   /** The last hash found to be 64 lowercase hex digits: the next record's prevHash, nearly always. */
   private lastHex: string | undefined;
   /** Rows waiting to be inserted together: their parameters, and what a repeat is checked by. */
-  private readonly rows: unknown[] = Array(PARAMS * ROWS_PER_INSERT).fill(null);
+  private readonly rows: unknown[];
   private waitingCount = 0;
-  private readonly waitingStream: number[] = Array(ROWS_PER_INSERT).fill(0);
-  private readonly waitingSeq: number[] = Array(ROWS_PER_INSERT).fill(0);
-  private readonly waitingHash: string[] = Array(ROWS_PER_INSERT).fill('');
+  private readonly waitingStream: number[];
+  private readonly waitingSeq: number[];
+  private readonly waitingHash: string[];
   /** One row's parameters, for a record kept in record_json. */
   private readonly params: unknown[] = Array(PARAMS).fill(null);
 
+  /**
+   * `rowsPerInsert`: how many rows wait to be inserted by one statement (1 to ROWS_PER_INSERT; the
+   * default, ROWS_PER_INSERT, costs the least CPU a row).
+   */
   constructor(
     private readonly db: Database.Database,
     private readonly name: string,
+    private readonly rowsPerInsert = ROWS_PER_INSERT,
   ) {
+    if (!Number.isInteger(rowsPerInsert) || rowsPerInsert < 1 || rowsPerInsert > ROWS_PER_INSERT) {
+      throw new RangeError(`rowsPerInsert must be a whole number from 1 to ${ROWS_PER_INSERT}, not ${rowsPerInsert}`);
+    }
+    this.rows = Array(PARAMS * rowsPerInsert).fill(null);
+    this.waitingStream = Array(rowsPerInsert).fill(0);
+    this.waitingSeq = Array(rowsPerInsert).fill(0);
+    this.waitingHash = Array(rowsPerInsert).fill('');
     // The insert nearly every row goes through, prepared now rather than in the first write.
-    this.inserts[ROWS_PER_INSERT] = db.prepare(insertSql(ROWS_PER_INSERT));
+    this.inserts[rowsPerInsert] = db.prepare(insertSql(rowsPerInsert));
     this.insertRaw = db.prepare(INSERT_RAW_SQL);
     this.lastOfMs = db
       .prepare<[number, number], number>(
@@ -480,7 +493,7 @@ export class AuditRecordWriter {
       this.waitingStream[w] = stream;
       this.waitingSeq[w] = seq;
       this.waitingHash[w] = r.hash;
-      if (this.waitingCount === ROWS_PER_INSERT) this.insertWaiting();
+      if (this.waitingCount === this.rowsPerInsert) this.insertWaiting();
     } else {
       p[o + 22] = JSON.stringify(whole());
       this.insertWaiting();
@@ -508,7 +521,7 @@ export class AuditRecordWriter {
     // The values as arguments, not as one array: better-sqlite3 reads an array's elements through
     // V8's generic property lookup, one by one, and an argument directly. For 32 rows of 23
     // values that made the insert about a third cheaper (1,230-1,360 against 760-850 ns a row).
-    const inserted = insert.run(...(count === ROWS_PER_INSERT ? this.rows : this.rows.slice(0, count * PARAMS))).changes;
+    const inserted = insert.run(...(count === this.rowsPerInsert ? this.rows : this.rows.slice(0, count * PARAMS))).changes;
     if (inserted < count) {
       for (let w = 0; w < count; w++) this.checkRepeat(this.waitingStream[w]!, this.waitingSeq[w]!, this.waitingHash[w]!);
     }
