@@ -136,6 +136,26 @@ describe('the SQLite audit sink written on the event loop', () => {
     assert.deepEqual(contents[1], records);
   });
 
+  it('inserts each slice’s rows within its own turn: a slice of the loop’s size leaves none waiting', async (t) => {
+    const records = streamOf(A, LOOP_SLICE);
+    const waiting = [];
+    for (const rows of [LOOP_SLICE, 32]) {
+      const file = await auditFile(t);
+      await openLoopSqliteSink(file).close();
+      const db = new Database(file);
+      t.after(() => db.close());
+      const writer = new AuditRecordWriter(db, 'sink', rows);
+      writer.open();
+      writer.startBatch();
+      writer.addRecords(records);
+      // Read inside the open transaction, on the writer's own connection.
+      waiting.push(LOOP_SLICE - (db.prepare('SELECT count(*) FROM audit_records').pluck().get() as number));
+      writer.abortBatch();
+      writer.rollbackAll();
+    }
+    assert.deepEqual(waiting, [0, LOOP_SLICE]);
+  });
+
   it('refuses a writer that would insert no rows, or more at a time than it is made for', async (t) => {
     const file = await auditFile(t);
     await openLoopSqliteSink(file).close();
