@@ -51,6 +51,11 @@ const STATS_EVERY_MS = 250;
  * (SqliteAuditSink.checkpointWal). A checkpoint with nothing new to copy costs next to nothing.
  */
 const CHECKPOINT_EVERY_MS = 1_000;
+/**
+ * How often the WAL of such a file is read ahead of its writer (sinks/wal-warmer.ts): the pages
+ * the loop writes were read at most this long before.
+ */
+const WARM_WAL_EVERY_MS = 25;
 
 const data = (workerData as { auditThread?: AuditThreadData } | null)?.auditThread;
 if (parentPort !== null && data !== undefined) void serve(parentPort, data);
@@ -182,6 +187,19 @@ async function serve(port: MessagePort, o: AuditThreadData): Promise<void> {
           }
         }, CHECKPOINT_EVERY_MS).unref()
       : undefined;
+  const warmTimer =
+    o.loopRecords === true
+      ? setInterval(() => {
+          for (const s of sinks) {
+            try {
+              (s as Partial<{ warmWal(): unknown }>).warmWal?.();
+            } catch (err) {
+              // Only a read-ahead: the loop's writes go on without it.
+              logger.debug({ sink: s.name, err: (err as Error).message }, 'audit WAL read-ahead failed');
+            }
+          }
+        }, WARM_WAL_EVERY_MS).unref()
+      : undefined;
 
   // The trail sends the arguments as the client sent them; what is kept of them is decided here.
   const record = (e: AuditEventInput): AuditEventInput => withAuditArguments(e, c.arguments);
@@ -273,6 +291,7 @@ async function serve(port: MessagePort, o: AuditThreadData): Promise<void> {
         reply(m.id, async () => {
           clearInterval(statsTimer);
           clearInterval(checkpointTimer);
+          clearInterval(warmTimer);
           for (const it of iterations.values()) await it.return(undefined);
           await writer.close();
           // A writer without sinks leaves them open; closing the last connection to a file checkpoints its WAL.

@@ -241,6 +241,33 @@ describe('the SQLite audit sink written on the event loop', () => {
     assert.deepEqual(await stored(file), records.slice(0, 600));
   });
 
+  it("has the thread's sink read the WAL ahead of the loop's next frame, from the file's start once a checkpoint started it over", async (t) => {
+    const file = await auditFile(t);
+    const sink = open(t, file);
+    const records = streamOf(A, 1_000);
+    await sink.write(records.slice(0, 500));
+    const thread = openSqliteAuditSink(file);
+    t.after(() => thread.close());
+    const walBytes = statSync(`${file}-wal`).size;
+    assert.equal(thread.warmWal()?.next, walBytes, 'the loop appends to the WAL');
+    assert.equal(thread.checkpointWal(1).restarted, true);
+    assert.equal(thread.warmWal()?.next, 32, 'the next commit starts the WAL over');
+    await sink.write(records.slice(500, 510));
+    const warmth = thread.warmWal()!;
+    assert.ok(warmth.next > 32 && warmth.next < walBytes, `the loop writes over the old WAL (at ${warmth.next} of ${walBytes})`);
+    assert.ok(warmth.warmTo > warmth.next, 'and what it writes next is read ahead');
+    assert.deepEqual(await stored(file), records.slice(0, 510));
+  });
+
+  it('reads no WAL ahead for an in-memory log', () => {
+    const sink = openSqliteAuditSink(':memory:');
+    try {
+      assert.equal(sink.warmWal(), undefined);
+    } finally {
+      void sink.close();
+    }
+  });
+
   it('leaves starting the WAL over for a later checkpoint while a reader holds it, waiting only a moment', async (t) => {
     const file = await auditFile(t);
     const sink = open(t, file);

@@ -16,6 +16,9 @@
  *   (thread-worker.ts, SqliteAuditSink.checkpointWal); this connection checkpoints only as a
  *   backstop, should the WAL grow to LOOP_WAL_BACKSTOP_PAGES because the thread has not had a CPU
  *   for that long (one that did held the loop 76 ms).
+ * - The audit thread reads the WAL a little ahead of where this connection writes next
+ *   (wal-warmer.ts), so that the partial pages its frames cover are cached rather than read back
+ *   from disk during a write.
  * - It never waits for the write lock inside SQLite (busy_timeout 0), which would block the loop:
  *   while another connection holds the lock (retention pruning on the audit thread, the CLI,
  *   another gateway writing the same file), the write tries again after a short timer, and only

@@ -124,6 +124,7 @@ import {
 import type { FromWriterThread, ToWriterThread, WireError, WriterThreadOptions } from './sqlite-worker.js';
 import { WireEncoder } from './sqlite-wire.js';
 import { AuditRecordWriter } from './sqlite-writer.js';
+import { WalWarmer, type WalWarmth } from './wal-warmer.js';
 
 export { AUDIT_SQLITE_SCHEMA_VERSION } from './sqlite-schema.js';
 
@@ -208,6 +209,8 @@ export class SqliteAuditSink implements AuditStore {
   private closing: Promise<void> | undefined;
   private readonly steps = new LongestStep();
   private readonly queries = new Map<string, Database.Statement<Record<string, number>, unknown[]>>();
+  /** For a file the event loop writes: keeps the WAL's next pages cached (wal-warmer.ts). */
+  private warmer: WalWarmer | undefined;
 
   constructor(
     private readonly db: Database.Database,
@@ -274,7 +277,19 @@ export class SqliteAuditSink implements AuditStore {
         this.db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
       }
     }
+    if (restarted) this.warmer?.startingOver();
     return { log: row.log, checkpointed: row.checkpointed, restarted };
+  }
+
+  /**
+   * Reads the WAL ahead of where the next frame goes, for a file the event loop writes, so that
+   * its writes find those pages cached (wal-warmer.ts); the audit thread calls it every few tens of
+   * ms. Says where the next frame goes and how far ahead the file is read; undefined while there
+   * is no WAL, and always for `:memory:`.
+   */
+  warmWal(): WalWarmth | undefined {
+    if (this.file === ':memory:' || this.closed) return undefined;
+    return (this.warmer ??= new WalWarmer(this.file)).warm();
   }
 
   private checkpoint(mode: 'PASSIVE' | 'RESTART'): { busy: number; log: number; checkpointed: number } {
@@ -609,6 +624,7 @@ export class SqliteAuditSink implements AuditStore {
         if (!this.pumping) this.pump();
         await exited;
       }
+      this.warmer?.close();
       if (this.db.open) this.db.close();
     })();
     return this.closing;
