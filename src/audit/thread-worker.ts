@@ -174,32 +174,32 @@ async function serve(port: MessagePort, o: AuditThreadData): Promise<void> {
     send({ t: 'stats', stats });
   }, STATS_EVERY_MS);
 
-  // The event loop's connection leaves checkpoints to this thread's (sinks/sqlite-loop.ts).
-  const checkpointTimer =
+  // The event loop's connection leaves checkpoints to this thread's (sinks/sqlite-loop.ts), and
+  // this thread reads its WAL ahead of it (sinks/wal-warmer.ts).
+  type LoopFileUpkeep = Partial<{ checkpointWal(): unknown; warmWal(): unknown }>;
+  const onEachSink = (everyMs: number, work: (s: LoopFileUpkeep) => unknown, failed: (name: string, err: Error) => void) =>
     o.loopRecords === true
       ? setInterval(() => {
           for (const s of sinks) {
             try {
-              (s as Partial<{ checkpointWal(): unknown }>).checkpointWal?.();
+              work(s as LoopFileUpkeep);
             } catch (err) {
-              logger.warn({ sink: s.name, err: (err as Error).message }, 'audit WAL checkpoint failed; will try again');
+              failed(s.name, err as Error);
             }
           }
-        }, CHECKPOINT_EVERY_MS).unref()
+        }, everyMs).unref()
       : undefined;
-  const warmTimer =
-    o.loopRecords === true
-      ? setInterval(() => {
-          for (const s of sinks) {
-            try {
-              (s as Partial<{ warmWal(): unknown }>).warmWal?.();
-            } catch (err) {
-              // Only a read-ahead: the loop's writes go on without it.
-              logger.debug({ sink: s.name, err: (err as Error).message }, 'audit WAL read-ahead failed');
-            }
-          }
-        }, WARM_WAL_EVERY_MS).unref()
-      : undefined;
+  const checkpointTimer = onEachSink(
+    CHECKPOINT_EVERY_MS,
+    (s) => s.checkpointWal?.(),
+    (sink, err) => logger.warn({ sink, err: err.message }, 'audit WAL checkpoint failed; will try again'),
+  );
+  // Only a read-ahead: the loop's writes go on without it.
+  const warmTimer = onEachSink(
+    WARM_WAL_EVERY_MS,
+    (s) => s.warmWal?.(),
+    (sink, err) => logger.debug({ sink, err: err.message }, 'audit WAL read-ahead failed'),
+  );
 
   // The trail sends the arguments as the client sent them; what is kept of them is decided here.
   const record = (e: AuditEventInput): AuditEventInput => withAuditArguments(e, c.arguments);
