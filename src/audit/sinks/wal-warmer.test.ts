@@ -48,6 +48,21 @@ function framesInWal(db: Database.Database): number {
   return row!.log;
 }
 
+/**
+ * A WAL of `commits` small commits that a RESTART checkpoint emptied, the warmer told so, and a
+ * writer then started over with one more commit.
+ */
+async function startedOver(t: TestContext, commits: number): Promise<{ file: string; db: Database.Database; w: WalWarmer }> {
+  const file = await dbFile(t);
+  const db = openWal(t, file);
+  for (let i = 0; i < commits; i++) commit(db, 10);
+  const w = warmer(t, file);
+  db.pragma('wal_checkpoint(RESTART)');
+  w.startingOver();
+  commit(db, 10);
+  return { file, db, w };
+}
+
 describe('WalWarmer', () => {
   it('finds the next frame at the end of a WAL that was never started over, and reads nothing past the end of the file', async (t) => {
     const file = await dbFile(t);
@@ -83,13 +98,7 @@ describe('WalWarmer', () => {
   });
 
   it('follows the writer into the WAL it started over', async (t) => {
-    const file = await dbFile(t);
-    const db = openWal(t, file);
-    for (let i = 0; i < 200; i++) commit(db, 10);
-    const w = warmer(t, file);
-    db.pragma('wal_checkpoint(RESTART)');
-    w.startingOver();
-    commit(db, 10);
+    const { file, db, w } = await startedOver(t, 200);
     const after = w.warm()!;
     assert.equal(after.next, 32 + framesInWal(db) * (24 + 4096));
     assert.ok(after.next < walSize(file), 'the writer is overwriting the old WAL');
@@ -97,13 +106,7 @@ describe('WalWarmer', () => {
   });
 
   it('reads ahead in proportion to what was written since the last call, within its bounds', async (t) => {
-    const file = await dbFile(t);
-    const db = openWal(t, file);
-    for (let i = 0; i < 400; i++) commit(db, 10);
-    const w = warmer(t, file);
-    db.pragma('wal_checkpoint(RESTART)');
-    w.startingOver();
-    commit(db, 10);
+    const { file, db, w } = await startedOver(t, 400);
     const first = w.warm()!;
     commit(db, 100);
     const second = w.warm()!;
@@ -113,13 +116,7 @@ describe('WalWarmer', () => {
   });
 
   it('reads nothing when nothing was written since the last call', async (t) => {
-    const file = await dbFile(t);
-    const db = openWal(t, file);
-    for (let i = 0; i < 200; i++) commit(db, 10);
-    const w = warmer(t, file);
-    db.pragma('wal_checkpoint(RESTART)');
-    w.startingOver();
-    commit(db, 10);
+    const { w } = await startedOver(t, 200);
     const first = w.warm()!;
     assert.ok(first.warmTo > first.next, 'the first call reads ahead');
     const again = w.warm()!;
