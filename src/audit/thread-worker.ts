@@ -2,12 +2,12 @@
  * The audit thread: where the audit log's work happens, so that the gateway's event loop, which
  * every call goes through, only hands events over (thread.ts); except for an `async` log of
  * SQLite files alone, which the event loop records itself (loop-recorder.ts says why), and for
- * which this thread only serves reads, verify and pruning and checkpoints the files' WAL. Here the
- * arguments are derived (`keys`: a hash of their canonical form; `redacted`: masked), each event
- * is chained into the stream (canonical form, SHA-256), and the writer batches the records to
- * every sink; the SQLite sink writes on this thread too, rather than hand each batch on to a
- * thread of its own. Reads
- * the gateway asks for (the admin API's queries, verify, retention's prune) run here as well.
+ * which this thread only serves reads, verify and pruning, checkpoints the files' WAL and reads it
+ * ahead of the loop's writes. Here the arguments are derived (`keys`: a hash of their canonical
+ * form; `redacted`: masked), each event is chained into the stream (canonical form, SHA-256), and
+ * the writer batches the records to every sink; the SQLite sink writes on this thread too, rather
+ * than hand each batch on to a thread of its own. Reads the gateway asks for (the admin API's
+ * queries, verify, retention's prune) run here as well.
  *
  * Why a thread: on the event loop, deriving and chaining alone took some 10 to 20 µs a call here,
  * and the sinks' serialisation more; the gateway's thread is what limits its calls per second,

@@ -24,6 +24,20 @@ function open(t: TestContext, file: string, opts: Parameters<typeof openLoopSqli
   return sink;
 }
 
+/**
+ * The loop's sink has written the first 500 of 1,000 records to a new file, and the thread's sink
+ * of that file is open beside it.
+ */
+async function loopWroteHalf(t: TestContext) {
+  const file = await auditFile(t);
+  const sink = open(t, file);
+  const records = streamOf(A, 1_000);
+  await sink.write(records.slice(0, 500));
+  const thread = openSqliteAuditSink(file);
+  t.after(() => thread.close());
+  return { file, sink, records, thread };
+}
+
 async function stored(file: string) {
   const reader = openSqliteAuditSink(file);
   try {
@@ -224,12 +238,7 @@ describe('the SQLite audit sink written on the event loop', () => {
   });
 
   it('has the next commit start the WAL over once a checkpoint finds it grown long', async (t) => {
-    const file = await auditFile(t);
-    const sink = open(t, file);
-    const records = streamOf(A, 1_000);
-    await sink.write(records.slice(0, 500));
-    const thread = openSqliteAuditSink(file);
-    t.after(() => thread.close());
+    const { file, sink, records, thread } = await loopWroteHalf(t);
     const before = thread.checkpointWal(1);
     assert.ok(before.log > 0);
     assert.equal(before.checkpointed, before.log);
@@ -242,12 +251,7 @@ describe('the SQLite audit sink written on the event loop', () => {
   });
 
   it("has the thread's sink read the WAL ahead of the loop's next frame, from the file's start once a checkpoint started it over", async (t) => {
-    const file = await auditFile(t);
-    const sink = open(t, file);
-    const records = streamOf(A, 1_000);
-    await sink.write(records.slice(0, 500));
-    const thread = openSqliteAuditSink(file);
-    t.after(() => thread.close());
+    const { file, sink, records, thread } = await loopWroteHalf(t);
     const walBytes = statSync(`${file}-wal`).size;
     assert.equal(thread.warmWal()?.next, walBytes, 'the loop appends to the WAL');
     assert.equal(thread.checkpointWal(1).restarted, true);

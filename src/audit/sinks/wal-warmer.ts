@@ -37,6 +37,8 @@ const FRAME_HEADER_BYTES = 24;
 /** The wal-index header's fields used here, by byte offset (walformat.html, "WAL-Index Header Format"). */
 const INDEX = { isInit: 12, pageSize: 14, mxFrame: 16, salt: 32, bytes: 48 } as const;
 const READ_CHUNK_BYTES = 256 * 1024;
+/** The WAL index is in the host's byte order. */
+const LITTLE_ENDIAN = endianness() === 'LE';
 
 /** Where the next frame goes, and up to where the WAL is now read ahead of it (no further than the file's end). */
 export interface WalWarmth {
@@ -49,7 +51,6 @@ export class WalWarmer {
   private index: number | undefined;
   private readonly header = Buffer.alloc(INDEX.bytes);
   private readonly chunk = Buffer.alloc(READ_CHUNK_BYTES);
-  private readonly littleEndian = endianness() === 'LE';
   /** What the last call found: the WAL's salt (another salt: the WAL was started over) and where its next frame went. */
   private last: { salt: number; next: number } | undefined;
   /** The salt of a WAL that a checkpoint emptied, until a writer starts it over. */
@@ -111,13 +112,12 @@ export class WalWarmer {
     if (readSync(this.index!, this.header, 0, INDEX.bytes, 0) < INDEX.bytes) return undefined;
     const h = this.header;
     if (h[INDEX.isInit] === 0) return undefined;
-    const u16 = this.littleEndian ? h.readUInt16LE(INDEX.pageSize) : h.readUInt16BE(INDEX.pageSize);
-    const mxFrame = this.littleEndian ? h.readUInt32LE(INDEX.mxFrame) : h.readUInt32BE(INDEX.mxFrame);
-    const salt = this.littleEndian ? h.readUInt32LE(INDEX.salt) : h.readUInt32BE(INDEX.salt);
+    const u32 = (at: number) => (LITTLE_ENDIAN ? h.readUInt32LE(at) : h.readUInt32BE(at));
+    const u16 = LITTLE_ENDIAN ? h.readUInt16LE(INDEX.pageSize) : h.readUInt16BE(INDEX.pageSize);
     // A page size of 65,536 does not fit in 16 bits: the header keeps it as 1.
     const pageSize = u16 === 1 ? 65_536 : u16;
     if (pageSize < 512) return undefined;
-    return { next: WAL_HEADER_BYTES + mxFrame * (FRAME_HEADER_BYTES + pageSize), salt };
+    return { next: WAL_HEADER_BYTES + u32(INDEX.mxFrame) * (FRAME_HEADER_BYTES + pageSize), salt: u32(INDEX.salt) };
   }
 
   /**
